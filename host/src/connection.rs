@@ -1,0 +1,166 @@
+//! One client connection: a fresh instance, Net::Server's hooks in order,
+//! close, and one log line saying how it ended. Nothing that happens here
+//! reaches the listener or another connection.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use crate::client::ClientInfo;
+use crate::wasm::stdio::{ClientSocket, GuestIo};
+use crate::wasm::{Handler, Instance};
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub enum End {
+    /// The hooks ran to the end.
+    Served,
+    /// `allow-deny-hook` refused the client.
+    Denied,
+    /// `process-request` returned an error.
+    HandlerError(String),
+    /// The guest exited through WASI with this status.
+    Exited(i32),
+    /// The guest trapped (panic, bad memory access, a limit) in `hook`.
+    Trap {
+        /// The hook that was running.
+        hook: &'static str,
+        /// What happened.
+        error: wasmtime::Error,
+    },
+    /// No instance could be made.
+    Instantiate(anyhow::Error),
+    /// The client went away while the guest was still writing to it.
+    ClientGone,
+    /// No byte moved for the idle timeout.
+    Idle(Duration),
+}
+
+impl End {
+    /// Whether the guest or the host failed (logged at `err`), as opposed to
+    /// an ordinary end (logged at `info`).
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::HandlerError(_) | Self::Trap { .. } | Self::Instantiate(_)
+        ) || matches!(self, Self::Exited(status) if *status != 0)
+    }
+
+    /// How a hook's error ends the connection: a WASI exit, a client that
+    /// went away under the guest's writes, or a trap.
+    fn trap<'a>(hook: &'static str, socket: &'a ClientSocket) -> impl FnOnce(wasmtime::Error) -> End + 'a {
+        move |error| {
+            if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                End::Exited(exit.0)
+            } else if socket.write_failed().is_some() {
+                End::ClientGone
+            } else {
+                End::Trap { hook, error }
+            }
+        }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Served => f.write_str("served"),
+            Self::Denied => f.write_str("denied by allow-deny-hook"),
+            Self::HandlerError(why) => write!(f, "process-request failed: {why}"),
+            Self::Exited(status) => write!(f, "the guest exited with status {status}"),
+            Self::Trap { hook, error } => write!(f, "guest trapped in {hook}: {}", error.root_cause()),
+            Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
+            Self::ClientGone => f.write_str("the client went away"),
+            Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
+        }
+    }
+}
+
+/// Serves one accepted client; `_permit` holds its place among the
+/// concurrent instances until the connection ends.
+pub async fn serve(
+    handler: Arc<Handler>,
+    stream: TcpStream,
+    idle_timeout: Duration,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Ok((peer, local)) = stream.peer_addr().and_then(|p| Ok((p, stream.local_addr()?))) else {
+        // The client left between accept and here.
+        return;
+    };
+    let client = ClientInfo::tcp(peer, local, handler.service_name().clone());
+    let span = tracing::info_span!("conn", service = %client.service, peer = %client.peer);
+    async move {
+        let started = Instant::now();
+        let socket = ClientSocket::new(stream);
+        let end = tokio::select! {
+            end = converse(&handler, &socket, &client) => end,
+            () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
+        };
+        let took = started.elapsed();
+        if end.is_fault() {
+            tracing::error!("connection ended after {took:.1?}: {end}");
+            if let End::Trap { error, .. } = &end {
+                tracing::trace!("trap details: {error:?}");
+            }
+        } else {
+            tracing::debug!("connection ended after {took:.1?}: {end}");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs the hooks in Net::Server's order on a fresh instance.
+async fn converse(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInfo) -> End {
+    let io = GuestIo::default();
+    let mut instance = match handler.instantiate(io.clone(), client).await {
+        Ok(instance) => instance,
+        Err(error) => return End::Instantiate(error),
+    };
+    match run_hooks(&mut instance, &io, socket, client).await {
+        Ok(end) | Err(end) => end,
+    }
+}
+
+async fn run_hooks(
+    instance: &mut Instance,
+    io: &GuestIo,
+    socket: &Arc<ClientSocket>,
+    client: &ClientInfo,
+) -> Result<End, End> {
+    let trap = |hook| End::trap(hook, socket);
+    instance.child_init_hook().await.map_err(trap("child-init-hook"))?;
+    instance.set_client(Some(client.clone()));
+    io.attach(socket.clone());
+    instance.post_accept_hook().await.map_err(trap("post-accept-hook"))?;
+    let mut end = End::Served;
+    if instance.allow_deny_hook().await.map_err(trap("allow-deny-hook"))? {
+        let served = instance.process_request().await.map_err(trap("process-request"))?;
+        if let Err(why) = served {
+            end = End::HandlerError(why);
+        }
+    } else {
+        instance.request_denied_hook().await.map_err(trap("request-denied-hook"))?;
+        end = End::Denied;
+    }
+    instance
+        .post_process_request_hook()
+        .await
+        .map_err(trap("post-process-request-hook"))?;
+    io.detach();
+    if socket.close().await.is_err() && matches!(end, End::Served) {
+        end = End::ClientGone;
+    }
+    instance
+        .post_client_connection_hook()
+        .await
+        .map_err(trap("post-client-connection-hook"))?;
+    instance.set_client(None);
+    instance.child_finish_hook().await.map_err(trap("child-finish-hook"))?;
+    Ok(end)
+}

@@ -1,0 +1,65 @@
+//! The wasmtime [`Engine`]: one per host, built in the master before any
+//! thread exists, shared by every instance.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::Config as HostConfig;
+
+/// How often the epoch advances: the granularity of preemption and of the
+/// CPU limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Core instances a component may contain (a Rust guest has a handful: its
+/// module plus the shims `wit-component` adds).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+
+/// Builds the engine for `config`: the pooling allocator sized for
+/// `max_instances` concurrent instances, or, where the machine cannot reserve
+/// the pool's address space, on-demand allocation (said in the log).
+pub fn build(config: &HostConfig) -> Result<Engine> {
+    match Engine::new(&base_config().allocation_strategy(pooling(config))) {
+        Ok(engine) => Ok(engine),
+        Err(err) => {
+            tracing::warn!(
+                "pooling allocator unavailable ({err:#}); instances are allocated on demand"
+            );
+            Ok(Engine::new(&base_config())?)
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut c = Config::new();
+    // Preemption and CPU limits: a guest's loop checks the epoch, which one
+    // ticker per engine advances (never a timer per connection).
+    c.epoch_interruption(true);
+    c.wasm_component_model(true);
+    // wasmtime is built without `parallel-compilation`: the component is
+    // compiled in the master before forking, when no thread may exist.
+    // Memory of a fresh instance comes copy-on-write from the module's image.
+    c.memory_init_cow(true);
+    // Bounded guest stack: deep recursion traps instead of growing.
+    c.max_wasm_stack(1 << 20);
+    c.async_stack_size(2 << 20);
+    c
+}
+
+fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
+    let n = config.max_instances;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .total_memories(n * 2)
+        .max_memories_per_component(2)
+        .total_tables(n * 4)
+        .max_tables_per_component(8)
+        .total_stacks(n)
+        .max_memory_size(config.max_memory as usize)
+        // Keep a few decommitted slots warm so reuse stays cheap.
+        .max_unused_warm_slots(n.min(100));
+    InstanceAllocationStrategy::Pooling(pool)
+}

@@ -1,0 +1,266 @@
+//! Loading a handler once (read, check, compile, link, pre-instantiate) and
+//! making instances of it.
+//!
+//! Two kinds of guest are served: a component of the `handler` world (its
+//! hooks are called in Net::Server's order) and a plain WASI command
+//! (`wasi:cli/run`), run once per connection as inetd would, with the
+//! client's addresses in its environment.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::bindings::{Command, CommandPre};
+
+use super::bindings::{self, HandlerPre};
+use super::sandbox::{self, CpuMeter};
+use super::state::{Service, State};
+use super::stdio::GuestIo;
+use super::{embedded, engine};
+use crate::client::ClientInfo;
+use crate::config::Config;
+
+/// The export that makes a component a handler.
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.0";
+/// The export that makes a component a WASI command.
+const RUN_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
+
+/// Which world a loaded guest implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestKind {
+    /// The `netserver:handler/handler` world: Net::Server's hooks.
+    Handler,
+    /// A WASI command (`wasi:cli/run`), served inetd-style.
+    Command,
+}
+
+enum Pre {
+    Handler(HandlerPre<State>),
+    Command(CommandPre<State>),
+}
+
+/// A compiled, linked handler, ready to make instances of.
+pub struct Handler {
+    engine: Engine,
+    pre: Pre,
+    service: Arc<Service>,
+    source: String,
+    max_memory: u64,
+    cpu_limit: Duration,
+}
+
+impl Handler {
+    /// Reads, checks, compiles and links the configured module (or the
+    /// built-in echo handler). Errors name the file and what is wrong.
+    pub fn load(config: &Config) -> Result<Self> {
+        let engine = engine::build(config)?;
+        let (source, bytes) = match &config.module {
+            Some(path) => (path.display().to_string(), read_module(path)?),
+            None => ("built-in echo".to_owned(), embedded::ECHO.to_vec()),
+        };
+        let pre = prepare(&engine, &bytes).with_context(|| format!("--module {source}"))?;
+        let service = Arc::new(Service {
+            name: config.service.as_str().into(),
+            properties: config.properties.clone(),
+        });
+        Ok(Self {
+            engine,
+            pre,
+            service,
+            source,
+            max_memory: config.max_memory,
+            cpu_limit: config.cpu_limit,
+        })
+    }
+
+    /// The world the guest implements.
+    pub fn kind(&self) -> GuestKind {
+        match self.pre {
+            Pre::Handler(_) => GuestKind::Handler,
+            Pre::Command(_) => GuestKind::Command,
+        }
+    }
+
+    /// Where the guest came from: its path, or `built-in echo`.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The engine every instance runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The service name.
+    pub fn service_name(&self) -> &Arc<str> {
+        &self.service.name
+    }
+
+    /// Makes a fresh instance whose stdin and stdout reach the client through
+    /// `io`. A command guest gets `client`'s addresses in its environment.
+    pub async fn instantiate(&self, io: GuestIo, client: &ClientInfo) -> Result<Instance> {
+        let env = match self.pre {
+            Pre::Handler(_) => Vec::new(),
+            Pre::Command(_) => client.environment(),
+        };
+        let state = State::new(
+            self.service.clone(),
+            io,
+            &env,
+            sandbox::limits(self.max_memory),
+            CpuMeter::new(self.cpu_limit),
+        );
+        let mut store = Store::new(&self.engine, state);
+        sandbox::confine(&mut store);
+        let guest = match &self.pre {
+            Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
+            Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),
+        };
+        Ok(Instance { store, guest })
+    }
+}
+
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--module {}: cannot read", path.display()))?;
+    Ok(bytes)
+}
+
+/// Checks what `bytes` are, compiles and links them.
+fn prepare(engine: &Engine, bytes: &[u8]) -> Result<Pre> {
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        bail!(
+            "a core WebAssembly module, not a component: build the handler for \
+             wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+        );
+    }
+    if !wasmparser::Parser::is_component(bytes) {
+        bail!("not a WebAssembly component (no `\\0asm` component header)");
+    }
+    let component = Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?;
+    let mut linker = Linker::<State>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
+    // An import this host does not provide traps when called, ending only
+    // that connection, rather than refusing the whole handler.
+    linker.define_unknown_imports_as_traps(&component)?;
+    let pre = linker.instantiate_pre(&component)?;
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.iter().any(|e| e == HOOKS_EXPORT) {
+        let pre = HandlerPre::new(pre)
+            .map_err(|e| anyhow!("its {HOOKS_EXPORT} export does not match the WIT contract: {e:#}"))?;
+        return Ok(Pre::Handler(pre));
+    }
+    if let Some(other) = exports.iter().find(|e| e.starts_with("netserver:handler/hooks")) {
+        bail!("exports {other}, but this host serves {HOOKS_EXPORT}");
+    }
+    if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
+        let pre = CommandPre::new(pre)
+            .map_err(|e| anyhow!("its wasi:cli/run export does not match WASI 0.2: {e:#}"))?;
+        return Ok(Pre::Command(pre));
+    }
+    bail!(
+        "exports neither {HOOKS_EXPORT} (a handler) nor wasi:cli/run (a WASI command); it exports: [{}]",
+        exports.join(", ")
+    )
+}
+
+enum Guest {
+    Handler(bindings::Handler),
+    Command(Command),
+}
+
+/// One instance of a handler with its Store.
+pub struct Instance {
+    store: Store<State>,
+    guest: Guest,
+}
+
+/// Calls hook `$method` of a handler guest with a fresh CPU budget; a
+/// command guest has no such hook and yields `$default`.
+macro_rules! hook {
+    ($self:ident, $method:ident, $default:expr) => {{
+        $self.store.data_mut().cpu.reset();
+        match &$self.guest {
+            Guest::Handler(h) => {
+                h.netserver_handler_hooks()
+                    .$method(&mut $self.store)
+                    .await
+            }
+            Guest::Command(_) => Ok($default),
+        }
+    }};
+}
+
+impl Instance {
+    /// Sets (or clears) the client the `client` import reports.
+    pub fn set_client(&mut self, client: Option<ClientInfo>) {
+        self.store.data_mut().client = client;
+    }
+
+    /// The slot connecting stdin and stdout to the client.
+    pub fn io(&self) -> &GuestIo {
+        &self.store.data().io
+    }
+
+    /// `child-init-hook`.
+    pub async fn child_init_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_child_init_hook, ())
+    }
+
+    /// `post-accept-hook`.
+    pub async fn post_accept_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_post_accept_hook, ())
+    }
+
+    /// `allow-deny-hook`: whether to serve the client.
+    pub async fn allow_deny_hook(&mut self) -> wasmtime::Result<bool> {
+        hook!(self, call_allow_deny_hook, true)
+    }
+
+    /// `request-denied-hook`.
+    pub async fn request_denied_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_request_denied_hook, ())
+    }
+
+    /// `process-request`, or a command's `run`. The outer `Err` is a trap;
+    /// the inner one the reason the guest gave for failing.
+    pub async fn process_request(&mut self) -> wasmtime::Result<Result<(), String>> {
+        self.store.data_mut().cpu.reset();
+        match &self.guest {
+            Guest::Handler(h) => {
+                h.netserver_handler_hooks()
+                    .call_process_request(&mut self.store)
+                    .await
+            }
+            Guest::Command(c) => {
+                let run = c.wasi_cli_run().call_run(&mut self.store).await?;
+                Ok(run.map_err(|()| "the command exited with a failure status".to_owned()))
+            }
+        }
+    }
+
+    /// `post-process-request-hook`.
+    pub async fn post_process_request_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_post_process_request_hook, ())
+    }
+
+    /// `post-client-connection-hook`.
+    pub async fn post_client_connection_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_post_client_connection_hook, ())
+    }
+
+    /// `child-finish-hook`.
+    pub async fn child_finish_hook(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_child_finish_hook, ())
+    }
+}

@@ -1,0 +1,16 @@
+//! The WebAssembly side: the engine, the WIT bindings, the per-Store state,
+//! guest stdio, the sandbox's limits and loading handlers.
+
+pub mod bindings;
+pub mod engine;
+pub mod handler;
+pub mod sandbox;
+pub mod state;
+pub mod stdio;
+
+pub use handler::{GuestKind, Handler, Instance};
+
+/// Guests built into the binary.
+pub mod embedded {
+    pub const ECHO: &[u8] = &[]; // TEMP
+}

@@ -1,0 +1,115 @@
+//! The sandbox's limits on one Store: linear memory and CPU.
+//!
+//! Memory: the Store's limiter refuses growth past `max_memory` and traps,
+//! so the log names the reason.
+//!
+//! CPU: the engine's epoch advances every [`EPOCH_TICK`]. A running guest
+//! checks the epoch in its loops; at each tick it yields to the other
+//! connections and the [`CpuMeter`] counts one tick of computation. When the
+//! guest waits for its client the count starts again, so `cpu_limit` bounds
+//! how long a guest may compute without waiting — an infinite loop traps
+//! after `cpu_limit`, a chatty handler never does.
+
+use std::time::Duration;
+
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+
+use super::engine::EPOCH_TICK;
+use super::state::State;
+
+/// Counts the epoch ticks a guest computed for since it last waited.
+#[derive(Debug)]
+pub struct CpuMeter {
+    budget_ticks: u64,
+    ticks: u64,
+    waits_seen: u64,
+    limit: Duration,
+}
+
+impl CpuMeter {
+    /// A meter allowing `limit` of computation between two waits.
+    pub fn new(limit: Duration) -> Self {
+        let ticks = limit.as_nanos() / EPOCH_TICK.as_nanos();
+        Self {
+            budget_ticks: (ticks as u64).max(1),
+            ticks: 0,
+            waits_seen: 0,
+            limit,
+        }
+    }
+
+    /// Records one tick of computation, given how often the guest has waited
+    /// so far; `false` once the budget is spent.
+    pub fn tick(&mut self, waits: u64) -> bool {
+        if waits != self.waits_seen {
+            self.waits_seen = waits;
+            self.ticks = 0;
+        }
+        self.ticks += 1;
+        self.ticks <= self.budget_ticks
+    }
+
+    /// Starts a new budget (at the start of every hook call).
+    pub fn reset(&mut self) {
+        self.ticks = 0;
+    }
+}
+
+/// The limits of one Store: what [`State::new`] is given.
+pub fn limits(max_memory: u64) -> wasmtime::StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
+        .trap_on_grow_failure(true)
+        .build()
+}
+
+/// Applies the limits to a new Store.
+pub fn confine(store: &mut Store<State>) {
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        let waits = state.io.waits();
+        if state.cpu.tick(waits) {
+            Ok(UpdateDeadline::Yield(1))
+        } else {
+            Err(wasmtime::format_err!(
+                "CPU limit exceeded: computed for more than {:?} without waiting for the client",
+                state.cpu.limit
+            ))
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_counts_ticks_between_waits() {
+        let mut meter = CpuMeter::new(EPOCH_TICK * 3);
+        // (waits so far, expected verdict)
+        let steps = [
+            (0, true),
+            (0, true),
+            (0, true),
+            (0, false),
+            (1, true), // the guest waited: a fresh budget
+            (1, true),
+            (1, true),
+            (1, false),
+        ];
+        for (i, (waits, ok)) in steps.into_iter().enumerate() {
+            assert_eq!(meter.tick(waits), ok, "step {i}");
+        }
+        meter.reset();
+        assert!(meter.tick(1));
+    }
+
+    #[test]
+    fn tiny_limits_allow_one_tick() {
+        let mut meter = CpuMeter::new(Duration::from_micros(1));
+        assert!(meter.tick(0));
+        assert!(!meter.tick(0));
+    }
+}

@@ -1,0 +1,131 @@
+//! The per-Store state: one struct, a field per capability, built in one
+//! place ([`State::new`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{ClientHost, LogHost, PropertiesHost, WitClientInfo, WitLevel};
+use super::sandbox::CpuMeter;
+use super::stdio::{GuestIo, GuestStderr};
+use crate::client::ClientInfo;
+
+/// What a service gives every one of its instances.
+#[derive(Debug)]
+pub struct Service {
+    /// The service name.
+    pub name: Arc<str>,
+    /// The properties handed to the handler.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The data of one instance's Store.
+pub struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// The memory and instance limits of this Store.
+    pub limits: StoreLimits,
+    /// CPU used since the guest last waited (see [`super::sandbox`]).
+    pub cpu: CpuMeter,
+    /// The client being served, during the connection hooks.
+    pub client: Option<ClientInfo>,
+    /// The slot connecting stdin and stdout to the client.
+    pub io: GuestIo,
+    service: Arc<Service>,
+}
+
+impl State {
+    /// The state of a new instance of `service`: stdin and stdout reach the
+    /// client through `io`, stderr goes to the log, and `env` is the whole
+    /// environment (nothing of the host's).
+    pub fn new(
+        service: Arc<Service>,
+        io: GuestIo,
+        env: &[(&str, String)],
+        limits: StoreLimits,
+        cpu: CpuMeter,
+    ) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdin(io.stdin())
+            .stdout(io.stdout())
+            .stderr(GuestStderr::default())
+            .envs(env)
+            // No network: TCP and UDP sockets are refused outright.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            cpu,
+            client: None,
+            io,
+            service,
+        }
+    }
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ClientHost for State {
+    fn info(&mut self) -> Option<WitClientInfo> {
+        self.client.as_ref().map(|c| WitClientInfo {
+            peer_addr: c.peer.ip().to_string(),
+            peer_port: c.peer.port(),
+            local_addr: c.local.ip().to_string(),
+            local_port: c.local.port(),
+            proto: c.proto.to_owned(),
+            peer_host: c.peer_host.clone(),
+            service: c.service.to_string(),
+        })
+    }
+}
+
+impl LogHost for State {
+    fn log(&mut self, level: WitLevel, message: String) {
+        for line in message.lines() {
+            match level {
+                WitLevel::Err => tracing::error!(target: "guest", "{line}"),
+                WitLevel::Warning => tracing::warn!(target: "guest", "{line}"),
+                WitLevel::Notice => tracing::info!(target: "guest", "{line}"),
+                WitLevel::Info => tracing::debug!(target: "guest", "{line}"),
+                WitLevel::Debug => tracing::trace!(target: "guest", "{line}"),
+            }
+        }
+    }
+
+    fn enabled(&mut self, level: WitLevel) -> bool {
+        match level {
+            WitLevel::Err => tracing::enabled!(target: "guest", tracing::Level::ERROR),
+            WitLevel::Warning => tracing::enabled!(target: "guest", tracing::Level::WARN),
+            WitLevel::Notice => tracing::enabled!(target: "guest", tracing::Level::INFO),
+            WitLevel::Info => tracing::enabled!(target: "guest", tracing::Level::DEBUG),
+            WitLevel::Debug => tracing::enabled!(target: "guest", tracing::Level::TRACE),
+        }
+    }
+}
+
+impl PropertiesHost for State {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.service.properties.get(&key).cloned()
+    }
+
+    fn all(&mut self) -> Vec<(String, String)> {
+        self.service
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}

@@ -1,0 +1,135 @@
+//! The built-in echo handler and handler hooks, seen by a client.
+
+use crate::util::{Server, guests};
+
+#[test]
+fn builtin_echo_answers_and_quit_closes() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send(b"hello\r\nquit\r\n");
+    assert_eq!(client.read_all(), "You said 'hello'\r\nYou said 'quit'\r\n");
+}
+
+#[test]
+fn echo_is_byte_exact_over_many_lines() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    let long = "x".repeat(200_000);
+    let lines = ["first", "", "  spaced  ", "tab\there", "ünïcödé", &long, "bare lf"];
+    let mut sent = String::new();
+    let mut want = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let end = if i == lines.len() - 1 { "\n" } else { "\r\n" };
+        sent.push_str(&format!("{line}{end}"));
+        want.push_str(&format!("You said '{line}'\r\n"));
+    }
+    client.send(sent.as_bytes());
+    client.shutdown_write();
+    assert_eq!(client.read_all(), want);
+}
+
+#[test]
+fn echo_stops_reading_after_quit() {
+    let server = Server::start(&[]);
+    let mut client = server.connect();
+    client.send(b"one\nplease quit now\nnever answered\n");
+    assert_eq!(client.read_all(), "You said 'one'\r\nYou said 'please quit now'\r\n");
+}
+
+#[test]
+fn clients_are_served_concurrently() {
+    let server = Server::start(&[]);
+    // Every client is connected and mid-conversation before any finishes.
+    let mut clients: Vec<_> = (0..8).map(|_| server.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("client {i}\n").as_bytes());
+        assert_eq!(client.read_line(), format!("You said 'client {i}'\r\n"));
+    }
+    for (i, client) in clients.iter_mut().enumerate().rev() {
+        client.send(format!("again {i}\nquit\n").as_bytes());
+        assert_eq!(
+            client.read_all(),
+            format!("You said 'again {i}'\r\nYou said 'quit'\r\n")
+        );
+    }
+}
+
+#[test]
+fn echo_guest_file_is_served_with_module() {
+    let server = Server::start(&["--module", guests::ECHO]);
+    let mut client = server.connect();
+    client.send(b"from a file\nquit\n");
+    assert_eq!(client.read_all(), "You said 'from a file'\r\nYou said 'quit'\r\n");
+}
+
+#[test]
+fn ipv6_loopback_is_served() {
+    let server = Server::start_on("[::1]:0", &[]);
+    assert!(server.addr.is_ipv6());
+    let mut client = server.connect();
+    client.send(b"v6\nquit\n");
+    assert_eq!(client.read_all(), "You said 'v6'\r\nYou said 'quit'\r\n");
+}
+
+#[test]
+fn hooks_run_in_net_server_order_with_client_info() {
+    let mut server = Server::start(&[
+        "--module",
+        guests::HOOK_TRACE,
+        "--property",
+        "greeting=hi there",
+        "--service",
+        "tracer",
+    ]);
+    let mut client = server.connect();
+    let local = server.addr.port();
+    client.send(b"ping\nquit\n");
+    let reply = client.read_all();
+    let peer_port = reply
+        .split("peer=127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("peer port in reply");
+    assert_eq!(
+        reply,
+        format!(
+            "peer=127.0.0.1:{peer_port} local=127.0.0.1:{local} proto=tcp service=tracer host=-\r\n\
+             prop greeting=hi there\r\n\
+             You said 'ping'\r\nYou said 'quit'\r\n\
+             bye\r\n"
+        )
+    );
+    server.wait_for_log("hook child-finish-hook");
+    let order: Vec<String> = server
+        .log()
+        .iter()
+        .filter_map(|l| l.split("hook ").nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "child-init-hook",
+            "post-accept-hook",
+            "allow-deny-hook",
+            "process-request",
+            "post-process-request-hook",
+            "post-client-connection-hook",
+            "child-finish-hook"
+        ]
+    );
+    // Guest stderr and guest log lines are tagged with the service and peer.
+    let stderr = server.wait_for_log("stderr from hook-trace");
+    assert!(stderr.contains("service=tracer") && stderr.contains("peer=127.0.0.1:"), "{stderr}");
+}
+
+#[test]
+fn allow_deny_hook_refusal_runs_request_denied_hook() {
+    let mut server = Server::start(&["--module", guests::HOOK_TRACE, "--property", "deny=yes"]);
+    let mut client = server.connect();
+    client.send(b"ping\n");
+    let reply = client.read_all();
+    assert!(reply.ends_with("denied\r\nbye\r\n"), "{reply:?}");
+    assert!(!reply.contains("You said"), "{reply:?}");
+    server.wait_for_log("denied by allow-deny-hook");
+    assert!(!server.log().iter().any(|l| l.contains("hook process-request")));
+}

@@ -1,0 +1,137 @@
+//! Hostile guests and clients end only their own connection.
+
+use crate::util::{Server, guests};
+
+/// Sends `line` to a fresh client of the misbehave guest and reads until the
+/// connection closes.
+fn misbehave(server: &Server, line: &str) -> String {
+    let mut client = server.connect();
+    client.send(format!("{line}\n").as_bytes());
+    client.read_all()
+}
+
+/// After a fault, the server still serves: a new client is answered.
+fn still_serves(server: &mut Server) {
+    assert!(server.is_running());
+    let mut client = server.connect();
+    client.send(b"hello\n");
+    assert_eq!(client.read_line(), "ok hello\r\n");
+}
+
+#[test]
+fn trap_ends_only_that_connection() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE]);
+    assert_eq!(misbehave(&server, "trap"), "");
+    let line = server.wait_for_log("guest trapped in process-request");
+    assert!(line.contains("unreachable"), "{line}");
+    still_serves(&mut server);
+}
+
+#[test]
+fn panic_is_logged_with_its_message() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE]);
+    assert_eq!(misbehave(&server, "panic"), "");
+    server.wait_for_log("guest panicked on request");
+    server.wait_for_log("guest trapped in process-request");
+    still_serves(&mut server);
+}
+
+#[test]
+fn memory_bomb_hits_the_cap() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE, "--max-memory", "16M"]);
+    assert_eq!(misbehave(&server, "alloc"), "");
+    let line = server.wait_for_log("guest trapped in process-request");
+    assert!(line.contains("memory"), "{line}");
+    still_serves(&mut server);
+}
+
+#[test]
+fn spinning_guest_is_stopped_and_does_not_stall_others() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE, "--cpu-limit", "2"]);
+    let mut spinner = server.connect();
+    spinner.send(b"spin\n");
+    // While it spins (on one of the two cores or more), others are served.
+    for _ in 0..3 {
+        still_serves(&mut server);
+    }
+    assert_eq!(spinner.read_all(), "");
+    let line = server.wait_for_log("CPU limit exceeded");
+    assert!(line.contains("process-request"), "{line}");
+    still_serves(&mut server);
+}
+
+#[test]
+fn exit_and_error_are_logged() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE]);
+    assert_eq!(misbehave(&server, "exit"), "");
+    server.wait_for_log("the guest exited with status 3");
+    assert_eq!(misbehave(&server, "err"), "");
+    server.wait_for_log("process-request failed: handler reported an error");
+    still_serves(&mut server);
+}
+
+#[test]
+fn guest_stderr_is_logged_per_line() {
+    let mut server = Server::start(&["--module", guests::MISBEHAVE]);
+    let mut client = server.connect();
+    client.send(b"stderr\nhello\n");
+    assert_eq!(client.read_line(), "ok hello\r\n");
+    let line = server.wait_for_log("stderr: line 99");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+}
+
+#[test]
+fn silent_client_is_closed_after_idle_timeout() {
+    let mut server = Server::start(&["--idle-timeout", "0.5"]);
+    let mut silent = server.connect();
+    // The server closes the connection; read_all returns at its end of file.
+    assert_eq!(silent.read_all(), "");
+    server.wait_for_log("idle timeout: no data for 0.5s");
+    let mut client = server.connect();
+    client.send(b"still here\nquit\n");
+    assert_eq!(client.read_all(), "You said 'still here'\r\nYou said 'quit'\r\n");
+}
+
+#[test]
+fn client_that_resets_mid_reply_is_harmless() {
+    let mut server = Server::start(&[]);
+    for _ in 0..20 {
+        let mut client = server.connect();
+        client.send(&b"x".repeat(100_000));
+        client.send(b"\n");
+        // Drop without reading: the server's write fails or the reset arrives.
+    }
+    let mut client = server.connect();
+    client.send(b"after resets\nquit\n");
+    assert_eq!(client.read_all(), "You said 'after resets'\r\nYou said 'quit'\r\n");
+    assert!(server.is_running());
+}
+
+#[test]
+fn command_guest_sees_client_addresses_and_panic_ends_only_its_client() {
+    let mut server = Server::start(&["--module", guests::COMMAND_ENV]);
+    let mut first = server.connect();
+    let local_port = server.addr.port();
+    let greeting = first.read_line();
+    let peer_port = greeting
+        .split("TCPREMOTEPORT=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        greeting,
+        format!(
+            "TCPREMOTEIP=127.0.0.1 TCPREMOTEPORT={peer_port} TCPLOCALIP=127.0.0.1 \
+             TCPLOCALPORT={local_port} PROTO=TCP\r\n"
+        )
+    );
+    first.send(b"hi\npanic\n");
+    assert_eq!(first.read_all(), "echo: hi\r\n");
+    server.wait_for_log("command guest panicked");
+    server.wait_for_log("guest trapped in process-request");
+    let mut second = server.connect();
+    second.read_line();
+    second.send(b"next\nquit\n");
+    assert_eq!(second.read_all(), "echo: next\r\n");
+}

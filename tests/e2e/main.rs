@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `netserver-host` on port 0, real sockets.
+
+mod util;
+
+mod check;
+mod echo;
+mod faults;
+mod modules;

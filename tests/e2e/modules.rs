@@ -1,0 +1,124 @@
+//! Every bad `--module` exits 2 with one line naming the file and the fault.
+
+use std::path::PathBuf;
+
+use crate::util::{guests, run};
+
+/// Writes `bytes` to a fresh file named `name` and returns its path.
+fn file(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("netserver-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn component(name: &str, wat: &str) -> PathBuf {
+    file(name, &wat::parse_str(wat).expect("valid WAT"))
+}
+
+/// `netserver-host --check --module PATH` fails with exit 2 and one line
+/// that names PATH and contains `reason`.
+fn assert_rejected(path: &str, reason: &str) {
+    let out = run(&["--check", "--module", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{path}: {err}");
+    assert_eq!(err.lines().count(), 1, "{path}: one line expected: {err}");
+    assert!(
+        err.starts_with(&format!("netserver-host: --module {path}: ")),
+        "{path}: {err}"
+    );
+    assert!(err.contains(reason), "{path}: wanted {reason:?} in {err}");
+}
+
+#[test]
+fn missing_file() {
+    assert_rejected("/nonexistent/handler.wasm", "cannot read: No such file or directory");
+}
+
+#[test]
+fn unreadable_directory() {
+    let dir = std::env::temp_dir();
+    assert_rejected(dir.to_str().unwrap(), "cannot read");
+}
+
+#[test]
+fn not_wasm() {
+    let path = file("text.wasm", b"#!/bin/sh\necho not wasm\n");
+    assert_rejected(path.to_str().unwrap(), "not a WebAssembly component");
+}
+
+#[test]
+fn core_module() {
+    let path = file("core.wasm", &wat::parse_str("(module (func (export \"_start\")))").unwrap());
+    assert_rejected(path.to_str().unwrap(), "a core WebAssembly module, not a component");
+}
+
+#[test]
+fn truncated_component() {
+    let echo = std::fs::read(guests::ECHO).unwrap();
+    let path = file("truncated.wasm", &echo[..echo.len() / 2]);
+    assert_rejected(path.to_str().unwrap(), "invalid component");
+}
+
+#[test]
+fn component_exporting_neither_world() {
+    let path = component("empty.wasm", "(component)");
+    assert_rejected(
+        path.to_str().unwrap(),
+        "exports neither netserver:handler/hooks@0.1.0 (a handler) nor wasi:cli/run",
+    );
+}
+
+#[test]
+fn malformed_hooks_export() {
+    // Exports the hooks interface with only `process-request`, of the wrong type.
+    let path = component(
+        "malformed.wasm",
+        r#"(component
+            (core module $m (func (export "f")))
+            (core instance $i (instantiate $m))
+            (func $f (canon lift (core func $i "f")))
+            (instance $hooks (export "process-request" (func $f)))
+            (export "netserver:handler/hooks@0.1.0" (instance $hooks))
+        )"#,
+    );
+    assert_rejected(
+        path.to_str().unwrap(),
+        "its netserver:handler/hooks@0.1.0 export does not match the WIT contract",
+    );
+}
+
+#[test]
+fn other_hooks_version() {
+    let path = component(
+        "future.wasm",
+        r#"(component
+            (core module $m (func (export "f")))
+            (core instance $i (instantiate $m))
+            (func $f (canon lift (core func $i "f")))
+            (instance $hooks (export "process-request" (func $f)))
+            (export "netserver:handler/hooks@9.0.0" (instance $hooks))
+        )"#,
+    );
+    assert_rejected(
+        path.to_str().unwrap(),
+        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0",
+    );
+}
+
+#[test]
+fn good_modules_are_recognised() {
+    let cases = [
+        (guests::ECHO, "handler"),
+        (guests::HOOK_TRACE, "handler"),
+        (guests::COMMAND_ENV, "command"),
+    ];
+    for (path, kind) in cases {
+        let out = run(&["--check", "--module", path]);
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["module"]["kind"], kind, "{path}");
+        assert_eq!(json["module"]["source"], path);
+    }
+}

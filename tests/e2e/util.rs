@@ -1,0 +1,186 @@
+//! Running the real `netserver-host` and talking to it over real sockets.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_netserver-host");
+
+/// The longest a test waits for the server to do something it must do
+/// (start, log a line): a bound against hanging, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Guests built by host/build.rs.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// Runs `netserver-host` with `args` to completion (for `--check` and for
+/// start-up errors).
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run netserver-host")
+}
+
+/// A running `netserver-host`, killed (by PID) when dropped; its log is
+/// printed then, so a failing test shows it.
+pub struct Server {
+    child: Child,
+    /// The address it bound, read from its log.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+}
+
+impl Server {
+    /// Starts the server on 127.0.0.1, port 0, with `args`, and waits for its
+    /// `Binding to TCP port N` line.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts the server listening on `port_spec` with `args`.
+    pub fn start_on(port_spec: &str, args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["--port", port_spec, "--log-level", "4"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netserver-host");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
+            lines,
+        };
+        let line = server.wait_for_log("Binding to TCP port");
+        server.addr = parse_binding(&line);
+        server
+    }
+
+    /// Waits until the log has a line containing `needle` and returns it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+            return line;
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no log line containing {needle:?}; log:\n{}", self.log().join("\n"));
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Connects a client.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- netserver-host log ---\n{}", self.log().join("\n"));
+        }
+    }
+}
+
+/// `... Binding to TCP port N on host H with IPvX` → H:N.
+fn parse_binding(line: &str) -> SocketAddr {
+    let rest = line.split("Binding to TCP port ").nth(1).expect("binding line");
+    let mut words = rest.split_whitespace();
+    let port: u16 = words.next().unwrap().parse().unwrap();
+    let host = words.nth(2).expect("host");
+    let ip: std::net::IpAddr = host.parse().expect("bound host");
+    SocketAddr::new(ip, port)
+}
+
+/// A client connection with a read timeout (a bound, not an assertion).
+pub struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Self { stream }
+    }
+
+    /// Sends `bytes`.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        self.stream.read_to_end(&mut got).expect("read to end");
+        got
+    }
+
+    /// Reads until the server closes, as text.
+    pub fn read_all(&mut self) -> String {
+        String::from_utf8(self.read_to_end()).expect("utf-8 reply")
+    }
+
+    /// Reads exactly `n` bytes.
+    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        self.stream.read_exact(&mut buf).expect("read_exact");
+        buf
+    }
+
+    /// Reads one line, up to and including `\n`.
+    pub fn read_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            match self.stream.read(&mut byte).expect("read line") {
+                0 => break,
+                _ => line.push(byte[0]),
+            }
+        }
+        String::from_utf8(line).expect("utf-8 line")
+    }
+
+    /// Half-closes the sending side.
+    pub fn shutdown_write(&mut self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+}
