@@ -52,7 +52,10 @@ impl End {
 
     /// How a hook's error ends the connection: a WASI exit, a client that
     /// went away under the guest's writes, or a trap.
-    fn trap<'a>(hook: &'static str, socket: &'a ClientSocket) -> impl FnOnce(wasmtime::Error) -> End + 'a {
+    fn trap<'a>(
+        hook: &'static str,
+        socket: &'a ClientSocket,
+    ) -> impl FnOnce(wasmtime::Error) -> End + 'a {
         move |error| {
             if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 End::Exited(exit.0)
@@ -72,7 +75,9 @@ impl fmt::Display for End {
             Self::Denied => f.write_str("denied by allow-deny-hook"),
             Self::HandlerError(why) => write!(f, "process-request failed: {why}"),
             Self::Exited(status) => write!(f, "the guest exited with status {status}"),
-            Self::Trap { hook, error } => write!(f, "guest trapped in {hook}: {}", error.root_cause()),
+            Self::Trap { hook, error } => {
+                write!(f, "guest trapped in {hook}: {}", error.root_cause())
+            }
             Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
             Self::ClientGone => f.write_str("the client went away"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
@@ -88,7 +93,10 @@ pub async fn serve(
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((peer, local)) = stream.peer_addr().and_then(|p| Ok((p, stream.local_addr()?))) else {
+    let Ok((peer, local)) = stream
+        .peer_addr()
+        .and_then(|p| Ok((p, stream.local_addr()?)))
+    else {
         // The client left between accept and here.
         return;
     };
@@ -134,18 +142,34 @@ async fn run_hooks(
     client: &ClientInfo,
 ) -> Result<End, End> {
     let trap = |hook| End::trap(hook, socket);
-    instance.child_init_hook().await.map_err(trap("child-init-hook"))?;
+    instance
+        .child_init_hook()
+        .await
+        .map_err(trap("child-init-hook"))?;
     instance.set_client(Some(client.clone()));
     io.attach(socket.clone());
-    instance.post_accept_hook().await.map_err(trap("post-accept-hook"))?;
+    instance
+        .post_accept_hook()
+        .await
+        .map_err(trap("post-accept-hook"))?;
     let mut end = End::Served;
-    if instance.allow_deny_hook().await.map_err(trap("allow-deny-hook"))? {
-        let served = instance.process_request().await.map_err(trap("process-request"))?;
+    if instance
+        .allow_deny_hook()
+        .await
+        .map_err(trap("allow-deny-hook"))?
+    {
+        let served = instance
+            .process_request()
+            .await
+            .map_err(trap("process-request"))?;
         if let Err(why) = served {
             end = End::HandlerError(why);
         }
     } else {
-        instance.request_denied_hook().await.map_err(trap("request-denied-hook"))?;
+        instance
+            .request_denied_hook()
+            .await
+            .map_err(trap("request-denied-hook"))?;
         end = End::Denied;
     }
     instance
@@ -161,6 +185,9 @@ async fn run_hooks(
         .await
         .map_err(trap("post-client-connection-hook"))?;
     instance.set_client(None);
-    instance.child_finish_hook().await.map_err(trap("child-finish-hook"))?;
+    instance
+        .child_finish_hook()
+        .await
+        .map_err(trap("child-finish-hook"))?;
     Ok(end)
 }

@@ -36,12 +36,15 @@ use anyhow::Result;
 /// until interrupted. An `Err` is a configuration or start-up error: `main`
 /// prints it as one line and exits 2.
 pub fn run() -> Result<ExitCode> {
-    let cli = cli::Cli::parse_args();
+    let cli = cli::Cli::parse_args()?;
     let config = config::Config::resolve(cli)?;
     log::init(config.log_level);
     let handler = wasm::Handler::load(&config)?;
     if config.check {
-        println!("{}", serde_json::to_string_pretty(&check_report(&config, &handler))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&check_report(&config, &handler))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     server::serve(config, handler)?;

@@ -31,8 +31,13 @@ pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>> {
             if addr.port() != 0 && bound.iter().any(|b| b.addr == addr) {
                 continue;
             }
-            let socket = bind(addr, listener.ipv)
-                .with_context(|| format!("cannot bind to TCP port {} on host {}", addr.port(), addr.ip()))?;
+            let socket = bind(addr, listener.ipv).with_context(|| {
+                format!(
+                    "cannot bind to TCP port {} on host {}",
+                    addr.port(),
+                    addr.ip()
+                )
+            })?;
             let addr = socket.local_addr()?;
             tracing::info!(
                 "Binding to TCP port {} on host {} with IPv{}",
@@ -59,7 +64,9 @@ pub fn addresses(listener: &Listener) -> Result<Vec<SocketAddr>> {
         return Ok(match listener.ipv {
             Ipv::V4 => vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)],
             Ipv::V6 => vec![SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)],
-            Ipv::Any if ipv6_available() => vec![SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)],
+            Ipv::Any if ipv6_available() => {
+                vec![SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)]
+            }
             Ipv::Any => vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)],
         });
     }
@@ -72,7 +79,11 @@ pub fn addresses(listener: &Listener) -> Result<Vec<SocketAddr>> {
         .filter(|a| listener.ipv.admits(&a.ip()))
         .collect();
     if resolved.is_empty() {
-        bail!("host '{}' has no IPv{} address", listener.host, listener.ipv);
+        bail!(
+            "host '{}' has no IPv{} address",
+            listener.host,
+            listener.ipv
+        );
     }
     let mut unique = Vec::new();
     for addr in resolved {

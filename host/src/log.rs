@@ -14,11 +14,13 @@
 use std::fmt;
 
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The `tracing` level of Net::Server log level `level` (0–4; above 4 is 4).
 pub fn tracing_level(level: u8) -> Level {
@@ -44,11 +46,23 @@ pub fn level_name(level: Level) -> &'static str {
 
 /// Installs the global subscriber writing to stderr at `log_level` (0–4).
 /// Later calls do nothing.
+///
+/// The host's own lines and the guests' (target `guest`) are written at
+/// `log_level`; the libraries underneath (wasmtime, cranelift, tokio) only
+/// their warnings and errors, however verbose the host is.
 pub fn init(log_level: u8) {
+    let level = LevelFilter::from_level(tracing_level(log_level));
+    let filter = Targets::new()
+        .with_default(level.min(LevelFilter::WARN))
+        .with_target(env!("CARGO_CRATE_NAME"), level)
+        .with_target("guest", level);
     let _ = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::from_level(tracing_level(log_level)))
+        .with_max_level(level)
+        .with_ansi(false)
         .with_writer(std::io::stderr)
         .event_format(NetServerFormat)
+        .finish()
+        .with(filter)
         .try_init();
 }
 

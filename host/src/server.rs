@@ -36,7 +36,12 @@ async fn run(config: Config, handler: Arc<Handler>, bound: Vec<Bound>) -> Result
     let mut loops = tokio::task::JoinSet::new();
     for b in bound {
         let listener = TcpListener::from_std(b.socket)?;
-        loops.spawn(accept_loop(listener, handler.clone(), permits.clone(), config.idle_timeout));
+        loops.spawn(accept_loop(
+            listener,
+            handler.clone(),
+            permits.clone(),
+            config.idle_timeout,
+        ));
     }
     tracing::info!(
         "Serving {} ({:?} handler) as service {}",
@@ -78,7 +83,12 @@ async fn accept_loop(
             Ok((stream, _)) => {
                 // Replies are written whole by the guest: send them at once.
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(connection::serve(handler.clone(), stream, idle_timeout, permit));
+                tokio::spawn(connection::serve(
+                    handler.clone(),
+                    stream,
+                    idle_timeout,
+                    permit,
+                ));
             }
             Err(err) => {
                 // Out of descriptors, or a client that reset before accept:

@@ -1,1 +1,269 @@
+//! Write [netserver] handlers in Rust: Perl's Net::Server hooks, compiled to
+//! a WebAssembly component that `netserver-host` runs in a sandbox.
+//!
+//! A handler is a type that implements [`Handler`]. Every hook has a default,
+//! so implement only what your protocol needs — usually
+//! [`process_request`](Handler::process_request). During a connection the
+//! handler's stdin and stdout *are* the client connection, as STDIN and
+//! STDOUT are in Net::Server: read the request with [`std::io::stdin`], write
+//! the reply with [`std::io::stdout`] or `print!`. Whatever it writes to
+//! stderr (`eprintln!`) goes to the server log.
+//!
+//! # A handler, start to finish
+//!
+//! A new library crate, built as a `cdylib` (outside the netserver checkout,
+//! or with an empty `[workspace]` table of its own):
+//!
+//! ```toml
+//! # Cargo.toml
+//! [package]
+//! name = "greeter"
+//! version = "0.1.0"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! netserver-sdk = { path = "../netserver/sdk" } # where your netserver checkout is
+//!
+//! [profile.release]
+//! opt-level = "s"
+//! lto = true
+//! strip = true
+//! ```
+//!
+//! A small line protocol: it greets the client by address with a greeting
+//! taken from the `greeting` property, then answers `upper TEXT` and `peer`
+//! until the client sends `quit` or closes the connection.
+//!
+//! ```no_run
+//! // src/lib.rs
+//! use std::io::{BufRead, Write, stdin, stdout};
+//!
+//! use netserver_sdk::{Error, Handler, client, log, property};
+//!
+//! struct Greeter;
+//!
+//! impl Handler for Greeter {
+//!     // Runs first for every client: write a banner.
+//!     fn post_accept_hook() {
+//!         let greeting = property("greeting").unwrap_or_else(|| "Hello".to_owned());
+//!         let peer = client().map_or_else(|| "stranger".to_owned(), |c| c.peer_addr);
+//!         log::info(format_args!("greeting {peer}"));
+//!         print!("{greeting}, {peer}!\r\n");
+//!     }
+//!
+//!     // Serves the client until it quits: stdin and stdout are the socket.
+//!     fn process_request() -> Result<(), Error> {
+//!         let mut out = stdout().lock();
+//!         for line in stdin().lock().lines() {
+//!             let line = line?; // without its "\n" or "\r\n"
+//!             match line.split_once(' ') {
+//!                 _ if line == "quit" => break,
+//!                 _ if line == "peer" => {
+//!                     let info = client().ok_or("no client")?;
+//!                     write!(out, "{}:{} on {}\r\n", info.peer_addr, info.peer_port, info.service)?;
+//!                 }
+//!                 Some(("upper", text)) => write!(out, "{}\r\n", text.to_uppercase())?,
+//!                 _ => {
+//!                     log::notice(format_args!("unknown command {line:?}"));
+//!                     write!(out, "unknown command\r\n")?;
+//!                 }
+//!             }
+//!             out.flush()?;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     // Runs after process_request, the connection still open.
+//!     fn post_process_request_hook() {
+//!         print!("Goodbye.\r\n");
+//!     }
+//! }
+//!
+//! netserver_sdk::export!(Greeter);
+//! ```
+//!
+//! Build it for `wasm32-wasip2` and serve it:
+//!
+//! ```sh
+//! rustup target add wasm32-wasip2    # once
+//! cargo build --target wasm32-wasip2 --release
+//! netserver-host --module target/wasm32-wasip2/release/greeter.wasm \
+//!     --port 8000 --property greeting=Hi --log-level 3
+//! ```
+//!
+//! ```console
+//! $ printf 'upper hello\r\nquit\r\n' | nc 127.0.0.1 8000
+//! Hi, 127.0.0.1!
+//! HELLO
+//! Goodbye.
+//! ```
+//!
+//! The file is named after the crate, with `-` turned into `_`
+//! (`my-handler` builds `my_handler.wasm`). It is a WebAssembly component
+//! that exports `netserver:handler/hooks@0.1.0` (the world `handler` in the
+//! project's `wit/handler.wit`); `netserver-host --check --module FILE` says
+//! whether a file is one.
+//!
+//! # The API
+//!
+//! | item | what it is |
+//! | --- | --- |
+//! | [`Handler`] | Net::Server's hooks, each with a default |
+//! | [`export!`] | makes a `Handler` the component's hooks: once per crate |
+//! | [`Error`] | what `process_request` returns on failure; `?` converts to it |
+//! | [`client()`], [`ClientInfo`] | the client's addresses, ports, protocol, host name and service |
+//! | [`log()`](log()), [`Level`], [`enabled`] | the server log; [`log::info`] and friends skip formatting what would be dropped |
+//! | [`property`], [`properties`] | the handler's settings (`--property KEY=VALUE`) |
+//! | [`echo::serve`] | Net::Server's default echo, on any reader and writer |
+//!
+//! # How a handler runs
+//!
+//! - The host calls the hooks in Net::Server's order: see [`Handler`].
+//! - After every hook the SDK flushes [`std::io::stdout`], which is line
+//!   buffered: a reply's last line needs no `\n` and no explicit flush to
+//!   reach the client. Flush yourself when the client must see a reply
+//!   before you read again (the example above flushes after every line).
+//! - A panic ends the connection being served: its message goes to the log
+//!   and the instance traps. So does running out of the host's memory or CPU
+//!   limits. The host and other connections carry on.
+//! - With per-worker instances one instance serves clients in turn and keeps
+//!   the statics you give it. When a connection ends the SDK drops what std
+//!   still buffers of it (unread input, unsent output), so the next client
+//!   never sees the last one's bytes.
+//! - The handler gets nothing it was not granted: no files, no network, no
+//!   host environment.
+//!
+//! # Testing natively
+//!
+//! The SDK builds for the native target too, so a handler's logic can be
+//! unit-tested with `cargo test`. Off `wasm32`, [`export!`] exports nothing,
+//! and [`client()`], [`log()`](log()), [`property`] and the other host calls
+//! panic: keep them out of the code under test, or pass their results in.
+//!
+//! [netserver]: https://example.invalid/netserver
 
+#![warn(missing_docs)]
+
+mod adapter;
+// Public only for `export!`, which expands in the handler's crate.
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod bindings;
+mod client;
+pub mod echo;
+mod error;
+pub mod log;
+mod properties;
+
+pub use client::{ClientInfo, client};
+pub use error::Error;
+pub use log::{Level, enabled, log};
+pub use properties::{properties, property};
+
+/// Net::Server's hooks, each with a default that does what Net::Server's
+/// does: implement only the ones your protocol needs.
+///
+/// The host calls them for every client connection in this order:
+///
+/// ```text
+/// (instance created)          child_init_hook
+/// accept → client info → host access rules
+///                             post_accept_hook
+///                             allow_deny_hook ── true ──→ process_request
+///                                     └────── false ─→ request_denied_hook
+///                             post_process_request_hook
+/// (connection closed)         post_client_connection_hook
+/// (instance retired)          child_finish_hook
+/// ```
+///
+/// From `post_accept_hook` through `post_process_request_hook` stdin and
+/// stdout are the client connection. Outside them stdin is empty, stdout
+/// discards what is written and [`client()`] is `None` in the child hooks.
+/// Every hook may log and read properties.
+///
+/// The hooks are associated functions: a handler type carries no value.
+/// State kept for the life of an instance goes in `static`s (a
+/// `thread_local!` or a `std::sync::Mutex`), prepared in `child_init_hook`.
+pub trait Handler {
+    /// Runs once when an instance is created, before its first connection
+    /// (Net::Server runs it when a child starts). There is no client yet.
+    fn child_init_hook() {}
+
+    /// Runs right after a client connected and passed the host's access
+    /// rules. Stdout is the client: a greeting banner can be written here.
+    fn post_accept_hook() {}
+
+    /// Decides whether the client is served: `true` (the default) goes on to
+    /// [`process_request`](Self::process_request), `false` runs
+    /// [`request_denied_hook`](Self::request_denied_hook) instead.
+    fn allow_deny_hook() -> bool {
+        true
+    }
+
+    /// Runs instead of `process_request` when `allow_deny_hook` returned
+    /// `false`. Stdout is still the client: a refusal may be written.
+    fn request_denied_hook() {}
+
+    /// Serves the client: read the request from stdin, write the reply to
+    /// stdout, for as long as the protocol requires. The connection stays
+    /// open until this returns. An error is logged (at `err`) as the reason
+    /// the connection ended.
+    ///
+    /// The default is Net::Server's: the echo server of [`echo::serve`].
+    fn process_request() -> Result<(), Error> {
+        echo::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
+        Ok(())
+    }
+
+    /// Runs after `process_request` (or `request_denied_hook`) returned,
+    /// with the connection still open: a closing message may be written.
+    fn post_process_request_hook() {}
+
+    /// Runs after the connection was closed: accounting and cleanup for this
+    /// client go here.
+    fn post_client_connection_hook() {}
+
+    /// Runs once when an instance is retired, after its last connection
+    /// (Net::Server runs it when a child finishes).
+    fn child_finish_hook() {}
+}
+
+/// Makes a [`Handler`] the hooks this component exports.
+///
+/// Invoke it once, at the top level of the handler's crate (a `cdylib`
+/// built for `wasm32-wasip2`), with the handler's type:
+///
+/// ```no_run
+/// struct Echo;
+///
+/// // Every hook keeps its default: this is Net::Server's echo server.
+/// impl netserver_sdk::Handler for Echo {}
+///
+/// netserver_sdk::export!(Echo);
+/// ```
+///
+/// It exports `netserver:handler/hooks@0.1.0`, each hook calling the
+/// handler's, and flushes stdout after every hook. Off `wasm32` it expands
+/// to nothing, so the crate still builds and tests natively.
+#[macro_export]
+macro_rules! export {
+    ($handler:ty $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            type NetserverSdkAdapter = $crate::__private::Adapter<$handler>;
+            $crate::__export_handler_impl!(
+                NetserverSdkAdapter with_types_in $crate::__private::bindings
+            );
+        };
+    };
+}
+
+/// What [`export!`] expands to needs; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::adapter::Adapter;
+    pub use crate::bindings;
+}

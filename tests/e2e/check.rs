@@ -26,7 +26,14 @@ fn check_prints_listeners() {
             serde_json::json!([{"host": "*", "port": 20203, "proto": "tcp", "ipv": "*"}]),
         ),
         (
-            &["--port", "127.0.0.1:0", "--port", "[::1]:8080/IPv6", "--port", "*:7/tcp"],
+            &[
+                "--port",
+                "127.0.0.1:0",
+                "--port",
+                "[::1]:8080/IPv6",
+                "--port",
+                "*:7/tcp",
+            ],
             serde_json::json!([
                 {"host": "127.0.0.1", "port": 0, "proto": "tcp", "ipv": "*"},
                 {"host": "::1", "port": 8080, "proto": "tcp", "ipv": "6"},
@@ -34,7 +41,16 @@ fn check_prints_listeners() {
             ]),
         ),
         (
-            &["--host", "localhost", "--ipv", "4", "--port", "9000", "--port", "9000"],
+            &[
+                "--host",
+                "localhost",
+                "--ipv",
+                "4",
+                "--port",
+                "9000",
+                "--port",
+                "9000",
+            ],
             serde_json::json!([{"host": "localhost", "port": 9000, "proto": "tcp", "ipv": "4"}]),
         ),
     ];
@@ -64,20 +80,50 @@ fn check_binds_nothing() {
     let out = run(&["--port", &spec]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot bind to TCP port {}", taken.local_addr().unwrap().port())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot bind to TCP port {}",
+            taken.local_addr().unwrap().port()
+        )),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_options_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--log-level", "9"], "--log-level: invalid value '9': must be a whole number from 0 to 4"),
-        (&["--port", "70000"], "--port: invalid value '70000': port 70000 is out of range (0-65535)"),
-        (&["--port", "80/udp"], "--port: invalid value '80/udp': protocol 'udp' is not supported yet (only tcp)"),
-        (&["--port", "127.0.0.1:80/IPv6"], "--port: invalid value '127.0.0.1:80/IPv6': host 127.0.0.1 is not an IPv6 address"),
-        (&["--ipv", "5"], "--ipv: invalid value '5': must be 4, 6 or *"),
-        (&["--idle-timeout", "-1"], "--idle-timeout: invalid value '-1': must be a number of seconds above 0 (at most a year)"),
-        (&["--max-memory", "lots"], "--max-memory: invalid value 'lots': must be a size from 64K to 4G, e.g. 64M"),
-        (&["--property", "x"], "--property: invalid value 'x': must be KEY=VALUE"),
+        (
+            &["--log-level", "9"],
+            "--log-level: invalid value '9': must be a whole number from 0 to 4",
+        ),
+        (
+            &["--port", "70000"],
+            "--port: invalid value '70000': port 70000 is out of range (0-65535)",
+        ),
+        (
+            &["--port", "80/udp"],
+            "--port: invalid value '80/udp': protocol 'udp' is not supported yet (only tcp)",
+        ),
+        (
+            &["--port", "127.0.0.1:80/IPv6"],
+            "--port: invalid value '127.0.0.1:80/IPv6': host 127.0.0.1 is not an IPv6 address",
+        ),
+        (
+            &["--ipv", "5"],
+            "--ipv: invalid value '5': must be 4, 6 or *",
+        ),
+        (
+            &["--idle-timeout", "-1"],
+            "--idle-timeout: invalid value '-1': must be a number of seconds above 0 (at most a year)",
+        ),
+        (
+            &["--max-memory", "lots"],
+            "--max-memory: invalid value 'lots': must be a size from 64K to 4G, e.g. 64M",
+        ),
+        (
+            &["--property", "x"],
+            "--property: invalid value 'x': must be KEY=VALUE",
+        ),
     ];
     for (args, message) in cases {
         let mut all = vec!["--check"];

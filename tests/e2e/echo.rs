@@ -15,7 +15,15 @@ fn echo_is_byte_exact_over_many_lines() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     let long = "x".repeat(200_000);
-    let lines = ["first", "", "  spaced  ", "tab\there", "ünïcödé", &long, "bare lf"];
+    let lines = [
+        "first",
+        "",
+        "  spaced  ",
+        "tab\there",
+        "ünïcödé",
+        &long,
+        "bare lf",
+    ];
     let mut sent = String::new();
     let mut want = String::new();
     for (i, line) in lines.iter().enumerate() {
@@ -33,7 +41,10 @@ fn echo_stops_reading_after_quit() {
     let server = Server::start(&[]);
     let mut client = server.connect();
     client.send(b"one\nplease quit now\nnever answered\n");
-    assert_eq!(client.read_all(), "You said 'one'\r\nYou said 'please quit now'\r\n");
+    assert_eq!(
+        client.read_all(),
+        "You said 'one'\r\nYou said 'please quit now'\r\n"
+    );
 }
 
 #[test]
@@ -59,7 +70,10 @@ fn echo_guest_file_is_served_with_module() {
     let server = Server::start(&["--module", guests::ECHO]);
     let mut client = server.connect();
     client.send(b"from a file\nquit\n");
-    assert_eq!(client.read_all(), "You said 'from a file'\r\nYou said 'quit'\r\n");
+    assert_eq!(
+        client.read_all(),
+        "You said 'from a file'\r\nYou said 'quit'\r\n"
+    );
 }
 
 #[test]
@@ -119,7 +133,10 @@ fn hooks_run_in_net_server_order_with_client_info() {
     );
     // Guest stderr and guest log lines are tagged with the service and peer.
     let stderr = server.wait_for_log("stderr from hook-trace");
-    assert!(stderr.contains("service=tracer") && stderr.contains("peer=127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("service=tracer") && stderr.contains("peer=127.0.0.1:"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -131,5 +148,10 @@ fn allow_deny_hook_refusal_runs_request_denied_hook() {
     assert!(reply.ends_with("denied\r\nbye\r\n"), "{reply:?}");
     assert!(!reply.contains("You said"), "{reply:?}");
     server.wait_for_log("denied by allow-deny-hook");
-    assert!(!server.log().iter().any(|l| l.contains("hook process-request")));
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("hook process-request"))
+    );
 }

@@ -33,7 +33,10 @@ fn assert_rejected(path: &str, reason: &str) {
 
 #[test]
 fn missing_file() {
-    assert_rejected("/nonexistent/handler.wasm", "cannot read: No such file or directory");
+    assert_rejected(
+        "/nonexistent/handler.wasm",
+        "cannot read: No such file or directory",
+    );
 }
 
 #[test]
@@ -50,8 +53,14 @@ fn not_wasm() {
 
 #[test]
 fn core_module() {
-    let path = file("core.wasm", &wat::parse_str("(module (func (export \"_start\")))").unwrap());
-    assert_rejected(path.to_str().unwrap(), "a core WebAssembly module, not a component");
+    let path = file(
+        "core.wasm",
+        &wat::parse_str("(module (func (export \"_start\")))").unwrap(),
+    );
+    assert_rejected(
+        path.to_str().unwrap(),
+        "a core WebAssembly module, not a component",
+    );
 }
 
 #[test]
@@ -116,9 +125,27 @@ fn good_modules_are_recognised() {
     ];
     for (path, kind) in cases {
         let out = run(&["--check", "--module", path]);
-        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["module"]["kind"], kind, "{path}");
         assert_eq!(json["module"]["source"], path);
     }
+}
+
+#[test]
+fn unresolvable_import() {
+    let path = component(
+        "needs-more.wasm",
+        r#"(component
+            (import "example:missing/api@1.0.0" (instance (export "f" (func))))
+        )"#,
+    );
+    assert_rejected(path.to_str().unwrap(), "cannot link");
+    let out = run(&["--check", "--module", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("example:missing/api@1.0.0"), "{err}");
 }

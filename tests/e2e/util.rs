@@ -90,7 +90,10 @@ impl Server {
                 Err(_) => break,
             }
         }
-        panic!("no log line containing {needle:?}; log:\n{}", self.log().join("\n"));
+        panic!(
+            "no log line containing {needle:?}; log:\n{}",
+            self.log().join("\n")
+        );
     }
 
     /// Every log line so far.
@@ -121,7 +124,10 @@ impl Drop for Server {
 
 /// `... Binding to TCP port N on host H with IPvX` → H:N.
 fn parse_binding(line: &str) -> SocketAddr {
-    let rest = line.split("Binding to TCP port ").nth(1).expect("binding line");
+    let rest = line
+        .split("Binding to TCP port ")
+        .nth(1)
+        .expect("binding line");
     let mut words = rest.split_whitespace();
     let port: u16 = words.next().unwrap().parse().unwrap();
     let host = words.nth(2).expect("host");

@@ -92,7 +92,12 @@ impl Config {
             idle_timeout: parse_secs(cli.idle_timeout.as_deref(), "idle_timeout", 30.0)?,
             cpu_limit: parse_secs(cli.cpu_limit.as_deref(), "cpu_limit", 10.0)?,
             max_memory: parse_size(cli.max_memory.as_deref(), "max_memory", 64 << 20)?,
-            max_instances: parse_num(cli.max_instances.as_deref(), "max_instances", 1000, 1..=100_000)?,
+            max_instances: parse_num(
+                cli.max_instances.as_deref(),
+                "max_instances",
+                1000,
+                1..=100_000,
+            )?,
             properties: parse_properties(&cli.property)?,
             check: cli.check,
         })
@@ -101,20 +106,34 @@ impl Config {
 
 /// The error for option `key` with `value`: one line naming both.
 fn bad(key: &str, value: &str, why: &str) -> anyhow::Error {
-    anyhow::anyhow!("--{}: invalid value '{value}': {why}", key.replace('_', "-"))
+    anyhow::anyhow!(
+        "--{}: invalid value '{value}': {why}",
+        key.replace('_', "-")
+    )
 }
 
-fn parse_num<T>(value: Option<&str>, key: &str, default: T, range: std::ops::RangeInclusive<T>) -> Result<T>
+fn parse_num<T>(
+    value: Option<&str>,
+    key: &str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let Some(text) = value else { return Ok(default) };
+    let Some(text) = value else {
+        return Ok(default);
+    };
     match text.trim().parse::<T>() {
         Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(bad(
             key,
             text,
-            &format!("must be a whole number from {} to {}", range.start(), range.end()),
+            &format!(
+                "must be a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
         )),
     }
 }
@@ -125,14 +144,20 @@ fn parse_secs(value: Option<&str>, key: &str, default: f64) -> Result<Duration> 
     };
     match text.trim().parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs <= 31_536_000.0 => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(bad(key, text, "must be a number of seconds above 0 (at most a year)")),
+        _ => Err(bad(
+            key,
+            text,
+            "must be a number of seconds above 0 (at most a year)",
+        )),
     }
 }
 
 /// Parses a size in bytes with an optional `K`, `M` or `G` suffix (powers of
 /// 1024, any case, an optional trailing `B` or `iB`).
 fn parse_size(value: Option<&str>, key: &str, default: u64) -> Result<u64> {
-    let Some(text) = value else { return Ok(default) };
+    let Some(text) = value else {
+        return Ok(default);
+    };
     let size = size_bytes(text).filter(|&n| (64 << 10..=4 << 30).contains(&n));
     size.ok_or_else(|| bad(key, text, "must be a size from 64K to 4G, e.g. 64M"))
 }

@@ -87,9 +87,7 @@ pub fn parse(spec: &str, defaults: &PortDefaults) -> Result<Listener, String> {
         } else if part.eq_ignore_ascii_case("tcp") {
             set_once(&mut proto, "tcp".to_owned(), "protocol")?;
         } else if is_known_proto(part) {
-            return Err(format!(
-                "protocol '{part}' is not supported yet (only tcp)"
-            ));
+            return Err(format!("protocol '{part}' is not supported yet (only tcp)"));
         } else {
             return Err(format!("unknown protocol or IP version '{part}'"));
         }
@@ -154,10 +152,9 @@ fn parse_port(port: &str) -> Result<u16, String> {
 
 fn check_family(listener: &Listener) -> Result<(), String> {
     match listener.host.parse::<IpAddr>() {
-        Ok(ip) if !listener.ipv.admits(&ip) => Err(format!(
-            "host {ip} is not an IPv{} address",
-            listener.ipv
-        )),
+        Ok(ip) if !listener.ipv.admits(&ip) => {
+            Err(format!("host {ip} is not an IPv{} address", listener.ipv))
+        }
         _ => Ok(()),
     }
 }
@@ -207,7 +204,10 @@ mod tests {
             ("http", "port 'http' is not a number"),
             ("host:", "no port given"),
             (":80", "empty host before ':'"),
-            ("::1:80", "an IPv6 address must be written in brackets: [ADDR]:PORT"),
+            (
+                "::1:80",
+                "an IPv6 address must be written in brackets: [ADDR]:PORT",
+            ),
             ("[::1:80", "unclosed '[' in host"),
             ("[::1]80", "expected ':PORT' after ']'"),
             ("80/udp", "protocol 'udp' is not supported yet (only tcp)"),

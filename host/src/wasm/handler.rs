@@ -60,10 +60,12 @@ impl Handler {
     pub fn load(config: &Config) -> Result<Self> {
         let engine = engine::build(config)?;
         let (source, bytes) = match &config.module {
-            Some(path) => (path.display().to_string(), read_module(path)?),
-            None => ("built-in echo".to_owned(), embedded::ECHO.to_vec()),
+            Some(path) => (path.display().to_string(), read_module(path)),
+            None => ("built-in echo".to_owned(), Ok(embedded::ECHO.to_vec())),
         };
-        let pre = prepare(&engine, &bytes).with_context(|| format!("--module {source}"))?;
+        let pre = bytes
+            .and_then(|bytes| prepare(&engine, &bytes))
+            .with_context(|| format!("--module {source}"))?;
         let service = Arc::new(Service {
             name: config.service.as_str().into(),
             properties: config.properties.clone(),
@@ -126,9 +128,7 @@ impl Handler {
 }
 
 fn read_module(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("--module {}: cannot read", path.display()))?;
-    Ok(bytes)
+    std::fs::read(path).context("cannot read")
 }
 
 /// Checks what `bytes` are, compiles and links them.
@@ -142,25 +142,31 @@ fn prepare(engine: &Engine, bytes: &[u8]) -> Result<Pre> {
     if !wasmparser::Parser::is_component(bytes) {
         bail!("not a WebAssembly component (no `\\0asm` component header)");
     }
-    let component = Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?;
+    let component =
+        Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?;
     let mut linker = Linker::<State>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
-    // An import this host does not provide traps when called, ending only
-    // that connection, rather than refusing the whole handler.
-    linker.define_unknown_imports_as_traps(&component)?;
-    let pre = linker.instantiate_pre(&component)?;
+    // Every import is resolved now, before anything is bound: a handler
+    // that needs what this host does not provide is refused at start.
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow!("cannot link: {e:#}"))?;
     let exports: Vec<String> = component
         .component_type()
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
     if exports.iter().any(|e| e == HOOKS_EXPORT) {
-        let pre = HandlerPre::new(pre)
-            .map_err(|e| anyhow!("its {HOOKS_EXPORT} export does not match the WIT contract: {e:#}"))?;
+        let pre = HandlerPre::new(pre).map_err(|e| {
+            anyhow!("its {HOOKS_EXPORT} export does not match the WIT contract: {e:#}")
+        })?;
         return Ok(Pre::Handler(pre));
     }
-    if let Some(other) = exports.iter().find(|e| e.starts_with("netserver:handler/hooks")) {
+    if let Some(other) = exports
+        .iter()
+        .find(|e| e.starts_with("netserver:handler/hooks"))
+    {
         bail!("exports {other}, but this host serves {HOOKS_EXPORT}");
     }
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
@@ -191,11 +197,7 @@ macro_rules! hook {
     ($self:ident, $method:ident, $default:expr) => {{
         $self.store.data_mut().cpu.reset();
         match &$self.guest {
-            Guest::Handler(h) => {
-                h.netserver_handler_hooks()
-                    .$method(&mut $self.store)
-                    .await
-            }
+            Guest::Handler(h) => h.netserver_handler_hooks().$method(&mut $self.store).await,
             Guest::Command(_) => Ok($default),
         }
     }};

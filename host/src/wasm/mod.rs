@@ -12,5 +12,7 @@ pub use handler::{GuestKind, Handler, Instance};
 
 /// Guests built into the binary.
 pub mod embedded {
-    pub const ECHO: &[u8] = &[]; // TEMP
+    /// The echo handler of `guest-examples/echo`, served when no `--module`
+    /// is given (Net::Server's default `process_request`).
+    pub const ECHO: &[u8] = include_bytes!(env!("GUEST_ECHO"));
 }

@@ -355,7 +355,9 @@ impl AsyncWrite for GuestStdout {
             return Poll::Ready(Ok(buf.len()));
         };
         ready!(self.as_ref().poll_drained(cx, &client))?;
-        client.write(Bytes::copy_from_slice(buf)).map_err(io::Error::other)?;
+        client
+            .write(Bytes::copy_from_slice(buf))
+            .map_err(io::Error::other)?;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -469,7 +471,11 @@ impl OutputStream for GuestStderr {
 }
 
 impl AsyncWrite for GuestStderr {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.take_lines(buf);
         Poll::Ready(Ok(buf.len()))
     }

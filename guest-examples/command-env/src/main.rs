@@ -1,0 +1,33 @@
+//! An inetd-style handler: a plain WASI command (`wasi:cli/run`) that uses
+//! no SDK. The host runs it once per connection with stdin and stdout
+//! connected to the client and the client's addresses in the environment,
+//! under ucspi-tcp's names.
+
+use std::env;
+use std::io::{self, BufRead, Write};
+
+fn main() -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let vars = [
+        "TCPREMOTEIP",
+        "TCPREMOTEPORT",
+        "TCPLOCALIP",
+        "TCPLOCALPORT",
+        "PROTO",
+    ];
+    let fields: Vec<String> = vars
+        .iter()
+        .map(|name| format!("{name}={}", env::var(name).as_deref().unwrap_or("-")))
+        .collect();
+    write!(out, "{}\r\n", fields.join(" "))?;
+    out.flush()?;
+    for line in io::stdin().lock().lines() {
+        match line?.as_str() {
+            "panic" => panic!("command guest panicked"),
+            "quit" => break,
+            line => write!(out, "echo: {line}\r\n")?,
+        }
+        out.flush()?;
+    }
+    Ok(())
+}

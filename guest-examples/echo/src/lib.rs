@@ -1,0 +1,42 @@
+//! Net::Server's default echo server, as a netserver handler.
+//!
+//! Every line the client sends is answered with `You said '<line>'`; a line
+//! containing `quit` is answered and then ends the connection.
+//!
+//! ```sh
+//! cargo build --target wasm32-wasip2 --release
+//! netserver-host --module target/wasm32-wasip2/release/echo.wasm --log-level 3
+//! printf 'hello\r\nquit\r\n' | nc 127.0.0.1 20203
+//! ```
+
+use std::io::{stdin, stdout};
+
+use netserver_sdk::{Error, Handler, client, log};
+
+/// The handler. It carries no value: the hooks are associated functions.
+struct Echo;
+
+// Implement only the hooks you need: the others keep the SDK's defaults
+// (which do what Net::Server's do).
+impl Handler for Echo {
+    /// Runs when a client connects, before `process_request`: log who it is.
+    fn post_accept_hook() {
+        if let Some(client) = client() {
+            log::info(format_args!(
+                "echo serves {}:{} on {}:{}",
+                client.peer_addr, client.peer_port, client.local_addr, client.local_port
+            ));
+        }
+    }
+
+    /// Serves the client. Stdin and stdout are the connection, as STDIN and
+    /// STDOUT are in Net::Server. This is what the default `process_request`
+    /// does; it is spelled out here to show where a protocol goes.
+    fn process_request() -> Result<(), Error> {
+        netserver_sdk::echo::serve(stdin().lock(), stdout())?;
+        Ok(())
+    }
+}
+
+// Exports the hooks of the component: once per crate.
+netserver_sdk::export!(Echo);

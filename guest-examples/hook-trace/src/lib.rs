@@ -1,0 +1,74 @@
+//! A test guest: logs `hook <name>` at level notice in every hook, shows the
+//! client info and a property, refuses clients when property `deny` is `yes`.
+
+use std::io::{Write, stdin, stdout};
+
+use netserver_sdk::{Error, Handler, Level, client, log, property};
+
+struct HookTrace;
+
+/// Logs that hook `name` runs.
+fn trace(name: &str) {
+    log(Level::Notice, &format!("hook {name}"));
+}
+
+/// Writes `line` and `\r\n` to the client.
+fn say(line: &str) {
+    let mut out = stdout().lock();
+    // The client may be gone; nothing to do about it here.
+    let _ = write!(out, "{line}\r\n").and_then(|()| out.flush());
+}
+
+impl Handler for HookTrace {
+    fn child_init_hook() {
+        trace("child-init-hook");
+    }
+
+    fn post_accept_hook() {
+        trace("post-accept-hook");
+        if let Some(c) = client() {
+            let host = c.peer_host.as_deref().unwrap_or("-");
+            say(&format!(
+                "peer={}:{} local={}:{} proto={} service={} host={host}",
+                c.peer_addr, c.peer_port, c.local_addr, c.local_port, c.proto, c.service
+            ));
+        }
+        let greeting = property("greeting");
+        say(&format!(
+            "prop greeting={}",
+            greeting.as_deref().unwrap_or("-")
+        ));
+    }
+
+    fn allow_deny_hook() -> bool {
+        trace("allow-deny-hook");
+        property("deny").as_deref() != Some("yes")
+    }
+
+    fn request_denied_hook() {
+        trace("request-denied-hook");
+        say("denied");
+    }
+
+    fn process_request() -> Result<(), Error> {
+        trace("process-request");
+        eprintln!("stderr from hook-trace");
+        netserver_sdk::echo::serve(stdin().lock(), stdout())?;
+        Ok(())
+    }
+
+    fn post_process_request_hook() {
+        trace("post-process-request-hook");
+        say("bye");
+    }
+
+    fn post_client_connection_hook() {
+        trace("post-client-connection-hook");
+    }
+
+    fn child_finish_hook() {
+        trace("child-finish-hook");
+    }
+}
+
+netserver_sdk::export!(HookTrace);

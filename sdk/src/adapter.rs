@@ -1,0 +1,84 @@
+//! Wires a [`Handler`] to the generated `Guest` trait: what
+//! [`export!`](crate::export) exports.
+
+use std::io::{self, BufRead, Write};
+use std::marker::PhantomData;
+
+use crate::Handler;
+use crate::bindings::exports::netserver::handler::hooks::Guest;
+
+/// The generated `Guest` implementation for handler `H`.
+pub struct Adapter<H>(PhantomData<fn() -> H>);
+
+impl<H: Handler> Guest for Adapter<H> {
+    fn child_init_hook() {
+        H::child_init_hook();
+        flush_stdout();
+    }
+
+    fn post_accept_hook() {
+        H::post_accept_hook();
+        flush_stdout();
+    }
+
+    fn allow_deny_hook() -> bool {
+        let allow = H::allow_deny_hook();
+        flush_stdout();
+        allow
+    }
+
+    fn request_denied_hook() {
+        H::request_denied_hook();
+        flush_stdout();
+    }
+
+    fn process_request() -> Result<(), String> {
+        let result = H::process_request();
+        let flushed = io::stdout().flush();
+        match (result, flushed) {
+            (Err(error), _) => Err(error.to_string()),
+            (Ok(()), Err(error)) => Err(format!("writing the reply: {error}")),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    fn post_process_request_hook() {
+        H::post_process_request_hook();
+        flush_stdout();
+    }
+
+    fn post_client_connection_hook() {
+        forget_client_io();
+        H::post_client_connection_hook();
+        flush_stdout();
+    }
+
+    fn child_finish_hook() {
+        H::child_finish_hook();
+        flush_stdout();
+    }
+}
+
+/// Writes out what std's line-buffered stdout holds: a reply's last line
+/// without `\n` would otherwise wait there, and reach the client late or
+/// never. A failure means the client went away; nothing is left to tell.
+fn flush_stdout() {
+    let _ = io::stdout().flush();
+}
+
+/// Drops what std's stdio still buffers from the client that just left, so
+/// that the next client of this instance (with per-worker instances) sees
+/// none of it. The connection is closed by now: the host's stdout discards
+/// what is written, and its stdin reads end of file once std's buffer of
+/// unread client bytes is used up.
+fn forget_client_io() {
+    flush_stdout();
+    let mut stdin = io::stdin().lock();
+    while let Ok(buffered) = stdin.fill_buf() {
+        let len = buffered.len();
+        if len == 0 {
+            break;
+        }
+        stdin.consume(len);
+    }
+}
