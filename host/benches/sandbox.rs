@@ -11,6 +11,8 @@ use netserver_host::config::Config;
 use netserver_host::wasm::Handler;
 use netserver_host::wasm::stdio::GuestIo;
 
+// Generated: a constant per guest, not every one used here.
+#[allow(dead_code)]
 mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }

@@ -93,6 +93,10 @@ fn check_binds_nothing() {
 fn bad_options_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (
+            &["--prot", "80"],
+            "unexpected argument '--prot' found; a similar argument exists: '--port'",
+        ),
+        (
             &["--log-level", "9"],
             "--log-level: invalid value '9': must be a whole number from 0 to 4",
         ),

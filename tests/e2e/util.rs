@@ -15,6 +15,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_netserver-host");
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Guests built by host/build.rs.
+// Generated: a constant per guest, not every one used here.
+#[allow(dead_code)]
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
@@ -163,13 +165,6 @@ impl Client {
     /// Reads until the server closes, as text.
     pub fn read_all(&mut self) -> String {
         String::from_utf8(self.read_to_end()).expect("utf-8 reply")
-    }
-
-    /// Reads exactly `n` bytes.
-    pub fn read_exact(&mut self, n: usize) -> Vec<u8> {
-        let mut buf = vec![0; n];
-        self.stream.read_exact(&mut buf).expect("read_exact");
-        buf
     }
 
     /// Reads one line, up to and including `\n`.

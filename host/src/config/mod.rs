@@ -216,26 +216,26 @@ mod tests {
 
     #[test]
     fn option_errors_name_key_and_value() {
-        let cases: &[(fn() -> Result<()>, &str)] = &[
+        let cases: [(Result<()>, &str); 4] = [
             (
-                || parse_num(Some("7"), "log_level", 2u8, 0..=4).map(drop),
+                parse_num(Some("7"), "log_level", 2u8, 0..=4).map(drop),
                 "--log-level: invalid value '7': must be a whole number from 0 to 4",
             ),
             (
-                || parse_secs(Some("0"), "idle_timeout", 30.0).map(drop),
+                parse_secs(Some("0"), "idle_timeout", 30.0).map(drop),
                 "--idle-timeout: invalid value '0': must be a number of seconds above 0 (at most a year)",
             ),
             (
-                || parse_size(Some("1K"), "max_memory", 0).map(drop),
+                parse_size(Some("1K"), "max_memory", 0).map(drop),
                 "--max-memory: invalid value '1K': must be a size from 64K to 4G, e.g. 64M",
             ),
             (
-                || parse_properties(&["novalue".to_owned()]).map(drop),
+                parse_properties(&["novalue".to_owned()]).map(drop),
                 "--property: invalid value 'novalue': must be KEY=VALUE",
             ),
         ];
-        for (f, message) in cases {
-            assert_eq!(f().unwrap_err().to_string(), *message);
+        for (got, message) in cases {
+            assert_eq!(got.unwrap_err().to_string(), message);
         }
     }
 

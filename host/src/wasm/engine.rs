@@ -20,7 +20,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// `max_instances` concurrent instances, or, where the machine cannot reserve
 /// the pool's address space, on-demand allocation (said in the log).
 pub fn build(config: &HostConfig) -> Result<Engine> {
-    match Engine::new(&base_config().allocation_strategy(pooling(config))) {
+    match Engine::new(base_config().allocation_strategy(pooling(config))) {
         Ok(engine) => Ok(engine),
         Err(err) => {
             tracing::warn!(
