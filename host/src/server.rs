@@ -44,7 +44,7 @@ async fn run(config: Config, handler: Arc<Handler>, bound: Vec<Bound>) -> Result
         ));
     }
     tracing::info!(
-        "Serving {} ({:?} handler) as service {}",
+        "Serving {} ({}) as service {}",
         handler.source(),
         handler.kind(),
         handler.service_name()

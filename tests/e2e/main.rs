@@ -6,3 +6,4 @@ mod check;
 mod echo;
 mod faults;
 mod modules;
+mod signals;

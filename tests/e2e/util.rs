@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,34 @@ impl Server {
     /// Connects a client.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// Sends signal `name` (`TERM`, `INT`, …) to the server, by PID.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (at most [`PATIENCE`]) for the server to exit and returns its
+    /// exit code (`None` when a signal killed it). Its stderr reaching end
+    /// of file says it exited.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("the server did not exit; log:\n{}", self.log().join("\n"))
+                }
+            }
+        }
+        self.child.wait().expect("wait").code()
     }
 
     /// Whether the server process is still running.

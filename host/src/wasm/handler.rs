@@ -39,6 +39,15 @@ pub enum GuestKind {
     Command,
 }
 
+impl std::fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Handler => "a netserver handler",
+            Self::Command => "a WASI command, inetd-style",
+        })
+    }
+}
+
 enum Pre {
     Handler(HandlerPre<State>),
     Command(CommandPre<State>),
