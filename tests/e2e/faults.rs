@@ -142,3 +142,46 @@ fn command_guest_sees_client_addresses_and_panic_ends_only_its_client() {
     second.send(b"next\nquit\n");
     assert_eq!(second.read_all(), "echo: next\r\n");
 }
+
+#[test]
+fn without_room_for_the_pool_instances_are_allocated_on_demand() {
+    // 16 GiB of address space cannot hold the pool for 1000 instances (each
+    // reserves its memory's 4 GiB), but holds a few instances made on demand.
+    let mut server = Server::start_through_shell("ulimit -v 16777216; exec \"$0\" \"$@\"", &[]);
+    server.wait_for_log("pooling allocator unavailable");
+    let mut client = server.connect();
+    client.send(b"on demand\nquit\n");
+    assert_eq!(
+        client.read_all(),
+        "You said 'on demand'\r\nYou said 'quit'\r\n"
+    );
+}
+
+#[test]
+fn client_that_never_reads_is_closed_after_idle_timeout() {
+    let mut server = Server::start(&["--idle-timeout", "0.5"]);
+    let mut hog = server.connect();
+    // Replies pile up until both socket buffers are full and the guest's
+    // write waits; then nothing moves and the idle timeout ends it.
+    let line = [b"y".repeat(1000), b"\n".to_vec()].concat();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..20_000 {
+            if hog.try_send(&line).is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    server.wait_for_log("idle timeout: no data for 0.5s");
+    let mut client = server.connect();
+    client.send(b"meanwhile\nquit\n");
+    assert_eq!(
+        client.read_all(),
+        "You said 'meanwhile'\r\nYou said 'quit'\r\n"
+    );
+    // The hog's connection was closed under it.
+    assert!(
+        writer.join().unwrap(),
+        "the server never closed the hog's connection"
+    );
+}

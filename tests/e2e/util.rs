@@ -50,9 +50,33 @@ impl Server {
 
     /// Starts the server listening on `port_spec` with `args`.
     pub fn start_on(port_spec: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["--port", port_spec, "--log-level", "4"])
-            .args(args)
+            .args(args);
+        Self::spawn(command)
+    }
+
+    /// Starts the server on 127.0.0.1, port 0, through `sh -c SCRIPT`,
+    /// where the script ends with `exec "$0" "$@"` (to set limits first).
+    pub fn start_through_shell(script: &str, args: &[&str]) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args([
+                "-c",
+                script,
+                BIN,
+                "--port",
+                "127.0.0.1:0",
+                "--log-level",
+                "4",
+            ])
+            .args(args);
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -165,7 +189,7 @@ fn parse_binding(line: &str) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// A client connection with a read timeout (a bound, not an assertion).
+/// A client connection with read and write timeouts (bounds, not assertions).
 pub struct Client {
     stream: TcpStream,
 }
@@ -175,12 +199,18 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
         Self { stream }
     }
 
     /// Sends `bytes`.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Sends `bytes`, returning the error instead of failing the test.
+    pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
     }
 
     /// Reads until the server closes the connection.
