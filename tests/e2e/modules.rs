@@ -6,7 +6,8 @@ use crate::util::{guests, run};
 
 /// Writes `bytes` to a fresh file named `name` and returns its path.
 fn file(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("netserver-e2e-{}", std::process::id()));
+    // Cargo's scratch directory for integration tests: target/tmp.
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("modules");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
@@ -79,19 +80,26 @@ fn component_exporting_neither_world() {
     );
 }
 
+/// A component exporting, as `export`, an interface with only
+/// `process-request`, of the wrong type (`func()`).
+fn half_hooks(file_name: &str, export: &str) -> PathBuf {
+    component(
+        file_name,
+        &format!(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $hooks (export "process-request" (func $f)))
+                (export "{export}" (instance $hooks))
+            )"#
+        ),
+    )
+}
+
 #[test]
 fn malformed_hooks_export() {
-    // Exports the hooks interface with only `process-request`, of the wrong type.
-    let path = component(
-        "malformed.wasm",
-        r#"(component
-            (core module $m (func (export "f")))
-            (core instance $i (instantiate $m))
-            (func $f (canon lift (core func $i "f")))
-            (instance $hooks (export "process-request" (func $f)))
-            (export "netserver:handler/hooks@0.1.0" (instance $hooks))
-        )"#,
-    );
+    let path = half_hooks("malformed.wasm", "netserver:handler/hooks@0.1.0");
     assert_rejected(
         path.to_str().unwrap(),
         "its netserver:handler/hooks@0.1.0 export does not match the WIT contract",
@@ -100,16 +108,7 @@ fn malformed_hooks_export() {
 
 #[test]
 fn other_hooks_version() {
-    let path = component(
-        "future.wasm",
-        r#"(component
-            (core module $m (func (export "f")))
-            (core instance $i (instantiate $m))
-            (func $f (canon lift (core func $i "f")))
-            (instance $hooks (export "process-request" (func $f)))
-            (export "netserver:handler/hooks@9.0.0" (instance $hooks))
-        )"#,
-    );
+    let path = half_hooks("future.wasm", "netserver:handler/hooks@9.0.0");
     assert_rejected(
         path.to_str().unwrap(),
         "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0",
