@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::config::{Setting, Source};
+
 /// Net::Server rebuilt in Rust: serves a WebAssembly handler on TCP ports.
 ///
 /// Without `--module` the built-in echo handler is served (Net::Server's
@@ -15,7 +17,7 @@ pub struct Cli {
     /// The handler: a component of the `netserver:handler/handler` world, or a
     /// WASI command (`wasi:cli/run`) served inetd-style. Default: built-in echo.
     #[arg(long, value_name = "PATH")]
-    pub module: Option<PathBuf>,
+    pub module: Option<String>,
 
     /// A port to listen on: `PORT`, `HOST:PORT`, `[V6]:PORT`, `*:PORT`,
     /// optionally followed by `/tcp` and `/IPv4`, `/IPv6` or `/IPv*`.
@@ -35,27 +37,52 @@ pub struct Cli {
 
     /// Net::Server's log level: 0 err, 1 warning, 2 notice, 3 info, 4 debug.
     /// Default: 2.
-    #[arg(long, value_name = "0..4", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "0..4",
+        allow_hyphen_values = true,
+        alias = "log_level"
+    )]
     pub log_level: Option<String>,
 
     /// Seconds a connection may stay idle (no byte read or written) before it
     /// is closed. Default: 30.
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        alias = "idle_timeout"
+    )]
     pub idle_timeout: Option<String>,
 
     /// Seconds of CPU one hook call may use before it is interrupted.
     /// Default: 10.
-    #[arg(long, value_name = "SECONDS", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_hyphen_values = true,
+        alias = "cpu_limit"
+    )]
     pub cpu_limit: Option<String>,
 
     /// Linear memory one instance may use: bytes, or with a `K`, `M` or `G`
     /// suffix. Default: 64M.
-    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        allow_hyphen_values = true,
+        alias = "max_memory"
+    )]
     pub max_memory: Option<String>,
 
     /// Instances (and so connections) served at once; further clients wait in
     /// the listen backlog. Default: 1000.
-    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        allow_hyphen_values = true,
+        alias = "max_instances"
+    )]
     pub max_instances: Option<String>,
 
     /// A property handed to the handler, `KEY=VALUE`. Repeatable.
@@ -67,6 +94,11 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
 
+    /// A conf file: TOML when it ends in `.toml`, otherwise Net::Server's
+    /// `key value` lines. The command line wins over it.
+    #[arg(long, value_name = "FILE", alias = "conf_file")]
+    pub conf_file: Option<PathBuf>,
+
     /// Validate the options and the module, print the resolved configuration
     /// as JSON and exit without binding.
     #[arg(long)]
@@ -74,6 +106,37 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The options given on the command line, in Net::Server's names.
+    pub fn settings(&self) -> Vec<Setting> {
+        let single = [
+            ("module", &self.module),
+            ("host", &self.host),
+            ("ipv", &self.ipv),
+            ("log_level", &self.log_level),
+            ("idle_timeout", &self.idle_timeout),
+            ("cpu_limit", &self.cpu_limit),
+            ("max_memory", &self.max_memory),
+            ("max_instances", &self.max_instances),
+            ("service", &self.service),
+        ];
+        let repeated = [("port", &self.port), ("property", &self.property)];
+        let given = single
+            .into_iter()
+            .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+            .chain(
+                repeated
+                    .into_iter()
+                    .flat_map(|(key, values)| values.iter().map(move |v| (key, v))),
+            );
+        given
+            .map(|(key, value)| Setting {
+                key: key.to_owned(),
+                value: value.clone(),
+                source: Source::CommandLine,
+            })
+            .collect()
+    }
+
     /// Parses the process's arguments. `--help` and `--version` print and
     /// exit 0; a usage error becomes one line (see [`one_line`]).
     pub fn parse_args() -> anyhow::Result<Self> {

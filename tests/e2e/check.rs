@@ -64,10 +64,16 @@ fn check_reports_module_and_options() {
     let got = check(&["--property", "a=b", "--log-level", "3"]);
     assert_eq!(got["module"]["source"], "built-in echo");
     assert_eq!(got["module"]["kind"], "handler");
-    assert_eq!(got["options"]["log_level"], 3);
-    assert_eq!(got["options"]["idle_timeout"], 30.0);
-    assert_eq!(got["options"]["properties"]["a"], "b");
-    assert_eq!(got["options"]["service"], "echo");
+    let option = |key: &str| {
+        (
+            got["options"][key]["value"].clone(),
+            got["options"][key]["source"].clone(),
+        )
+    };
+    assert_eq!(option("log_level"), (3.into(), "command line".into()));
+    assert_eq!(option("idle_timeout"), (30.0.into(), "default".into()));
+    assert_eq!(option("property").0["a"], "b");
+    assert_eq!(option("service"), ("echo".into(), "default".into()));
 }
 
 #[test]

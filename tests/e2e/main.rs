@@ -3,6 +3,7 @@
 mod util;
 
 mod check;
+mod conf;
 mod echo;
 mod faults;
 mod modules;

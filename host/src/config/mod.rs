@@ -1,9 +1,12 @@
-//! Configuration: the command line resolved once into a checked [`Config`].
+//! Configuration: the command line and the conf file resolved once into a
+//! checked [`Config`].
 //!
 //! Every value is validated here, before anything is bound or compiled; an
-//! error names the option and the value at fault.
+//! error names where the value was given (`--option`, or `file:line` and
+//! the key) and the value at fault.
 
 pub mod port;
+pub mod sources;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +17,7 @@ use serde::Serialize;
 
 use crate::cli::Cli;
 pub use port::{Ipv, Listener, PortDefaults};
+pub use sources::{Setting, Source};
 
 /// Net::Server's default port.
 pub const DEFAULT_PORT: &str = "20203";
@@ -41,6 +45,9 @@ pub struct Config {
     pub max_instances: u32,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
+    /// Where each option's value came from.
+    #[serde(skip)]
+    pub sources: BTreeMap<String, Source>,
     /// Validate, print and exit (`--check`).
     #[serde(skip)]
     pub check: bool,
@@ -51,84 +58,172 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Config {
-    /// Resolves and validates the command line.
+    /// Resolves the command line and, with `--conf-file`, the conf file,
+    /// and validates every value. The command line wins over the file, the
+    /// file over the defaults; a key the command line gives replaces all the
+    /// file's values for it, as in Net::Server.
     pub fn resolve(cli: Cli) -> Result<Self> {
-        let ipv = match cli.ipv.as_deref() {
+        let command_line = cli.settings();
+        let file = match &cli.conf_file {
+            Some(path) => sources::read_conf_file(path)?,
+            None => Vec::new(),
+        };
+        let values = Values::merge(command_line, file)?;
+        Self::from_values(&values, cli.check)
+    }
+
+    fn from_values(values: &Values, check: bool) -> Result<Self> {
+        let ipv = match values.last("ipv") {
             None => Ipv::Any,
-            Some(v) => Ipv::parse(v).ok_or_else(|| bad("ipv", v, "must be 4, 6 or *"))?,
+            Some(s) => Ipv::parse(&s.value).ok_or_else(|| bad(s, "must be 4, 6 or *"))?,
         };
         let defaults = PortDefaults {
-            host: cli.host.clone().unwrap_or_else(|| "*".to_owned()),
+            host: values
+                .last("host")
+                .map_or_else(|| "*".to_owned(), |s| s.value.clone()),
             ipv,
         };
-        let specs = if cli.port.is_empty() {
-            vec![DEFAULT_PORT.to_owned()]
-        } else {
-            cli.port.clone()
-        };
         let mut listeners = Vec::new();
-        for spec in &specs {
-            let listener = port::parse(spec, &defaults).map_err(|why| bad("port", spec, &why))?;
+        for spec in values.all("port") {
+            let listener = port::parse(&spec.value, &defaults).map_err(|why| bad(spec, &why))?;
             if !listeners.contains(&listener) {
                 listeners.push(listener);
             }
         }
-        let service = match (&cli.service, &cli.module) {
-            (Some(name), _) => name.clone(),
+        if listeners.is_empty() {
+            listeners.push(port::parse(DEFAULT_PORT, &defaults).map_err(anyhow::Error::msg)?);
+        }
+        let module = values.last("module").map(|s| PathBuf::from(&s.value));
+        let service = match (values.last("service"), &module) {
+            (Some(s), _) if s.value.is_empty() => return Err(bad(s, "must not be empty")),
+            (Some(s), _) => s.value.clone(),
             (None, Some(path)) => path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "handler".to_owned()),
             (None, None) => "echo".to_owned(),
         };
-        if service.is_empty() {
-            bail!(bad("service", "", "must not be empty"));
-        }
         Ok(Self {
-            module: cli.module,
+            module,
             service,
             listeners,
-            log_level: parse_num(cli.log_level.as_deref(), "log_level", 2, 0..=4)?,
-            idle_timeout: parse_secs(cli.idle_timeout.as_deref(), "idle_timeout", 30.0)?,
-            cpu_limit: parse_secs(cli.cpu_limit.as_deref(), "cpu_limit", 10.0)?,
-            max_memory: parse_size(cli.max_memory.as_deref(), "max_memory", 64 << 20)?,
-            max_instances: parse_num(
-                cli.max_instances.as_deref(),
-                "max_instances",
-                1000,
-                1..=100_000,
-            )?,
-            properties: parse_properties(&cli.property)?,
-            check: cli.check,
+            log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
+            idle_timeout: parse_secs(values.last("idle_timeout"), 30.0)?,
+            cpu_limit: parse_secs(values.last("cpu_limit"), 10.0)?,
+            max_memory: parse_size(values.last("max_memory"), 64 << 20)?,
+            max_instances: parse_num(values.last("max_instances"), 1000, 1..=100_000)?,
+            properties: parse_properties(values.all("property"))?,
+            sources: values.sources(),
+            check,
         })
     }
 }
 
-/// The error for option `key` with `value`: one line naming both.
-fn bad(key: &str, value: &str, why: &str) -> anyhow::Error {
+/// The options this host knows, and whether a repeated key accumulates
+/// (`true`) or the last value wins.
+pub const OPTIONS: &[(&str, bool)] = &[
+    ("cpu_limit", false),
+    ("host", false),
+    ("idle_timeout", false),
+    ("ipv", false),
+    ("log_level", false),
+    ("max_instances", false),
+    ("max_memory", false),
+    ("module", false),
+    ("port", true),
+    ("property", true),
+    ("service", false),
+];
+
+/// Every option's values, from the strongest source that gave it.
+struct Values(BTreeMap<String, Vec<Setting>>);
+
+impl Values {
+    /// Merges the command line over the file; a key unknown to this host
+    /// is an error naming where it was given and the closest known key.
+    fn merge(command_line: Vec<Setting>, file: Vec<Setting>) -> Result<Self> {
+        let mut from_cli: BTreeMap<String, Vec<Setting>> = BTreeMap::new();
+        for setting in command_line {
+            from_cli
+                .entry(setting.key.clone())
+                .or_default()
+                .push(setting);
+        }
+        let mut merged = from_cli.clone();
+        for setting in file {
+            if !OPTIONS.iter().any(|(key, _)| *key == setting.key) {
+                bail!(unknown_key(&setting));
+            }
+            if !from_cli.contains_key(&setting.key) {
+                merged.entry(setting.key.clone()).or_default().push(setting);
+            }
+        }
+        Ok(Self(merged))
+    }
+
+    fn all(&self, key: &str) -> &[Setting] {
+        self.0.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    fn last(&self, key: &str) -> Option<&Setting> {
+        self.all(key).last()
+    }
+
+    /// Where each known option's effective value came from.
+    fn sources(&self) -> BTreeMap<String, Source> {
+        OPTIONS
+            .iter()
+            .map(|(key, _)| {
+                let source = self.last(key).map_or(Source::Default, |s| s.source.clone());
+                ((*key).to_owned(), source)
+            })
+            .collect()
+    }
+}
+
+fn unknown_key(setting: &Setting) -> anyhow::Error {
+    let closest = OPTIONS
+        .iter()
+        .map(|(key, _)| (strsim::jaro_winkler(key, &setting.key), *key))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score > 0.8)
+        .map(|(_, key)| format!(" (did you mean '{key}'?)"))
+        .unwrap_or_default();
     anyhow::anyhow!(
-        "--{}: invalid value '{value}': {why}",
-        key.replace('_', "-")
+        "{}: unknown option '{}'{closest}",
+        setting.source,
+        setting.key
     )
 }
 
+/// The error for an invalid value: one line naming where it was given, the
+/// option and the value.
+fn bad(setting: &Setting, why: &str) -> anyhow::Error {
+    let Setting { key, value, source } = setting;
+    match source {
+        Source::CommandLine | Source::Default => anyhow::anyhow!(
+            "--{}: invalid value '{value}': {why}",
+            key.replace('_', "-")
+        ),
+        Source::File { .. } => anyhow::anyhow!("{source}: {key}: invalid value '{value}': {why}"),
+    }
+}
+
 fn parse_num<T>(
-    value: Option<&str>,
-    key: &str,
+    value: Option<&Setting>,
     default: T,
     range: std::ops::RangeInclusive<T>,
 ) -> Result<T>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
-    let Some(text) = value else {
+    let Some(setting) = value else {
         return Ok(default);
     };
-    match text.trim().parse::<T>() {
+    match setting.value.trim().parse::<T>() {
         Ok(n) if range.contains(&n) => Ok(n),
         _ => Err(bad(
-            key,
-            text,
+            setting,
             &format!(
                 "must be a whole number from {} to {}",
                 range.start(),
@@ -138,15 +233,14 @@ where
     }
 }
 
-fn parse_secs(value: Option<&str>, key: &str, default: f64) -> Result<Duration> {
-    let Some(text) = value else {
+fn parse_secs(value: Option<&Setting>, default: f64) -> Result<Duration> {
+    let Some(setting) = value else {
         return Ok(Duration::from_secs_f64(default));
     };
-    match text.trim().parse::<f64>() {
+    match setting.value.trim().parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs <= 31_536_000.0 => Ok(Duration::from_secs_f64(secs)),
         _ => Err(bad(
-            key,
-            text,
+            setting,
             "must be a number of seconds above 0 (at most a year)",
         )),
     }
@@ -154,12 +248,12 @@ fn parse_secs(value: Option<&str>, key: &str, default: f64) -> Result<Duration> 
 
 /// Parses a size in bytes with an optional `K`, `M` or `G` suffix (powers of
 /// 1024, any case, an optional trailing `B` or `iB`).
-fn parse_size(value: Option<&str>, key: &str, default: u64) -> Result<u64> {
-    let Some(text) = value else {
+fn parse_size(value: Option<&Setting>, default: u64) -> Result<u64> {
+    let Some(setting) = value else {
         return Ok(default);
     };
-    let size = size_bytes(text).filter(|&n| (64 << 10..=4 << 30).contains(&n));
-    size.ok_or_else(|| bad(key, text, "must be a size from 64K to 4G, e.g. 64M"))
+    let size = size_bytes(&setting.value).filter(|&n| (64 << 10..=4 << 30).contains(&n));
+    size.ok_or_else(|| bad(setting, "must be a size from 64K to 4G, e.g. 64M"))
 }
 
 fn size_bytes(text: &str) -> Option<u64> {
@@ -177,14 +271,14 @@ fn size_bytes(text: &str) -> Option<u64> {
     digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-fn parse_properties(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+fn parse_properties(pairs: &[Setting]) -> Result<BTreeMap<String, String>> {
     let mut properties = BTreeMap::new();
     for pair in pairs {
-        match pair.split_once('=') {
+        match pair.value.split_once('=') {
             Some((key, value)) if !key.trim().is_empty() => {
                 properties.insert(key.trim().to_owned(), value.to_owned());
             }
-            _ => bail!(bad("property", pair, "must be KEY=VALUE")),
+            _ => bail!(bad(pair, "must be KEY=VALUE")),
         }
     }
     Ok(properties)
@@ -193,6 +287,73 @@ fn parse_properties(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cli(key: &str, value: &str) -> Setting {
+        Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::CommandLine,
+        }
+    }
+
+    fn file(key: &str, value: &str, line: usize) -> Setting {
+        Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::File {
+                path: "s.conf".into(),
+                line,
+            },
+        }
+    }
+
+    #[test]
+    fn command_line_replaces_a_files_values_for_its_keys() {
+        let values = Values::merge(
+            vec![cli("port", "1"), cli("port", "2")],
+            vec![
+                file("port", "3", 1),
+                file("log_level", "4", 2),
+                file("port", "5", 3),
+            ],
+        )
+        .unwrap();
+        let ports: Vec<&str> = values
+            .all("port")
+            .iter()
+            .map(|s| s.value.as_str())
+            .collect();
+        assert_eq!(ports, ["1", "2"]);
+        assert_eq!(values.last("log_level").unwrap().value, "4");
+        assert_eq!(values.sources()["log_level"].to_string(), "s.conf:2");
+        assert_eq!(values.sources()["port"].to_string(), "command line");
+        assert_eq!(values.sources()["host"].to_string(), "default");
+    }
+
+    #[test]
+    fn file_errors_name_file_line_key_and_value() {
+        let cases = [
+            (
+                vec![file("prot", "80", 7)],
+                "s.conf:7: unknown option 'prot' (did you mean 'port'?)",
+            ),
+            (vec![file("zzz", "1", 1)], "s.conf:1: unknown option 'zzz'"),
+            (
+                vec![file("log_level", "9", 3)],
+                "s.conf:3: log_level: invalid value '9': must be a whole number from 0 to 4",
+            ),
+            (
+                vec![file("port", "1", 1), file("port", "99999", 2)],
+                "s.conf:2: port: invalid value '99999': port 99999 is out of range (0-65535)",
+            ),
+        ];
+        for (settings, want) in cases {
+            let err = Values::merge(Vec::new(), settings)
+                .and_then(|v| Config::from_values(&v, false))
+                .unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
 
     #[test]
     fn sizes() {
@@ -218,19 +379,19 @@ mod tests {
     fn option_errors_name_key_and_value() {
         let cases: [(Result<()>, &str); 4] = [
             (
-                parse_num(Some("7"), "log_level", 2u8, 0..=4).map(drop),
+                parse_num(Some(&cli("log_level", "7")), 2u8, 0..=4).map(drop),
                 "--log-level: invalid value '7': must be a whole number from 0 to 4",
             ),
             (
-                parse_secs(Some("0"), "idle_timeout", 30.0).map(drop),
+                parse_secs(Some(&cli("idle_timeout", "0")), 30.0).map(drop),
                 "--idle-timeout: invalid value '0': must be a number of seconds above 0 (at most a year)",
             ),
             (
-                parse_size(Some("1K"), "max_memory", 0).map(drop),
+                parse_size(Some(&cli("max_memory", "1K")), 0).map(drop),
                 "--max-memory: invalid value '1K': must be a size from 64K to 4G, e.g. 64M",
             ),
             (
-                parse_properties(&["novalue".to_owned()]).map(drop),
+                parse_properties(&[cli("property", "novalue")]).map(drop),
                 "--property: invalid value 'novalue': must be KEY=VALUE",
             ),
         ];
@@ -241,7 +402,12 @@ mod tests {
 
     #[test]
     fn properties_keep_last_value() {
-        let got = parse_properties(&["a=1".into(), "b=x=y".into(), "a=2".into()]).unwrap();
+        let pairs = [
+            cli("property", "a=1"),
+            cli("property", "b=x=y"),
+            cli("property", "a=2"),
+        ];
+        let got = parse_properties(&pairs).unwrap();
         assert_eq!(got.get("a").map(String::as_str), Some("2"));
         assert_eq!(got.get("b").map(String::as_str), Some("x=y"));
     }

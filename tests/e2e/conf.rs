@@ -1,0 +1,155 @@
+//! Conf files: Net::Server's `key value` format and TOML, and how they
+//! combine with the command line.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::util::{Server, guests, run};
+
+/// Writes a conf file named `name` and returns its path.
+fn conf(name: &str, text: &str) -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn check(args: &[&str]) -> Value {
+    let out = run(&[&["--check"], args].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const NET_SERVER_CONF: &str = "\
+# a Net::Server conf file, CRLF line ends and all\r
+\r
+log_level   3          # trailing comment\r
+port        127.0.0.1:20204/IPv4\r
+port        20205\r
+host        127.0.0.1   \r
+property    greeting=hello # from the file\r
+";
+
+const TOML_CONF: &str = r#"
+# the same settings in TOML
+log_level = 3
+port = ["127.0.0.1:20204/IPv4", 20205]
+host = "127.0.0.1"
+property = "greeting=hello"
+"#;
+
+#[test]
+fn net_server_and_toml_files_give_the_same_configuration() {
+    let plain = conf("same.conf", NET_SERVER_CONF);
+    let toml = conf("same.toml", TOML_CONF);
+    let from_plain = check(&["--conf-file", &plain]);
+    let from_toml = check(&["--conf_file", &toml]);
+    let want = json!([
+        {"host": "127.0.0.1", "port": 20204, "proto": "tcp", "ipv": "4"},
+        {"host": "127.0.0.1", "port": 20205, "proto": "tcp", "ipv": "*"},
+    ]);
+    for got in [&from_plain, &from_toml] {
+        assert_eq!(got["listeners"], want);
+        assert_eq!(got["options"]["log_level"]["value"], 3);
+        assert_eq!(got["options"]["property"]["value"]["greeting"], "hello");
+    }
+    assert_eq!(
+        from_plain["options"]["log_level"]["source"],
+        format!("{plain}:3")
+    );
+    assert_eq!(
+        from_toml["options"]["log_level"]["source"],
+        format!("{toml}:3")
+    );
+    assert_eq!(
+        from_plain["options"]["port"]["source"],
+        format!("{plain}:5")
+    );
+}
+
+#[test]
+fn command_line_wins_over_the_file() {
+    let path = conf(
+        "override.conf",
+        "port 127.0.0.1:1\nport 127.0.0.1:2\nlog_level 4\n",
+    );
+    let got = check(&[
+        "--conf-file",
+        &path,
+        "--port",
+        "127.0.0.1:3",
+        "--log_level",
+        "1",
+    ]);
+    assert_eq!(
+        got["listeners"],
+        json!([{"host": "127.0.0.1", "port": 3, "proto": "tcp", "ipv": "*"}])
+    );
+    assert_eq!(got["options"]["log_level"]["value"], 1);
+    assert_eq!(got["options"]["log_level"]["source"], "command line");
+}
+
+#[test]
+fn a_conf_file_configures_a_running_server() {
+    let text = format!(
+        "module {}\nproperty greeting=from the file\n",
+        guests::HOOK_TRACE
+    );
+    let path = conf("serve.conf", &text);
+    let server = Server::start(&["--conf-file", &path]);
+    let mut client = server.connect();
+    client.send(b"quit\n");
+    let reply = client.read_all();
+    assert!(
+        reply.contains("prop greeting=from the file\r\n"),
+        "{reply:?}"
+    );
+}
+
+#[test]
+fn bad_files_exit_2_naming_file_line_and_key() {
+    let cases = [
+        (
+            "unknown.conf",
+            "log_level 2\nprot 80\n",
+            "{}:2: unknown option 'prot' (did you mean 'port'?)",
+        ),
+        (
+            "badvalue.conf",
+            "\n\nlog_level 9\n",
+            "{}:3: log_level: invalid value '9': must be a whole number from 0 to 4",
+        ),
+        (
+            "noval.conf",
+            "background\n",
+            "{}:1: background: no value given (expected `background VALUE`)",
+        ),
+        (
+            "badport.toml",
+            "log_level = 1\nport = [\"80/bogus\"]\n",
+            "{}:2: port: invalid value '80/bogus': unknown protocol or IP version 'bogus'",
+        ),
+        ("broken.toml", "log_level = \n", "{}:1: invalid TOML"),
+    ];
+    for (name, text, want) in cases {
+        let path = conf(name, text);
+        let out = run(&["--check", "--conf-file", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        let want = format!("netserver-host: {}", want.replace("{}", &path));
+        assert!(err.starts_with(&want), "{name}:\n got {err}\nwant {want}");
+    }
+    let out = run(&["--check", "--conf-file", "/nonexistent/x.conf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("netserver-host: --conf-file /nonexistent/x.conf: cannot read")
+    );
+}
