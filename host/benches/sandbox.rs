@@ -3,7 +3,6 @@
 //!
 //! Run: `cargo bench -p netserver-host --bench sandbox`.
 
-use clap::Parser;
 use criterion::{Criterion, criterion_group, criterion_main};
 use netserver_host::cli::Cli;
 use netserver_host::client::ClientInfo;
@@ -18,7 +17,7 @@ mod guests {
 }
 
 fn handler(module: &str) -> Handler {
-    let cli = Cli::parse_from(["netserver-host", "--module", module]);
+    let cli = Cli::try_parse_from(["netserver-host", "--module", module]).expect("arguments");
     Handler::load(&Config::resolve(cli).expect("config")).expect("handler")
 }
 

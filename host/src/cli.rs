@@ -1,149 +1,132 @@
-//! The command line, as typed. [`crate::config`] turns it into a checked
-//! [`crate::config::Config`].
+//! The command line, as typed: Net::Server's `--key value` or
+//! `--key=value` for every option of [`crate::config::options`], dashes or
+//! underscores alike. [`crate::config`] resolves it with the conf file.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::config::options::{Kind, OPTIONS};
 use crate::config::{Setting, Source};
 
-/// Net::Server rebuilt in Rust: serves a WebAssembly handler on TCP ports.
-///
-/// Without `--module` the built-in echo handler is served (Net::Server's
-/// default `process_request`).
-#[derive(Debug, Parser)]
-#[command(name = "netserver-host", version, about, long_about = None)]
+/// What the command line said.
+#[derive(Debug, Default)]
 pub struct Cli {
-    /// The handler: a component of the `netserver:handler/handler` world, or a
-    /// WASI command (`wasi:cli/run`) served inetd-style. Default: built-in echo.
-    #[arg(long, value_name = "PATH")]
-    pub module: Option<String>,
-
-    /// A port to listen on: `PORT`, `HOST:PORT`, `[V6]:PORT`, `*:PORT`,
-    /// optionally followed by `/tcp` and `/IPv4`, `/IPv6` or `/IPv*`.
-    /// Repeatable. Port 0 asks the kernel for a free port. Default: 20203.
-    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
-    pub port: Vec<String>,
-
-    /// The host to bind when a port spec names none: an address, a name, or
-    /// `*` for every address. Default: `*`.
-    #[arg(long, value_name = "HOST", allow_hyphen_values = true)]
-    pub host: Option<String>,
-
-    /// The IP versions to bind when a port spec names none: `4`, `6` or `*`.
-    /// Default: `*`.
-    #[arg(long, value_name = "4|6|*", allow_hyphen_values = true)]
-    pub ipv: Option<String>,
-
-    /// Net::Server's log level: 0 err, 1 warning, 2 notice, 3 info, 4 debug.
-    /// Default: 2.
-    #[arg(
-        long,
-        value_name = "0..4",
-        allow_hyphen_values = true,
-        alias = "log_level"
-    )]
-    pub log_level: Option<String>,
-
-    /// Seconds a connection may stay idle (no byte read or written) before it
-    /// is closed. Default: 30.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        allow_hyphen_values = true,
-        alias = "idle_timeout"
-    )]
-    pub idle_timeout: Option<String>,
-
-    /// Seconds of CPU one hook call may use before it is interrupted.
-    /// Default: 10.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        allow_hyphen_values = true,
-        alias = "cpu_limit"
-    )]
-    pub cpu_limit: Option<String>,
-
-    /// Linear memory one instance may use: bytes, or with a `K`, `M` or `G`
-    /// suffix. Default: 64M.
-    #[arg(
-        long,
-        value_name = "SIZE",
-        allow_hyphen_values = true,
-        alias = "max_memory"
-    )]
-    pub max_memory: Option<String>,
-
-    /// Instances (and so connections) served at once; further clients wait in
-    /// the listen backlog. Default: 1000.
-    #[arg(
-        long,
-        value_name = "N",
-        allow_hyphen_values = true,
-        alias = "max_instances"
-    )]
-    pub max_instances: Option<String>,
-
-    /// A property handed to the handler, `KEY=VALUE`. Repeatable.
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub property: Vec<String>,
-
-    /// The service name reported to the handler and in the log. Default: the
-    /// module's file name without extension, or `echo`.
-    #[arg(long, value_name = "NAME")]
-    pub service: Option<String>,
-
-    /// A conf file: TOML when it ends in `.toml`, otherwise Net::Server's
-    /// `key value` lines. The command line wins over it.
-    #[arg(long, value_name = "FILE", alias = "conf_file")]
+    /// Every option given, in Net::Server's names, in the order given per
+    /// option.
+    pub settings: Vec<Setting>,
+    /// `--conf-file`.
     pub conf_file: Option<PathBuf>,
-
-    /// Validate the options and the module, print the resolved configuration
-    /// as JSON and exit without binding.
-    #[arg(long)]
+    /// `--check`: validate, print the resolved configuration, exit.
     pub check: bool,
 }
 
-impl Cli {
-    /// The options given on the command line, in Net::Server's names.
-    pub fn settings(&self) -> Vec<Setting> {
-        let single = [
-            ("module", &self.module),
-            ("host", &self.host),
-            ("ipv", &self.ipv),
-            ("log_level", &self.log_level),
-            ("idle_timeout", &self.idle_timeout),
-            ("cpu_limit", &self.cpu_limit),
-            ("max_memory", &self.max_memory),
-            ("max_instances", &self.max_instances),
-            ("service", &self.service),
-        ];
-        let repeated = [("port", &self.port), ("property", &self.property)];
-        let given = single
-            .into_iter()
-            .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
-            .chain(
-                repeated
-                    .into_iter()
-                    .flat_map(|(key, values)| values.iter().map(move |v| (key, v))),
-            );
-        given
-            .map(|(key, value)| Setting {
-                key: key.to_owned(),
-                value: value.clone(),
-                source: Source::CommandLine,
-            })
-            .collect()
-    }
+const ABOUT: &str = "Net::Server rebuilt in Rust: serves a WebAssembly handler on TCP ports.
 
+Without --module the built-in echo handler is served (Net::Server's default
+process_request). Every option may also be given in a conf file
+(--conf-file); see docs/configuration.md.";
+
+/// The clap command, built from the option table.
+pub fn command() -> Command {
+    let mut command = Command::new("netserver-host")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT)
+        .arg(
+            Arg::new("conf_file")
+                .long("conf-file")
+                .alias("conf_file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(
+                    "a conf file: TOML when it ends in .toml, else Net::Server's `key value` lines",
+                ),
+        )
+        .arg(
+            Arg::new("check")
+                .long("check")
+                .action(ArgAction::SetTrue)
+                .help("validate everything, print the resolved configuration as JSON, exit"),
+        );
+    for spec in OPTIONS {
+        let dashed = spec.name.replace('_', "-");
+        let mut arg = Arg::new(spec.name)
+            .long(dashed.clone())
+            .value_name(value_name(spec.kind))
+            .allow_hyphen_values(true)
+            .help(spec.doc)
+            .action(if spec.repeat {
+                ArgAction::Append
+            } else {
+                ArgAction::Set
+            });
+        if dashed != spec.name {
+            arg = arg.alias(spec.name);
+        }
+        if matches!(spec.kind, Kind::Bool) {
+            // `--background` alone means `--background 1`.
+            arg = arg.num_args(0..=1).default_missing_value("1");
+        }
+        command = command.arg(arg);
+    }
+    command
+}
+
+fn value_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Int(..) => "N",
+        Kind::Seconds => "SECONDS",
+        Kind::Size => "SIZE",
+        Kind::Bool => "0|1",
+        Kind::Choice(_) => "WORD",
+        Kind::Regex => "REGEX",
+        Kind::Cidr => "CIDR",
+        Kind::User => "USER",
+        Kind::Group => "GROUP",
+        Kind::Port => "SPEC",
+        Kind::KeyValue => "KEY=VALUE",
+        Kind::Text => "VALUE",
+    }
+}
+
+impl Cli {
     /// Parses the process's arguments. `--help` and `--version` print and
     /// exit 0; a usage error becomes one line (see [`one_line`]).
     pub fn parse_args() -> anyhow::Result<Self> {
-        match Self::try_parse() {
-            Ok(cli) => Ok(cli),
-            Err(err) if !err.use_stderr() => err.exit(),
-            Err(err) => Err(anyhow::anyhow!(one_line(&err.render().to_string()))),
+        Self::try_parse_from(std::env::args_os()).map_err(|err| {
+            if !err.use_stderr() {
+                err.exit();
+            }
+            anyhow::anyhow!(one_line(&err.render().to_string()))
+        })
+    }
+
+    /// Parses `args` (the first is the program name).
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = command().try_get_matches_from(args)?;
+        Ok(Self::from_matches(&matches))
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Self {
+        let settings = OPTIONS
+            .iter()
+            .flat_map(|spec| {
+                let values = matches.get_many::<String>(spec.name).into_iter().flatten();
+                values.map(|value| Setting {
+                    key: spec.name.to_owned(),
+                    value: value.clone(),
+                    source: Source::CommandLine,
+                })
+            })
+            .collect();
+        Self {
+            settings,
+            conf_file: matches.get_one::<PathBuf>("conf_file").cloned(),
+            check: matches.get_flag("check"),
         }
     }
 }
@@ -166,31 +149,61 @@ pub fn one_line(rendered: &str) -> String {
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("netserver-host").chain(args.iter().copied()))
+    }
+
+    fn given(cli: &Cli) -> Vec<(&str, &str)> {
+        cli.settings
+            .iter()
+            .map(|s| (s.key.as_str(), s.value.as_str()))
+            .collect()
+    }
+
     #[test]
     fn usage_errors_fold_into_one_line() {
         let cases: &[(&[&str], &str)] = &[
             (
-                &["--prot", "80"],
-                "unexpected argument '--prot' found; a similar argument exists: '--port'",
+                &["--log-levle", "3"],
+                "unexpected argument '--log-levle' found; a similar argument exists: '--log-level'",
             ),
             (&["--bogus"], "unexpected argument '--bogus' found"),
             (
                 &["--module"],
-                "a value is required for '--module <PATH>' but none was supplied",
+                "a value is required for '--module <VALUE>' but none was supplied",
             ),
         ];
         for (args, want) in cases {
-            let argv = std::iter::once("netserver-host").chain(args.iter().copied());
-            let err = Cli::try_parse_from(argv).unwrap_err();
+            let err = parse(args).unwrap_err();
             assert_eq!(one_line(&err.render().to_string()), *want, "{args:?}");
         }
     }
 
+    /// Arguments, and the settings they give.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)]);
+
     #[test]
-    fn negative_values_reach_validation() {
-        let cli = Cli::try_parse_from(["netserver-host", "--idle-timeout", "-1", "--port", "-5"])
-            .unwrap();
-        assert_eq!(cli.idle_timeout.as_deref(), Some("-1"));
-        assert_eq!(cli.port, ["-5"]);
+    fn forms_of_options() {
+        let cases: &[Case] = &[
+            (&["--log-level", "3"], &[("log_level", "3")]),
+            (&["--log_level=4"], &[("log_level", "4")]),
+            (&["--idle-timeout", "-1"], &[("idle_timeout", "-1")]),
+            (
+                &["--port", "1", "--port=2"],
+                &[("port", "1"), ("port", "2")],
+            ),
+            (&["--background"], &[("background", "1")]),
+            (&["--background", "0"], &[("background", "0")]),
+            (
+                &["--cidr_allow", "10.0.0.0/8"],
+                &[("cidr_allow", "10.0.0.0/8")],
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(given(&parse(args).unwrap()), *want, "{args:?}");
+        }
+        let cli = parse(&["--conf_file", "x.conf", "--check"]).unwrap();
+        assert_eq!(cli.conf_file, Some(PathBuf::from("x.conf")));
+        assert!(cli.check);
     }
 }

@@ -65,18 +65,15 @@ pub fn check_report(config: &config::Config, handler: &wasm::Handler) -> serde_j
 
 /// Every option's effective value with the source it came from.
 fn options_with_sources(config: &config::Config) -> serde_json::Value {
-    let values = serde_json::to_value(config).unwrap_or_default();
-    let mut options = serde_json::Map::new();
-    for (key, source) in &config.sources {
-        let value = match key.as_str() {
-            "port" => serde_json::to_value(&config.listeners).unwrap_or_default(),
-            "property" => values["properties"].clone(),
-            _ => values[key.as_str()].clone(),
-        };
-        options.insert(
-            key.clone(),
-            serde_json::json!({ "value": value, "source": source }),
-        );
-    }
+    let options = config
+        .options
+        .iter()
+        .map(|(key, (value, source))| {
+            (
+                key.clone(),
+                serde_json::json!({ "value": value, "source": source }),
+            )
+        })
+        .collect();
     serde_json::Value::Object(options)
 }

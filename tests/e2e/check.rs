@@ -72,7 +72,7 @@ fn check_reports_module_and_options() {
     };
     assert_eq!(option("log_level"), (3.into(), "command line".into()));
     assert_eq!(option("idle_timeout"), (30.0.into(), "default".into()));
-    assert_eq!(option("property").0["a"], "b");
+    assert_eq!(option("property").0, serde_json::json!(["a=b"]));
     assert_eq!(option("service"), ("echo".into(), "default".into()));
 }
 
@@ -99,8 +99,8 @@ fn check_binds_nothing() {
 fn bad_options_exit_2_with_one_line() {
     let cases: &[(&[&str], &str)] = &[
         (
-            &["--prot", "80"],
-            "unexpected argument '--prot' found; a similar argument exists: '--port'",
+            &["--log-levle", "3"],
+            "unexpected argument '--log-levle' found; a similar argument exists: '--log-level'",
         ),
         (
             &["--log-level", "9"],

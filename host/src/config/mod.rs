@@ -5,6 +5,7 @@
 //! error names where the value was given (`--option`, or `file:line` and
 //! the key) and the value at fault.
 
+pub mod options;
 pub mod port;
 pub mod sources;
 
@@ -45,9 +46,9 @@ pub struct Config {
     pub max_instances: u32,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
-    /// Where each option's value came from.
+    /// Every option's effective value and where it came from.
     #[serde(skip)]
-    pub sources: BTreeMap<String, Source>,
+    pub options: BTreeMap<String, (serde_json::Value, Source)>,
     /// Validate, print and exit (`--check`).
     #[serde(skip)]
     pub check: bool,
@@ -63,7 +64,7 @@ impl Config {
     /// file over the defaults; a key the command line gives replaces all the
     /// file's values for it, as in Net::Server.
     pub fn resolve(cli: Cli) -> Result<Self> {
-        let command_line = cli.settings();
+        let command_line = cli.settings;
         let file = match &cli.conf_file {
             Some(path) => sources::read_conf_file(path)?,
             None => Vec::new(),
@@ -103,6 +104,11 @@ impl Config {
                 .unwrap_or_else(|| "handler".to_owned()),
             (None, None) => "echo".to_owned(),
         };
+        let mut options = values.report();
+        if let Some((value, _)) = options.get_mut("service") {
+            // Derived from the module when not given.
+            *value = service.as_str().into();
+        }
         Ok(Self {
             module,
             service,
@@ -113,27 +119,11 @@ impl Config {
             max_memory: parse_size(values.last("max_memory"), 64 << 20)?,
             max_instances: parse_num(values.last("max_instances"), 1000, 1..=100_000)?,
             properties: parse_properties(values.all("property"))?,
-            sources: values.sources(),
+            options,
             check,
         })
     }
 }
-
-/// The options this host knows, and whether a repeated key accumulates
-/// (`true`) or the last value wins.
-pub const OPTIONS: &[(&str, bool)] = &[
-    ("cpu_limit", false),
-    ("host", false),
-    ("idle_timeout", false),
-    ("ipv", false),
-    ("log_level", false),
-    ("max_instances", false),
-    ("max_memory", false),
-    ("module", false),
-    ("port", true),
-    ("property", true),
-    ("service", false),
-];
 
 /// Every option's values, from the strongest source that gave it.
 struct Values(BTreeMap<String, Vec<Setting>>);
@@ -151,14 +141,51 @@ impl Values {
         }
         let mut merged = from_cli.clone();
         for setting in file {
-            if !OPTIONS.iter().any(|(key, _)| *key == setting.key) {
+            if options::find(&setting.key).is_none() {
                 bail!(unknown_key(&setting));
             }
             if !from_cli.contains_key(&setting.key) {
                 merged.entry(setting.key.clone()).or_default().push(setting);
             }
         }
-        Ok(Self(merged))
+        let values = Self(merged);
+        values.check_kinds()?;
+        Ok(values)
+    }
+
+    /// Checks every value against its option's kind.
+    fn check_kinds(&self) -> Result<()> {
+        for (key, settings) in &self.0 {
+            let Some(spec) = options::find(key) else {
+                continue;
+            };
+            for setting in settings {
+                options::check(spec.kind, &setting.value).map_err(|why| bad(setting, &why))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every option's effective typed value and where it came from, as
+    /// `--check` prints them: a repeatable option gives a list.
+    fn report(&self) -> BTreeMap<String, (serde_json::Value, Source)> {
+        options::OPTIONS
+            .iter()
+            .map(|spec| {
+                let given = self.all(spec.name);
+                let typed = |text: &str| options::check(spec.kind, text).unwrap_or_default();
+                let value = match (given, spec.default) {
+                    ([], None) if spec.repeat => serde_json::Value::Array(Vec::new()),
+                    ([], None) => serde_json::Value::Null,
+                    ([], Some(default)) if spec.repeat => vec![typed(default)].into(),
+                    ([], Some(default)) => typed(default),
+                    (all, _) if spec.repeat => all.iter().map(|s| typed(&s.value)).collect(),
+                    (all, _) => typed(&all[all.len() - 1].value),
+                };
+                let source = given.last().map_or(Source::Default, |s| s.source.clone());
+                (spec.name.to_owned(), (value, source))
+            })
+            .collect()
     }
 
     fn all(&self, key: &str) -> &[Setting] {
@@ -168,26 +195,11 @@ impl Values {
     fn last(&self, key: &str) -> Option<&Setting> {
         self.all(key).last()
     }
-
-    /// Where each known option's effective value came from.
-    fn sources(&self) -> BTreeMap<String, Source> {
-        OPTIONS
-            .iter()
-            .map(|(key, _)| {
-                let source = self.last(key).map_or(Source::Default, |s| s.source.clone());
-                ((*key).to_owned(), source)
-            })
-            .collect()
-    }
 }
 
 fn unknown_key(setting: &Setting) -> anyhow::Error {
-    let closest = OPTIONS
-        .iter()
-        .map(|(key, _)| (strsim::jaro_winkler(key, &setting.key), *key))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .filter(|(score, _)| *score > 0.8)
-        .map(|(_, key)| format!(" (did you mean '{key}'?)"))
+    let closest = options::closest(&setting.key)
+        .map(|key| format!(" (did you mean '{key}'?)"))
         .unwrap_or_default();
     anyhow::anyhow!(
         "{}: unknown option '{}'{closest}",
@@ -252,23 +264,8 @@ fn parse_size(value: Option<&Setting>, default: u64) -> Result<u64> {
     let Some(setting) = value else {
         return Ok(default);
     };
-    let size = size_bytes(&setting.value).filter(|&n| (64 << 10..=4 << 30).contains(&n));
+    let size = options::size_bytes(&setting.value).filter(|&n| (64 << 10..=4 << 30).contains(&n));
     size.ok_or_else(|| bad(setting, "must be a size from 64K to 4G, e.g. 64M"))
-}
-
-fn size_bytes(text: &str) -> Option<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let unitless = lower
-        .strip_suffix("ib")
-        .or_else(|| lower.strip_suffix('b'))
-        .unwrap_or(&lower);
-    let (digits, shift) = match unitless.chars().last()? {
-        'k' => (&unitless[..unitless.len() - 1], 10),
-        'm' => (&unitless[..unitless.len() - 1], 20),
-        'g' => (&unitless[..unitless.len() - 1], 30),
-        _ => (unitless, 0),
-    };
-    digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 fn parse_properties(pairs: &[Setting]) -> Result<BTreeMap<String, String>> {
@@ -325,17 +322,30 @@ mod tests {
             .collect();
         assert_eq!(ports, ["1", "2"]);
         assert_eq!(values.last("log_level").unwrap().value, "4");
-        assert_eq!(values.sources()["log_level"].to_string(), "s.conf:2");
-        assert_eq!(values.sources()["port"].to_string(), "command line");
-        assert_eq!(values.sources()["host"].to_string(), "default");
+        let report = values.report();
+        assert_eq!(
+            report["log_level"],
+            (
+                4.into(),
+                Source::File {
+                    path: "s.conf".into(),
+                    line: 2
+                }
+            )
+        );
+        assert_eq!(
+            report["port"],
+            (serde_json::json!(["1", "2"]), Source::CommandLine)
+        );
+        assert_eq!(report["host"], ("*".into(), Source::Default));
     }
 
     #[test]
     fn file_errors_name_file_line_key_and_value() {
         let cases = [
             (
-                vec![file("prot", "80", 7)],
-                "s.conf:7: unknown option 'prot' (did you mean 'port'?)",
+                vec![file("log_levle", "3", 7)],
+                "s.conf:7: unknown option 'log_levle' (did you mean 'log_level'?)",
             ),
             (vec![file("zzz", "1", 1)], "s.conf:1: unknown option 'zzz'"),
             (
@@ -352,26 +362,6 @@ mod tests {
                 .and_then(|v| Config::from_values(&v, false))
                 .unwrap_err();
             assert_eq!(err.to_string(), want);
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        let cases: &[(&str, Option<u64>)] = &[
-            ("65536", Some(65536)),
-            ("64K", Some(64 << 10)),
-            ("64m", Some(64 << 20)),
-            ("1G", Some(1 << 30)),
-            ("1GiB", Some(1 << 30)),
-            ("2mb", Some(2 << 20)),
-            ("", None),
-            ("M", None),
-            ("-1M", None),
-            ("1.5M", None),
-            ("99999999999999999999G", None),
-        ];
-        for &(text, want) in cases {
-            assert_eq!(size_bytes(text), want, "{text}");
         }
     }
 

@@ -1,0 +1,737 @@
+//! Every option: its name (Net::Server's), the kind of value it takes, its
+//! default, and a doc line. The command line, the conf-file check and
+//! `docs/configuration.md` all come from this one table.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+
+/// The kind of value an option takes, and how it is checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// A whole number in a range.
+    Int(i64, i64),
+    /// Seconds, above 0.
+    Seconds,
+    /// A size in bytes, `K`/`M`/`G` suffixes allowed.
+    Size,
+    /// `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false`.
+    Bool,
+    /// Any text.
+    Text,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A regular expression (matched against the whole text).
+    Regex,
+    /// An IP network, `ADDR/LEN`, or a single address.
+    Cidr,
+    /// A user name or uid that exists on this machine.
+    User,
+    /// A group name or gid that exists on this machine.
+    Group,
+    /// A port specification (see `config::port`).
+    Port,
+    /// `KEY=VALUE`.
+    KeyValue,
+}
+
+/// Whether an option already acts, or is accepted and checked ahead of the
+/// feature that uses it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The option takes effect.
+    Active,
+    /// Accepted and validated; the feature that uses it is still to come.
+    Planned,
+}
+
+/// One option.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// Net::Server's name, with underscores.
+    pub name: &'static str,
+    /// What it takes.
+    pub kind: Kind,
+    /// Its default, as text; `None` when unset by default.
+    pub default: Option<&'static str>,
+    /// Whether repeating it accumulates values (`port`, `allow`, …) rather
+    /// than the last one winning.
+    pub repeat: bool,
+    /// One line of documentation.
+    pub doc: &'static str,
+    /// Whether it takes effect yet.
+    pub status: Status,
+}
+
+const fn spec(
+    name: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    repeat: bool,
+    status: Status,
+    doc: &'static str,
+) -> Spec {
+    Spec {
+        name,
+        kind,
+        default,
+        repeat,
+        doc,
+        status,
+    }
+}
+
+use Kind::*;
+use Status::*;
+
+const SERVER_TYPES: &[&str] = &[
+    "multiplex",
+    "single",
+    "inetd",
+    "fork",
+    "prefork-simple",
+    "prefork",
+];
+
+/// Every option this host knows, sorted by name.
+pub const OPTIONS: &[Spec] = &[
+    spec(
+        "allow",
+        Regex,
+        None,
+        true,
+        Planned,
+        "a client address or host name to serve (regex, whole match)",
+    ),
+    spec(
+        "background",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "fork into the background after binding",
+    ),
+    spec(
+        "check_for_dead",
+        Seconds,
+        Some("30"),
+        false,
+        Planned,
+        "prefork: how often the parent looks for dead children",
+    ),
+    spec(
+        "check_for_dequeue",
+        Seconds,
+        None,
+        false,
+        Planned,
+        "run the guest's dequeue export every N seconds",
+    ),
+    spec(
+        "check_for_spawn",
+        Seconds,
+        Some("30"),
+        false,
+        Planned,
+        "prefork: how often the parent checks the spare children",
+    ),
+    spec(
+        "check_for_waiting",
+        Seconds,
+        Some("10"),
+        false,
+        Planned,
+        "prefork: how often the parent checks idle children",
+    ),
+    spec(
+        "chroot",
+        Text,
+        None,
+        false,
+        Planned,
+        "directory to chroot into after binding",
+    ),
+    spec(
+        "cidr_allow",
+        Cidr,
+        None,
+        true,
+        Planned,
+        "a client network to serve (CIDR)",
+    ),
+    spec(
+        "cidr_deny",
+        Cidr,
+        None,
+        true,
+        Planned,
+        "a client network to refuse (CIDR)",
+    ),
+    spec(
+        "cpu_limit",
+        Seconds,
+        Some("10"),
+        false,
+        Active,
+        "seconds a hook may compute without waiting for the client",
+    ),
+    spec(
+        "deny",
+        Regex,
+        None,
+        true,
+        Planned,
+        "a client address or host name to refuse (regex, whole match)",
+    ),
+    spec(
+        "double_reverse_lookups",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "check that a reverse-looked-up name resolves back to the client",
+    ),
+    spec(
+        "group",
+        Group,
+        None,
+        false,
+        Planned,
+        "group to become after binding (default nogroup when started as root)",
+    ),
+    spec(
+        "host",
+        Text,
+        Some("*"),
+        false,
+        Active,
+        "host to bind for port specs that name none; `*` is every address",
+    ),
+    spec(
+        "idle_timeout",
+        Seconds,
+        Some("30"),
+        false,
+        Active,
+        "close a connection when no byte moved for this many seconds",
+    ),
+    spec(
+        "instance",
+        Choice(&["per-connection", "per-worker"]),
+        Some("per-connection"),
+        false,
+        Planned,
+        "a fresh instance per client, or one per worker",
+    ),
+    spec(
+        "ipv",
+        Text,
+        Some("*"),
+        false,
+        Active,
+        "IP versions for port specs that name none: 4, 6 or *",
+    ),
+    spec(
+        "leave_children_open_on_hup",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "let children finish their clients across a HUP",
+    ),
+    spec(
+        "listen",
+        Int(1, 65535),
+        Some("1024"),
+        false,
+        Planned,
+        "the listen backlog",
+    ),
+    spec(
+        "lock_file",
+        Text,
+        None,
+        false,
+        Planned,
+        "prefork: the file flock serializes accept on",
+    ),
+    spec(
+        "log_file",
+        Text,
+        None,
+        false,
+        Planned,
+        "write the log here (a path, or Sys::Syslog) instead of stderr",
+    ),
+    spec(
+        "log_level",
+        Int(0, 4),
+        Some("2"),
+        false,
+        Active,
+        "0 err, 1 warning, 2 notice, 3 info, 4 debug",
+    ),
+    spec(
+        "max_dequeue",
+        Int(1, 1000),
+        Some("1"),
+        false,
+        Planned,
+        "dequeue workers at once",
+    ),
+    spec(
+        "max_instances",
+        Int(1, 100_000),
+        Some("1000"),
+        false,
+        Active,
+        "instances (connections) served at once per process",
+    ),
+    spec(
+        "max_memory",
+        Size,
+        Some("64M"),
+        false,
+        Active,
+        "linear memory of one instance",
+    ),
+    spec(
+        "max_requests",
+        Int(1, i64::MAX),
+        Some("1000"),
+        false,
+        Planned,
+        "prefork: connections a child serves before it is replaced",
+    ),
+    spec(
+        "max_servers",
+        Int(1, 100_000),
+        Some("50"),
+        false,
+        Planned,
+        "most child processes",
+    ),
+    spec(
+        "max_spare_servers",
+        Int(1, 100_000),
+        Some("10"),
+        false,
+        Planned,
+        "prefork: most idle children",
+    ),
+    spec(
+        "min_child_ttl",
+        Seconds,
+        Some("10"),
+        false,
+        Planned,
+        "prefork: least a child lives before it may be retired",
+    ),
+    spec(
+        "min_servers",
+        Int(1, 100_000),
+        Some("5"),
+        false,
+        Planned,
+        "prefork: children started at first",
+    ),
+    spec(
+        "min_spare_servers",
+        Int(0, 100_000),
+        Some("2"),
+        false,
+        Planned,
+        "prefork: least idle children",
+    ),
+    spec(
+        "module",
+        Text,
+        None,
+        false,
+        Active,
+        "the handler component or WASI command (default: built-in echo)",
+    ),
+    spec(
+        "no_close_by_child",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "children ignore the server's stop signals",
+    ),
+    spec(
+        "pid_file",
+        Text,
+        None,
+        false,
+        Planned,
+        "write the server's pid here",
+    ),
+    spec(
+        "port",
+        Port,
+        Some("20203"),
+        true,
+        Active,
+        "a port to listen on (see the port grammar)",
+    ),
+    spec(
+        "property",
+        KeyValue,
+        None,
+        true,
+        Active,
+        "a KEY=VALUE setting handed to the handler",
+    ),
+    spec(
+        "proto",
+        Text,
+        Some("tcp"),
+        false,
+        Planned,
+        "protocol for port specs that name none",
+    ),
+    spec(
+        "reverse_lookups",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "look up the client's host name",
+    ),
+    spec(
+        "serialize",
+        Choice(&["flock", "semaphore", "pipe", "none"]),
+        Some("flock"),
+        false,
+        Planned,
+        "prefork: how accept is serialized across several ports",
+    ),
+    spec(
+        "server_type",
+        Choice(SERVER_TYPES),
+        Some("multiplex"),
+        false,
+        Planned,
+        "the personality: multiplex, single, inetd, fork, prefork-simple, prefork",
+    ),
+    spec(
+        "service",
+        Text,
+        None,
+        false,
+        Active,
+        "the service name (default: the module's file stem, or echo)",
+    ),
+    spec(
+        "setsid",
+        Bool,
+        Some("0"),
+        false,
+        Planned,
+        "start a new session when backgrounding",
+    ),
+    spec(
+        "sig_passthrough",
+        Text,
+        None,
+        true,
+        Planned,
+        "signals the parent passes on to its children",
+    ),
+    spec(
+        "syslog_facility",
+        Text,
+        Some("daemon"),
+        false,
+        Planned,
+        "syslog facility when log_file is Sys::Syslog",
+    ),
+    spec(
+        "syslog_ident",
+        Text,
+        Some("net_server"),
+        false,
+        Planned,
+        "syslog identity when log_file is Sys::Syslog",
+    ),
+    spec(
+        "syslog_logopt",
+        Text,
+        Some("pid"),
+        false,
+        Planned,
+        "syslog options when log_file is Sys::Syslog",
+    ),
+    spec(
+        "syslog_logsock",
+        Text,
+        Some("unix"),
+        false,
+        Planned,
+        "syslog socket when log_file is Sys::Syslog",
+    ),
+    spec(
+        "user",
+        User,
+        None,
+        false,
+        Planned,
+        "user to become after binding (default nobody when started as root)",
+    ),
+    spec(
+        "workers",
+        Int(1, 1024),
+        Some("1"),
+        false,
+        Planned,
+        "multiplex: processes sharing the listening sockets",
+    ),
+];
+
+/// The option named `name` (underscores).
+pub fn find(name: &str) -> Option<&'static Spec> {
+    OPTIONS.iter().find(|s| s.name == name)
+}
+
+/// The known option closest to `name`, if one is close enough to suggest.
+pub fn closest(name: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .map(|s| (strsim::jaro_winkler(s.name, name), s.name))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score > 0.8)
+        .map(|(_, name)| name)
+}
+
+/// Checks `text` against `kind`; the typed value for `--check`, or why it is
+/// wrong.
+pub fn check(kind: Kind, text: &str) -> Result<Value, String> {
+    let text = text.trim();
+    match kind {
+        Int(min, max) => match text.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n.into()),
+            _ if max == i64::MAX => Err(format!("must be a whole number from {min} up")),
+            _ => Err(format!("must be a whole number from {min} to {max}")),
+        },
+        Seconds => match text.parse::<f64>() {
+            Ok(secs) if secs > 0.0 && secs <= 31_536_000.0 => Ok(secs.into()),
+            _ => Err("must be a number of seconds above 0 (at most a year)".to_owned()),
+        },
+        Size => size_bytes(text)
+            .filter(|&n| (64 << 10..=4 << 30).contains(&n))
+            .map(Value::from)
+            .ok_or_else(|| "must be a size from 64K to 4G, e.g. 64M".to_owned()),
+        Bool => parse_bool(text)
+            .map(Value::from)
+            .ok_or_else(|| "must be 1 or 0 (yes/no, on/off, true/false)".to_owned()),
+        Text | Port => Ok(text.into()),
+        Choice(words) => words
+            .iter()
+            .find(|w| w.eq_ignore_ascii_case(text))
+            .map(|w| Value::from(*w))
+            .ok_or_else(|| format!("must be one of {}", words.join(", "))),
+        Regex => regex::Regex::new(text)
+            .map(|_| text.into())
+            .map_err(|e| format!("not a valid regex: {}", first_line(&e.to_string()))),
+        Cidr => parse_cidr(text).map(|net| net.to_string().into()),
+        User => lookup_user(text).map(Value::from),
+        Group => lookup_group(text).map(Value::from),
+        KeyValue => match text.split_once('=') {
+            Some((key, _)) if !key.trim().is_empty() => Ok(text.into()),
+            _ => Err("must be KEY=VALUE".to_owned()),
+        },
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Net::Server's booleans: `1`/`0` and the usual words.
+pub fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" | "true" => Some(true),
+        "0" | "no" | "off" | "false" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses a size in bytes with an optional `K`, `M` or `G` suffix (powers of
+/// 1024, any case, an optional trailing `B` or `iB`).
+pub fn size_bytes(text: &str) -> Option<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let unitless = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let (digits, shift) = match unitless.chars().last()? {
+        'k' => (&unitless[..unitless.len() - 1], 10),
+        'm' => (&unitless[..unitless.len() - 1], 20),
+        'g' => (&unitless[..unitless.len() - 1], 30),
+        _ => (unitless, 0),
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// `ADDR/LEN`, or one address (a /32 or /128). An IPv4-mapped IPv6
+/// network stays as written; matching handles mapped clients.
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| "not a valid CIDR network (e.g. 192.0.2.0/24 or 2001:db8::/32)".to_owned())
+}
+
+fn lookup_user(text: &str) -> Result<String, String> {
+    let found = match text.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(uid.into()),
+        Err(_) => nix::unistd::User::from_name(text),
+    };
+    match found {
+        Ok(Some(user)) => Ok(user.name),
+        _ => Err("no such user on this machine".to_owned()),
+    }
+}
+
+fn lookup_group(text: &str) -> Result<String, String> {
+    let found = match text.parse::<u32>() {
+        Ok(gid) => nix::unistd::Group::from_gid(gid.into()),
+        Err(_) => nix::unistd::Group::from_name(text),
+    };
+    match found {
+        Ok(Some(group)) => Ok(group.name),
+        _ => Err("no such group on this machine".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_defaults_are_valid() {
+        for pair in OPTIONS.windows(2) {
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} then {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        for spec in OPTIONS {
+            if let Some(default) = spec.default {
+                assert!(
+                    check(spec.kind, default).is_ok(),
+                    "{}: {default}",
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_by_kind() {
+        let cases: &[(Kind, &str, Result<Value, &str>)] = &[
+            (Int(0, 4), "3", Ok(3.into())),
+            (Int(0, 4), "5", Err("must be a whole number from 0 to 4")),
+            (
+                Int(1, i64::MAX),
+                "0",
+                Err("must be a whole number from 1 up"),
+            ),
+            (Seconds, "0.5", Ok(0.5.into())),
+            (
+                Seconds,
+                "0",
+                Err("must be a number of seconds above 0 (at most a year)"),
+            ),
+            (Size, "64M", Ok((64u64 << 20).into())),
+            (Size, "1K", Err("must be a size from 64K to 4G, e.g. 64M")),
+            (Bool, "yes", Ok(true.into())),
+            (Bool, "OFF", Ok(false.into())),
+            (
+                Bool,
+                "maybe",
+                Err("must be 1 or 0 (yes/no, on/off, true/false)"),
+            ),
+            (Choice(SERVER_TYPES), "PreFork", Ok("prefork".into())),
+            (
+                Choice(SERVER_TYPES),
+                "thread",
+                Err("must be one of multiplex, single, inetd, fork, prefork-simple, prefork"),
+            ),
+            (Regex, r".+\.(net|com)", Ok(r".+\.(net|com)".into())),
+            (Cidr, "192.0.2.0/24", Ok("192.0.2.0/24".into())),
+            (Cidr, "::1", Ok("::1/128".into())),
+            (
+                Cidr,
+                "192.0.2.0/33",
+                Err("not a valid CIDR network (e.g. 192.0.2.0/24 or 2001:db8::/32)"),
+            ),
+            (User, "root", Ok("root".into())),
+            (User, "0", Ok("root".into())),
+            (
+                User,
+                "no-such-user-here",
+                Err("no such user on this machine"),
+            ),
+            (Group, "root", Ok("root".into())),
+            (
+                Group,
+                "no-such-group-here",
+                Err("no such group on this machine"),
+            ),
+            (KeyValue, "a=b", Ok("a=b".into())),
+            (KeyValue, "=b", Err("must be KEY=VALUE")),
+        ];
+        for (kind, text, want) in cases {
+            let got = check(*kind, text);
+            assert_eq!(got, want.clone().map_err(str::to_owned), "{kind:?} {text}");
+        }
+        assert!(
+            check(Regex, "a(")
+                .unwrap_err()
+                .starts_with("not a valid regex")
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("65536", Some(65536)),
+            ("64K", Some(64 << 10)),
+            ("64m", Some(64 << 20)),
+            ("1G", Some(1 << 30)),
+            ("1GiB", Some(1 << 30)),
+            ("2mb", Some(2 << 20)),
+            ("", None),
+            ("M", None),
+            ("-1M", None),
+            ("1.5M", None),
+            ("99999999999999999999G", None),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(size_bytes(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        let cases = [
+            ("prot", Some("proto")),
+            ("prt", Some("port")),
+            ("log_levle", Some("log_level")),
+            ("zzz", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(closest(name), want, "{name}");
+        }
+    }
+}
