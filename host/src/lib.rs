@@ -39,6 +39,7 @@ pub fn run() -> Result<ExitCode> {
     let cli = cli::Cli::parse_args()?;
     let config = config::Config::resolve(cli)?;
     log::init(config.log_level);
+    config.warn_planned();
     let handler = wasm::Handler::load(&config)?;
     if config.check {
         println!(

@@ -125,6 +125,19 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Logs a warning for each option that was set but does not take effect
+    /// yet (see [`options::Status::Planned`]).
+    pub fn warn_planned(&self) {
+        for (key, (_, source)) in &self.options {
+            let planned = options::find(key).is_some_and(|s| s.status == options::Status::Planned);
+            if planned && *source != Source::Default {
+                tracing::warn!("{source}: option '{key}' is accepted but does not take effect yet");
+            }
+        }
+    }
+}
+
 /// Every option's values, from the strongest source that gave it.
 struct Values(BTreeMap<String, Vec<Setting>>);
 

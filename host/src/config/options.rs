@@ -611,9 +611,68 @@ fn lookup_group(text: &str) -> Result<String, String> {
     }
 }
 
+/// The options as the Markdown table of `docs/configuration.md`.
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| option | value | default | in effect | meaning |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for spec in OPTIONS {
+        let default = spec.default.map_or("—".to_owned(), |d| format!("`{d}`"));
+        let status = match spec.status {
+            Active => "yes",
+            Planned => "not yet",
+        };
+        let repeat = if spec.repeat { " (repeatable)" } else { "" };
+        table.push_str(&format!(
+            "| `{}` | {} | {default} | {status} | {}{repeat} |\n",
+            spec.name,
+            describe(spec.kind),
+            spec.doc.replace('|', "\\|")
+        ));
+    }
+    table
+}
+
+fn describe(kind: Kind) -> String {
+    match kind {
+        Int(min, i64::MAX) => format!("{min} or more"),
+        Int(min, max) => format!("{min} to {max}"),
+        Seconds => "seconds".to_owned(),
+        Size => "size (K, M, G)".to_owned(),
+        Bool => "0 or 1".to_owned(),
+        Text => "text".to_owned(),
+        Choice(words) => words.join(", "),
+        Regex => "regex".to_owned(),
+        Cidr => "CIDR".to_owned(),
+        User => "user".to_owned(),
+        Group => "group".to_owned(),
+        Port => "port spec".to_owned(),
+        KeyValue => "KEY=VALUE".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_list_every_option_as_the_table_says() {
+        let docs = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ));
+        if std::env::var_os("PRINT_OPTIONS_TABLE").is_some() {
+            println!("{}", markdown_table());
+        }
+        for line in markdown_table().lines() {
+            assert!(
+                docs.contains(line),
+                "docs/configuration.md lacks (or has another version of):\n{line}\n\
+                 regenerate with: PRINT_OPTIONS_TABLE=1 cargo test -p netserver-host \
+                 docs_list_every_option -- --nocapture"
+            );
+        }
+    }
 
     #[test]
     fn table_is_sorted_unique_and_defaults_are_valid() {
