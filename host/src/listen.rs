@@ -2,9 +2,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::port::{Port, Proto, resolve_service};
 use crate::config::{Ipv, Listener};
 
 /// Backlog of each listening socket (Net::Server's `listen` default is
@@ -23,8 +24,12 @@ pub struct Bound {
 }
 
 /// Binds every listener, logging one line per socket in Net::Server's words.
-/// Addresses bound twice (by two specs) are bound once.
+/// Addresses bound twice (by two specs) are bound once. Only TCP is served
+/// so far: any other protocol fails before anything is bound.
 pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>> {
+    if let Some(other) = listeners.iter().find(|l| l.proto != Proto::Tcp) {
+        bail!("--port: proto {} is not served yet", other.proto);
+    }
     let mut bound: Vec<Bound> = Vec::new();
     for listener in listeners {
         for addr in addresses(listener)? {
@@ -57,9 +62,10 @@ pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>> {
 
 /// The socket addresses a listener binds: `*` is every address (one
 /// dual-stack IPv6 socket for `ipv *` where the machine has IPv6), a name is
-/// every address it resolves to in the admitted families.
+/// every address it resolves to in the admitted families. A service name is
+/// looked up in /etc/services.
 pub fn addresses(listener: &Listener) -> Result<Vec<SocketAddr>> {
-    let port = listener.port;
+    let port = port_number(listener)?;
     if listener.host == "*" {
         return Ok(match listener.ipv {
             Ipv::V4 => vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)],
@@ -92,6 +98,17 @@ pub fn addresses(listener: &Listener) -> Result<Vec<SocketAddr>> {
         }
     }
     Ok(unique)
+}
+
+/// The TCP port number of a listener, its service name resolved.
+fn port_number(listener: &Listener) -> Result<u16> {
+    match &listener.port {
+        Port::Number(port) => Ok(*port),
+        Port::Service(name) => {
+            resolve_service(name, "tcp").ok_or_else(|| anyhow!("unknown service '{name}'"))
+        }
+        Port::Path(path) => bail!("--port: a unix socket ({path}) is not served yet"),
+    }
 }
 
 fn ipv6_available() -> bool {

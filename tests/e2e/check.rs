@@ -111,8 +111,8 @@ fn bad_options_exit_2_with_one_line() {
             "--port: invalid value '70000': port 70000 is out of range (0-65535)",
         ),
         (
-            &["--port", "80/udp"],
-            "--port: invalid value '80/udp': protocol 'udp' is not supported yet (only tcp)",
+            &["--port", "80/bogus"],
+            "--port: invalid value '80/bogus': unknown protocol or IP version 'bogus'",
         ),
         (
             &["--port", "127.0.0.1:80/IPv6"],
@@ -147,4 +147,37 @@ fn bad_options_exit_2_with_one_line() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn other_protocols_pass_check_but_are_not_served_yet() {
+    let got = check(&[
+        "--port",
+        "80/udp",
+        "--port",
+        "/tmp/ns.sock|sock_dgram|unix",
+        "--port",
+        "localhost:http/IPv4/IPv6",
+    ]);
+    assert_eq!(
+        got["listeners"],
+        serde_json::json!([
+            {"host": "*", "port": 80, "proto": "udp", "ipv": "*"},
+            {"host": "*", "port": "/tmp/ns.sock", "proto": "unixdgram", "ipv": "*"},
+            {"host": "localhost", "port": "http", "proto": "tcp", "ipv": "4"},
+            {"host": "localhost", "port": "http", "proto": "tcp", "ipv": "6"},
+        ])
+    );
+    let out = run(&["--port", "0/udp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "netserver-host: --port: proto udp is not served yet\n"
+    );
+    let out = run(&["--port", "127.0.0.1:no-such-service"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "netserver-host: unknown service 'no-such-service'\n"
+    );
 }

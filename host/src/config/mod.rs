@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::cli::Cli;
-pub use port::{Ipv, Listener, PortDefaults};
+pub use port::{Ipv, Listener, Port, PortDefaults, Proto};
 pub use sources::{Setting, Source};
 
 /// Net::Server's default port.
@@ -74,25 +74,35 @@ impl Config {
     }
 
     fn from_values(values: &Values, check: bool) -> Result<Self> {
-        let ipv = match values.last("ipv") {
-            None => Ipv::Any,
-            Some(s) => Ipv::parse(&s.value).ok_or_else(|| bad(s, "must be 4, 6 or *"))?,
+        let (host, host_ipv) = match values.last("host") {
+            None => ("*".to_owned(), None),
+            Some(s) => port::split_host_value(&s.value).map_err(|why| bad(s, &why))?,
         };
-        let defaults = PortDefaults {
-            host: values
-                .last("host")
-                .map_or_else(|| "*".to_owned(), |s| s.value.clone()),
-            ipv,
+        let (proto, proto_ipv) = match values.last("proto") {
+            None => (Proto::Tcp, None),
+            Some(s) => port::split_proto_value(&s.value).map_err(|why| bad(s, &why))?,
         };
+        let ipv = match (host_ipv.or(proto_ipv), values.last("ipv")) {
+            (Some(ipv), _) => ipv,
+            (None, None) => vec![Ipv::Any],
+            (None, Some(s)) => {
+                port::parse_ipv_list(&s.value).map_err(|_| bad(s, "must be 4, 6 or *"))?
+            }
+        };
+        let defaults = PortDefaults { host, proto, ipv };
         let mut listeners = Vec::new();
         for spec in values.all("port") {
-            let listener = port::parse(&spec.value, &defaults).map_err(|why| bad(spec, &why))?;
-            if !listeners.contains(&listener) {
-                listeners.push(listener);
+            for listener in
+                port::parse_listeners(&spec.value, &defaults).map_err(|why| bad(spec, &why))?
+            {
+                if !listeners.contains(&listener) {
+                    listeners.push(listener);
+                }
             }
         }
         if listeners.is_empty() {
-            listeners.push(port::parse(DEFAULT_PORT, &defaults).map_err(anyhow::Error::msg)?);
+            listeners =
+                port::parse_listeners(DEFAULT_PORT, &defaults).map_err(anyhow::Error::msg)?;
         }
         let module = values.last("module").map(|s| PathBuf::from(&s.value));
         let service = match (values.last("service"), &module) {

@@ -388,7 +388,7 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Some("tcp"),
         false,
-        Planned,
+        Active,
         "protocol for port specs that name none",
     ),
     spec(

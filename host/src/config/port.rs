@@ -1,9 +1,29 @@
-//! Port specifications: `PORT`, `HOST:PORT`, `[V6]:PORT`, `*:PORT`, each
-//! optionally followed by `/tcp` and by `/IPv4`, `/IPv6` or `/IPv*`
-//! (any case), as in Net::Server's `port` option.
+//! Port specifications, the whole grammar of Net::Server's `port` option,
+//! parsed without any name resolution or I/O:
+//!
+//! - `PORT`, `HOST:PORT`, `[HOST]:PORT`, `*:PORT`; PORT is a number
+//!   (0-65535) or a service name kept as written (see [`resolve_service`]);
+//! - followed, in any order, by a protocol (`tcp`, `udp`, `unix`,
+//!   `unixdgram`, `ssl`, `tls`, `ssleay`) and IP versions (`IPv4`, `IPv6`,
+//!   `IPv*`), any case; `IPv4` with `IPv6` makes two listeners, one per
+//!   family (both must bind);
+//! - parts separated by `:`, `/`, `,`, `|` or white space, in any mix
+//!   (`localhost, 20203, tcp, IPv*`); the host and the port come first, and
+//!   only `:`, `,`, `|` and white space separate them (a `/` introduces a
+//!   protocol or IP version, as in Net::Server);
+//! - an IPv6 address is written in brackets (`[::1]:80`); without them it
+//!   is accepted only when a `,`, `|` or white space sets it apart from the
+//!   port (`::1 | 80`), and is an error otherwise;
+//! - unix sockets: `PATH|unix`, `PATH|unixdgram`, `PATH|sock_stream|unix`,
+//!   `PATH|sock_dgram|unix` (the type in any case; `sock_dgram` makes the
+//!   protocol `unixdgram`; a socket type without a protocol implies `unix`).
+//!   Their host is `*` and their port the path.
+//!
+//! Protocols print lower case as `tcp`, `udp`, `unix`, `unixdgram` and
+//! `ssl`: `tls` and `ssleay` are read as `ssl`.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -33,6 +53,17 @@ impl Ipv {
         }
     }
 
+    /// Parses `IPv4`, `IPv6`, `IPv*` (any case), the prefix required: the
+    /// form a port specification carries.
+    fn parse_tagged(text: &str) -> Option<Self> {
+        let prefix = text.get(..3)?;
+        if prefix.eq_ignore_ascii_case("ipv") {
+            Self::parse(text)
+        } else {
+            None
+        }
+    }
+
     /// Whether an address of this family may be bound.
     pub fn admits(self, ip: &IpAddr) -> bool {
         match self {
@@ -53,54 +84,351 @@ impl fmt::Display for Ipv {
     }
 }
 
+/// The protocol of a listener (Net::Server's `proto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// `tcp`, the default.
+    Tcp,
+    /// `udp`.
+    Udp,
+    /// `unix`: a stream socket on a path.
+    Unix,
+    /// `unixdgram`: a datagram socket on a path.
+    UnixDgram,
+    /// `ssl`, also written `tls` or `ssleay`.
+    Ssl,
+}
+
+impl Proto {
+    /// Parses a protocol name, any case (`tls` and `ssleay` are `ssl`).
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "tcp" => Self::Tcp,
+            "udp" => Self::Udp,
+            "unix" => Self::Unix,
+            "unixdgram" => Self::UnixDgram,
+            "ssl" | "tls" | "ssleay" => Self::Ssl,
+            _ => return None,
+        })
+    }
+
+    /// The name printed and serialized, lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Unix => "unix",
+            Self::UnixDgram => "unixdgram",
+            Self::Ssl => "ssl",
+        }
+    }
+
+    /// Whether the port is a path rather than a number or service.
+    pub fn is_unix(self) -> bool {
+        matches!(self, Self::Unix | Self::UnixDgram)
+    }
+
+    /// The protocol column of /etc/services for this protocol's ports, if
+    /// it has any.
+    pub fn service_proto(self) -> Option<&'static str> {
+        match self {
+            Self::Tcp | Self::Ssl => Some("tcp"),
+            Self::Udp => Some("udp"),
+            Self::Unix | Self::UnixDgram => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The port of a listener, before name resolution. Serializes untagged: a
+/// number, or the service name or path as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum Port {
+    /// A port number; 0 asks the kernel for a free one.
+    Number(u16),
+    /// A service name, resolved later (see [`resolve_service`]).
+    Service(String),
+    /// The path of a unix socket.
+    Path(String),
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Service(s) | Self::Path(s) => f.write_str(s),
+        }
+    }
+}
+
 /// One parsed port specification, before name resolution.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Listener {
-    /// The host as written, or `*` for every address.
+    /// The host as written (without brackets), or `*` for every address;
+    /// always `*` for unix sockets.
     pub host: String,
-    /// The port; 0 asks the kernel for a free one.
-    pub port: u16,
-    /// The protocol, lower case. Only `tcp` is served so far.
-    pub proto: String,
-    /// The IP versions to bind.
+    /// The port number, service name or socket path.
+    pub port: Port,
+    /// The protocol.
+    pub proto: Proto,
+    /// The IP versions to bind (`*` for unix sockets).
     pub ipv: Ipv,
 }
 
-/// The defaults a port spec falls back on (`host`, `ipv` options).
-#[derive(Clone, Debug)]
+/// The defaults a port spec falls back on (the `host`, `proto` and `ipv`
+/// options).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortDefaults {
     /// The host when the spec names none.
     pub host: String,
-    /// The IP versions when the spec names none.
-    pub ipv: Ipv,
+    /// The protocol when the spec names none.
+    pub proto: Proto,
+    /// The IP versions when the spec names none: one listener each (empty
+    /// means `*`).
+    pub ipv: Vec<Ipv>,
 }
 
-/// Parses one port specification.
-pub fn parse(spec: &str, defaults: &PortDefaults) -> Result<Listener, String> {
-    let mut parts = spec.trim().split('/');
-    let address = parts.next().unwrap_or_default();
-    let mut proto = None;
-    let mut ipv = None;
-    for part in parts {
-        if let Some(found) = Ipv::parse(part) {
-            set_once(&mut ipv, found, "IP version")?;
-        } else if part.eq_ignore_ascii_case("tcp") {
-            set_once(&mut proto, "tcp".to_owned(), "protocol")?;
-        } else if is_known_proto(part) {
-            return Err(format!("protocol '{part}' is not supported yet (only tcp)"));
-        } else {
-            return Err(format!("unknown protocol or IP version '{part}'"));
+impl Default for PortDefaults {
+    /// Net::Server's: host `*`, proto `tcp`, ipv `*`.
+    fn default() -> Self {
+        Self {
+            host: "*".to_owned(),
+            proto: Proto::Tcp,
+            ipv: vec![Ipv::Any],
         }
     }
-    let (host, port) = split_host_port(address)?;
-    let listener = Listener {
-        host: host.unwrap_or(&defaults.host).to_owned(),
-        port: parse_port(port)?,
-        proto: proto.unwrap_or_else(|| "tcp".to_owned()),
-        ipv: ipv.unwrap_or(defaults.ipv),
+}
+
+/// Parses one port specification into its listeners: one, or one per IP
+/// version when several are given (`IPv4/IPv6`).
+pub fn parse_listeners(spec: &str, defaults: &PortDefaults) -> Result<Vec<Listener>, String> {
+    let text = spec.trim();
+    if text.is_empty() {
+        return Err("no port given".to_owned());
+    }
+    let mut rest = text;
+    let mut proto = None;
+    let mut ipvs = Vec::new();
+    let mut sock_type = None;
+    // Strip protocol, IP versions and socket type from the end.
+    while let Some(at) = rest.rfind(is_separator) {
+        let word = &rest[at + 1..];
+        let head = rest[..at].trim_end_matches(is_separator);
+        if word.is_empty() || head.is_empty() {
+            break;
+        }
+        let unix_seen = proto.is_some_and(Proto::is_unix);
+        if let Some(found) = SockType::parse(word) {
+            set_once(&mut sock_type, found, "socket type")?;
+        } else if unix_seen {
+            // The rest is the socket's path.
+            break;
+        } else if let Some(found) = Ipv::parse_tagged(word) {
+            if ipvs.contains(&found) {
+                return Err("IP version given twice".to_owned());
+            }
+            ipvs.push(found);
+        } else if let Some(found) = Proto::parse(word) {
+            set_once(&mut proto, found, "protocol")?;
+        } else {
+            break;
+        }
+        rest = head;
+    }
+    ipvs.reverse();
+    check_ipvs(&ipvs)?;
+    let proto = match (proto, sock_type) {
+        (None, None) => defaults.proto,
+        (Some(proto), None) => proto,
+        (None, Some(SockType::Stream)) => Proto::Unix,
+        (None, Some(SockType::Dgram)) => Proto::UnixDgram,
+        (Some(Proto::Unix), Some(SockType::Stream)) => Proto::Unix,
+        (Some(Proto::Unix | Proto::UnixDgram), Some(SockType::Dgram)) => Proto::UnixDgram,
+        (Some(proto), Some(sock_type)) => {
+            return Err(format!(
+                "socket type {sock_type} does not go with protocol {proto}"
+            ));
+        }
     };
-    check_family(&listener)?;
-    Ok(listener)
+    if proto.is_unix() {
+        if !ipvs.is_empty() {
+            return Err("an IP version does not apply to a unix socket".to_owned());
+        }
+        return Ok(vec![Listener {
+            host: "*".to_owned(),
+            port: Port::Path(rest.to_owned()),
+            proto,
+            ipv: Ipv::Any,
+        }]);
+    }
+    let (host, port) = split_host_port(rest)?;
+    let host = match host {
+        Some(host) => host.to_owned(),
+        None => defaults.host.clone(),
+    };
+    let port = parse_port(port)?;
+    if ipvs.is_empty() {
+        ipvs = defaults.ipv.clone();
+    }
+    if ipvs.is_empty() {
+        ipvs.push(Ipv::Any);
+    }
+    ipvs.into_iter()
+        .map(|ipv| {
+            let listener = Listener {
+                host: host.clone(),
+                port: port.clone(),
+                proto,
+                ipv,
+            };
+            check_family(&listener)?;
+            Ok(listener)
+        })
+        .collect()
+}
+
+/// Parses a port specification that makes exactly one listener (see
+/// [`parse_listeners`] for the general case).
+pub fn parse(spec: &str, defaults: &PortDefaults) -> Result<Listener, String> {
+    let mut listeners = parse_listeners(spec, defaults)?;
+    if listeners.len() == 1 {
+        Ok(listeners.remove(0))
+    } else {
+        Err("several IP versions make several listeners here".to_owned())
+    }
+}
+
+/// Splits a `host` option value that may carry IP versions
+/// (`localhost/IPv*`, `localhost IPv4 IPv6`, `*/IPv*`, `[::1]`) into the
+/// host (without brackets) and the IP versions, if any.
+pub fn split_host_value(value: &str) -> Result<(String, Option<Vec<Ipv>>), String> {
+    let (head, ipvs) = strip_ipvs(value.trim())?;
+    let host = match head.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .ok_or_else(|| "unclosed '[' in host".to_owned())?,
+        None => head,
+    };
+    if host.is_empty() || Ipv::parse_tagged(host).is_some() {
+        return Err("no host given".to_owned());
+    }
+    if host.parse::<IpAddr>().is_err() {
+        check_host_name(host)?;
+    }
+    let ipvs = (!ipvs.is_empty()).then_some(ipvs);
+    if let (Some(list), Ok(ip)) = (&ipvs, host.parse::<IpAddr>()) {
+        for &ipv in list {
+            if !ipv.admits(&ip) {
+                return Err(format!("host {ip} is not an IPv{ipv} address"));
+            }
+        }
+    }
+    Ok((host.to_owned(), ipvs))
+}
+
+/// Splits a `proto` option value that may carry IP versions (`tcp`,
+/// `tcp/IPv6`, `TCP IPv4 IPv6`) into the protocol and the IP versions, if
+/// any.
+pub fn split_proto_value(value: &str) -> Result<(Proto, Option<Vec<Ipv>>), String> {
+    let (head, ipvs) = strip_ipvs(value.trim())?;
+    if head.is_empty() {
+        return Err("no protocol given".to_owned());
+    }
+    let proto = Proto::parse(head).ok_or_else(|| format!("unknown protocol '{head}'"))?;
+    Ok((proto, (!ipvs.is_empty()).then_some(ipvs)))
+}
+
+/// Parses an `ipv` option value: `4`, `6`, `*`, `IPv4`, ..., or several
+/// (`IPv4 IPv6`, `4,6`), separated as in port specifications.
+pub fn parse_ipv_list(value: &str) -> Result<Vec<Ipv>, String> {
+    let mut ipvs = Vec::new();
+    for word in value.split(is_separator).filter(|w| !w.is_empty()) {
+        let ipv = Ipv::parse(word).ok_or_else(|| format!("unknown IP version '{word}'"))?;
+        if ipvs.contains(&ipv) {
+            return Err("IP version given twice".to_owned());
+        }
+        ipvs.push(ipv);
+    }
+    if ipvs.is_empty() {
+        return Err("no IP version given".to_owned());
+    }
+    check_ipvs(&ipvs)?;
+    Ok(ipvs)
+}
+
+/// Looks a service name up in /etc/services for a protocol (`tcp`, `udp`).
+/// This one reads a file; the parser is [`parse_services`].
+pub fn resolve_service(name: &str, proto: &str) -> Option<u16> {
+    let text = std::fs::read_to_string("/etc/services").ok()?;
+    parse_services(&text, name, proto)
+}
+
+/// Finds a service's port in the text of an /etc/services file: lines of
+/// `name port/proto [aliases...]`, `#` comments. Names and aliases match
+/// exactly (case-sensitive, as getservbyname); the first match wins.
+pub fn parse_services(text: &str, name: &str, proto: &str) -> Option<u16> {
+    text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut fields = line.split_whitespace();
+        let service = fields.next()?;
+        let (port, line_proto) = fields.next()?.split_once('/')?;
+        let named = service == name || fields.any(|alias| alias == name);
+        if named && line_proto.eq_ignore_ascii_case(proto) {
+            port.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// `sock_stream` or `sock_dgram` in a unix socket's specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SockType {
+    Stream,
+    Dgram,
+}
+
+impl SockType {
+    fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("sock_stream") {
+            Some(Self::Stream)
+        } else if text.eq_ignore_ascii_case("sock_dgram") {
+            Some(Self::Dgram)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for SockType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stream => "sock_stream",
+            Self::Dgram => "sock_dgram",
+        })
+    }
+}
+
+/// Every separator of a port specification's parts.
+fn is_separator(c: char) -> bool {
+    matches!(c, ':' | '/' | ',' | '|') || c.is_ascii_whitespace()
+}
+
+/// The separators between host and port (not `/`).
+fn is_host_separator(c: char) -> bool {
+    matches!(c, ':' | ',' | '|') || c.is_ascii_whitespace()
+}
+
+/// The separators that cannot occur in an IPv6 address.
+fn is_strong_separator(c: char) -> bool {
+    matches!(c, ',' | '|') || c.is_ascii_whitespace()
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), String> {
@@ -110,44 +438,153 @@ fn set_once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), String>
     Ok(())
 }
 
-fn is_known_proto(part: &str) -> bool {
-    ["udp", "unix", "unixdgram", "ssl", "tls", "ssleay"]
-        .iter()
-        .any(|p| part.eq_ignore_ascii_case(p))
+fn check_ipvs(ipvs: &[Ipv]) -> Result<(), String> {
+    if ipvs.len() > 1 && ipvs.contains(&Ipv::Any) {
+        return Err("IPv* cannot be combined with IPv4 or IPv6".to_owned());
+    }
+    Ok(())
 }
 
-/// Splits `HOST:PORT`, `[V6]:PORT` or `PORT`.
+/// Strips trailing `IPv4`, `IPv6`, `IPv*` words (in text order).
+fn strip_ipvs(text: &str) -> Result<(&str, Vec<Ipv>), String> {
+    let mut rest = text;
+    let mut ipvs = Vec::new();
+    while let Some(at) = rest.rfind(is_separator) {
+        let Some(ipv) = Ipv::parse_tagged(&rest[at + 1..]) else {
+            break;
+        };
+        if ipvs.contains(&ipv) {
+            return Err("IP version given twice".to_owned());
+        }
+        ipvs.push(ipv);
+        rest = rest[..at].trim_end_matches(is_separator);
+    }
+    ipvs.reverse();
+    check_ipvs(&ipvs)?;
+    Ok((rest, ipvs))
+}
+
+/// Splits the host and port part: `PORT`, `HOST:PORT`, `[HOST]:PORT`, or
+/// `HOST PORT` with any of `:`, `,`, `|` and white space between.
 fn split_host_port(address: &str) -> Result<(Option<&str>, &str), String> {
-    if let Some(rest) = address.strip_prefix('[') {
-        let (host, tail) = rest
+    if let Some(inner) = address.strip_prefix('[') {
+        let (host, tail) = inner
             .split_once(']')
             .ok_or_else(|| "unclosed '[' in host".to_owned())?;
-        let port = tail
-            .strip_prefix(':')
-            .ok_or_else(|| "expected ':PORT' after ']'".to_owned())?;
+        if host.is_empty() {
+            return Err("empty host in '[]'".to_owned());
+        }
+        if host.contains(|c: char| (is_separator(c) && c != ':') || c == '[') {
+            return Err(format!("invalid host '{host}'"));
+        }
+        let port = tail.trim_start_matches(is_host_separator);
+        if port.len() == tail.len() {
+            return Err(if tail.is_empty() {
+                "no port given".to_owned()
+            } else {
+                "expected ':PORT' after ']'".to_owned()
+            });
+        }
+        check_no_slash(port)?;
+        check_single(port)?;
         return Ok((Some(host), port));
     }
-    match address.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') => {
-            Err("an IPv6 address must be written in brackets: [ADDR]:PORT".to_owned())
+    check_no_slash(address)?;
+    // An IPv6 address set apart by a strong separator: `::1 | 80`.
+    if let Some((first, second)) = address.split_once(is_strong_separator) {
+        let port = second.trim_start_matches(is_strong_separator);
+        if first.parse::<Ipv6Addr>().is_ok() && !port.contains(is_host_separator) {
+            return Ok((Some(first), port));
         }
-        Some((host, port)) if !host.is_empty() => Ok((Some(host), port)),
-        Some((_, _)) => Err("empty host before ':'".to_owned()),
-        None => Ok((None, address)),
+    }
+    let first_field = address
+        .split(is_strong_separator)
+        .next()
+        .unwrap_or_default();
+    let looks_ipv6 = first_field.matches(':').count() >= 2
+        && first_field
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '%'));
+    if looks_ipv6 {
+        return Err("an IPv6 address must be written in brackets: [ADDR]:PORT".to_owned());
+    }
+    if let Some(c) = address.chars().next().filter(|&c| is_host_separator(c)) {
+        return Err(format!("empty host before '{c}'"));
+    }
+    let mut words = address.split(is_host_separator).filter(|w| !w.is_empty());
+    let first = words.next().unwrap_or_default();
+    let Some(second) = words.next() else {
+        if address.ends_with(is_host_separator) {
+            return Err("no port given".to_owned());
+        }
+        return Ok((None, first));
+    };
+    if let Some(extra) = words.next() {
+        return Err(format!("unknown protocol or IP version '{extra}'"));
+    }
+    if address.ends_with(is_host_separator) {
+        return Err("port specification ends with a separator".to_owned());
+    }
+    if first != "*" {
+        check_host_name(first)?;
+    }
+    Ok((Some(first), second))
+}
+
+/// A `/` left in the host and port part follows an unknown protocol.
+fn check_no_slash(text: &str) -> Result<(), String> {
+    match text.rsplit_once('/') {
+        Some((_, "")) => Err("empty protocol or IP version after '/'".to_owned()),
+        Some((_, word)) => Err(format!("unknown protocol or IP version '{word}'")),
+        None => Ok(()),
     }
 }
 
-fn parse_port(port: &str) -> Result<u16, String> {
+/// The port after `[HOST]` is one word.
+fn check_single(port: &str) -> Result<(), String> {
+    match port.split(is_host_separator).find(|w| !w.is_empty()) {
+        Some(word) if word.len() < port.len() => {
+            let extra = port[word.len()..].trim_start_matches(is_host_separator);
+            if extra.is_empty() {
+                Err("port specification ends with a separator".to_owned())
+            } else {
+                Err(format!("unknown protocol or IP version '{extra}'"))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_host_name(host: &str) -> Result<(), String> {
+    let valid = host == "*"
+        || host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("invalid host '{host}'"))
+    }
+}
+
+fn parse_port(port: &str) -> Result<Port, String> {
     if port.is_empty() {
         return Err("no port given".to_owned());
     }
-    port.parse::<u16>().map_err(|_| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            format!("port {port} is out of range (0-65535)")
-        } else {
-            format!("port '{port}' is not a number")
-        }
-    })
+    if port.bytes().all(|b| b.is_ascii_digit()) {
+        return port
+            .parse::<u16>()
+            .map(Port::Number)
+            .map_err(|_| format!("port {port} is out of range (0-65535)"));
+    }
+    let service = port
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
+    if service {
+        Ok(Port::Service(port.to_owned()))
+    } else {
+        Err(format!("invalid port '{port}'"))
+    }
 }
 
 fn check_family(listener: &Listener) -> Result<(), String> {
@@ -162,37 +599,151 @@ fn check_family(listener: &Listener) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn defaults() -> PortDefaults {
-        PortDefaults {
+        PortDefaults::default()
+    }
+
+    fn tcp(host: &str, port: u16, ipv: Ipv) -> Listener {
+        Listener {
+            host: host.to_owned(),
+            port: Port::Number(port),
+            proto: Proto::Tcp,
+            ipv,
+        }
+    }
+
+    fn with_proto(mut listener: Listener, proto: Proto) -> Listener {
+        listener.proto = proto;
+        listener
+    }
+
+    fn unix(path: &str, proto: Proto) -> Listener {
+        Listener {
             host: "*".to_owned(),
+            port: Port::Path(path.to_owned()),
+            proto,
             ipv: Ipv::Any,
         }
     }
 
+    fn service(host: &str, name: &str) -> Listener {
+        Listener {
+            host: host.to_owned(),
+            port: Port::Service(name.to_owned()),
+            proto: Proto::Tcp,
+            ipv: Ipv::Any,
+        }
+    }
+
+    /// Every port string of the reference's `port`, `host` and `ipv`
+    /// sections, with the defaults (host `*`, proto tcp, ipv `*`).
     #[test]
-    fn valid_specs() {
-        let cases: &[(&str, &str, u16, Ipv)] = &[
-            ("20203", "*", 20203, Ipv::Any),
-            ("0", "*", 0, Ipv::Any),
-            ("127.0.0.1:8080", "127.0.0.1", 8080, Ipv::Any),
-            ("localhost:80", "localhost", 80, Ipv::Any),
-            ("*:20203", "*", 20203, Ipv::Any),
-            ("[::1]:20203", "::1", 20203, Ipv::Any),
-            ("[::]:0/IPv6", "::", 0, Ipv::V6),
-            ("20203/tcp", "*", 20203, Ipv::Any),
-            ("20203/TCP/ipv4", "*", 20203, Ipv::V4),
-            ("127.0.0.1:1/tcp/IPv*", "127.0.0.1", 1, Ipv::Any),
-            ("65535", "*", 65535, Ipv::Any),
-            (" 7 ", "*", 7, Ipv::Any),
+    fn reference_port_strings() {
+        use Ipv::{Any, V4, V6};
+        let cases: Vec<(&str, Vec<Listener>)> = vec![
+            // `port`
+            ("20203", vec![tcp("*", 20203, Any)]),
+            ("localhost:20203", vec![tcp("localhost", 20203, Any)]),
+            ("localhost:http", vec![service("localhost", "http")]),
+            ("localhost:20203/tcp", vec![tcp("localhost", 20203, Any)]),
+            (
+                "localhost:20203/tcp/IPv*",
+                vec![tcp("localhost", 20203, Any)],
+            ),
+            (
+                "localhost, 20203, tcp, IPv*",
+                vec![tcp("localhost", 20203, Any)],
+            ),
+            (
+                "localhost | 20203 | tcp | IPv*",
+                vec![tcp("localhost", 20203, Any)],
+            ),
+            ("localhost:20203/IPv*", vec![tcp("localhost", 20203, Any)]),
+            (
+                "localhost:20203/IPv4/IPv6",
+                vec![tcp("localhost", 20203, V4), tcp("localhost", 20203, V6)],
+            ),
+            ("*:20203", vec![tcp("*", 20203, Any)]),
+            ("20204", vec![tcp("*", 20204, Any)]),
+            ("[::1]:80", vec![tcp("::1", 80, Any)]),
+            ("socket_file|unix", vec![unix("socket_file", Proto::Unix)]),
+            (
+                "socket_file|SOCK_DGRAM|unix",
+                vec![unix("socket_file", Proto::UnixDgram)],
+            ),
+            (
+                "socket_file|SOCK_STREAM|unix",
+                vec![unix("socket_file", Proto::Unix)],
+            ),
+            // `ipv`
+            ("localhost:20203:IPv*", vec![tcp("localhost", 20203, Any)]),
+            ("localhost:20203:IPv6", vec![tcp("localhost", 20203, V6)]),
+            ("[::1]:20203", vec![tcp("::1", 20203, Any)]),
+            ("localhost:20203:IPv4", vec![tcp("localhost", 20203, V4)]),
+            ("127.0.0.1:20203", vec![tcp("127.0.0.1", 20203, Any)]),
+            (
+                "localhost:20203:IPv4:IPv6",
+                vec![tcp("localhost", 20203, V4), tcp("localhost", 20203, V6)],
+            ),
+            // the perl one-liners (port 20203 and 8080 with the default host)
+            ("8080", vec![tcp("*", 8080, Any)]),
         ];
-        for &(spec, host, port, ipv) in cases {
-            let got = parse(spec, &defaults()).unwrap_or_else(|e| panic!("{spec}: {e}"));
-            assert_eq!(
-                (got.host.as_str(), got.port, got.ipv, got.proto.as_str()),
-                (host, port, ipv, "tcp"),
-                "{spec}"
-            );
+        for (spec, expected) in cases {
+            assert_eq!(parse_listeners(spec, &defaults()), Ok(expected), "{spec}");
+        }
+    }
+
+    #[test]
+    fn more_valid_specs() {
+        use Ipv::{Any, V4, V6};
+        let cases: Vec<(&str, Vec<Listener>)> = vec![
+            ("0", vec![tcp("*", 0, Any)]),
+            ("65535", vec![tcp("*", 65535, Any)]),
+            (" 7 ", vec![tcp("*", 7, Any)]),
+            ("127.0.0.1:8080", vec![tcp("127.0.0.1", 8080, Any)]),
+            ("[::]:0/IPv6", vec![tcp("::", 0, V6)]),
+            ("[localhost]:80", vec![tcp("localhost", 80, Any)]),
+            ("[*]:80", vec![tcp("*", 80, Any)]),
+            ("[::1] 80", vec![tcp("::1", 80, Any)]),
+            ("20203/TCP/ipv4", vec![tcp("*", 20203, V4)]),
+            ("20203/ipv4/tcp", vec![tcp("*", 20203, V4)]),
+            ("127.0.0.1:1/tcp/IPv*", vec![tcp("127.0.0.1", 1, Any)]),
+            ("localhost 80", vec![tcp("localhost", 80, Any)]),
+            (
+                "localhost,80,udp",
+                vec![with_proto(tcp("localhost", 80, Any), Proto::Udp)],
+            ),
+            ("localhost :, 80 /| tcp", vec![tcp("localhost", 80, Any)]),
+            ("::1 | 80", vec![tcp("::1", 80, Any)]),
+            ("::1, 80, IPv6", vec![tcp("::1", 80, V6)]),
+            ("fe80::1 80/tcp", vec![tcp("fe80::1", 80, Any)]),
+            ("80/IPv6/IPv4", vec![tcp("*", 80, V6), tcp("*", 80, V4)]),
+            ("80/udp", vec![with_proto(tcp("*", 80, Any), Proto::Udp)]),
+            ("80/SSL", vec![with_proto(tcp("*", 80, Any), Proto::Ssl)]),
+            ("80/tls", vec![with_proto(tcp("*", 80, Any), Proto::Ssl)]),
+            ("80/SSLeay", vec![with_proto(tcp("*", 80, Any), Proto::Ssl)]),
+            ("80/unixdgram", vec![unix("80", Proto::UnixDgram)]),
+            ("http-alt", vec![service("*", "http-alt")]),
+            ("/tmp/sock|unix", vec![unix("/tmp/sock", Proto::Unix)]),
+            ("/tmp/sock/unix", vec![unix("/tmp/sock", Proto::Unix)]),
+            ("/tmp/a:b|UNIX", vec![unix("/tmp/a:b", Proto::Unix)]),
+            ("/tmp/my sock|unix", vec![unix("/tmp/my sock", Proto::Unix)]),
+            (
+                "/tmp/s|sock_dgram|unix",
+                vec![unix("/tmp/s", Proto::UnixDgram)],
+            ),
+            (
+                "/tmp/s|sock_dgram|unixdgram",
+                vec![unix("/tmp/s", Proto::UnixDgram)],
+            ),
+            ("/tmp/s|sock_dgram", vec![unix("/tmp/s", Proto::UnixDgram)]),
+            ("/tmp/s|sock_stream", vec![unix("/tmp/s", Proto::Unix)]),
+            ("/tmp/tcp|unix", vec![unix("/tmp/tcp", Proto::Unix)]),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(parse_listeners(spec, &defaults()), Ok(expected), "{spec}");
         }
     }
 
@@ -200,25 +751,81 @@ mod tests {
     fn invalid_specs() {
         let cases: &[(&str, &str)] = &[
             ("", "no port given"),
+            ("   ", "no port given"),
             ("65536", "port 65536 is out of range (0-65535)"),
-            ("http", "port 'http' is not a number"),
+            ("70000", "port 70000 is out of range (0-65535)"),
+            (
+                "localhost:99999999999999999999",
+                "port 99999999999999999999 is out of range (0-65535)",
+            ),
             ("host:", "no port given"),
+            ("[::1]", "no port given"),
+            ("[::1]:", "no port given"),
             (":80", "empty host before ':'"),
+            ("|80", "empty host before '|'"),
             (
                 "::1:80",
                 "an IPv6 address must be written in brackets: [ADDR]:PORT",
             ),
+            (
+                "::1",
+                "an IPv6 address must be written in brackets: [ADDR]:PORT",
+            ),
+            (
+                "fe80::1:80/tcp",
+                "an IPv6 address must be written in brackets: [ADDR]:PORT",
+            ),
             ("[::1:80", "unclosed '[' in host"),
             ("[::1]80", "expected ':PORT' after ']'"),
-            ("80/udp", "protocol 'udp' is not supported yet (only tcp)"),
+            ("[]:80", "empty host in '[]'"),
+            ("[::1]:80:bogus", "unknown protocol or IP version 'bogus'"),
             ("80/bogus", "unknown protocol or IP version 'bogus'"),
+            ("80/IPv5", "unknown protocol or IP version 'IPv5'"),
+            (
+                "localhost:20203:bogus",
+                "unknown protocol or IP version 'bogus'",
+            ),
+            (
+                "localhost, 20203, bogus",
+                "unknown protocol or IP version 'bogus'",
+            ),
+            ("80/", "empty protocol or IP version after '/'"),
+            ("localhost, 80,", "port specification ends with a separator"),
             ("80/tcp/tcp", "protocol given twice"),
-            ("80/ipv4/ipv6", "IP version given twice"),
+            ("80/tcp/udp", "protocol given twice"),
+            ("80/ipv4/ipv4", "IP version given twice"),
+            ("80/IPv*/IPv4", "IPv* cannot be combined with IPv4 or IPv6"),
             ("127.0.0.1:80/IPv6", "host 127.0.0.1 is not an IPv6 address"),
+            (
+                "127.0.0.1:80/IPv4/IPv6",
+                "host 127.0.0.1 is not an IPv6 address",
+            ),
             ("[::1]:80/IPv4", "host ::1 is not an IPv4 address"),
+            ("::1 | 80 | IPv4", "host ::1 is not an IPv4 address"),
+            (
+                "80|sock_dgram|tcp",
+                "socket type sock_dgram does not go with protocol tcp",
+            ),
+            (
+                "/s|sock_stream|unixdgram",
+                "socket type sock_stream does not go with protocol unixdgram",
+            ),
+            ("/s|sock_dgram|sock_dgram|unix", "socket type given twice"),
+            (
+                "/s|unix|IPv4",
+                "an IP version does not apply to a unix socket",
+            ),
+            ("local host:80", "unknown protocol or IP version '80'"),
+            ("loc@lhost:80", "invalid host 'loc@lhost'"),
+            ("80!", "invalid port '80!'"),
+            ("[a b]:80", "invalid host 'a b'"),
         ];
         for &(spec, message) in cases {
-            assert_eq!(parse(spec, &defaults()), Err(message.to_owned()), "{spec}");
+            assert_eq!(
+                parse_listeners(spec, &defaults()),
+                Err(message.to_owned()),
+                "{spec}"
+            );
         }
     }
 
@@ -226,13 +833,343 @@ mod tests {
     fn defaults_fill_in() {
         let defaults = PortDefaults {
             host: "127.0.0.1".to_owned(),
-            ipv: Ipv::V4,
+            proto: Proto::Udp,
+            ipv: vec![Ipv::V4],
         };
-        let got = parse("0", &defaults).unwrap();
-        assert_eq!((got.host.as_str(), got.ipv), ("127.0.0.1", Ipv::V4));
         assert_eq!(
-            parse("[::1]:0", &defaults),
+            parse_listeners("0", &defaults),
+            Ok(vec![with_proto(tcp("127.0.0.1", 0, Ipv::V4), Proto::Udp)])
+        );
+        assert_eq!(
+            parse_listeners("[::1]:0", &defaults),
             Err("host ::1 is not an IPv4 address".to_owned())
         );
+        assert_eq!(
+            parse_listeners("localhost:1/tcp/IPv6", &defaults),
+            Ok(vec![tcp("localhost", 1, Ipv::V6)])
+        );
+        // The default protocol makes the spec a path.
+        let defaults = PortDefaults {
+            proto: Proto::Unix,
+            ..PortDefaults::default()
+        };
+        assert_eq!(
+            parse_listeners("/tmp/sock", &defaults),
+            Ok(vec![unix("/tmp/sock", Proto::Unix)])
+        );
+        assert_eq!(
+            parse_listeners("/tmp/sock|sock_dgram", &defaults),
+            Ok(vec![unix("/tmp/sock", Proto::UnixDgram)])
+        );
+        // Several default IP versions make several listeners; empty is `*`.
+        let defaults = PortDefaults {
+            host: "localhost".to_owned(),
+            proto: Proto::Tcp,
+            ipv: vec![Ipv::V4, Ipv::V6],
+        };
+        assert_eq!(
+            parse_listeners("20203", &defaults),
+            Ok(vec![
+                tcp("localhost", 20203, Ipv::V4),
+                tcp("localhost", 20203, Ipv::V6)
+            ])
+        );
+        let defaults = PortDefaults {
+            ipv: Vec::new(),
+            ..PortDefaults::default()
+        };
+        assert_eq!(
+            parse_listeners("1", &defaults),
+            Ok(vec![tcp("*", 1, Ipv::Any)])
+        );
+    }
+
+    /// The reference's conf file: `host 127.0.0.1`, `ipv IPv6`,
+    /// `port localhost:20204/IPv4`, `port 20205`. Its comment says the
+    /// second binds 127.0.0.1 on IPv6; the `ipv` section says an IPv4
+    /// address with ipv 6 is an error, which is what this parser does.
+    #[test]
+    fn reference_conf_file() {
+        let defaults = PortDefaults {
+            host: "127.0.0.1".to_owned(),
+            proto: Proto::Tcp,
+            ipv: parse_ipv_list("IPv6").unwrap(),
+        };
+        assert_eq!(
+            parse_listeners("localhost:20204/IPv4", &defaults),
+            Ok(vec![tcp("localhost", 20204, Ipv::V4)])
+        );
+        assert_eq!(
+            parse_listeners("20205", &defaults),
+            Err("host 127.0.0.1 is not an IPv6 address".to_owned())
+        );
+    }
+
+    #[test]
+    fn single_listener_wrapper() {
+        assert_eq!(parse("80", &defaults()), Ok(tcp("*", 80, Ipv::Any)));
+        assert_eq!(
+            parse("80/IPv4/IPv6", &defaults()),
+            Err("several IP versions make several listeners here".to_owned())
+        );
+    }
+
+    /// The values of the reference's `host` section.
+    #[test]
+    fn host_values() {
+        use Ipv::{Any, V4, V6};
+        let cases: &[(&str, &str, Option<&[Ipv]>)] = &[
+            ("127.0.0.1", "127.0.0.1", None),
+            ("::1", "::1", None),
+            ("localhost", "localhost", None),
+            ("localhost/IPv*", "localhost", Some(&[Any])),
+            ("*", "*", None),
+            ("*/IPv*", "*", Some(&[Any])),
+            ("localhost IPv4 IPv6", "localhost", Some(&[V4, V6])),
+            ("[::1]", "::1", None),
+            ("[::1]/ipv6", "::1", Some(&[V6])),
+            ("::1 IPv6", "::1", Some(&[V6])),
+            ("localhost|ipv4", "localhost", Some(&[V4])),
+        ];
+        for &(value, host, ipvs) in cases {
+            assert_eq!(
+                split_host_value(value),
+                Ok((host.to_owned(), ipvs.map(<[Ipv]>::to_vec))),
+                "{value}"
+            );
+        }
+        let errors: &[(&str, &str)] = &[
+            ("", "no host given"),
+            ("IPv4", "no host given"),
+            ("IPv4 IPv6", "no host given"),
+            ("/IPv4", "no host given"),
+            ("[::1", "unclosed '[' in host"),
+            ("a b", "invalid host 'a b'"),
+            ("127.0.0.1/IPv6", "host 127.0.0.1 is not an IPv6 address"),
+            ("localhost IPv4 IPv4", "IP version given twice"),
+            (
+                "localhost IPv4 IPv*",
+                "IPv* cannot be combined with IPv4 or IPv6",
+            ),
+        ];
+        for &(value, message) in errors {
+            assert_eq!(split_host_value(value), Err(message.to_owned()), "{value}");
+        }
+    }
+
+    /// The values of the reference's `proto` section, with IP versions.
+    #[test]
+    fn proto_values() {
+        let cases: &[(&str, Proto, Option<&[Ipv]>)] = &[
+            ("tcp", Proto::Tcp, None),
+            ("UDP", Proto::Udp, None),
+            ("unix", Proto::Unix, None),
+            ("unixdgram", Proto::UnixDgram, None),
+            ("ssl", Proto::Ssl, None),
+            ("ssleay", Proto::Ssl, None),
+            ("tls", Proto::Ssl, None),
+            ("tcp/IPv6", Proto::Tcp, Some(&[Ipv::V6])),
+            ("tcp IPv4 IPv6", Proto::Tcp, Some(&[Ipv::V4, Ipv::V6])),
+        ];
+        for &(value, proto, ipvs) in cases {
+            assert_eq!(
+                split_proto_value(value),
+                Ok((proto, ipvs.map(<[Ipv]>::to_vec))),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            split_proto_value("sctp"),
+            Err("unknown protocol 'sctp'".to_owned())
+        );
+        assert_eq!(split_proto_value(" "), Err("no protocol given".to_owned()));
+        for proto in [
+            Proto::Tcp,
+            Proto::Udp,
+            Proto::Unix,
+            Proto::UnixDgram,
+            Proto::Ssl,
+        ] {
+            assert_eq!(Proto::parse(proto.as_str()), Some(proto));
+            assert_eq!(proto.to_string(), proto.as_str());
+        }
+    }
+
+    /// The values of the reference's `ipv` section.
+    #[test]
+    fn ipv_values() {
+        use Ipv::{Any, V4, V6};
+        let cases: &[(&str, &[Ipv])] = &[
+            ("6", &[V6]),
+            ("4", &[V4]),
+            ("*", &[Any]),
+            ("IPv6", &[V6]),
+            ("IPv4 IPv6", &[V4, V6]),
+            ("ipv*", &[Any]),
+            ("4,6", &[V4, V6]),
+        ];
+        for &(value, ipvs) in cases {
+            assert_eq!(parse_ipv_list(value), Ok(ipvs.to_vec()), "{value}");
+        }
+        let errors: &[(&str, &str)] = &[
+            ("", "no IP version given"),
+            ("5", "unknown IP version '5'"),
+            ("4 4", "IP version given twice"),
+            ("* 4", "IPv* cannot be combined with IPv4 or IPv6"),
+        ];
+        for &(value, message) in errors {
+            assert_eq!(parse_ipv_list(value), Err(message.to_owned()), "{value}");
+        }
+    }
+
+    #[test]
+    fn serializes_as_check_prints_it() {
+        let listeners = [
+            tcp("*", 20203, Ipv::Any),
+            service("localhost", "http"),
+            unix("/tmp/sock", Proto::UnixDgram),
+            with_proto(tcp("::1", 0, Ipv::V6), Proto::Ssl),
+        ];
+        assert_eq!(
+            serde_json::to_value(listeners).unwrap(),
+            serde_json::json!([
+                {"host": "*", "port": 20203, "proto": "tcp", "ipv": "*"},
+                {"host": "localhost", "port": "http", "proto": "tcp", "ipv": "*"},
+                {"host": "*", "port": "/tmp/sock", "proto": "unixdgram", "ipv": "*"},
+                {"host": "::1", "port": 0, "proto": "ssl", "ipv": "6"},
+            ])
+        );
+        assert_eq!(Port::Number(80).to_string(), "80");
+        assert_eq!(Port::Service("http".into()).to_string(), "http");
+    }
+
+    const SERVICES: &str = "\
+# Network services, Internet style
+tcpmux\t\t1/tcp\t\t\t\t# TCP port service multiplexer
+ftp\t\t21/tcp
+http\t\t80/tcp\t\twww www-http\t# WorldWideWeb HTTP
+http\t\t80/udp
+https 443/tcp
+https 443/udp
+kerberos\t88/tcp\t\tkerberos5 krb5\t# Kerberos v5
+kerberos\t88/udp\t\tkerberos5 krb5
+syslog\t\t514/udp
+http-alt\t8080/tcp\twebcache
+broken\t\tnotaport/tcp
+noproto\t\t99
+#commented\t7/tcp
+   
+";
+
+    #[test]
+    fn services_file() {
+        let cases: &[(&str, &str, Option<u16>)] = &[
+            ("http", "tcp", Some(80)),
+            ("http", "udp", Some(80)),
+            ("www", "tcp", Some(80)),
+            ("www-http", "tcp", Some(80)),
+            ("https", "tcp", Some(443)),
+            ("krb5", "udp", Some(88)),
+            ("http-alt", "tcp", Some(8080)),
+            ("webcache", "tcp", Some(8080)),
+            ("tcpmux", "tcp", Some(1)),
+            ("ftp", "TCP", Some(21)),
+            ("syslog", "tcp", None),
+            ("HTTP", "tcp", None),
+            ("nosuch", "tcp", None),
+            ("broken", "tcp", None),
+            ("noproto", "tcp", None),
+            ("commented", "tcp", None),
+            ("Network", "tcp", None),
+            ("", "tcp", None),
+        ];
+        for &(name, proto, port) in cases {
+            assert_eq!(
+                parse_services(SERVICES, name, proto),
+                port,
+                "{name}/{proto}"
+            );
+        }
+    }
+
+    #[test]
+    fn system_services_file() {
+        // Only where the machine has the usual entry.
+        if std::fs::read_to_string("/etc/services").is_ok_and(|t| t.contains("\nhttp")) {
+            assert_eq!(resolve_service("http", "tcp"), Some(80));
+        }
+        assert_eq!(resolve_service("no-such-service-here", "tcp"), None);
+    }
+
+    /// Tokens and separators of the grammar, to build near-valid specs.
+    fn grammar_spec() -> impl Strategy<Value = String> {
+        let token = prop::sample::select(vec![
+            "localhost",
+            "*",
+            "[::1]",
+            "::1",
+            "127.0.0.1",
+            "[",
+            "]",
+            "20203",
+            "0",
+            "65536",
+            "http",
+            "tcp",
+            "TCP",
+            "udp",
+            "unix",
+            "unixdgram",
+            "ssl",
+            "tls",
+            "ssleay",
+            "IPv4",
+            "ipv6",
+            "IPv*",
+            "IPv",
+            "sock_dgram",
+            "SOCK_STREAM",
+            "/tmp/sock",
+            "",
+            "é",
+            "fe80::1",
+        ]);
+        let separator =
+            prop::sample::select(vec![":", "/", ",", "|", " ", ", ", " | ", "::", "\t"]);
+        prop::collection::vec((token, separator), 0..8).prop_map(|parts| {
+            parts
+                .into_iter()
+                .map(|(token, separator)| format!("{token}{separator}"))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_string(spec in any::<String>()) {
+            let _ = parse_listeners(&spec, &defaults());
+            let _ = split_host_value(&spec);
+            let _ = split_proto_value(&spec);
+            let _ = parse_ipv_list(&spec);
+            let _ = parse_services(&spec, "http", "tcp");
+        }
+
+        #[test]
+        fn never_panics_on_grammar_strings(spec in grammar_spec(), cut in 0usize..3) {
+            let spec = spec.trim_end_matches(|c: char| cut > 0 && is_separator(c));
+            let result = parse_listeners(spec, &defaults());
+            if let Ok(listeners) = &result {
+                prop_assert!(!listeners.is_empty());
+                for listener in listeners {
+                    prop_assert!(check_family(listener).is_ok());
+                }
+            }
+            if let Err(message) = &result {
+                prop_assert!(!message.contains('\n'));
+                prop_assert!(!message.ends_with('.'));
+            }
+            let _ = split_host_value(spec);
+            let _ = split_proto_value(spec);
+        }
     }
 }
