@@ -18,7 +18,10 @@ mod guests {
 
 fn handler(module: &str) -> Handler {
     let cli = Cli::try_parse_from(["netserver-host", "--module", module]).expect("arguments");
-    Handler::load(&Config::resolve(cli).expect("config")).expect("handler")
+    let config = Config::resolve(cli).expect("config");
+    netserver_host::load_handlers(&config)
+        .expect("handler")
+        .remove(0)
 }
 
 fn per_connection(c: &mut Criterion) {

@@ -86,6 +86,8 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::Port => "SPEC",
         Kind::KeyValue => "KEY=VALUE",
         Kind::Text => "VALUE",
+        Kind::ReadableFile | Kind::FileToWrite | Kind::LogTarget => "PATH",
+        Kind::Directory => "DIR",
     }
 }
 
@@ -170,7 +172,7 @@ mod tests {
             (&["--bogus"], "unexpected argument '--bogus' found"),
             (
                 &["--module"],
-                "a value is required for '--module <VALUE>' but none was supplied",
+                "a value is required for '--module <PATH>' but none was supplied",
             ),
         ];
         for (args, want) in cases {

@@ -40,34 +40,105 @@ pub fn run() -> Result<ExitCode> {
     let config = config::Config::resolve(cli)?;
     log::init(config.log_level);
     config.warn_planned();
-    let handler = wasm::Handler::load(&config)?;
+    let handlers = load_handlers(&config)?;
     if config.check {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&check_report(&config, &handler))?
-        );
-        return Ok(ExitCode::SUCCESS);
+        let (report, bind_error) = check_report(&config, &handlers);
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        // The report is complete either way; a socket that could not be
+        // bound here fails the check as it would fail the start.
+        return match bind_error {
+            Some(err) => Err(err),
+            None => Ok(ExitCode::SUCCESS),
+        };
     }
-    server::serve(config, handler)?;
+    server::serve(config, handlers)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `--check` prints: the resolved configuration and what the module is.
-pub fn check_report(config: &config::Config, handler: &wasm::Handler) -> serde_json::Value {
+/// Builds the one engine and loads every service's handler on it, in the
+/// order of `config.services`.
+pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
+    let engine = wasm::engine::build(config)?;
+    config
+        .services
+        .iter()
+        .map(|service| wasm::Handler::load(&engine, service))
+        .collect()
+}
+
+/// What `--check` prints: every listener as parsed, the sockets they bind,
+/// each service with its module, and every option's value and source.
+/// With a single service its module is also given at the top. A listener
+/// whose sockets cannot be worked out here (a host that does not resolve,
+/// or lacks an address of the IP version asked for) shows its error in
+/// `bind`, and the first such error is returned beside the report.
+pub fn check_report(
+    config: &config::Config,
+    handlers: &[wasm::Handler],
+) -> (serde_json::Value, Option<anyhow::Error>) {
+    let mut first_error = None;
+    let mut plan = |listeners: &[config::Listener]| -> Vec<serde_json::Value> {
+        let mut bind = Vec::new();
+        let mut seen = Vec::new();
+        for listener in listeners {
+            match listen::plan(std::slice::from_ref(listener)) {
+                Ok(plans) => {
+                    for (plan, _) in plans {
+                        if !seen.contains(&plan) {
+                            bind.push(serde_json::json!(plan));
+                            seen.push(plan);
+                        }
+                    }
+                }
+                Err(err) => {
+                    bind.push(serde_json::json!({ "error": err.to_string() }));
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        bind
+    };
+    let services: Vec<serde_json::Value> = config
+        .services
+        .iter()
+        .zip(handlers)
+        .map(|(service, handler)| {
+            serde_json::json!({
+                "name": service.name,
+                "module": module_report(handler),
+                "listeners": service.listeners,
+                "bind": plan(&service.listeners),
+                "options": with_sources(&service.options),
+            })
+        })
+        .collect();
+    let listeners: Vec<config::Listener> = config.listeners().cloned().collect();
+    let bind: Vec<serde_json::Value> = services
+        .iter()
+        .flat_map(|s| s["bind"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let mut report = serde_json::json!({
+        "listeners": listeners,
+        "bind": bind,
+        "services": services,
+        "options": with_sources(&config.options),
+    });
+    if let [handler] = handlers {
+        report["module"] = module_report(handler);
+    }
+    (report, first_error)
+}
+
+fn module_report(handler: &wasm::Handler) -> serde_json::Value {
     serde_json::json!({
-        "listeners": config.listeners,
-        "module": {
-            "source": handler.source(),
-            "kind": handler.kind(),
-        },
-        "options": options_with_sources(config),
+        "source": handler.source(),
+        "kind": handler.kind(),
     })
 }
 
 /// Every option's effective value with the source it came from.
-fn options_with_sources(config: &config::Config) -> serde_json::Value {
-    let options = config
-        .options
+fn with_sources(options: &config::Report) -> serde_json::Value {
+    let options = options
         .iter()
         .map(|(key, (value, source))| {
             (

@@ -18,37 +18,66 @@ use crate::listen::{self, Bound};
 use crate::wasm::Handler;
 use crate::wasm::engine::EPOCH_TICK;
 
-/// Binds, then serves until INT or TERM.
-pub fn serve(config: Config, handler: Handler) -> Result<()> {
-    let bound = listen::bind_all(&config.listeners)?;
+/// One service ready to serve: its handler and its bound sockets.
+struct Service {
+    handler: Arc<Handler>,
+    bound: Vec<Bound>,
+    max_instances: u32,
+    idle_timeout: Duration,
+}
+
+/// Binds every service's sockets, then serves until INT or TERM.
+/// `handlers` are the services' handlers, in the order of
+/// `config.services`.
+pub fn serve(config: Config, handlers: Vec<Handler>) -> Result<()> {
+    let mut services = Vec::new();
+    for (service, handler) in config.services.iter().zip(handlers) {
+        services.push(Service {
+            handler: Arc::new(handler),
+            bound: listen::bind_all(&service.listeners)?,
+            max_instances: service.max_instances,
+            idle_timeout: service.idle_timeout,
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("netserver-worker")
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(config, Arc::new(handler), bound))
+    runtime.block_on(run(services))
 }
 
-async fn run(config: Config, handler: Arc<Handler>, bound: Vec<Bound>) -> Result<()> {
+async fn run(services: Vec<Service>) -> Result<()> {
     let mut stop = Stop::new()?;
-    let ticker = tokio::spawn(tick_epochs(handler.engine().clone()));
-    let permits = Arc::new(Semaphore::new(config.max_instances as usize));
+    let Some(first) = services.first() else {
+        return Ok(());
+    };
+    // Every service's handler shares one engine: one ticker.
+    let ticker = tokio::spawn(tick_epochs(first.handler.engine().clone()));
     let mut loops = tokio::task::JoinSet::new();
-    for b in bound {
-        let listener = TcpListener::from_std(b.socket)?;
-        loops.spawn(accept_loop(
-            listener,
-            handler.clone(),
-            permits.clone(),
-            config.idle_timeout,
-        ));
+    for service in services {
+        // Each service has its own cap: one tenant's clients cannot take
+        // another's places.
+        let permits = Arc::new(Semaphore::new(service.max_instances as usize));
+        let addrs: Vec<String> = service.bound.iter().map(|b| b.addr.to_string()).collect();
+        for b in service.bound {
+            let listener = TcpListener::from_std(b.socket)?;
+            loops.spawn(accept_loop(
+                listener,
+                service.handler.clone(),
+                permits.clone(),
+                service.idle_timeout,
+            ));
+        }
+        let handler = &service.handler;
+        tracing::info!(
+            "Serving {} ({}) as service {} on {}",
+            handler.source(),
+            handler.kind(),
+            handler.service_name(),
+            addrs.join(", ")
+        );
     }
-    tracing::info!(
-        "Serving {} ({}) as service {}",
-        handler.source(),
-        handler.kind(),
-        handler.service_name()
-    );
     let signal = stop.recv().await;
     tracing::info!("Received {signal}: server closing");
     loops.shutdown().await;

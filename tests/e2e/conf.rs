@@ -156,3 +156,56 @@ fn bad_files_exit_2_naming_file_line_and_key() {
             .starts_with("netserver-host: --conf-file /nonexistent/x.conf: cannot read")
     );
 }
+
+/// The port a service is served on, from its `Serving … as service NAME on
+/// ADDR` line.
+fn service_addr(server: &mut Server, name: &str) -> std::net::SocketAddr {
+    let line = server.wait_for_log(&format!("as service {name} on "));
+    let addr = line.rsplit(" on ").next().unwrap();
+    addr.split(", ").next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_services_each_serve_their_own_handler_on_their_own_ports() {
+    let toml = conf(
+        "two-services.toml",
+        &format!(
+            r#"
+property = {{ greeting = "from the top" }}
+host = "127.0.0.1"
+
+[[service]]
+name = "plain"
+module = "{echo}"
+port = 0
+
+[[service]]
+name = "traced"
+module = "{trace}"
+port = 0
+property = {{ greeting = "own" }}
+max_instances = 2
+"#,
+            echo = guests::ECHO,
+            trace = guests::HOOK_TRACE
+        ),
+    );
+    let mut server = Server::start_args(&["--conf-file", &toml]);
+    let plain = service_addr(&mut server, "plain");
+    let traced = service_addr(&mut server, "traced");
+    assert_ne!(plain, traced);
+
+    let mut client = crate::util::Client::connect(plain);
+    client.send(b"hi\r\nquit\r\n");
+    assert_eq!(client.read_all(), "You said 'hi'\r\nYou said 'quit'\r\n");
+
+    let mut client = crate::util::Client::connect(traced);
+    client.send(b"hi\nquit\n");
+    let reply = client.read_all();
+    assert!(reply.contains(" service=traced "), "{reply}");
+    assert!(reply.contains("prop greeting=own\r\n"), "{reply}");
+    assert!(
+        reply.ends_with("You said 'hi'\r\nYou said 'quit'\r\nbye\r\n"),
+        "{reply}"
+    );
+}

@@ -8,3 +8,4 @@ mod echo;
 mod faults;
 mod modules;
 mod signals;
+mod snapshots;

@@ -57,6 +57,14 @@ impl Server {
         Self::spawn(command)
     }
 
+    /// Starts the server with exactly `args` (and `--log-level 4`): the
+    /// ports come from them, or from the conf file they name.
+    pub fn start_args(args: &[&str]) -> Self {
+        let mut command = Command::new(BIN);
+        command.args(["--log-level", "4"]).args(args);
+        Self::spawn(command)
+    }
+
     /// Starts the server on 127.0.0.1, port 0, through `sh -c SCRIPT`,
     /// where the script ends with `exec "$0" "$@"` (to set limits first).
     pub fn start_through_shell(script: &str, args: &[&str]) -> Self {

@@ -9,7 +9,7 @@ pub mod options;
 pub mod port;
 pub mod sources;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,23 +17,39 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::cli::Cli;
+use options::Scope;
 pub use port::{Ipv, Listener, Port, PortDefaults, Proto};
-pub use sources::{Setting, Source};
+pub use sources::{ServiceTable, Setting, Source};
 
 /// Net::Server's default port.
 pub const DEFAULT_PORT: &str = "20203";
 
+/// Every option's effective value and the source it came from.
+pub type Report = BTreeMap<String, (serde_json::Value, Source)>;
+
 /// The resolved configuration of one `netserver-host`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Config {
-    /// The handler's file; `None` serves the built-in echo handler.
-    pub module: Option<PathBuf>,
-    /// The service name given to the handler and used in the log.
-    pub service: String,
-    /// The sockets to listen on, as specified (before name resolution).
-    pub listeners: Vec<Listener>,
+    /// The hosted services: one per `[[service]]` table of a TOML conf file,
+    /// or the one the top-level options describe.
+    pub services: Vec<ServiceConfig>,
     /// Net::Server's log level, 0 (err) to 4 (debug).
     pub log_level: u8,
+    /// Every option's effective top-level value and where it came from.
+    pub options: Report,
+    /// Validate, print and exit (`--check`).
+    pub check: bool,
+}
+
+/// One hosted service: a handler, the ports it is served on, its limits.
+#[derive(Clone, Debug, Serialize)]
+pub struct ServiceConfig {
+    /// The service name given to the handler and used in the log.
+    pub name: String,
+    /// The handler's file; `None` serves the built-in echo handler.
+    pub module: Option<PathBuf>,
+    /// The sockets to listen on, as specified (before name resolution).
+    pub listeners: Vec<Listener>,
     /// How long a connection may move no byte before it is closed.
     #[serde(serialize_with = "as_secs")]
     pub idle_timeout: Duration,
@@ -42,16 +58,17 @@ pub struct Config {
     pub cpu_limit: Duration,
     /// Bytes of linear memory one instance may use.
     pub max_memory: u64,
-    /// Instances (connections) served at once.
+    /// Instances (connections) of this service served at once.
     pub max_instances: u32,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
-    /// Every option's effective value and where it came from.
+    /// Where the service is defined: its `[[service]]` table, or the
+    /// top level.
     #[serde(skip)]
-    pub options: BTreeMap<String, (serde_json::Value, Source)>,
-    /// Validate, print and exit (`--check`).
+    pub source: Source,
+    /// The effective value and source of each per-service option.
     #[serde(skip)]
-    pub check: bool,
+    pub options: Report,
 }
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -62,50 +79,95 @@ impl Config {
     /// Resolves the command line and, with `--conf-file`, the conf file,
     /// and validates every value. The command line wins over the file, the
     /// file over the defaults; a key the command line gives replaces all the
-    /// file's values for it, as in Net::Server.
+    /// file's values for it (in every `[[service]]` table too), as in
+    /// Net::Server. A service table's own value replaces the top level's.
     pub fn resolve(cli: Cli) -> Result<Self> {
-        let command_line = cli.settings;
-        let file = match &cli.conf_file {
+        let conf = match &cli.conf_file {
             Some(path) => sources::read_conf_file(path)?,
-            None => Vec::new(),
+            None => sources::ConfFile::default(),
         };
-        let values = Values::merge(command_line, file)?;
-        Self::from_values(&values, cli.check)
+        Self::from_sources(cli.settings, conf, cli.check)
     }
 
-    fn from_values(values: &Values, check: bool) -> Result<Self> {
-        let (host, host_ipv) = match values.last("host") {
-            None => ("*".to_owned(), None),
-            Some(s) => port::split_host_value(&s.value).map_err(|why| bad(s, &why))?,
-        };
-        let (proto, proto_ipv) = match values.last("proto") {
-            None => (Proto::Tcp, None),
-            Some(s) => port::split_proto_value(&s.value).map_err(|why| bad(s, &why))?,
-        };
-        let ipv = match (host_ipv.or(proto_ipv), values.last("ipv")) {
-            (Some(ipv), _) => ipv,
-            (None, None) => vec![Ipv::Any],
-            (None, Some(s)) => {
-                port::parse_ipv_list(&s.value).map_err(|_| bad(s, "must be 4, 6 or *"))?
-            }
-        };
-        let defaults = PortDefaults { host, proto, ipv };
-        let mut listeners = Vec::new();
-        for spec in values.all("port") {
-            for listener in
-                port::parse_listeners(&spec.value, &defaults).map_err(|why| bad(spec, &why))?
-            {
-                if !listeners.contains(&listener) {
-                    listeners.push(listener);
+    /// Resolves settings already read (see [`Config::resolve`]).
+    pub fn from_sources(
+        command_line: Vec<Setting>,
+        conf: sources::ConfFile,
+        check: bool,
+    ) -> Result<Self> {
+        let on_command_line: BTreeSet<String> =
+            command_line.iter().map(|s| s.key.clone()).collect();
+        let values = Values::merge(command_line, conf.settings)?;
+        let services = if conf.services.is_empty() {
+            vec![ServiceConfig::from_values(&values, Source::Default)?]
+        } else {
+            let mut services: Vec<ServiceConfig> = Vec::new();
+            for table in &conf.services {
+                let own = values.for_service(&on_command_line, table)?;
+                if own.last("module").is_none() {
+                    bail!(
+                        "{}: [[service]]{}: no module given (every service needs `module = \"PATH\"`)",
+                        table.source,
+                        own.last("service")
+                            .map(|s| format!(" '{}'", s.value))
+                            .unwrap_or_default()
+                    );
                 }
+                let service = ServiceConfig::from_values(&own, table.source.clone())?;
+                check_distinct(&services, &service)?;
+                services.push(service);
             }
+            services
+        };
+        let mut options = values.report();
+        if let ([only], Some((value, _))) = (services.as_slice(), options.get_mut("service")) {
+            // Derived from the module when not given.
+            *value = only.name.as_str().into();
         }
-        if listeners.is_empty() {
-            listeners =
-                port::parse_listeners(DEFAULT_PORT, &defaults).map_err(anyhow::Error::msg)?;
+        Ok(Self {
+            services,
+            log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
+            options,
+            check,
+        })
+    }
+
+    /// Every service's listeners, in order.
+    pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
+        self.services.iter().flat_map(|s| &s.listeners)
+    }
+}
+
+/// A second service may not take an existing one's name or port.
+fn check_distinct(services: &[ServiceConfig], new: &ServiceConfig) -> Result<()> {
+    for old in services {
+        if old.name == new.name {
+            bail!(
+                "{}: service '{}' is already defined at {}",
+                new.source,
+                new.name,
+                old.source
+            );
         }
+        // Port 0 asks the kernel for a fresh port each time: never shared.
+        let shared = |l: &&Listener| l.port != Port::Number(0) && old.listeners.contains(l);
+        if let Some(listener) = new.listeners.iter().find(shared) {
+            bail!(
+                "{}: service '{}': port {listener} is already served by service '{}'",
+                new.source,
+                new.name,
+                old.name
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ServiceConfig {
+    fn from_values(values: &Values, source: Source) -> Result<Self> {
+        let listeners = listeners(values)?;
         let module = values.last("module").map(|s| PathBuf::from(&s.value));
-        let service = match (values.last("service"), &module) {
+        let name = match (values.last("service"), &module) {
             (Some(s), _) if s.value.is_empty() => return Err(bad(s, "must not be empty")),
             (Some(s), _) => s.value.clone(),
             (None, Some(path)) => path
@@ -114,35 +176,100 @@ impl Config {
                 .unwrap_or_else(|| "handler".to_owned()),
             (None, None) => "echo".to_owned(),
         };
-        let mut options = values.report();
+        let mut options: Report = values
+            .report()
+            .into_iter()
+            .filter(|(key, _)| options::find(key).is_some_and(|s| s.scope == Scope::Service))
+            .collect();
         if let Some((value, _)) = options.get_mut("service") {
-            // Derived from the module when not given.
-            *value = service.as_str().into();
+            *value = name.as_str().into();
         }
         Ok(Self {
+            name,
             module,
-            service,
             listeners,
-            log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
             idle_timeout: parse_secs(values.last("idle_timeout"), 30.0)?,
             cpu_limit: parse_secs(values.last("cpu_limit"), 10.0)?,
             max_memory: parse_size(values.last("max_memory"), 64 << 20)?,
             max_instances: parse_num(values.last("max_instances"), 1000, 1..=100_000)?,
             properties: parse_properties(values.all("property"))?,
+            source,
             options,
-            check,
         })
     }
+}
+
+/// The listeners of every `port` value. The i-th port takes the i-th
+/// `host`, `proto` and `ipv` (the last one when there are fewer), as in
+/// Net::Server; a port spec's own host, proto or ipv wins. Listeners given
+/// twice are listed once.
+fn listeners(values: &Values) -> Result<Vec<Listener>> {
+    let default_port = Setting {
+        key: "port".to_owned(),
+        value: DEFAULT_PORT.to_owned(),
+        source: Source::Default,
+    };
+    let ports = match values.all("port") {
+        [] => std::slice::from_ref(&default_port),
+        ports => ports,
+    };
+    let nth = |key: &str, i: usize| {
+        let all = values.all(key);
+        all.get(i).or(all.last())
+    };
+    let mut listeners = Vec::new();
+    for (i, spec) in ports.iter().enumerate() {
+        let (host, host_ipv) = match nth("host", i) {
+            None => ("*".to_owned(), None),
+            Some(s) => port::split_host_value(&s.value).map_err(|why| bad(s, &why))?,
+        };
+        let (proto, proto_ipv) = match nth("proto", i) {
+            None => (Proto::Tcp, None),
+            Some(s) => port::split_proto_value(&s.value).map_err(|why| bad(s, &why))?,
+        };
+        let ipv = match (host_ipv.or(proto_ipv), nth("ipv", i)) {
+            (Some(ipv), _) => ipv,
+            (None, None) => vec![Ipv::Any],
+            (None, Some(s)) => {
+                port::parse_ipv_list(&s.value).map_err(|_| bad(s, "must be 4, 6 or *"))?
+            }
+        };
+        let defaults = PortDefaults { host, proto, ipv };
+        for listener in
+            port::parse_listeners(&spec.value, &defaults).map_err(|why| bad(spec, &why))?
+        {
+            if let (Port::Service(name), Some(proto)) =
+                (&listener.port, listener.proto.service_proto())
+                && port::resolve_service(name, proto).is_none()
+            {
+                let why = format!("unknown service '{name}' (not in /etc/services)");
+                return Err(bad(spec, &why));
+            }
+            if !listeners.contains(&listener) {
+                listeners.push(listener);
+            }
+        }
+    }
+    Ok(listeners)
 }
 
 impl Config {
     /// Logs a warning for each option that was set but does not take effect
     /// yet (see [`options::Status::Planned`]).
     pub fn warn_planned(&self) {
-        for (key, (_, source)) in &self.options {
-            let planned = options::find(key).is_some_and(|s| s.status == options::Status::Planned);
-            if planned && *source != Source::Default {
-                tracing::warn!("{source}: option '{key}' is accepted but does not take effect yet");
+        let reports =
+            std::iter::once(&self.options).chain(self.services.iter().map(|s| &s.options));
+        let mut warned = BTreeSet::new();
+        for report in reports {
+            for (key, (_, source)) in report {
+                let planned =
+                    options::find(key).is_some_and(|s| s.status == options::Status::Planned);
+                if planned && *source != Source::Default && warned.insert((key, source.to_string()))
+                {
+                    tracing::warn!(
+                        "{source}: option '{key}' is accepted but does not take effect yet"
+                    );
+                }
             }
         }
     }
@@ -176,6 +303,38 @@ impl Values {
         Ok(values)
     }
 
+    /// A service's values: the top level's, with each key its table gives
+    /// replaced by the table's values — except keys the command line gave,
+    /// which win everywhere. Only per-service options belong in a table.
+    fn for_service(
+        &self,
+        on_command_line: &BTreeSet<String>,
+        table: &ServiceTable,
+    ) -> Result<Self> {
+        let mut own: BTreeMap<String, Vec<Setting>> = BTreeMap::new();
+        for setting in &table.settings {
+            match options::find(&setting.key) {
+                None => bail!(unknown_key(setting)),
+                Some(spec) if spec.scope == Scope::Server => bail!(
+                    "{}: {}: applies to the whole server, not to one service: set it at the top level",
+                    setting.source,
+                    setting.key
+                ),
+                Some(_) => {}
+            }
+            if !on_command_line.contains(&setting.key) {
+                own.entry(setting.key.clone())
+                    .or_default()
+                    .push(setting.clone());
+            }
+        }
+        let mut values = self.0.clone();
+        values.extend(own);
+        let values = Self(values);
+        values.check_kinds()?;
+        Ok(values)
+    }
+
     /// Checks every value against its option's kind.
     fn check_kinds(&self) -> Result<()> {
         for (key, settings) in &self.0 {
@@ -191,7 +350,7 @@ impl Values {
 
     /// Every option's effective typed value and where it came from, as
     /// `--check` prints them: a repeatable option gives a list.
-    fn report(&self) -> BTreeMap<String, (serde_json::Value, Source)> {
+    fn report(&self) -> Report {
         options::OPTIONS
             .iter()
             .map(|spec| {
@@ -360,7 +519,7 @@ mod tests {
             report["port"],
             (serde_json::json!(["1", "2"]), Source::CommandLine)
         );
-        assert_eq!(report["host"], ("*".into(), Source::Default));
+        assert_eq!(report["host"], (serde_json::json!(["*"]), Source::Default));
     }
 
     #[test]
@@ -382,7 +541,7 @@ mod tests {
         ];
         for (settings, want) in cases {
             let err = Values::merge(Vec::new(), settings)
-                .and_then(|v| Config::from_values(&v, false))
+                .and_then(|v| ServiceConfig::from_values(&v, Source::Default))
                 .unwrap_err();
             assert_eq!(err.to_string(), want);
         }

@@ -33,6 +33,24 @@ pub enum Kind {
     Port,
     /// `KEY=VALUE`.
     KeyValue,
+    /// A file this host reads: it must exist and be readable.
+    ReadableFile,
+    /// A file this host creates or writes: its directory must exist.
+    FileToWrite,
+    /// An existing directory.
+    Directory,
+    /// A file to write, or `Sys::Syslog` for the system log.
+    LogTarget,
+}
+
+/// Whether an option belongs to the whole server or to each hosted service
+/// (a `[[service]]` table sets its own; the top level gives the default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One value for the whole server: process model, privileges, logging.
+    Server,
+    /// Each service may set its own: module, ports, limits, rules.
+    Service,
 }
 
 /// Whether an option already acts, or is accepted and checked ahead of the
@@ -61,6 +79,8 @@ pub struct Spec {
     pub doc: &'static str,
     /// Whether it takes effect yet.
     pub status: Status,
+    /// The whole server's, or each service's.
+    pub scope: Scope,
 }
 
 const fn spec(
@@ -78,6 +98,17 @@ const fn spec(
         repeat,
         doc,
         status,
+        scope: Scope::Server,
+    }
+}
+
+impl Spec {
+    /// The same option, set per service.
+    const fn per_service(self) -> Self {
+        Self {
+            scope: Scope::Service,
+            ..self
+        }
     }
 }
 
@@ -102,7 +133,8 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Planned,
         "a client address or host name to serve (regex, whole match)",
-    ),
+    )
+    .per_service(),
     spec(
         "background",
         Bool,
@@ -126,7 +158,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "run the guest's dequeue export every N seconds",
-    ),
+    )
+    .per_service(),
     spec(
         "check_for_spawn",
         Seconds,
@@ -145,7 +178,7 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "chroot",
-        Text,
+        Directory,
         None,
         false,
         Planned,
@@ -158,7 +191,8 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Planned,
         "a client network to serve (CIDR)",
-    ),
+    )
+    .per_service(),
     spec(
         "cidr_deny",
         Cidr,
@@ -166,7 +200,8 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Planned,
         "a client network to refuse (CIDR)",
-    ),
+    )
+    .per_service(),
     spec(
         "cpu_limit",
         Seconds,
@@ -174,7 +209,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "seconds a hook may compute without waiting for the client",
-    ),
+    )
+    .per_service(),
     spec(
         "deny",
         Regex,
@@ -182,7 +218,8 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Planned,
         "a client address or host name to refuse (regex, whole match)",
-    ),
+    )
+    .per_service(),
     spec(
         "double_reverse_lookups",
         Bool,
@@ -190,7 +227,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "check that a reverse-looked-up name resolves back to the client",
-    ),
+    )
+    .per_service(),
     spec(
         "group",
         Group,
@@ -203,10 +241,11 @@ pub const OPTIONS: &[Spec] = &[
         "host",
         Text,
         Some("*"),
-        false,
+        true,
         Active,
         "host to bind for port specs that name none; `*` is every address",
-    ),
+    )
+    .per_service(),
     spec(
         "idle_timeout",
         Seconds,
@@ -214,7 +253,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "close a connection when no byte moved for this many seconds",
-    ),
+    )
+    .per_service(),
     spec(
         "instance",
         Choice(&["per-connection", "per-worker"]),
@@ -222,15 +262,17 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "a fresh instance per client, or one per worker",
-    ),
+    )
+    .per_service(),
     spec(
         "ipv",
         Text,
         Some("*"),
-        false,
+        true,
         Active,
         "IP versions for port specs that name none: 4, 6 or *",
-    ),
+    )
+    .per_service(),
     spec(
         "leave_children_open_on_hup",
         Bool,
@@ -249,7 +291,7 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "lock_file",
-        Text,
+        FileToWrite,
         None,
         false,
         Planned,
@@ -257,7 +299,7 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "log_file",
-        Text,
+        LogTarget,
         None,
         false,
         Planned,
@@ -278,7 +320,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "dequeue workers at once",
-    ),
+    )
+    .per_service(),
     spec(
         "max_instances",
         Int(1, 100_000),
@@ -286,7 +329,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "instances (connections) served at once per process",
-    ),
+    )
+    .per_service(),
     spec(
         "max_memory",
         Size,
@@ -294,7 +338,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "linear memory of one instance",
-    ),
+    )
+    .per_service(),
     spec(
         "max_requests",
         Int(1, i64::MAX),
@@ -345,12 +390,13 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "module",
-        Text,
+        ReadableFile,
         None,
         false,
         Active,
         "the handler component or WASI command (default: built-in echo)",
-    ),
+    )
+    .per_service(),
     spec(
         "no_close_by_child",
         Bool,
@@ -361,7 +407,7 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "pid_file",
-        Text,
+        FileToWrite,
         None,
         false,
         Planned,
@@ -374,7 +420,8 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Active,
         "a port to listen on (see the port grammar)",
-    ),
+    )
+    .per_service(),
     spec(
         "property",
         KeyValue,
@@ -382,15 +429,17 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Active,
         "a KEY=VALUE setting handed to the handler",
-    ),
+    )
+    .per_service(),
     spec(
         "proto",
         Text,
         Some("tcp"),
-        false,
+        true,
         Active,
         "protocol for port specs that name none",
-    ),
+    )
+    .per_service(),
     spec(
         "reverse_lookups",
         Bool,
@@ -398,7 +447,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "look up the client's host name",
-    ),
+    )
+    .per_service(),
     spec(
         "serialize",
         Choice(&["flock", "semaphore", "pipe", "none"]),
@@ -422,7 +472,8 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "the service name (default: the module's file stem, or echo)",
-    ),
+    )
+    .per_service(),
     spec(
         "setsid",
         Bool,
@@ -541,6 +592,64 @@ pub fn check(kind: Kind, text: &str) -> Result<Value, String> {
             Some((key, _)) if !key.trim().is_empty() => Ok(text.into()),
             _ => Err("must be KEY=VALUE".to_owned()),
         },
+        ReadableFile => check_readable(text).map(|()| text.into()),
+        FileToWrite => check_file_to_write(text).map(|()| text.into()),
+        Directory => match std::fs::metadata(text) {
+            Ok(meta) if meta.is_dir() => Ok(text.into()),
+            Ok(_) => Err("not a directory".to_owned()),
+            Err(err) => Err(io_reason(&err)),
+        },
+        LogTarget if text.eq_ignore_ascii_case(SYSLOG) => Ok(SYSLOG.into()),
+        LogTarget => check_file_to_write(text).map(|()| text.into()),
+    }
+}
+
+/// The `log_file` value that sends the log to syslog, as in Net::Server.
+pub const SYSLOG: &str = "Sys::Syslog";
+
+fn check_readable(path: &str) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| io_reason(&e))?;
+    if meta.is_dir() {
+        return Err("is a directory".to_owned());
+    }
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| io_reason(&e))
+}
+
+/// A file to write needs a directory that exists, and must not itself be a
+/// directory.
+fn check_file_to_write(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let path = std::path::Path::new(path);
+    if path.is_dir() {
+        return Err("is a directory".to_owned());
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{} is not a directory", dir.display())),
+        Err(err) => Err(format!("directory {}: {}", dir.display(), io_reason(&err))),
+    }
+}
+
+/// An I/O error without the `(os error N)` tail.
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_owned(),
+                None => text,
+            }
+        }
     }
 }
 
@@ -614,7 +723,7 @@ fn lookup_group(text: &str) -> Result<String, String> {
 /// The options as the Markdown table of `docs/configuration.md`.
 pub fn markdown_table() -> String {
     let mut table = String::from(
-        "| option | value | default | in effect | meaning |\n| --- | --- | --- | --- | --- |\n",
+        "| option | value | default | scope | in effect | meaning |\n| --- | --- | --- | --- | --- | --- |\n",
     );
     for spec in OPTIONS {
         let default = spec.default.map_or("—".to_owned(), |d| format!("`{d}`"));
@@ -623,8 +732,12 @@ pub fn markdown_table() -> String {
             Planned => "not yet",
         };
         let repeat = if spec.repeat { " (repeatable)" } else { "" };
+        let scope = match spec.scope {
+            Scope::Server => "server",
+            Scope::Service => "service",
+        };
         table.push_str(&format!(
-            "| `{}` | {} | {default} | {status} | {}{repeat} |\n",
+            "| `{}` | {} | {default} | {scope} | {status} | {}{repeat} |\n",
             spec.name,
             describe(spec.kind),
             spec.doc.replace('|', "\\|")
@@ -648,6 +761,10 @@ fn describe(kind: Kind) -> String {
         Group => "group".to_owned(),
         Port => "port spec".to_owned(),
         KeyValue => "KEY=VALUE".to_owned(),
+        ReadableFile => "file".to_owned(),
+        FileToWrite => "path".to_owned(),
+        Directory => "directory".to_owned(),
+        LogTarget => "path or Sys::Syslog".to_owned(),
     }
 }
 
@@ -661,17 +778,30 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../docs/configuration.md"
         ));
-        if std::env::var_os("PRINT_OPTIONS_TABLE").is_some() {
-            println!("{}", markdown_table());
+        let table = markdown_table();
+        if std::env::var_os("WRITE_OPTIONS_TABLE").is_some() {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+            std::fs::write(path, with_table(docs, &table)).unwrap();
+            return;
         }
-        for line in markdown_table().lines() {
+        for line in table.lines() {
             assert!(
                 docs.contains(line),
                 "docs/configuration.md lacks (or has another version of):\n{line}\n\
-                 regenerate with: PRINT_OPTIONS_TABLE=1 cargo test -p netserver-host \
-                 docs_list_every_option -- --nocapture"
+                 regenerate with: WRITE_OPTIONS_TABLE=1 cargo test -p netserver-host \
+                 docs_list_every_option"
             );
         }
+    }
+
+    /// `docs` with its options table (from its `| option |` header to the
+    /// next blank line) replaced by `table`.
+    fn with_table(docs: &str, table: &str) -> String {
+        let start = docs.find("| option |").expect("the docs have a table");
+        let end = docs[start..]
+            .find("\n\n")
+            .map_or(docs.len(), |at| start + at + 1);
+        format!("{}{table}{}", &docs[..start], &docs[end..])
     }
 
     #[test]
@@ -749,6 +879,36 @@ mod tests {
             ),
             (KeyValue, "a=b", Ok("a=b".into())),
             (KeyValue, "=b", Err("must be KEY=VALUE")),
+            (ReadableFile, "/etc/passwd", Ok("/etc/passwd".into())),
+            (
+                ReadableFile,
+                "/no/such/file",
+                Err("no such file or directory"),
+            ),
+            (ReadableFile, "/etc", Err("is a directory")),
+            (FileToWrite, "/tmp/x.pid", Ok("/tmp/x.pid".into())),
+            (FileToWrite, "x.pid", Ok("x.pid".into())),
+            (
+                FileToWrite,
+                "/no/such/dir/x.pid",
+                Err("directory /no/such/dir: no such file or directory"),
+            ),
+            (
+                FileToWrite,
+                "/etc/passwd/x.pid",
+                Err("/etc/passwd is not a directory"),
+            ),
+            (FileToWrite, "/tmp", Err("is a directory")),
+            (Directory, "/tmp", Ok("/tmp".into())),
+            (Directory, "/etc/passwd", Err("not a directory")),
+            (Directory, "/no/such", Err("no such file or directory")),
+            (LogTarget, "sys::syslog", Ok("Sys::Syslog".into())),
+            (LogTarget, "/tmp/ns.log", Ok("/tmp/ns.log".into())),
+            (
+                LogTarget,
+                "/no/such/dir/ns.log",
+                Err("directory /no/such/dir: no such file or directory"),
+            ),
         ];
         for (kind, text, want) in cases {
             let got = check(*kind, text);

@@ -182,6 +182,26 @@ pub struct Listener {
     pub ipv: Ipv,
 }
 
+impl fmt::Display for Listener {
+    /// The listener as a port spec: `host:port/proto` (an IPv6 host in
+    /// brackets, `/IPv4` or `/IPv6` when only one version is bound), or
+    /// `path|proto` for a unix socket.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.proto.is_unix() {
+            return write!(f, "{}|{}", self.port, self.proto);
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}/{}", self.host, self.port, self.proto)?;
+        } else {
+            write!(f, "{}:{}/{}", self.host, self.port, self.proto)?;
+        }
+        match self.ipv {
+            Ipv::Any => Ok(()),
+            ipv => write!(f, "/IPv{ipv}"),
+        }
+    }
+}
+
 /// The defaults a port spec falls back on (the `host`, `proto` and `ipv`
 /// options).
 #[derive(Clone, Debug, PartialEq, Eq)]

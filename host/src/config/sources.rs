@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 /// Where a value was given.
@@ -57,18 +57,61 @@ pub fn normalize_key(key: &str) -> String {
     key.trim().replace('-', "_").to_ascii_lowercase()
 }
 
+/// What a conf file gives: top-level settings (the server's, and every
+/// service's defaults) and one table per hosted service.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfFile {
+    /// The top-level settings.
+    pub settings: Vec<Setting>,
+    /// The `[[service]]` tables, in order (TOML only).
+    pub services: Vec<ServiceTable>,
+}
+
+/// One `[[service]]` table of a TOML conf file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTable {
+    /// Where the table starts.
+    pub source: Source,
+    /// Its settings; its `name` is the `service` option.
+    pub settings: Vec<Setting>,
+}
+
 /// Reads a conf file: TOML when its name ends in `.toml`, otherwise
 /// Net::Server's `key value` lines.
-pub fn read_conf_file(path: &Path) -> Result<Vec<Setting>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--conf-file {}: cannot read", path.display()))?;
+pub fn read_conf_file(path: &Path) -> Result<ConfFile> {
+    let text = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "--conf-file {}: cannot read: {}",
+            path.display(),
+            io_reason(&e)
+        )
+    })?;
+    let text = String::from_utf8(text)
+        .map_err(|_| anyhow::anyhow!("--conf-file {}: not UTF-8 text", path.display()))?;
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
     {
         parse_toml(&text, path)
     } else {
-        parse_key_value(&text, path)
+        Ok(ConfFile {
+            settings: parse_key_value(&text, path)?,
+            services: Vec::new(),
+        })
+    }
+}
+
+/// An I/O error in words, without the `(os error N)` tail.
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        _ => {
+            let text = err.to_string();
+            text.find(" (os error")
+                .map_or(text.clone(), |at| text[..at].to_owned())
+        }
     }
 }
 
@@ -119,40 +162,121 @@ fn strip_comment(line: &str) -> &str {
 
 /// Parses a TOML conf file: top-level `key = value` pairs, where a value is
 /// a string, number, boolean or an array of them (an array is a repeated
-/// key).
-pub fn parse_toml(text: &str, path: &Path) -> Result<Vec<Setting>> {
+/// key), `property` may be a table of `KEY = VALUE`, and `[[service]]`
+/// tables hold each hosted service's own settings.
+pub fn parse_toml(text: &str, path: &Path) -> Result<ConfFile> {
     use toml::{Spanned, Value};
-    let table: toml::map::Map<String, Value> = toml::from_str(text).map_err(|e| {
+    type Table = std::collections::BTreeMap<String, Spanned<Value>>;
+    let table: Table = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(1, |s| line_of(text, s.start));
         anyhow::anyhow!("{}:{line}: invalid TOML: {}", path.display(), e.message())
     })?;
-    let spanned: std::collections::BTreeMap<String, Spanned<Value>> =
-        toml::from_str(text).context("invalid TOML")?;
-    let mut settings = Vec::new();
-    for key in table.keys() {
-        let value = &spanned[key];
-        let source = Source::File {
-            path: path.to_owned(),
-            line: line_of(text, value.span().start),
-        };
-        let items = match value.get_ref() {
-            Value::Array(items) => items.clone(),
-            other => vec![other.clone()],
-        };
-        for item in items {
-            let value = scalar(&item).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{source}: {key}: invalid value {item}: expected a string, number or boolean"
-                )
-            })?;
-            settings.push(Setting {
-                key: normalize_key(key),
-                value,
-                source: source.clone(),
-            });
+    let at = |span: std::ops::Range<usize>| Source::File {
+        path: path.to_owned(),
+        line: line_of(text, span.start),
+    };
+    let mut conf = ConfFile::default();
+    for (key, value) in &table {
+        let tables =
+            matches!(value.get_ref(), Value::Array(items) if items.iter().all(Value::is_table));
+        if key == "service" && tables {
+            conf.services = service_tables(text, path, value.span())?;
+        } else {
+            push_toml(&mut conf.settings, key, value.get_ref(), &at(value.span()))?;
         }
     }
-    Ok(settings)
+    Ok(conf)
+}
+
+/// The `[[service]]` tables of a TOML file, each with the line of its
+/// header (or of the `service` array, for an inline array of tables).
+fn service_tables(
+    text: &str,
+    path: &Path,
+    array: std::ops::Range<usize>,
+) -> Result<Vec<ServiceTable>> {
+    use toml::{Spanned, Value};
+    #[derive(serde::Deserialize)]
+    struct Services {
+        service: Vec<std::collections::BTreeMap<String, Spanned<Value>>>,
+    }
+    let at = |offset: usize| Source::File {
+        path: path.to_owned(),
+        line: line_of(text, offset),
+    };
+    let services: Services = toml::from_str(text)?;
+    let headers = table_headers(text, "service");
+    let mut tables = Vec::new();
+    for (index, service) in services.service.iter().enumerate() {
+        let source = match headers.get(index) {
+            Some(&line) if headers.len() == services.service.len() => Source::File {
+                path: path.to_owned(),
+                line,
+            },
+            _ => at(array.start),
+        };
+        let mut settings = Vec::new();
+        for (key, value) in service {
+            let key = if key == "name" { "service" } else { key };
+            push_toml(&mut settings, key, value.get_ref(), &at(value.span().start))?;
+        }
+        tables.push(ServiceTable { source, settings });
+    }
+    Ok(tables)
+}
+
+/// The lines (1-based) of each `[[name]]` header in `text`.
+fn table_headers(text: &str, name: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim();
+            line.strip_prefix("[[")
+                .and_then(|rest| rest.split_once("]]"))
+                .is_some_and(|(inner, tail)| {
+                    inner.trim() == name && {
+                        let tail = tail.trim();
+                        tail.is_empty() || tail.starts_with('#')
+                    }
+                })
+        })
+        .map(|(index, _)| index + 1)
+        .collect()
+}
+
+/// Adds one TOML key's values: an array is a repeated key; a `property`
+/// table gives one `KEY=VALUE` each.
+fn push_toml(
+    settings: &mut Vec<Setting>,
+    key: &str,
+    value: &toml::Value,
+    source: &Source,
+) -> Result<()> {
+    let key = normalize_key(key);
+    let items = match value {
+        toml::Value::Array(items) => items.clone(),
+        toml::Value::Table(table) if key == "property" => table
+            .iter()
+            .map(|(k, v)| {
+                let v = scalar(v).unwrap_or_else(|| v.to_string());
+                toml::Value::String(format!("{k}={v}"))
+            })
+            .collect(),
+        other => vec![other.clone()],
+    };
+    for item in items {
+        let value = scalar(&item).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{source}: {key}: invalid value {item}: expected a string, number or boolean"
+            )
+        })?;
+        settings.push(Setting {
+            key: key.clone(),
+            value,
+            source: source.clone(),
+        });
+    }
+    Ok(())
 }
 
 fn scalar(value: &toml::Value) -> Option<String> {
@@ -230,6 +354,7 @@ mod tests {
             "log_level = 3\n\nport = [\"127.0.0.1:0\", 20204]\nbackground = true\nhost = \"*\"\n";
         let got: Vec<(String, String, usize)> = parse_toml(text, Path::new("t.toml"))
             .unwrap()
+            .settings
             .into_iter()
             .map(|s| match s.source {
                 Source::File { line, .. } => (s.key, s.value, line),
@@ -244,6 +369,50 @@ mod tests {
             ("port", "20204", 3),
         ]);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn toml_service_tables() {
+        let text = "\
+port = 1
+[[service]]
+name = \"a\"   # the first
+module = \"a.wasm\"
+port = [2, 3]
+property = { greeting = \"hi\", n = 5 }
+
+[[service]]
+module = \"b.wasm\"
+";
+        let conf = parse_toml(text, Path::new("t.toml")).unwrap();
+        let rows = |settings: &[Setting]| -> Vec<(String, String, usize)> {
+            settings
+                .iter()
+                .map(|s| match &s.source {
+                    Source::File { line, .. } => (s.key.clone(), s.value.clone(), *line),
+                    _ => unreachable!(),
+                })
+                .collect()
+        };
+        assert_eq!(rows(&conf.settings), owned(&[("port", "1", 1)]));
+        assert_eq!(conf.services.len(), 2);
+        let lines: Vec<String> = conf.services.iter().map(|s| s.source.to_string()).collect();
+        assert_eq!(lines, ["t.toml:2", "t.toml:8"]);
+        assert_eq!(
+            rows(&conf.services[0].settings),
+            owned(&[
+                ("module", "a.wasm", 4),
+                ("service", "a", 3),
+                ("port", "2", 5),
+                ("port", "3", 5),
+                ("property", "greeting=hi", 6),
+                ("property", "n=5", 6),
+            ])
+        );
+        assert_eq!(
+            rows(&conf.services[1].settings),
+            owned(&[("module", "b.wasm", 9)])
+        );
     }
 
     #[test]

@@ -16,9 +16,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// module plus the shims `wit-component` adds).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 
-/// Builds the engine for `config`: the pooling allocator sized for
-/// `max_instances` concurrent instances, or, where the machine cannot reserve
-/// the pool's address space, on-demand allocation (said in the log).
+/// Builds the engine every service shares: the pooling allocator sized for
+/// all services' `max_instances` concurrent instances of the largest
+/// `max_memory`, or, where the machine cannot reserve the pool's address
+/// space, on-demand allocation (said in the log). Each instance's own
+/// memory cap is its service's (see `sandbox::limits`).
 pub fn build(config: &HostConfig) -> Result<Engine> {
     match Engine::new(base_config().allocation_strategy(pooling(config))) {
         Ok(engine) => Ok(engine),
@@ -48,7 +50,17 @@ fn base_config() -> Config {
 }
 
 fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
-    let n = config.max_instances;
+    let n = config
+        .services
+        .iter()
+        .map(|s| s.max_instances)
+        .fold(0u32, u32::saturating_add);
+    let max_memory = config
+        .services
+        .iter()
+        .map(|s| s.max_memory)
+        .max()
+        .unwrap_or(0);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
         .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
@@ -58,7 +70,7 @@ fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
         .total_tables(n * 4)
         .max_tables_per_component(8)
         .total_stacks(n)
-        .max_memory_size(config.max_memory as usize)
+        .max_memory_size(max_memory as usize)
         // Keep a few decommitted slots warm so reuse stays cheap.
         .max_unused_warm_slots(n.min(100));
     InstanceAllocationStrategy::Pooling(pool)

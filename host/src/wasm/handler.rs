@@ -17,12 +17,12 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 
 use super::bindings::{self, HandlerPre};
+use super::embedded;
 use super::sandbox::{self, CpuMeter};
 use super::state::{Service, State};
 use super::stdio::GuestIo;
-use super::{embedded, engine};
 use crate::client::ClientInfo;
-use crate::config::Config;
+use crate::config::ServiceConfig;
 
 /// The export that makes a component a handler.
 const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.0";
@@ -64,19 +64,25 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Reads, checks, compiles and links the configured module (or the
-    /// built-in echo handler). Errors name the file and what is wrong.
-    pub fn load(config: &Config) -> Result<Self> {
-        let engine = engine::build(config)?;
+    /// Reads, checks, compiles and links a service's module (or the
+    /// built-in echo handler) on `engine`. Errors name the file and what is
+    /// wrong.
+    pub fn load(engine: &Engine, config: &ServiceConfig) -> Result<Self> {
+        let engine = engine.clone();
         let (source, bytes) = match &config.module {
             Some(path) => (path.display().to_string(), read_module(path)),
             None => ("built-in echo".to_owned(), Ok(embedded::ECHO.to_vec())),
         };
         let pre = bytes
             .and_then(|bytes| prepare(&engine, &bytes))
-            .with_context(|| format!("--module {source}"))?;
+            .with_context(|| match config.options.get("module") {
+                Some((_, given @ crate::config::Source::File { .. })) => {
+                    format!("{given}: module {source}")
+                }
+                _ => format!("--module {source}"),
+            })?;
         let service = Arc::new(Service {
-            name: config.service.as_str().into(),
+            name: config.name.as_str().into(),
             properties: config.properties.clone(),
         });
         Ok(Self {
