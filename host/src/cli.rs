@@ -88,6 +88,8 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::Text => "VALUE",
         Kind::ReadableFile | Kind::FileToWrite | Kind::LogTarget => "PATH",
         Kind::Directory => "DIR",
+        Kind::DirGrant => "HOST[:GUEST][:ro|rw]",
+        Kind::EnvGrant => "KEY[=VALUE]",
     }
 }
 

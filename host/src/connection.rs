@@ -38,6 +38,8 @@ pub enum End {
     ClientGone,
     /// No byte moved for the idle timeout.
     Idle(Duration),
+    /// The connection lasted its whole `connection_timeout`.
+    TimedOut(Duration),
 }
 
 impl End {
@@ -81,6 +83,9 @@ impl fmt::Display for End {
             Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
             Self::ClientGone => f.write_str("the client went away"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
+            Self::TimedOut(after) => {
+                write!(f, "connection timeout: open for {}s", after.as_secs_f64())
+            }
         }
     }
 }
@@ -105,9 +110,19 @@ pub async fn serve(
     async move {
         let started = Instant::now();
         let socket = ClientSocket::new(stream);
+        let deadline = async {
+            match handler.connection_timeout() {
+                Some(limit) => {
+                    tokio::time::sleep(limit).await;
+                    limit
+                }
+                None => std::future::pending().await,
+            }
+        };
         let end = tokio::select! {
             end = converse(&handler, &socket, &client) => end,
             () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
+            limit = deadline => End::TimedOut(limit),
         };
         let took = started.elapsed();
         if end.is_fault() {

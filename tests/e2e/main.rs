@@ -7,5 +7,6 @@ mod conf;
 mod echo;
 mod faults;
 mod modules;
+mod sandbox;
 mod signals;
 mod snapshots;

@@ -10,7 +10,14 @@
 //! | `exit` | exits with status 3 |
 //! | `err` | returns an error: "handler reported an error" |
 //! | `stderr` | writes 100 lines to stderr |
+//! | `read PATH` | reads a file: `read N bytes`, or `read error KIND` |
+//! | `write PATH` | creates a file: `wrote`, or `write error KIND` |
+//! | `env KEY` | `env KEY=VALUE`, or `env KEY unset` |
+//! | `connect ADDR` | opens a TCP connection: `connected`, or `connect error KIND` |
 //! | anything else | answers `ok <line>` |
+//!
+//! The probes (`read`, `write`, `env`, `connect`) show what the sandbox
+//! grants: nothing, unless the service's `grant_*` options say so.
 
 use std::io::{BufRead, Write, stdin, stdout};
 
@@ -31,6 +38,10 @@ impl Handler for Misbehave {
                 "exit" => std::process::exit(3),
                 "err" => return Err("handler reported an error".into()),
                 "stderr" => (0..100).for_each(|i| eprintln!("line {i}")),
+                probe if probe.contains(' ') => {
+                    write!(out, "{}\r\n", self::probe(probe))?;
+                    out.flush()?;
+                }
                 other => {
                     write!(out, "ok {other}\r\n")?;
                     out.flush()?;
@@ -38,6 +49,33 @@ impl Handler for Misbehave {
             }
         }
         Ok(())
+    }
+}
+
+/// Tries what `line` asks and says what happened.
+fn probe(line: &str) -> String {
+    let (what, arg) = line.split_once(' ').unwrap_or((line, ""));
+    match what {
+        "read" => match std::fs::read(arg) {
+            Ok(bytes) => format!("read {} bytes", bytes.len()),
+            Err(e) => format!("read error {:?}", e.kind()),
+        },
+        "write" => match std::fs::write(arg, b"x") {
+            Ok(()) => "wrote".to_owned(),
+            Err(e) => format!("write error {:?}", e.kind()),
+        },
+        "env" => match std::env::var(arg) {
+            Ok(value) => format!("env {arg}={value}"),
+            Err(_) => format!("env {arg} unset"),
+        },
+        "connect" => match arg.parse::<std::net::SocketAddr>() {
+            Ok(addr) => match std::net::TcpStream::connect(addr) {
+                Ok(_) => "connected".to_owned(),
+                Err(e) => format!("connect error {:?}", e.kind()),
+            },
+            Err(_) => "connect error bad address".to_owned(),
+        },
+        _ => format!("ok {line}"),
     }
 }
 

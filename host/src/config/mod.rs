@@ -62,6 +62,12 @@ pub struct ServiceConfig {
     pub max_instances: u32,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
+    /// How long a connection may last in all, when limited.
+    #[serde(serialize_with = "as_opt_secs")]
+    pub connection_timeout: Option<Duration>,
+    /// What the guest may use beyond its client: directories, environment,
+    /// outbound networks.
+    pub grants: Grants,
     /// Where the service is defined: its `[[service]]` table, or the
     /// top level.
     #[serde(skip)]
@@ -73,6 +79,51 @@ pub struct ServiceConfig {
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn as_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The capabilities a service's guests are granted. Without any, a guest
+/// has no files, no environment and no network.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Grants {
+    /// Host directories, pre-opened for the guest.
+    #[serde(serialize_with = "as_strings")]
+    pub dirs: Vec<options::DirGrant>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Networks the guest may connect (TCP) and send (UDP) to.
+    #[serde(serialize_with = "as_strings")]
+    pub connect: Vec<ipnet::IpNet>,
+}
+
+fn as_strings<S: serde::Serializer, T: std::fmt::Display>(
+    items: &[T],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(items.iter().map(ToString::to_string))
+}
+
+impl Grants {
+    fn from_values(values: &Values) -> Result<Self> {
+        let each = |key: &str| values.all(key).iter();
+        Ok(Self {
+            dirs: each("grant_dir")
+                .map(|s| options::parse_dir_grant(&s.value).map_err(|why| bad(s, &why)))
+                .collect::<Result<_>>()?,
+            env: each("grant_env")
+                .map(|s| options::parse_env_grant(&s.value).map_err(|why| bad(s, &why)))
+                .collect::<Result<_>>()?,
+            connect: each("grant_connect")
+                .map(|s| options::parse_cidr(&s.value).map_err(|why| bad(s, &why)))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 impl Config {
@@ -193,6 +244,11 @@ impl ServiceConfig {
             max_memory: parse_size(values.last("max_memory"), 64 << 20)?,
             max_instances: parse_num(values.last("max_instances"), 1000, 1..=100_000)?,
             properties: parse_properties(values.all("property"))?,
+            connection_timeout: values
+                .last("connection_timeout")
+                .map(|s| parse_secs(Some(s), 0.0))
+                .transpose()?,
+            grants: Grants::from_values(values)?,
             source,
             options,
         })
@@ -520,6 +576,60 @@ mod tests {
             (serde_json::json!(["1", "2"]), Source::CommandLine)
         );
         assert_eq!(report["host"], (serde_json::json!(["*"]), Source::Default));
+    }
+
+    fn table(line: usize, settings: Vec<Setting>) -> ServiceTable {
+        ServiceTable {
+            source: Source::File {
+                path: "s.toml".into(),
+                line,
+            },
+            settings,
+        }
+    }
+
+    #[test]
+    fn service_precedence_command_line_table_top_level_default() {
+        let conf = sources::ConfFile {
+            settings: vec![
+                file("max_memory", "32M", 1),
+                file("idle_timeout", "5", 2),
+                file("port", "1000", 3),
+            ],
+            services: vec![
+                table(
+                    4,
+                    vec![
+                        file("service", "a", 5),
+                        file("module", "/etc/passwd", 6),
+                        file("max_memory", "8M", 7),
+                        file("idle_timeout", "7", 8),
+                        file("port", "2000", 9),
+                    ],
+                ),
+                table(
+                    10,
+                    vec![file("service", "b", 11), file("module", "/etc/passwd", 12)],
+                ),
+            ],
+        };
+        let config = Config::from_sources(vec![cli("idle_timeout", "9")], conf, false).unwrap();
+        let [a, b] = config.services.as_slice() else {
+            panic!("two services")
+        };
+        // Table over top level; command line over both; default last.
+        assert_eq!((a.max_memory, b.max_memory), (8 << 20, 32 << 20));
+        let nine = Duration::from_secs(9);
+        assert_eq!((a.idle_timeout, b.idle_timeout), (nine, nine));
+        assert_eq!(
+            (a.cpu_limit, b.cpu_limit),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+        let port = |s: &ServiceConfig| s.listeners[0].port.clone();
+        assert_eq!((port(a), port(b)), (Port::Number(2000), Port::Number(1000)));
+        assert_eq!(a.options["max_memory"].1.to_string(), "s.conf:7");
+        assert_eq!(b.options["max_memory"].1.to_string(), "s.conf:1");
+        assert_eq!(a.options["idle_timeout"].1, Source::CommandLine);
     }
 
     #[test]

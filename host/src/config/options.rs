@@ -41,6 +41,11 @@ pub enum Kind {
     Directory,
     /// A file to write, or `Sys::Syslog` for the system log.
     LogTarget,
+    /// A directory granted to the guest: `HOST[:GUEST][:ro|rw]`.
+    DirGrant,
+    /// An environment variable granted to the guest: `KEY=VALUE`, or `KEY`
+    /// for the host's own value.
+    EnvGrant,
 }
 
 /// Whether an option belongs to the whole server or to each hosted service
@@ -203,6 +208,15 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "connection_timeout",
+        Seconds,
+        None,
+        false,
+        Active,
+        "close a connection this many seconds after it was accepted, busy or not",
+    )
+    .per_service(),
+    spec(
         "cpu_limit",
         Seconds,
         Some("10"),
@@ -227,6 +241,33 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Planned,
         "check that a reverse-looked-up name resolves back to the client",
+    )
+    .per_service(),
+    spec(
+        "grant_connect",
+        Cidr,
+        None,
+        true,
+        Active,
+        "a network the guest may open TCP connections and send UDP to (none by default)",
+    )
+    .per_service(),
+    spec(
+        "grant_dir",
+        DirGrant,
+        None,
+        true,
+        Active,
+        "a host directory the guest may use: HOST[:GUEST][:ro|rw] (read-only by default)",
+    )
+    .per_service(),
+    spec(
+        "grant_env",
+        EnvGrant,
+        None,
+        true,
+        Active,
+        "an environment variable for the guest: KEY=VALUE, or KEY for the host's value",
     )
     .per_service(),
     spec(
@@ -599,9 +640,80 @@ pub fn check(kind: Kind, text: &str) -> Result<Value, String> {
             Ok(_) => Err("not a directory".to_owned()),
             Err(err) => Err(io_reason(&err)),
         },
+        DirGrant => parse_dir_grant(text).map(|g| g.to_string().into()),
+        EnvGrant => parse_env_grant(text).map(|(k, v)| format!("{k}={v}").into()),
         LogTarget if text.eq_ignore_ascii_case(SYSLOG) => Ok(SYSLOG.into()),
         LogTarget => check_file_to_write(text).map(|()| text.into()),
     }
+}
+
+/// A directory granted to a guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: String,
+    /// The path the guest sees it at.
+    pub guest: String,
+    /// Whether the guest may change it.
+    pub writable: bool,
+}
+
+impl std::fmt::Display for DirGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = if self.writable { "rw" } else { "ro" };
+        write!(f, "{}:{}:{mode}", self.host, self.guest)
+    }
+}
+
+/// Parses `HOST[:GUEST][:ro|rw]`; the host directory must exist.
+pub fn parse_dir_grant(text: &str) -> Result<DirGrant, String> {
+    let mut parts: Vec<&str> = text.split(':').collect();
+    let writable = match parts.last() {
+        Some(&"rw") if parts.len() > 1 => {
+            parts.pop();
+            true
+        }
+        Some(&"ro") if parts.len() > 1 => {
+            parts.pop();
+            false
+        }
+        _ => false,
+    };
+    let (host, guest) = match parts.as_slice() {
+        [host] => (*host, *host),
+        [host, guest] => (*host, *guest),
+        _ => return Err("must be HOST[:GUEST][:ro|rw]".to_owned()),
+    };
+    if host.is_empty() || guest.is_empty() {
+        return Err("must be HOST[:GUEST][:ro|rw]".to_owned());
+    }
+    match std::fs::metadata(host) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{host} is not a directory")),
+        Err(err) => return Err(format!("{host}: {}", io_reason(&err))),
+    }
+    Ok(DirGrant {
+        host: host.to_owned(),
+        guest: guest.to_owned(),
+        writable,
+    })
+}
+
+/// Parses `KEY=VALUE`, or `KEY` for the value the host has now (an error
+/// when it has none).
+pub fn parse_env_grant(text: &str) -> Result<(String, String), String> {
+    let (key, value) = match text.split_once('=') {
+        Some((key, value)) => (key.trim(), value.to_owned()),
+        None => {
+            let value = std::env::var(text.trim())
+                .map_err(|_| "the host has no such environment variable (use KEY=VALUE)")?;
+            (text.trim(), value)
+        }
+    };
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err("must be KEY=VALUE or KEY".to_owned());
+    }
+    Ok((key.to_owned(), value))
 }
 
 /// The `log_file` value that sends the log to syslog, as in Net::Server.
@@ -689,7 +801,7 @@ pub fn size_bytes(text: &str) -> Option<u64> {
 
 /// `ADDR/LEN`, or one address (a /32 or /128). An IPv4-mapped IPv6
 /// network stays as written; matching handles mapped clients.
-fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = text.parse::<ipnet::IpNet>() {
         return Ok(net);
     }
@@ -765,6 +877,8 @@ fn describe(kind: Kind) -> String {
         FileToWrite => "path".to_owned(),
         Directory => "directory".to_owned(),
         LogTarget => "path or Sys::Syslog".to_owned(),
+        DirGrant => "HOST[:GUEST][:ro\\|rw]".to_owned(),
+        EnvGrant => "KEY[=VALUE]".to_owned(),
     }
 }
 
@@ -902,6 +1016,30 @@ mod tests {
             (Directory, "/tmp", Ok("/tmp".into())),
             (Directory, "/etc/passwd", Err("not a directory")),
             (Directory, "/no/such", Err("no such file or directory")),
+            (DirGrant, "/tmp", Ok("/tmp:/tmp:ro".into())),
+            (DirGrant, "/tmp:/data:rw", Ok("/tmp:/data:rw".into())),
+            (DirGrant, "/tmp:rw", Ok("/tmp:/tmp:rw".into())),
+            (DirGrant, "/tmp:/data", Ok("/tmp:/data:ro".into())),
+            (
+                DirGrant,
+                "/etc/passwd",
+                Err("/etc/passwd is not a directory"),
+            ),
+            (
+                DirGrant,
+                "/no/such",
+                Err("/no/such: no such file or directory"),
+            ),
+            (DirGrant, "/a:/b:/c", Err("must be HOST[:GUEST][:ro|rw]")),
+            (DirGrant, ":/b", Err("must be HOST[:GUEST][:ro|rw]")),
+            (EnvGrant, "LANG=C", Ok("LANG=C".into())),
+            (EnvGrant, "EMPTY=", Ok("EMPTY=".into())),
+            (EnvGrant, "=x", Err("must be KEY=VALUE or KEY")),
+            (
+                EnvGrant,
+                "NETSERVER_SURELY_UNSET_VAR",
+                Err("the host has no such environment variable (use KEY=VALUE)"),
+            ),
             (LogTarget, "sys::syslog", Ok("Sys::Syslog".into())),
             (LogTarget, "/tmp/ns.log", Ok("/tmp/ns.log".into())),
             (

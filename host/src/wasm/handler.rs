@@ -61,6 +61,7 @@ pub struct Handler {
     source: String,
     max_memory: u64,
     cpu_limit: Duration,
+    connection_timeout: Option<Duration>,
 }
 
 impl Handler {
@@ -84,6 +85,7 @@ impl Handler {
         let service = Arc::new(Service {
             name: config.name.as_str().into(),
             properties: config.properties.clone(),
+            grants: config.grants.clone(),
         });
         Ok(Self {
             engine,
@@ -92,6 +94,7 @@ impl Handler {
             source,
             max_memory: config.max_memory,
             cpu_limit: config.cpu_limit,
+            connection_timeout: config.connection_timeout,
         })
     }
 
@@ -106,6 +109,11 @@ impl Handler {
     /// Where the guest came from: its path, or `built-in echo`.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// How long one connection may last in all, when limited.
+    pub fn connection_timeout(&self) -> Option<Duration> {
+        self.connection_timeout
     }
 
     /// The engine every instance runs on.
@@ -131,7 +139,7 @@ impl Handler {
             &env,
             sandbox::limits(self.max_memory),
             CpuMeter::new(self.cpu_limit),
-        );
+        )?;
         let mut store = Store::new(&self.engine, state);
         sandbox::confine(&mut store);
         let guest = match &self.pre {

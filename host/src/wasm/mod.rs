@@ -3,6 +3,7 @@
 
 pub mod bindings;
 pub mod engine;
+pub mod grants;
 pub mod handler;
 pub mod sandbox;
 pub mod state;

@@ -12,6 +12,7 @@ use super::bindings::{ClientHost, LogHost, PropertiesHost, WitClientInfo, WitLev
 use super::sandbox::CpuMeter;
 use super::stdio::{GuestIo, GuestStderr};
 use crate::client::ClientInfo;
+use crate::config::Grants;
 
 /// What a service gives every one of its instances.
 #[derive(Debug)]
@@ -20,6 +21,8 @@ pub struct Service {
     pub name: Arc<str>,
     /// The properties handed to the handler.
     pub properties: BTreeMap<String, String>,
+    /// What its guests are granted beyond their client.
+    pub grants: Grants,
 }
 
 /// The data of one instance's Store.
@@ -39,25 +42,26 @@ pub struct State {
 
 impl State {
     /// The state of a new instance of `service`: stdin and stdout reach the
-    /// client through `io`, stderr goes to the log, and `env` is the whole
-    /// environment (nothing of the host's).
+    /// client through `io`, stderr goes to the log; the environment is
+    /// `env` and the service's granted variables, nothing of the host's;
+    /// the only directories and networks are the service's grants.
     pub fn new(
         service: Arc<Service>,
         io: GuestIo,
         env: &[(&str, String)],
         limits: StoreLimits,
         cpu: CpuMeter,
-    ) -> Self {
-        let wasi = WasiCtx::builder()
+    ) -> anyhow::Result<Self> {
+        let mut builder = WasiCtx::builder();
+        builder
             .stdin(io.stdin())
             .stdout(io.stdout())
             .stderr(GuestStderr::default())
             .envs(env)
-            // No network: TCP and UDP sockets are refused outright.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        Self {
+            .envs(&service.grants.env);
+        super::grants::apply(&mut builder, &service.grants)?;
+        let wasi = builder.build();
+        Ok(Self {
             wasi,
             table: ResourceTable::new(),
             limits,
@@ -65,7 +69,7 @@ impl State {
             client: None,
             io,
             service,
-        }
+        })
     }
 }
 
