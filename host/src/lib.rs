@@ -13,7 +13,8 @@
 //! | [`config`] | resolving options into a checked [`config::Config`]; port specs |
 //! | [`log`] | Net::Server's log levels 0–4 on top of `tracing` |
 //! | [`listen`] | binding the listening sockets |
-//! | [`server`] | the accept loop and shutdown |
+//! | [`process`] | the personalities: the master, forking, signals, hand-over across HUP |
+//! | [`server`] | serving inside one worker: its runtime, accept loops |
 //! | [`connection`] | one client connection: the hooks in order |
 //! | [`client`] | what the host knows about a client |
 //! | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio |
@@ -24,6 +25,7 @@ pub mod config;
 pub mod connection;
 pub mod listen;
 pub mod log;
+pub mod process;
 pub mod server;
 pub mod wasm;
 
@@ -36,9 +38,18 @@ use anyhow::Result;
 /// until interrupted. An `Err` is a configuration or start-up error: `main`
 /// prints it as one line and exits 2.
 pub fn run() -> Result<ExitCode> {
+    // Sockets handed over (across a HUP, or by systemd) are taken before
+    // anything else, while no thread exists.
+    let mut handed = process::inherit::Handed::from_env()?;
     let cli = cli::Cli::parse_args()?;
     let config = config::Config::resolve(cli)?;
-    log::init(config.log_level);
+    let inetd = config.process.server_type == config::ServerType::Inetd;
+    if inetd && stderr_is_the_client() {
+        // Under inetd the log must not reach the client.
+        log::init_silent();
+    } else {
+        log::init(config.log_level);
+    }
     config.warn_planned();
     let handlers = load_handlers(&config)?;
     if config.check {
@@ -51,8 +62,29 @@ pub fn run() -> Result<ExitCode> {
             None => Ok(ExitCode::SUCCESS),
         };
     }
-    server::serve(config, handlers)?;
+    if inetd {
+        let status = process::inetd::run(&config, handlers)?;
+        return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
+    }
+    let services = server::bind(&config, handlers, &mut handed)?;
+    process::run(&config, services, handed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether stderr is the same socket as stdin (inetd, systemd with the
+/// socket as standard error).
+fn stderr_is_the_client() -> bool {
+    use std::os::fd::AsFd;
+    let same = |a: nix::sys::stat::FileStat, b: nix::sys::stat::FileStat| {
+        a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    };
+    match (
+        nix::sys::stat::fstat(std::io::stdin().as_fd()),
+        nix::sys::stat::fstat(std::io::stderr().as_fd()),
+    ) {
+        (Ok(a), Ok(b)) => same(a, b),
+        _ => false,
+    }
 }
 
 /// Builds the one engine and loads every service's handler on it, in the

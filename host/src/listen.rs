@@ -11,6 +11,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::port::{Port, Proto, resolve_service};
 use crate::config::{Ipv, Listener};
+use crate::process::inherit::{Handed, Origin};
 
 /// Backlog of each listening socket (Net::Server's `listen` default is
 /// SOMAXCONN; the kernel caps it anyway).
@@ -70,10 +71,11 @@ pub fn plan(listeners: &[Listener]) -> Result<Vec<(Plan, Listener)>> {
     Ok(plans)
 }
 
-/// Binds every listener, logging one line per socket in Net::Server's words.
-/// Only TCP is served so far: any other protocol fails before anything is
-/// bound.
-pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>> {
+/// Binds every listener, logging one line per socket in Net::Server's words;
+/// a socket handed over (across a HUP, or by systemd) is used instead of
+/// binding its address again. Only TCP is served so far: any other protocol
+/// fails before anything is bound.
+pub fn bind_all(listeners: &[Listener], handed: &mut Handed) -> Result<Vec<Bound>> {
     let plans = plan(listeners)?;
     if let Some((_, other)) = plans.iter().find(|(_, l)| l.proto != Proto::Tcp) {
         bail!("port {other}: proto {} is not served yet", other.proto);
@@ -88,6 +90,24 @@ pub fn bind_all(listeners: &[Listener]) -> Result<Vec<Bound>> {
         else {
             unreachable!("only TCP gets here");
         };
+        if let Some(inherited) = handed.take(address, &listener.to_string()) {
+            tracing::info!(
+                "Binding to TCP port {} on host {} with IPv{} (inherited{})",
+                inherited.addr.port(),
+                inherited.addr.ip(),
+                if inherited.addr.is_ipv4() { 4 } else { 6 },
+                match inherited.origin {
+                    Origin::Restart => " across a restart",
+                    Origin::Systemd => " from systemd",
+                }
+            );
+            bound.push(Bound {
+                socket: inherited.socket,
+                addr: inherited.addr,
+                listener,
+            });
+            continue;
+        }
         let only_v6 = address.is_ipv6() && !dual_stack;
         let socket = bind(address, only_v6).with_context(|| {
             format!(

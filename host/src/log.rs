@@ -66,6 +66,14 @@ pub fn init(log_level: u8) {
         .try_init();
 }
 
+/// Logs nothing (for `inetd` when standard error is the client's socket
+/// and there is no log file).
+pub fn init_silent() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::OFF)
+        .try_init();
+}
+
 /// Formats an event as `TIMESTAMP LEVEL span{fields}: message fields`.
 struct NetServerFormat;
 

@@ -1,75 +1,84 @@
-//! The server: bind, start the runtime, accept until told to stop.
+//! Serving inside one worker process: its own tokio runtime and epoch
+//! ticker, built after the fork, accepting on the listening sockets it
+//! shares with the other workers.
 //!
-//! This is the `multiplex` personality: one process serving many connections
-//! at once, each in its own instance, on a tokio runtime created after
-//! binding (and, in the forking personalities to come, after the fork).
+//! A worker is either *concurrent* (`multiplex`: many connections at once,
+//! each in its own instance) or *sequential* (`single`, `prefork`,
+//! `prefork-simple`: one connection at a time, up to `max_requests`).
 
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use futures_util::future::select_all;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::connection;
 use crate::listen::{self, Bound};
+use crate::process::inherit::Handed;
 use crate::wasm::Handler;
 use crate::wasm::engine::EPOCH_TICK;
 
-/// One service ready to serve: its handler and its bound sockets.
-struct Service {
-    handler: Arc<Handler>,
-    bound: Vec<Bound>,
-    max_instances: u32,
-    idle_timeout: Duration,
+/// One service ready to serve: its handler, its bound sockets, its limits.
+pub struct Service {
+    /// The compiled handler.
+    pub handler: Arc<Handler>,
+    /// Its listening sockets.
+    pub sockets: Vec<Bound>,
+    /// Connections served at once (per worker).
+    pub max_instances: u32,
+    /// How long a connection may move no byte.
+    pub idle_timeout: Duration,
 }
 
-/// Binds every service's sockets, then serves until INT or TERM.
-/// `handlers` are the services' handlers, in the order of
-/// `config.services`.
-pub fn serve(config: Config, handlers: Vec<Handler>) -> Result<()> {
+/// Binds (or takes over) every service's sockets. `handlers` are in the
+/// order of `config.services`. Sockets systemd handed over that no
+/// listener names go to the only service (with several, they are closed
+/// with a warning).
+pub fn bind(config: &Config, handlers: Vec<Handler>, handed: &mut Handed) -> Result<Vec<Service>> {
     let mut services = Vec::new();
     for (service, handler) in config.services.iter().zip(handlers) {
-        services.push(Service {
-            handler: Arc::new(handler),
-            bound: listen::bind_all(&service.listeners)?,
-            max_instances: service.max_instances,
-            idle_timeout: service.idle_timeout,
-        });
+        services.push(Service::bind(service, handler, handed)?);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("netserver-worker")
-        .build()
-        .context("cannot start the runtime")?;
-    runtime.block_on(run(services))
-}
-
-async fn run(services: Vec<Service>) -> Result<()> {
-    let mut stop = Stop::new()?;
-    let Some(first) = services.first() else {
-        return Ok(());
-    };
-    // Every service's handler shares one engine: one ticker.
-    let ticker = tokio::spawn(tick_epochs(first.handler.engine().clone()));
-    let mut loops = tokio::task::JoinSet::new();
-    for service in services {
-        // Each service has its own cap: one tenant's clients cannot take
-        // another's places.
-        let permits = Arc::new(Semaphore::new(service.max_instances as usize));
-        let addrs: Vec<String> = service.bound.iter().map(|b| b.addr.to_string()).collect();
-        for b in service.bound {
-            let listener = TcpListener::from_std(b.socket)?;
-            loops.spawn(accept_loop(
-                listener,
-                service.handler.clone(),
-                permits.clone(),
-                service.idle_timeout,
-            ));
+    let rest = handed.take_systemd_rest();
+    match services.as_mut_slice() {
+        [only] => {
+            for inherited in rest {
+                tracing::info!(
+                    "Binding to TCP port {} on host {} with IPv{} (inherited from systemd)",
+                    inherited.addr.port(),
+                    inherited.addr.ip(),
+                    if inherited.addr.is_ipv4() { 4 } else { 6 }
+                );
+                only.sockets.push(Bound {
+                    listener: crate::config::Listener {
+                        host: inherited.addr.ip().to_string(),
+                        port: crate::config::Port::Number(inherited.addr.port()),
+                        proto: crate::config::Proto::Tcp,
+                        ipv: crate::config::Ipv::Any,
+                    },
+                    socket: inherited.socket,
+                    addr: inherited.addr,
+                });
+            }
         }
+        _ => {
+            for inherited in rest {
+                tracing::warn!(
+                    "closing the socket systemd handed over for {}: no service lists it",
+                    inherited.addr
+                );
+            }
+        }
+    }
+    for service in &services {
         let handler = &service.handler;
+        let addrs: Vec<String> = service.sockets.iter().map(|b| b.addr.to_string()).collect();
         tracing::info!(
             "Serving {} ({}) as service {} on {}",
             handler.source(),
@@ -78,15 +87,216 @@ async fn run(services: Vec<Service>) -> Result<()> {
             addrs.join(", ")
         );
     }
-    let signal = stop.recv().await;
-    tracing::info!("Received {signal}: server closing");
+    Ok(services)
+}
+
+impl Service {
+    fn bind(config: &ServiceConfig, handler: Handler, handed: &mut Handed) -> Result<Self> {
+        Ok(Self {
+            handler: Arc::new(handler),
+            sockets: listen::bind_all(&config.listeners, handed)?,
+            max_instances: config.max_instances,
+            idle_timeout: config.idle_timeout,
+        })
+    }
+}
+
+/// How a worker serves.
+pub enum Mode {
+    /// Many connections at once (`multiplex`).
+    Concurrent,
+    /// One connection at a time.
+    Sequential {
+        /// Connections to serve before exiting (to be replaced).
+        max_requests: u64,
+        /// Taken around accept, so that one child at a time waits on the
+        /// sockets (`serialize flock`).
+        lock: Option<std::fs::File>,
+        /// Where to say "busy" and "idle" to the parent (`prefork`).
+        status: Option<UnixDatagram>,
+    },
+}
+
+/// What a worker says to its parent (`prefork`): its pid and a status.
+pub fn status_message(busy: bool) -> [u8; 5] {
+    let mut message = [0u8; 5];
+    message[..4].copy_from_slice(&std::process::id().to_le_bytes());
+    message[4] = if busy { b'B' } else { b'I' };
+    message
+}
+
+/// Runs a worker until it is told to stop (INT or TERM: at once; QUIT:
+/// after its open connections, within `quit_timeout`) or, sequential, has
+/// served `max_requests`. Returns the process's exit status.
+pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) -> i32 {
+    let runtime = match &mode {
+        Mode::Concurrent => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("netserver-worker")
+            .build(),
+        Mode::Sequential { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime.context("cannot start the runtime") {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            return 1;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let stop = Stop::new()?;
+        // Every service's handler shares one engine: one ticker.
+        if let Some(first) = services.first() {
+            tokio::spawn(tick_epochs(first.handler.engine().clone()));
+        }
+        match mode {
+            Mode::Concurrent => concurrent(services, stop, quit_timeout).await,
+            Mode::Sequential {
+                max_requests,
+                lock,
+                status,
+            } => sequential(services, stop, max_requests, lock, status).await,
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!("worker: {err:#}");
+            1
+        }
+    }
+}
+
+/// Serves many connections at once until QUIT, then lets them finish.
+async fn concurrent(services: Vec<Service>, mut stop: Stop, quit_timeout: Duration) -> Result<()> {
+    let mut loops = tokio::task::JoinSet::new();
+    let mut places = Vec::new();
+    for service in services {
+        // Each service has its own cap: one tenant's clients cannot take
+        // another's places.
+        let permits = Arc::new(Semaphore::new(service.max_instances as usize));
+        for bound in service.sockets {
+            let listener = TcpListener::from_std(bound.socket)?;
+            loops.spawn(accept_loop(
+                listener,
+                service.handler.clone(),
+                permits.clone(),
+                service.idle_timeout,
+            ));
+        }
+        places.push((permits, service.max_instances));
+    }
+    stop.quit().await;
+    // Stop accepting: the listening sockets close with their loops.
     loops.shutdown().await;
-    ticker.abort();
+    let all_done = async {
+        for (permits, n) in &places {
+            let _ = permits.acquire_many(*n).await;
+        }
+    };
+    if tokio::time::timeout(quit_timeout, all_done).await.is_err() {
+        tracing::warn!(
+            "QUIT: connections still open after {}s are closed",
+            quit_timeout.as_secs_f64()
+        );
+    }
     Ok(())
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`]: one ticker per engine,
-/// never a timer per connection.
+/// Serves one connection at a time until QUIT or `max_requests`.
+async fn sequential(
+    services: Vec<Service>,
+    mut stop: Stop,
+    max_requests: u64,
+    lock: Option<std::fs::File>,
+    status: Option<UnixDatagram>,
+) -> Result<()> {
+    let mut listeners = Vec::new();
+    let mut by_socket = Vec::new();
+    for service in &services {
+        for bound in &service.sockets {
+            listeners.push(TcpListener::from_std(bound.socket.try_clone()?)?);
+            by_socket.push((service.handler.clone(), service.idle_timeout));
+        }
+    }
+    drop(services);
+    let lock = lock.map(Arc::new);
+    let place = Arc::new(Semaphore::new(1));
+    if let Some(status) = &status {
+        // A message that does not fit is dropped, never waited for.
+        status.set_nonblocking(true)?;
+    }
+    let say = |busy| {
+        if let Some(status) = &status {
+            let _ = status.send(&status_message(busy));
+        }
+    };
+    let mut served = 0;
+    while served < max_requests {
+        let guard = match &lock {
+            Some(lock) => tokio::select! {
+                guard = AcceptLock::take(lock.clone()) => Some(guard?),
+                () = stop.quit() => break,
+            },
+            None => None,
+        };
+        let accepted = tokio::select! {
+            accepted = accept_any(&listeners) => accepted,
+            () = stop.quit() => break,
+        };
+        drop(guard);
+        let (stream, index) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        say(true);
+        let _ = stream.set_nodelay(true);
+        let (handler, idle_timeout) = by_socket[index].clone();
+        let permit = place.clone().acquire_owned().await?;
+        connection::serve(handler, stream, idle_timeout, permit).await;
+        served += 1;
+        say(false);
+    }
+    Ok(())
+}
+
+/// Accepts the first client to arrive on any of `listeners`.
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, usize)> {
+    let accepts = listeners.iter().map(|l| {
+        Box::pin(async move { l.accept().await.map(|(s, _): (TcpStream, SocketAddr)| s) })
+    });
+    let (result, index, _) = select_all(accepts).await;
+    result.map(|stream| (stream, index))
+}
+
+/// An exclusive `flock` on the accept lock file, released when dropped.
+struct AcceptLock(Arc<std::fs::File>);
+
+impl AcceptLock {
+    async fn take(file: Arc<std::fs::File>) -> Result<Self> {
+        let held = file.clone();
+        tokio::task::spawn_blocking(move || held.lock())
+            .await?
+            .context("cannot lock the accept lock file")?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for AcceptLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`]: one ticker per engine
+/// and process, never a timer per connection.
 async fn tick_epochs(engine: wasmtime::Engine) {
     let mut interval = tokio::time::interval(EPOCH_TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -129,24 +339,68 @@ async fn accept_loop(
     }
 }
 
-/// The signals that stop the server.
+/// A worker's signals: INT and TERM end the process at once; QUIT asks it
+/// to finish.
 struct Stop {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    quit: Signal,
 }
 
 impl Stop {
     fn new() -> Result<Self> {
-        Ok(Self {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            // Stop at once: open connections end with the process.
+            std::process::exit(0);
+        });
+        let quit = signal(SignalKind::quit())?;
+        crate::process::ready_for_signals();
+        Ok(Self { quit })
     }
 
-    async fn recv(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.int.recv() => "INT",
-            _ = self.term.recv() => "TERM",
+    async fn quit(&mut self) {
+        self.quit.recv().await;
+    }
+}
+
+/// Serves the one connection `stream` on a runtime of its own (a `fork`
+/// child, or `inetd`), then returns the exit status. INT and TERM end it at
+/// once.
+pub fn serve_one(
+    handler: Arc<Handler>,
+    stream: std::net::TcpStream,
+    idle_timeout: Duration,
+) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    let result: Result<()> = runtime.block_on(async move {
+        let _stop = Stop::new()?;
+        tokio::spawn(tick_epochs(handler.engine().clone()));
+        stream.set_nonblocking(true)?;
+        let stream = TcpStream::from_std(stream)?;
+        let _ = stream.set_nodelay(true);
+        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
+        connection::serve(handler, stream, idle_timeout, permit).await;
+        Ok(())
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            1
         }
     }
 }

@@ -7,6 +7,7 @@ mod conf;
 mod echo;
 mod faults;
 mod modules;
+mod personalities;
 mod sandbox;
 mod signals;
 mod snapshots;

@@ -140,6 +140,11 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// The server's (master's) process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends signal `name` (`TERM`, `INT`, …) to the server, by PID.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")

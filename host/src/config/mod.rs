@@ -35,10 +35,161 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Net::Server's log level, 0 (err) to 4 (debug).
     pub log_level: u8,
+    /// The personality and its process options.
+    pub process: ProcessConfig,
     /// Every option's effective top-level value and where it came from.
     pub options: Report,
     /// Validate, print and exit (`--check`).
     pub check: bool,
+}
+
+/// Net::Server's personalities (`server_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerType {
+    /// Worker processes each serving many connections at once.
+    Multiplex,
+    /// One connection at a time.
+    Single,
+    /// The one connection on stdin/stdout.
+    Inetd,
+    /// A child process per connection.
+    Fork,
+    /// A fixed number of children, each serving one connection at a time.
+    PreforkSimple,
+    /// Children between spare bounds, each serving one connection at a time.
+    Prefork,
+}
+
+impl ServerType {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text.to_ascii_lowercase().as_str() {
+            "multiplex" => Self::Multiplex,
+            "single" => Self::Single,
+            "inetd" => Self::Inetd,
+            "fork" => Self::Fork,
+            "prefork-simple" => Self::PreforkSimple,
+            "prefork" => Self::Prefork,
+            _ => return None,
+        })
+    }
+}
+
+/// How children take turns accepting (`serialize`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptSerialization {
+    /// An exclusive `flock` on the lock file around accept (also what
+    /// `semaphore` and `pipe` select).
+    Flock,
+    /// Every idle child waits on every socket.
+    None,
+}
+
+/// The process model: the personality and its options.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessConfig {
+    /// The personality.
+    pub server_type: ServerType,
+    /// `multiplex`: worker processes.
+    pub workers: u32,
+    /// `prefork`: children started at first.
+    pub min_servers: u32,
+    /// Most children (`fork`: concurrent connections; `prefork-simple`:
+    /// the number of children).
+    pub max_servers: u32,
+    /// `prefork`: least idle children.
+    pub min_spare_servers: u32,
+    /// `prefork`: most idle children.
+    pub max_spare_servers: u32,
+    /// Connections a child serves before it is replaced.
+    pub max_requests: u64,
+    /// How often the parent checks idle children.
+    #[serde(serialize_with = "as_secs")]
+    pub check_for_waiting: Duration,
+    /// How often the parent looks for children that died unseen.
+    #[serde(serialize_with = "as_secs")]
+    pub check_for_dead: Duration,
+    /// How often the parent tops up idle children.
+    #[serde(serialize_with = "as_secs")]
+    pub check_for_spawn: Duration,
+    /// The least a child lives before it may be retired for being spare.
+    #[serde(serialize_with = "as_secs")]
+    pub min_child_ttl: Duration,
+    /// How children take turns accepting.
+    pub serialize: AcceptSerialization,
+    /// The file `serialize flock` locks (default: a fresh temporary file).
+    pub lock_file: Option<PathBuf>,
+    /// Across a HUP, leave the old children alone rather than asking them
+    /// to finish their connections and exit.
+    pub leave_children_open_on_hup: bool,
+    /// Signals the parent passes on to every child.
+    pub sig_passthrough: Vec<String>,
+    /// QUIT: how long open connections may take to finish.
+    #[serde(serialize_with = "as_secs")]
+    pub quit_timeout: Duration,
+}
+
+impl ProcessConfig {
+    fn from_values(values: &Values) -> Result<Self> {
+        let server_type = values
+            .last("server_type")
+            .map_or(Ok(ServerType::Multiplex), |s| {
+                ServerType::parse(&s.value).ok_or_else(|| bad(s, "unknown server_type"))
+            })?;
+        let serialize = match values
+            .last("serialize")
+            .map(|s| s.value.to_ascii_lowercase())
+        {
+            Some(word) if word == "none" => AcceptSerialization::None,
+            _ => AcceptSerialization::Flock,
+        };
+        let mut sig_passthrough = Vec::new();
+        for setting in values.all("sig_passthrough") {
+            for name in setting.value.split([',', ' ']).filter(|n| !n.is_empty()) {
+                let name = name.trim_start_matches("SIG").to_ascii_uppercase();
+                if crate::process::signal_number(&name).is_none() {
+                    return Err(bad(setting, &format!("unknown signal '{name}'")));
+                }
+                sig_passthrough.push(name);
+            }
+        }
+        let config = Self {
+            server_type,
+            workers: parse_num(values.last("workers"), 1, 1..=1024)?,
+            min_servers: parse_num(values.last("min_servers"), 5, 1..=100_000)?,
+            max_servers: parse_num(values.last("max_servers"), 50, 1..=100_000)?,
+            min_spare_servers: parse_num(values.last("min_spare_servers"), 2, 0..=100_000)?,
+            max_spare_servers: parse_num(values.last("max_spare_servers"), 10, 1..=100_000)?,
+            max_requests: parse_num(values.last("max_requests"), 1000, 1..=u64::MAX)?,
+            check_for_waiting: parse_secs(values.last("check_for_waiting"), 10.0)?,
+            check_for_dead: parse_secs(values.last("check_for_dead"), 30.0)?,
+            check_for_spawn: parse_secs(values.last("check_for_spawn"), 30.0)?,
+            min_child_ttl: parse_secs(values.last("min_child_ttl"), 10.0)?,
+            serialize,
+            lock_file: values.last("lock_file").map(|s| PathBuf::from(&s.value)),
+            leave_children_open_on_hup: values
+                .last("leave_children_open_on_hup")
+                .and_then(|s| options::parse_bool(&s.value))
+                .unwrap_or(false),
+            sig_passthrough,
+            quit_timeout: parse_secs(values.last("quit_timeout"), 30.0)?,
+        };
+        if config.server_type == ServerType::Prefork {
+            let at = |key| values.last(key).or(values.last("max_servers"));
+            if config.min_servers > config.max_servers
+                && let Some(s) = at("min_servers")
+            {
+                return Err(bad(s, "min_servers is above max_servers"));
+            }
+            if config.min_spare_servers > config.max_spare_servers
+                && let Some(s) = at("min_spare_servers")
+            {
+                return Err(bad(s, "min_spare_servers is above max_spare_servers"));
+            }
+        }
+        Ok(config)
+    }
 }
 
 /// One hosted service: a handler, the ports it is served on, its limits.
@@ -177,6 +328,7 @@ impl Config {
         }
         Ok(Self {
             services,
+            process: ProcessConfig::from_values(&values)?,
             log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
             options,
             check,

@@ -153,7 +153,7 @@ pub const OPTIONS: &[Spec] = &[
         Seconds,
         Some("30"),
         false,
-        Planned,
+        Active,
         "prefork: how often the parent looks for dead children",
     ),
     spec(
@@ -170,7 +170,7 @@ pub const OPTIONS: &[Spec] = &[
         Seconds,
         Some("30"),
         false,
-        Planned,
+        Active,
         "prefork: how often the parent checks the spare children",
     ),
     spec(
@@ -178,7 +178,7 @@ pub const OPTIONS: &[Spec] = &[
         Seconds,
         Some("10"),
         false,
-        Planned,
+        Active,
         "prefork: how often the parent checks idle children",
     ),
     spec(
@@ -319,7 +319,7 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
+        Active,
         "let children finish their clients across a HUP",
     ),
     spec(
@@ -335,7 +335,7 @@ pub const OPTIONS: &[Spec] = &[
         FileToWrite,
         None,
         false,
-        Planned,
+        Active,
         "prefork: the file flock serializes accept on",
     ),
     spec(
@@ -386,7 +386,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, i64::MAX),
         Some("1000"),
         false,
-        Planned,
+        Active,
         "prefork: connections a child serves before it is replaced",
     ),
     spec(
@@ -394,7 +394,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 100_000),
         Some("50"),
         false,
-        Planned,
+        Active,
         "most child processes",
     ),
     spec(
@@ -402,7 +402,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 100_000),
         Some("10"),
         false,
-        Planned,
+        Active,
         "prefork: most idle children",
     ),
     spec(
@@ -410,7 +410,7 @@ pub const OPTIONS: &[Spec] = &[
         Seconds,
         Some("10"),
         false,
-        Planned,
+        Active,
         "prefork: least a child lives before it may be retired",
     ),
     spec(
@@ -418,7 +418,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 100_000),
         Some("5"),
         false,
-        Planned,
+        Active,
         "prefork: children started at first",
     ),
     spec(
@@ -426,7 +426,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(0, 100_000),
         Some("2"),
         false,
-        Planned,
+        Active,
         "prefork: least idle children",
     ),
     spec(
@@ -482,6 +482,14 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "quit_timeout",
+        Seconds,
+        Some("30"),
+        false,
+        Active,
+        "QUIT: how long open connections may take to finish before the server exits",
+    ),
+    spec(
         "reverse_lookups",
         Bool,
         Some("0"),
@@ -495,7 +503,7 @@ pub const OPTIONS: &[Spec] = &[
         Choice(&["flock", "semaphore", "pipe", "none"]),
         Some("flock"),
         false,
-        Planned,
+        Active,
         "prefork: how accept is serialized across several ports",
     ),
     spec(
@@ -503,7 +511,7 @@ pub const OPTIONS: &[Spec] = &[
         Choice(SERVER_TYPES),
         Some("multiplex"),
         false,
-        Planned,
+        Active,
         "the personality: multiplex, single, inetd, fork, prefork-simple, prefork",
     ),
     spec(
@@ -528,7 +536,7 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         None,
         true,
-        Planned,
+        Active,
         "signals the parent passes on to its children",
     ),
     spec(
@@ -576,7 +584,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 1024),
         Some("1"),
         false,
-        Planned,
+        Active,
         "multiplex: processes sharing the listening sockets",
     ),
 ];

@@ -1,0 +1,67 @@
+//! Signals in a process without threads: each signal sets a flag and writes
+//! a byte to a pipe, which the parent's `poll` loop watches.
+
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
+use signal_hook::SigId;
+
+/// The signals a parent process waits for.
+pub struct Signals {
+    flags: Vec<(Signal, Arc<AtomicBool>)>,
+    wake: UnixStream,
+    ids: Vec<SigId>,
+}
+
+impl Signals {
+    /// Catches `signals` from now on.
+    pub fn new(signals: &[Signal]) -> Result<Self> {
+        let (wake, write) = UnixStream::pair().context("signal pipe")?;
+        wake.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut flags = Vec::new();
+        let mut ids = Vec::new();
+        for &signal in signals {
+            let flag = Arc::new(AtomicBool::new(false));
+            // The flag first, then the wake-up: actions run in order.
+            ids.push(signal_hook::flag::register(signal as i32, flag.clone())?);
+            ids.push(signal_hook::low_level::pipe::register(
+                signal as i32,
+                write.try_clone()?,
+            )?);
+            flags.push((signal, flag));
+        }
+        Ok(Self { flags, wake, ids })
+    }
+
+    /// The descriptor that becomes readable when a signal arrived.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// The signals that arrived since the last call, in a fixed order.
+    pub fn take(&self) -> Vec<Signal> {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
+        self.flags
+            .iter()
+            .filter(|(_, flag)| flag.swap(false, Ordering::SeqCst))
+            .map(|(signal, _)| *signal)
+            .collect()
+    }
+
+    /// In a child after `fork`: stop acting on the parent's signals. The
+    /// signals stay caught (by signal-hook's registry, now with nothing to
+    /// do): a child ignores them unless it registers its own handlers, as
+    /// workers do for INT, TERM and QUIT.
+    pub fn forget(self) {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

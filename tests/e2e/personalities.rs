@@ -1,0 +1,366 @@
+//! The process model: every `server_type` serves the echo; prefork keeps
+//! its spare children, children are replaced after `max_requests`; QUIT
+//! drains, TERM stops, HUP restarts without losing a client, TTIN and TTOU
+//! change the number of children; inetd serves the connection on stdin.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{BIN, Client, PATIENCE, Server, guests};
+
+/// The pids of the processes whose parent is `pid`, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces; split after it.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid && state != "Z" {
+            found.push(child);
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// Waits (at most [`PATIENCE`]) until the server's children satisfy
+/// `want`; returns them.
+fn wait_children(server: &Server, what: &str, want: impl Fn(&[u32]) -> bool) -> Vec<u32> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = children(server.pid());
+        if want(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "children never became {what}: {now:?}; log:\n{}",
+            server.log().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo_session(client: &mut Client) {
+    client.send(b"hello\r\nquit\r\n");
+    assert_eq!(client.read_all(), "You said 'hello'\r\nYou said 'quit'\r\n");
+}
+
+#[test]
+fn every_personality_serves_the_echo() {
+    let cases: &[&[&str]] = &[
+        &["--server-type", "single"],
+        &["--server-type", "fork"],
+        &["--server-type", "prefork-simple", "--max-servers", "2"],
+        &[
+            "--server-type",
+            "prefork",
+            "--min-servers",
+            "2",
+            "--max-servers",
+            "4",
+        ],
+        &["--server-type", "multiplex"],
+        &["--server-type", "multiplex", "--workers", "2"],
+    ];
+    for args in cases {
+        let server = Server::start(args);
+        for _ in 0..3 {
+            echo_session(&mut server.connect());
+        }
+        // Two clients at once are both served (one waits its turn in the
+        // sequential personalities).
+        let mut a = server.connect();
+        let mut b = server.connect();
+        a.send(b"a\r\nquit\r\n");
+        b.send(b"b\r\nquit\r\n");
+        assert_eq!(
+            a.read_all(),
+            "You said 'a'\r\nYou said 'quit'\r\n",
+            "{args:?}"
+        );
+        assert_eq!(
+            b.read_all(),
+            "You said 'b'\r\nYou said 'quit'\r\n",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn inetd_serves_the_connection_on_stdin() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let out = accepted.try_clone().unwrap();
+    let mut server = Command::new(BIN)
+        .args(["--server-type", "inetd"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(accepted)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(out)))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    client.write_all(b"over inetd\r\nquit\r\n").unwrap();
+    let mut reply = String::new();
+    client.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "You said 'over inetd'\r\nYou said 'quit'\r\n");
+    let status = server.wait().unwrap();
+    let mut log = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{log}");
+
+    // Not started by inetd: one clear line, exit 2.
+    let out = Command::new(BIN)
+        .args(["--server-type", "inetd"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stdin is not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn prefork_keeps_idle_children_within_the_spare_bounds() {
+    let server = Server::start(&[
+        "--server-type",
+        "prefork",
+        "--min-servers",
+        "1",
+        "--max-servers",
+        "8",
+        "--min-spare-servers",
+        "1",
+        "--max-spare-servers",
+        "2",
+        "--check-for-waiting",
+        "0.1",
+        "--check-for-spawn",
+        "0.1",
+        "--min-child-ttl",
+        "0.1",
+    ]);
+    wait_children(&server, "at least 1", |c| !c.is_empty());
+    // A burst: four clients held open keep four children busy; the parent
+    // adds idle ones until at least one is spare.
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut client = server.connect();
+            client.send(format!("c{i}\r\n").as_bytes());
+            assert_eq!(client.read_line(), format!("You said 'c{i}'\r\n"));
+            client
+        })
+        .collect();
+    let busy = wait_children(&server, "4 busy + 1 spare", |c| c.len() >= 5);
+    assert!(busy.len() <= 8, "{busy:?}");
+    for client in &mut clients {
+        client.send(b"quit\r\n");
+        assert_eq!(client.read_all(), "You said 'quit'\r\n");
+    }
+    // All idle now: the parent retires the extra ones down to the spare
+    // bound (at most max_spare_servers idle, at least min_servers).
+    let after = wait_children(&server, "at most 2", |c| (1..=2).contains(&c.len()));
+    assert!(after.len() <= 2);
+    echo_session(&mut server.connect());
+}
+
+#[test]
+fn max_requests_replaces_a_child() {
+    let server = Server::start(&[
+        "--server-type",
+        "prefork-simple",
+        "--max-servers",
+        "1",
+        "--max-requests",
+        "2",
+    ]);
+    let first = wait_children(&server, "one", |c| c.len() == 1);
+    echo_session(&mut server.connect());
+    echo_session(&mut server.connect());
+    let second = wait_children(&server, "replaced", |c| c.len() == 1 && c != first);
+    echo_session(&mut server.connect());
+    assert_ne!(first, second);
+}
+
+#[test]
+fn ttin_and_ttou_change_the_number_of_children() {
+    let mut server = Server::start(&["--server-type", "prefork-simple", "--max-servers", "2"]);
+    wait_children(&server, "2", |c| c.len() == 2);
+    server.signal("TTIN");
+    server.wait_for_log("Received TTIN: increasing max_servers to 3");
+    wait_children(&server, "3", |c| c.len() == 3);
+    server.signal("TTOU");
+    server.wait_for_log("Received TTOU: decreasing max_servers to 2");
+    wait_children(&server, "2", |c| c.len() == 2);
+    echo_session(&mut server.connect());
+}
+
+#[test]
+fn quit_lets_an_open_conversation_finish() {
+    for personality in ["multiplex", "prefork-simple", "fork"] {
+        let mut server = Server::start(&["--server-type", personality, "--max-servers", "2"]);
+        let mut client = server.connect();
+        client.send(b"before\r\n");
+        assert_eq!(client.read_line(), "You said 'before'\r\n");
+        server.signal("QUIT");
+        server.wait_for_log("Received QUIT");
+        client.send(b"after\r\nquit\r\n");
+        assert_eq!(
+            client.read_all(),
+            "You said 'after'\r\nYou said 'quit'\r\n",
+            "{personality}"
+        );
+        assert_eq!(server.wait_exit(), Some(0), "{personality}");
+    }
+}
+
+#[test]
+fn term_ends_an_open_conversation() {
+    for personality in ["multiplex", "prefork", "fork"] {
+        let mut server = Server::start(&["--server-type", personality]);
+        let mut client = server.connect();
+        client.send(b"before\r\n");
+        assert_eq!(client.read_line(), "You said 'before'\r\n");
+        server.signal("TERM");
+        // The connection ends without another reply.
+        assert_eq!(client.read_all(), "", "{personality}");
+        server.wait_exit();
+    }
+}
+
+/// A scratch copy of a guest that a test may replace.
+fn module_copy(name: &str, from: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::copy(from, &path).unwrap();
+    path
+}
+
+/// Replaces the file at `path` with `from`, atomically.
+fn replace(path: &PathBuf, from: &str) {
+    let next = path.with_extension("next");
+    std::fs::copy(from, &next).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn hup_under_load_loses_no_client_and_serves_the_new_module() {
+    for personality in ["multiplex", "prefork"] {
+        let module = module_copy(&format!("{personality}.wasm"), guests::ECHO);
+        let mut server = Server::start(&[
+            "--server-type",
+            personality,
+            "--module",
+            module.to_str().unwrap(),
+            "--min-servers",
+            "2",
+        ]);
+        let addr = server.addr;
+        let pid = server.pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU64::new(0));
+        let new_replies = Arc::new(AtomicU64::new(0));
+        // A continuous load of short connections, bounded in count and time.
+        let load = {
+            let (stop, served, new_replies) = (stop.clone(), served.clone(), new_replies.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut failures = Vec::new();
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
+                        break;
+                    }
+                    let reply = std::panic::catch_unwind(|| {
+                        let mut client = Client::connect(addr);
+                        client.send(b"ping\nquit\n");
+                        client.read_all()
+                    });
+                    match reply {
+                        // The echo ends with the quit line, the tracer
+                        // says `bye` after it.
+                        Ok(reply) if reply.contains("You said 'ping'\r\nYou said 'quit'\r\n") => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                            if reply.contains("peer=") {
+                                new_replies.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
+                        Err(_) => failures.push(format!("#{i}: connection failed")),
+                    }
+                }
+                failures
+            })
+        };
+        let wait_for = |what: &str, counter: &AtomicU64, at_least: u64| {
+            let deadline = Instant::now() + PATIENCE;
+            while counter.load(Ordering::SeqCst) < at_least {
+                assert!(
+                    Instant::now() < deadline,
+                    "{personality}: {what} (served {}, new {}, children {:?})",
+                    served.load(Ordering::SeqCst),
+                    new_replies.load(Ordering::SeqCst),
+                    children(pid)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for("no load before HUP", &served, 20);
+        // The new module: the hook tracer, whose replies say `peer=`.
+        replace(&module, guests::HOOK_TRACE);
+        server.signal("HUP");
+        server.wait_for_log("Received HUP: restarting");
+        server.wait_for_log("(inherited across a restart)");
+        wait_for("the new module never answered", &new_replies, 20);
+        let before = served.load(Ordering::SeqCst);
+        wait_for("no load after HUP", &served, before + 20);
+        stop.store(true, Ordering::SeqCst);
+        let failures = load.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{personality}: {} of {} connections failed across HUP: {:?}\nlog:\n{}",
+            failures.len(),
+            served.load(Ordering::SeqCst),
+            &failures[..failures.len().min(5)],
+            server.log().join("\n")
+        );
+    }
+}
+
+#[test]
+fn hup_with_a_broken_configuration_keeps_serving() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("broken.conf");
+    std::fs::write(&conf, "log_level 4\n").unwrap();
+    let mut server = Server::start(&["--conf-file", conf.to_str().unwrap()]);
+    echo_session(&mut server.connect());
+    std::fs::write(&conf, "log_level 4\nlog_levle 3\n").unwrap();
+    server.signal("HUP");
+    server.wait_for_log("the configuration does not load; still serving the old one");
+    echo_session(&mut server.connect());
+}
