@@ -37,14 +37,20 @@ fn per_connection(c: &mut Criterion) {
     let noop = handler(guests::NOOP);
     c.bench_function("instantiate, empty process-request, drop", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut instance = noop.instantiate(GuestIo::default(), &client).await.unwrap();
+            let mut instance = noop
+                .instantiate(GuestIo::default(), Some(&client))
+                .await
+                .unwrap();
             instance.process_request().await.unwrap().unwrap();
         })
     });
     let echo = handler(guests::ECHO);
     c.bench_function("instantiate echo, all hooks at end of input, drop", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut instance = echo.instantiate(GuestIo::default(), &client).await.unwrap();
+            let mut instance = echo
+                .instantiate(GuestIo::default(), Some(&client))
+                .await
+                .unwrap();
             instance.child_init_hook().await.unwrap();
             instance.post_accept_hook().await.unwrap();
             assert!(instance.allow_deny_hook().await.unwrap());

@@ -138,29 +138,84 @@ pub async fn serve(
     .await
 }
 
-/// Runs the hooks in Net::Server's order on a fresh instance.
+/// Runs the hooks in Net::Server's order: on a fresh instance, or on the
+/// worker's shared one (`instance per-worker`).
 async fn converse(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInfo) -> End {
+    match handler.worker_instance() {
+        None => fresh(handler, socket, client).await,
+        Some(slot) => shared(handler, slot, socket, client).await,
+    }
+}
+
+/// Every hook, from `child-init-hook` to `child-finish-hook`, on an
+/// instance made for this client.
+async fn fresh(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInfo) -> End {
     let io = GuestIo::default();
-    let mut instance = match handler.instantiate(io.clone(), client).await {
+    let mut instance = match handler.instantiate(io, Some(client)).await {
         Ok(instance) => instance,
         Err(error) => return End::Instantiate(error),
     };
-    match run_hooks(&mut instance, &io, socket, client).await {
+    let trap = |hook| End::trap(hook, socket);
+    let hooks = async {
+        instance
+            .child_init_hook()
+            .await
+            .map_err(trap("child-init-hook"))?;
+        let end = connection_hooks(&mut instance, socket, client).await?;
+        instance
+            .child_finish_hook()
+            .await
+            .map_err(trap("child-finish-hook"))?;
+        Ok(end)
+    };
+    match hooks.await {
         Ok(end) | Err(end) => end,
     }
 }
 
-async fn run_hooks(
+/// The connection's hooks on the worker's shared instance, made (with its
+/// `child-init-hook`) at the first connection. Connections take turns. An
+/// instance whose hook trapped or exited — or whose connection was cut off
+/// mid-hook — is dropped: the next client gets a fresh one.
+async fn shared(
+    handler: &Handler,
+    slot: &tokio::sync::Mutex<Option<Instance>>,
+    socket: &Arc<ClientSocket>,
+    client: &ClientInfo,
+) -> End {
+    let mut turn = slot.lock().await;
+    let mut instance = match turn.take() {
+        Some(instance) => instance,
+        None => {
+            let mut instance = match handler.instantiate(GuestIo::default(), None).await {
+                Ok(instance) => instance,
+                Err(error) => return End::Instantiate(error),
+            };
+            if let Err(error) = instance.child_init_hook().await {
+                return End::trap("child-init-hook", socket)(error);
+            }
+            instance
+        }
+    };
+    match connection_hooks(&mut instance, socket, client).await {
+        Ok(end) => {
+            *turn = Some(instance);
+            end
+        }
+        Err(end) => end,
+    }
+}
+
+/// The hooks of one client: `post-accept-hook` through
+/// `post-client-connection-hook`, with stdin and stdout attached to the
+/// client from the first through `post-process-request-hook` only.
+async fn connection_hooks(
     instance: &mut Instance,
-    io: &GuestIo,
     socket: &Arc<ClientSocket>,
     client: &ClientInfo,
 ) -> Result<End, End> {
     let trap = |hook| End::trap(hook, socket);
-    instance
-        .child_init_hook()
-        .await
-        .map_err(trap("child-init-hook"))?;
+    let io = instance.io().clone();
     instance.set_client(Some(client.clone()));
     io.attach(socket.clone());
     instance
@@ -200,9 +255,5 @@ async fn run_hooks(
         .await
         .map_err(trap("post-client-connection-hook"))?;
     instance.set_client(None);
-    instance
-        .child_finish_hook()
-        .await
-        .map_err(trap("child-finish-hook"))?;
     Ok(end)
 }

@@ -26,6 +26,8 @@ use crate::wasm::engine::EPOCH_TICK;
 
 /// One service ready to serve: its handler, its bound sockets, its limits.
 pub struct Service {
+    /// How often its `dequeue` runs, and at most how many at once.
+    pub dequeue: Option<(Duration, u32)>,
     /// The compiled handler.
     pub handler: Arc<Handler>,
     /// Its listening sockets.
@@ -42,8 +44,18 @@ pub struct Service {
 /// with a warning).
 pub fn bind(config: &Config, handlers: Vec<Handler>, handed: &mut Handed) -> Result<Vec<Service>> {
     let mut services = Vec::new();
+    // Under socket activation, ports nobody configured are systemd's to give.
+    let activated = handed.has_systemd_sockets();
     for (service, handler) in config.services.iter().zip(handlers) {
-        services.push(Service::bind(service, handler, handed)?);
+        let port_given = service
+            .options
+            .get("port")
+            .is_some_and(|(_, source)| *source != crate::config::Source::Default);
+        if activated && !port_given {
+            services.push(Service::unbound(service, handler));
+        } else {
+            services.push(Service::bind(service, handler, handed)?);
+        }
     }
     let rest = handed.take_systemd_rest();
     match services.as_mut_slice() {
@@ -91,12 +103,27 @@ pub fn bind(config: &Config, handlers: Vec<Handler>, handed: &mut Handed) -> Res
 }
 
 impl Service {
+    fn unbound(config: &ServiceConfig, handler: Handler) -> Self {
+        Self {
+            handler: Arc::new(handler),
+            sockets: Vec::new(),
+            max_instances: config.max_instances,
+            idle_timeout: config.idle_timeout,
+            dequeue: config
+                .check_for_dequeue
+                .map(|every| (every, config.max_dequeue)),
+        }
+    }
+
     fn bind(config: &ServiceConfig, handler: Handler, handed: &mut Handed) -> Result<Self> {
         Ok(Self {
             handler: Arc::new(handler),
             sockets: listen::bind_all(&config.listeners, handed)?,
             max_instances: config.max_instances,
             idle_timeout: config.idle_timeout,
+            dequeue: config
+                .check_for_dequeue
+                .map(|every| (every, config.max_dequeue)),
         })
     }
 }
@@ -151,14 +178,21 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         if let Some(first) = services.first() {
             tokio::spawn(tick_epochs(first.handler.engine().clone()));
         }
-        match mode {
+        let handlers: Vec<Arc<Handler>> = services.iter().map(|s| s.handler.clone()).collect();
+        let served = match mode {
             Mode::Concurrent => concurrent(services, stop, quit_timeout).await,
             Mode::Sequential {
                 max_requests,
                 lock,
                 status,
             } => sequential(services, stop, max_requests, lock, status).await,
+        };
+        // The worker ends: its shared instances (`instance per-worker`)
+        // run their child-finish-hook.
+        for handler in handlers {
+            handler.retire().await;
         }
+        served
     });
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
@@ -399,6 +433,46 @@ pub fn serve_one(
     match result {
         Ok(()) => 0,
         Err(err) => {
+            tracing::error!("{err:#}");
+            1
+        }
+    }
+}
+
+/// Runs the guest's `dequeue` once on a fresh instance (a process of its
+/// own, forked by the master every `check_for_dequeue` seconds); returns the
+/// exit status.
+pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            tracing::error!("cannot start the runtime: {err}");
+            return 1;
+        }
+    };
+    let span = tracing::info_span!("dequeue", service = %handler.service_name());
+    let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
+        async move {
+            let _stop = Stop::new()?;
+            tokio::spawn(tick_epochs(handler.engine().clone()));
+            let io = crate::wasm::stdio::GuestIo::default();
+            let mut instance = handler.instantiate(io, None).await?;
+            instance
+                .dequeue()
+                .await
+                .map_err(|e| anyhow::anyhow!("guest trapped in dequeue: {}", e.root_cause()))?;
+            Ok(())
+        },
+        span.clone(),
+    ));
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            let _entered = span.enter();
             tracing::error!("{err:#}");
             1
         }

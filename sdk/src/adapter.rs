@@ -57,6 +57,11 @@ impl<H: Handler> Guest for Adapter<H> {
         H::child_finish_hook();
         flush_stdout();
     }
+
+    fn dequeue() {
+        H::dequeue();
+        flush_stdout();
+    }
 }
 
 /// Writes out what std's line-buffered stdout holds: a reply's last line

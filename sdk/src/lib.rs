@@ -229,6 +229,10 @@ pub trait Handler {
     /// Runs once when an instance is retired, after its last connection
     /// (Net::Server runs it when a child finishes).
     fn child_finish_hook() {}
+
+    /// Runs every `check_for_dequeue` seconds on a fresh instance of its
+    /// own, with no client: periodic work (Net::Server's `dequeue`).
+    fn dequeue() {}
 }
 
 /// Makes a [`Handler`] the hooks this component exports.

@@ -364,3 +364,139 @@ fn hup_with_a_broken_configuration_keeps_serving() {
     server.wait_for_log("the configuration does not load; still serving the old one");
     echo_session(&mut server.connect());
 }
+
+#[test]
+fn per_worker_instance_runs_child_init_once_and_finish_at_the_end() {
+    for personality in ["single", "multiplex"] {
+        let mut server = Server::start(&[
+            "--server-type",
+            personality,
+            "--module",
+            guests::HOOK_TRACE,
+            "--instance",
+            "per-worker",
+        ]);
+        for _ in 0..3 {
+            let mut client = server.connect();
+            client.send(b"ping\nquit\n");
+            assert!(client.read_all().contains("You said 'ping'"));
+        }
+        server.wait_for_log("hook post-client-connection-hook");
+        server.signal("QUIT");
+        assert_eq!(server.wait_exit(), Some(0));
+        let count = |hook: &str| {
+            server
+                .log()
+                .iter()
+                .filter(|l| l.ends_with(&format!("hook {hook}")))
+                .count()
+        };
+        assert_eq!(count("child-init-hook"), 1, "{personality}");
+        assert_eq!(count("post-accept-hook"), 3, "{personality}");
+        assert_eq!(count("child-finish-hook"), 1, "{personality}");
+    }
+}
+
+#[test]
+fn no_byte_of_one_client_reaches_the_next_on_a_shared_instance() {
+    for personality in ["single", "multiplex"] {
+        let server = Server::start(&[
+            "--server-type",
+            personality,
+            "--module",
+            guests::MISBEHAVE,
+            "--property",
+            "mode=oneline",
+            "--instance",
+            "per-worker",
+        ]);
+        for round in 0..5 {
+            // One write: the guest's buffered stdin holds the secret when
+            // it returns after the first line.
+            let mut first = server.connect();
+            first.send(format!("first{round}\nsecret{round}\nmore secret\n").as_bytes());
+            assert_eq!(first.read_all(), format!("got first{round}\r\n"));
+            let mut next = server.connect();
+            next.send(format!("next{round}\n").as_bytes());
+            assert_eq!(
+                next.read_all(),
+                format!("got next{round}\r\n"),
+                "{personality}: a client's unread bytes reached the next client"
+            );
+        }
+    }
+}
+
+#[test]
+fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
+    let mut server = Server::start(&["--module", guests::HOOK_TRACE, "--check-for-dequeue", "0.2"]);
+    server.wait_for_log("hook dequeue");
+    echo_session_traced(&mut server.connect());
+    // And again, in a new process each time.
+    let runs = || {
+        server
+            .log()
+            .iter()
+            .filter(|l| l.contains("dequeue{service=hook_trace}: hook dequeue"))
+            .count()
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while runs() < 3 {
+        assert!(Instant::now() < deadline, "dequeue ran {} times", runs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn echo_session_traced(client: &mut Client) {
+    client.send(b"hi\nquit\n");
+    assert!(
+        client
+            .read_all()
+            .contains("You said 'hi'\r\nYou said 'quit'\r\n")
+    );
+}
+
+#[test]
+fn systemd_socket_activation_serves_the_handed_socket() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .args([
+            "--log-level",
+            "4",
+            "--server-type",
+            "prefork-simple",
+            "--max-servers",
+            "2",
+        ]);
+    // SAFETY: between fork and exec only async-signal-safe calls: dup2
+    // puts the listening socket at descriptor 3, as systemd does, and the
+    // close-on-exec flag is cleared (dup2 onto itself would keep it).
+    unsafe {
+        command.pre_exec(move || {
+            if fd != 3 && nix::libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if nix::libc::fcntl(3, nix::libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut server = Server::spawn(command);
+    assert_eq!(server.addr, addr, "it serves the socket it was given");
+    drop(listener);
+    echo_session(&mut server.connect());
+    echo_session(&mut server.connect());
+    assert!(
+        !server.log().iter().any(|l| l.contains("port 20203")),
+        "no port of its own was bound"
+    );
+    server.wait_for_log("inherited from systemd");
+}

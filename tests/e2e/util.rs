@@ -83,7 +83,9 @@ impl Server {
         Self::spawn(command)
     }
 
-    fn spawn(mut command: Command) -> Self {
+    /// Starts `command` (a `netserver-host`, perhaps through a shell) and
+    /// waits for its `Binding to TCP port N` line.
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())

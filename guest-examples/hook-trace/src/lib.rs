@@ -69,6 +69,10 @@ impl Handler for HookTrace {
     fn child_finish_hook() {
         trace("child-finish-hook");
     }
+
+    fn dequeue() {
+        trace("dequeue");
+    }
 }
 
 netserver_sdk::export!(HookTrace);

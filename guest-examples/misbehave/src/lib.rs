@@ -18,6 +18,11 @@
 //!
 //! The probes (`read`, `write`, `env`, `connect`) show what the sandbox
 //! grants: nothing, unless the service's `grant_*` options say so.
+//!
+//! With the property `mode=oneline` it instead answers only the first line
+//! (`got <line>`) and returns, leaving whatever else the client sent unread
+//! in its buffered stdin — which must never reach the next client of the
+//! same instance (`instance per-worker`).
 
 use std::io::{BufRead, Write, stdin, stdout};
 
@@ -28,6 +33,13 @@ struct Misbehave;
 impl Handler for Misbehave {
     fn process_request() -> Result<(), Error> {
         let mut out = stdout().lock();
+        if netserver_sdk::property("mode").as_deref() == Some("oneline") {
+            let mut line = String::new();
+            stdin().lock().read_line(&mut line)?;
+            write!(out, "got {}\r\n", line.trim_end())?;
+            out.flush()?;
+            return Ok(());
+        }
         for line in stdin().lock().lines() {
             let line = line?;
             match line.as_str() {

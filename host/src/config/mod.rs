@@ -192,6 +192,16 @@ impl ProcessConfig {
     }
 }
 
+/// How instances are made (`instance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceMode {
+    /// A fresh instance for every connection.
+    PerConnection,
+    /// One instance per worker serves its connections in turn.
+    PerWorker,
+}
+
 /// One hosted service: a handler, the ports it is served on, its limits.
 #[derive(Clone, Debug, Serialize)]
 pub struct ServiceConfig {
@@ -213,6 +223,13 @@ pub struct ServiceConfig {
     pub max_instances: u32,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
+    /// A fresh instance per connection, or one per worker.
+    pub instance: InstanceMode,
+    /// How often the guest's `dequeue` runs, when it does.
+    #[serde(serialize_with = "as_opt_secs")]
+    pub check_for_dequeue: Option<Duration>,
+    /// `dequeue` runs at once, at most.
+    pub max_dequeue: u32,
     /// How long a connection may last in all, when limited.
     #[serde(serialize_with = "as_opt_secs")]
     pub connection_timeout: Option<Duration>,
@@ -396,6 +413,18 @@ impl ServiceConfig {
             max_memory: parse_size(values.last("max_memory"), 64 << 20)?,
             max_instances: parse_num(values.last("max_instances"), 1000, 1..=100_000)?,
             properties: parse_properties(values.all("property"))?,
+            instance: match values
+                .last("instance")
+                .map(|s| s.value.to_ascii_lowercase())
+            {
+                Some(mode) if mode == "per-worker" => InstanceMode::PerWorker,
+                _ => InstanceMode::PerConnection,
+            },
+            check_for_dequeue: values
+                .last("check_for_dequeue")
+                .map(|s| parse_secs(Some(s), 0.0))
+                .transpose()?,
+            max_dequeue: parse_num(values.last("max_dequeue"), 1, 1..=1000)?,
             connection_timeout: values
                 .last("connection_timeout")
                 .map(|s| parse_secs(Some(s), 0.0))

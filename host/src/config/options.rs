@@ -161,7 +161,7 @@ pub const OPTIONS: &[Spec] = &[
         Seconds,
         None,
         false,
-        Planned,
+        Active,
         "run the guest's dequeue export every N seconds",
     )
     .per_service(),
@@ -301,7 +301,7 @@ pub const OPTIONS: &[Spec] = &[
         Choice(&["per-connection", "per-worker"]),
         Some("per-connection"),
         false,
-        Planned,
+        Active,
         "a fresh instance per client, or one per worker",
     )
     .per_service(),
@@ -359,7 +359,7 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 1000),
         Some("1"),
         false,
-        Planned,
+        Active,
         "dequeue workers at once",
     )
     .per_service(),

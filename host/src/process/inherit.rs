@@ -107,6 +107,11 @@ impl Handed {
         Some(self.sockets.remove(at))
     }
 
+    /// Whether systemd handed over sockets.
+    pub fn has_systemd_sockets(&self) -> bool {
+        self.sockets.iter().any(|s| s.origin == Origin::Systemd)
+    }
+
     /// The systemd sockets no listener asked for.
     pub fn take_systemd_rest(&mut self) -> Vec<Inherited> {
         let (rest, keep) = std::mem::take(&mut self.sockets)
@@ -119,6 +124,11 @@ impl Handed {
 
 /// Takes ownership of an inherited listening TCP socket.
 fn adopt(fd: RawFd, spec: Option<String>, origin: Origin) -> Result<Inherited> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a
+    // valid argument (a closed one gives EBADF).
+    if unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } < 0 {
+        bail!("descriptor {fd} handed over is not open");
+    }
     // SAFETY: the descriptor was handed to this process by its parent
     // (systemd or the previous netserver-host) for it to own; nothing else
     // in this process uses it. It is checked to be a listening socket

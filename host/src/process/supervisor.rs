@@ -80,6 +80,10 @@ struct Master<'a> {
     old: BTreeSet<Pid>,
     /// Workers to keep (`workers`, 1, or `max_servers`).
     target: u32,
+    /// Each service's next `dequeue` run.
+    dequeue_at: Vec<Option<Instant>>,
+    /// Running `dequeue` processes and their service.
+    dequeuers: BTreeMap<Pid, usize>,
     stopping: Option<Stopping>,
 }
 
@@ -141,6 +145,10 @@ impl<'a> Master<'a> {
                 .open(path)
                 .with_context(|| format!("lock_file {}: cannot create", path.display()))?;
         }
+        let dequeue_at = services
+            .iter()
+            .map(|s| s.dequeue.map(|(every, _)| Instant::now() + every))
+            .collect();
         Ok(Self {
             config,
             services,
@@ -148,6 +156,8 @@ impl<'a> Master<'a> {
             status,
             lock_file,
             own_lock_file,
+            dequeue_at,
+            dequeuers: BTreeMap::new(),
             workers: BTreeMap::new(),
             old: BTreeSet::new(),
             target,
@@ -170,16 +180,30 @@ impl<'a> Master<'a> {
         loop {
             self.reap();
             match self.stopping {
-                Some(_) if self.workers.is_empty() && self.old.is_empty() => return Ok(()),
+                Some(_)
+                    if self.workers.is_empty()
+                        && self.old.is_empty()
+                        && self.dequeuers.is_empty() =>
+                {
+                    return Ok(());
+                }
                 Some(Stopping::Now { kill_at } | Stopping::Drain { kill_at })
                     if Instant::now() >= kill_at =>
                 {
-                    for pid in self.workers.keys().chain(&self.old) {
+                    for pid in self
+                        .workers
+                        .keys()
+                        .chain(&self.old)
+                        .chain(self.dequeuers.keys())
+                    {
                         let _ = kill(*pid, Signal::SIGKILL);
                     }
                 }
                 Some(_) => {}
-                None => self.maintain()?,
+                None => {
+                    self.maintain()?;
+                    self.dequeue()?;
+                }
             }
             self.wait(self.tick())?;
             let signals = self.signals.as_ref().map(Signals::take).unwrap_or_default();
@@ -196,10 +220,48 @@ impl<'a> Master<'a> {
         if self.stopping.is_some() {
             return STOPPING_TICK;
         }
-        match process.server_type {
+        let tick = match process.server_type {
             ServerType::Prefork => process.check_for_waiting.min(process.check_for_spawn),
             _ => process.check_for_dead,
+        };
+        let now = Instant::now();
+        self.dequeue_at
+            .iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(now))
+            .fold(tick, Duration::min)
+    }
+
+    /// Forks the `dequeue` runs that are due (at most `max_dequeue` of a
+    /// service at once).
+    fn dequeue(&mut self) -> Result<()> {
+        let now = Instant::now();
+        for index in 0..self.services.len() {
+            let (Some(at), Some((every, max))) =
+                (self.dequeue_at[index], self.services[index].dequeue)
+            else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.dequeue_at[index] = Some(now + every);
+            let running = self.dequeuers.values().filter(|&&i| i == index).count() as u32;
+            if running >= max {
+                tracing::debug!("dequeue of service {index} skipped: {running} still running");
+                continue;
+            }
+            let handler = self.services[index].handler.clone();
+            let pid = super::spawn(|| {
+                if let Some(signals) = self.signals.take() {
+                    signals.forget();
+                }
+                self.services.clear();
+                server::run_dequeue(handler)
+            })?;
+            self.dequeuers.insert(pid, index);
         }
+        Ok(())
     }
 
     /// Sleeps until a signal, a status message or `timeout`.
@@ -289,6 +351,9 @@ impl<'a> Master<'a> {
         for pid in self.workers.keys().chain(&self.old) {
             let _ = kill(*pid, signal);
         }
+        for pid in self.dequeuers.keys() {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
         self.stopping = Some(match (self.stopping, how) {
             // TERM after QUIT still stops at once.
             (Some(Stopping::Now { kill_at }), _) => Stopping::Now { kill_at },
@@ -313,6 +378,9 @@ impl<'a> Master<'a> {
     }
 
     fn ended(&mut self, pid: Pid, how: &str, clean: bool) {
+        if self.dequeuers.remove(&pid).is_some() {
+            return;
+        }
         if self.old.remove(&pid) {
             tracing::debug!("previous worker {pid} ended ({how})");
             return;

@@ -22,7 +22,7 @@ use super::sandbox::{self, CpuMeter};
 use super::state::{Service, State};
 use super::stdio::GuestIo;
 use crate::client::ClientInfo;
-use crate::config::ServiceConfig;
+use crate::config::{InstanceMode, ServiceConfig};
 
 /// The export that makes a component a handler.
 const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.0";
@@ -62,6 +62,9 @@ pub struct Handler {
     max_memory: u64,
     cpu_limit: Duration,
     connection_timeout: Option<Duration>,
+    /// `instance per-worker`: the instance this process's connections share,
+    /// in turn (made at the first connection after the fork).
+    worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
 }
 
 impl Handler {
@@ -87,7 +90,17 @@ impl Handler {
             properties: config.properties.clone(),
             grants: config.grants.clone(),
         });
+        let per_worker = config.instance == InstanceMode::PerWorker;
+        if per_worker && matches!(pre, Pre::Command(_)) {
+            tracing::warn!(
+                "service {}: a WASI command runs once per connection; `instance per-worker` does not apply",
+                config.name
+            );
+        }
+        let worker_instance =
+            (per_worker && matches!(pre, Pre::Handler(_))).then(|| tokio::sync::Mutex::new(None));
         Ok(Self {
+            worker_instance,
             engine,
             pre,
             service,
@@ -126,12 +139,31 @@ impl Handler {
         &self.service.name
     }
 
+    /// With `instance per-worker`, the instance this process's connections
+    /// share, one at a time.
+    pub fn worker_instance(&self) -> Option<&tokio::sync::Mutex<Option<Instance>>> {
+        self.worker_instance.as_ref()
+    }
+
+    /// Ends this process's shared instance, if it has one: its
+    /// `child-finish-hook` runs.
+    pub async fn retire(&self) {
+        let Some(slot) = &self.worker_instance else {
+            return;
+        };
+        if let Some(mut instance) = slot.lock().await.take()
+            && let Err(err) = instance.child_finish_hook().await
+        {
+            tracing::error!("guest trapped in child-finish-hook: {}", err.root_cause());
+        }
+    }
+
     /// Makes a fresh instance whose stdin and stdout reach the client through
     /// `io`. A command guest gets `client`'s addresses in its environment.
-    pub async fn instantiate(&self, io: GuestIo, client: &ClientInfo) -> Result<Instance> {
-        let env = match self.pre {
-            Pre::Handler(_) => Vec::new(),
-            Pre::Command(_) => client.environment(),
+    pub async fn instantiate(&self, io: GuestIo, client: Option<&ClientInfo>) -> Result<Instance> {
+        let env = match (&self.pre, client) {
+            (Pre::Command(_), Some(client)) => client.environment(),
+            _ => Vec::new(),
         };
         let state = State::new(
             self.service.clone(),
@@ -287,5 +319,10 @@ impl Instance {
     /// `child-finish-hook`.
     pub async fn child_finish_hook(&mut self) -> wasmtime::Result<()> {
         hook!(self, call_child_finish_hook, ())
+    }
+
+    /// `dequeue`.
+    pub async fn dequeue(&mut self) -> wasmtime::Result<()> {
+        hook!(self, call_dequeue, ())
     }
 }
