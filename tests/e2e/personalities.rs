@@ -500,3 +500,40 @@ fn systemd_socket_activation_serves_the_handed_socket() {
     );
     server.wait_for_log("inherited from systemd");
 }
+
+#[test]
+fn sig_passthrough_passes_signals_to_the_workers() {
+    let mut server = Server::start(&[
+        "--server-type",
+        "prefork-simple",
+        "--max-servers",
+        "2",
+        "--sig-passthrough",
+        "USR2,WINCH",
+    ]);
+    wait_children(&server, "2", |c| c.len() == 2);
+    server.signal("USR2");
+    server.wait_for_log("passing USR2 to 2 workers");
+    // The workers have no use for it and go on serving.
+    echo_session(&mut server.connect());
+    assert_eq!(children(server.pid()).len(), 2);
+}
+
+#[test]
+fn leave_children_open_on_hup_keeps_the_old_workers() {
+    let mut server = Server::start(&[
+        "--server-type",
+        "prefork-simple",
+        "--max-servers",
+        "2",
+        "--leave-children-open-on-hup",
+        "1",
+    ]);
+    let old = wait_children(&server, "2", |c| c.len() == 2);
+    server.signal("HUP");
+    server.wait_for_log("leaving the previous workers");
+    // The old workers run on beside the new ones (until max_requests).
+    let now = wait_children(&server, "old and new", |c| c.len() == 4);
+    assert!(old.iter().all(|pid| now.contains(pid)));
+    echo_session(&mut server.connect());
+}

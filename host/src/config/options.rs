@@ -443,8 +443,8 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
-        "children ignore the server's stop signals",
+        Active,
+        "accepted for Net::Server conf files: children (and guests) can never stop the server here",
     ),
     spec(
         "pid_file",

@@ -285,6 +285,19 @@ impl<'a> Master<'a> {
 
     fn on_signal(&mut self, signal: Signal) -> Result<()> {
         let name = signal.as_str().trim_start_matches("SIG");
+        // `sig_passthrough`: the workers get it first, as in Net::Server.
+        if self
+            .config
+            .process
+            .sig_passthrough
+            .iter()
+            .any(|n| n == name)
+        {
+            tracing::debug!("passing {name} to {} workers", self.workers.len());
+            for pid in self.workers.keys() {
+                let _ = kill(*pid, signal);
+            }
+        }
         match signal {
             Signal::SIGINT | Signal::SIGTERM => {
                 tracing::info!("Received {name}: server closing");
@@ -325,12 +338,7 @@ impl<'a> Master<'a> {
                     self.target
                 );
             }
-            Signal::SIGCHLD | Signal::SIGHUP => {}
-            other => {
-                for pid in self.workers.keys() {
-                    let _ = kill(*pid, other);
-                }
-            }
+            _ => {}
         }
         Ok(())
     }
