@@ -91,10 +91,14 @@ fn stderr_is_the_client() -> bool {
 /// order of `config.services`.
 pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
     let engine = wasm::engine::build(config)?;
+    let cache = config
+        .module_cache
+        .as_deref()
+        .and_then(wasm::cache::ModuleCache::open);
     config
         .services
         .iter()
-        .map(|service| wasm::Handler::load(&engine, service))
+        .map(|service| wasm::Handler::load(&engine, service, cache.as_ref()))
         .collect()
 }
 

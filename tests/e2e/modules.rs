@@ -151,3 +151,63 @@ fn unresolvable_import() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("example:missing/api@1.0.0"), "{err}");
 }
+
+/// A fresh directory for a module cache.
+fn cache_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("module-cache")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn check_log(cache: &std::path::Path) -> String {
+    let out = run(&[
+        "--check",
+        "--log-level",
+        "4",
+        "--module",
+        guests::ECHO,
+        "--module-cache",
+        cache.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn compiled_modules_are_cached_and_a_bad_cache_file_is_compiled_again() {
+    let cache = cache_dir("reuse");
+    let first = check_log(&cache);
+    assert!(first.contains("stored the compiled module in"), "{first}");
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let second = check_log(&cache);
+    assert!(
+        second.contains("loaded the compiled module from"),
+        "{second}"
+    );
+    // A damaged file is not trusted: compiled again, and replaced.
+    std::fs::write(&files[0], b"not a compiled module").unwrap();
+    let third = check_log(&cache);
+    assert!(third.contains("unusable, compiling again"), "{third}");
+    assert!(third.contains("stored the compiled module in"), "{third}");
+    assert!(check_log(&cache).contains("loaded the compiled module from"));
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let cache = cache_dir("open");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let log = check_log(&cache);
+    assert!(
+        log.contains("not used: it must belong to this user"),
+        "{log}"
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}

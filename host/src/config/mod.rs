@@ -37,6 +37,8 @@ pub struct Config {
     pub log_level: u8,
     /// The personality and its process options.
     pub process: ProcessConfig,
+    /// Where compiled modules are kept between starts (`None`: nowhere).
+    pub module_cache: Option<PathBuf>,
     /// Every option's effective top-level value and where it came from.
     pub options: Report,
     /// Validate, print and exit (`--check`).
@@ -346,6 +348,11 @@ impl Config {
         Ok(Self {
             services,
             process: ProcessConfig::from_values(&values)?,
+            module_cache: match values.last("module_cache") {
+                Some(s) if s.value.eq_ignore_ascii_case("off") => None,
+                Some(s) => Some(PathBuf::from(&s.value)),
+                None => crate::wasm::cache::default_dir(),
+            },
             log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
             options,
             check,

@@ -439,6 +439,14 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "module_cache",
+        Text,
+        None,
+        false,
+        Active,
+        "directory of compiled modules kept between starts (default /var/cache/netserver as root, ~/.cache/netserver otherwise; off: none)",
+    ),
+    spec(
         "no_close_by_child",
         Bool,
         Some("0"),

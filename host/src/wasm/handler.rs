@@ -71,14 +71,18 @@ impl Handler {
     /// Reads, checks, compiles and links a service's module (or the
     /// built-in echo handler) on `engine`. Errors name the file and what is
     /// wrong.
-    pub fn load(engine: &Engine, config: &ServiceConfig) -> Result<Self> {
+    pub fn load(
+        engine: &Engine,
+        config: &ServiceConfig,
+        cache: Option<&super::cache::ModuleCache>,
+    ) -> Result<Self> {
         let engine = engine.clone();
         let (source, bytes) = match &config.module {
             Some(path) => (path.display().to_string(), read_module(path)),
             None => ("built-in echo".to_owned(), Ok(embedded::ECHO.to_vec())),
         };
         let pre = bytes
-            .and_then(|bytes| prepare(&engine, &bytes))
+            .and_then(|bytes| prepare(&engine, &bytes, cache))
             .with_context(|| match config.options.get("module") {
                 Some((_, given @ crate::config::Source::File { .. })) => {
                     format!("{given}: module {source}")
@@ -187,7 +191,11 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Checks what `bytes` are, compiles and links them.
-fn prepare(engine: &Engine, bytes: &[u8]) -> Result<Pre> {
+fn prepare(
+    engine: &Engine,
+    bytes: &[u8],
+    cache: Option<&super::cache::ModuleCache>,
+) -> Result<Pre> {
     if wasmparser::Parser::is_core_wasm(bytes) {
         bail!(
             "a core WebAssembly module, not a component: build the handler for \
@@ -197,8 +205,10 @@ fn prepare(engine: &Engine, bytes: &[u8]) -> Result<Pre> {
     if !wasmparser::Parser::is_component(bytes) {
         bail!("not a WebAssembly component (no `\\0asm` component header)");
     }
-    let component =
-        Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?;
+    let component = match cache {
+        Some(cache) => cache.component(engine, bytes)?,
+        None => Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?,
+    };
     let mut linker = Linker::<State>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;

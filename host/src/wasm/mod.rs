@@ -2,6 +2,7 @@
 //! guest stdio, the sandbox's limits and loading handlers.
 
 pub mod bindings;
+pub mod cache;
 pub mod engine;
 pub mod grants;
 pub mod handler;
