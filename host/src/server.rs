@@ -409,40 +409,40 @@ pub fn serve_one(
     stream: std::net::TcpStream,
     idle_timeout: Duration,
 ) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!("cannot start the runtime: {err}");
-            return 1;
-        }
-    };
-    let result: Result<()> = runtime.block_on(async move {
-        let _stop = Stop::new()?;
-        tokio::spawn(tick_epochs(handler.engine().clone()));
+    let span = tracing::Span::none();
+    one_shot(handler.clone(), span, async move {
         stream.set_nonblocking(true)?;
         let stream = TcpStream::from_std(stream)?;
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
         connection::serve(handler, stream, idle_timeout, permit).await;
         Ok(())
-    });
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    match result {
-        Ok(()) => 0,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            1
-        }
-    }
+    })
 }
 
 /// Runs the guest's `dequeue` once on a fresh instance (a process of its
 /// own, forked by the master every `check_for_dequeue` seconds); returns the
 /// exit status.
 pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
+    let span = tracing::info_span!("dequeue", service = %handler.service_name());
+    one_shot(handler.clone(), span, async move {
+        let io = crate::wasm::stdio::GuestIo::default();
+        let mut instance = handler.instantiate(io, None).await?;
+        instance
+            .dequeue()
+            .await
+            .map_err(|e| anyhow::anyhow!("guest trapped in dequeue: {}", e.root_cause()))
+    })
+}
+
+/// Runs `work` once on a current-thread runtime of its own, with the stop
+/// signals and an epoch ticker for `handler`'s engine; returns the exit
+/// status (an error is logged in `span`).
+fn one_shot(
+    handler: Arc<Handler>,
+    span: tracing::Span,
+    work: impl std::future::Future<Output = Result<()>>,
+) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -453,18 +453,11 @@ pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
             return 1;
         }
     };
-    let span = tracing::info_span!("dequeue", service = %handler.service_name());
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
             let _stop = Stop::new()?;
             tokio::spawn(tick_epochs(handler.engine().clone()));
-            let io = crate::wasm::stdio::GuestIo::default();
-            let mut instance = handler.instantiate(io, None).await?;
-            instance
-                .dequeue()
-                .await
-                .map_err(|e| anyhow::anyhow!("guest trapped in dequeue: {}", e.root_cause()))?;
-            Ok(())
+            work.await
         },
         span.clone(),
     ));

@@ -14,7 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::inherit::Handed;
-use super::signals::Signals;
+use super::signals::{MASTER_SIGNALS, Signals};
 use super::supervisor::restart;
 use crate::config::Config;
 use crate::server::{self, Service};
@@ -24,15 +24,7 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the `fork` master until it is told to stop.
 pub fn run(config: &Config, mut services: Vec<Service>, handed: Handed) -> Result<()> {
-    let mut signals = Some(Signals::new(&[
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-        Signal::SIGTTIN,
-        Signal::SIGTTOU,
-    ])?);
+    let mut signals = Some(Signals::new(&MASTER_SIGNALS)?);
     let mut children: BTreeSet<Pid> = handed.old_workers.into_iter().map(Pid::from_raw).collect();
     let mut max_servers = config.process.max_servers;
     let mut kill_at: Option<Instant> = None;

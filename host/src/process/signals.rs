@@ -11,6 +11,17 @@ use anyhow::{Context, Result};
 use nix::sys::signal::Signal;
 use signal_hook::SigId;
 
+/// The signals every master acts on.
+pub const MASTER_SIGNALS: [Signal; 7] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGQUIT,
+    Signal::SIGHUP,
+    Signal::SIGCHLD,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
+
 /// The signals a parent process waits for.
 pub struct Signals {
     flags: Vec<(Signal, Arc<AtomicBool>)>,

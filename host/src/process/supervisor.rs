@@ -27,7 +27,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::inherit::{self, Handed};
-use super::signals::Signals;
+use super::signals::{MASTER_SIGNALS, Signals};
 use crate::config::{AcceptSerialization, Config, ServerType};
 use crate::server::{self, Mode, Service};
 
@@ -90,15 +90,7 @@ struct Master<'a> {
 impl<'a> Master<'a> {
     fn new(config: &'a Config, services: Vec<Service>) -> Result<Self> {
         let process = &config.process;
-        let mut signals = vec![
-            Signal::SIGINT,
-            Signal::SIGTERM,
-            Signal::SIGQUIT,
-            Signal::SIGHUP,
-            Signal::SIGCHLD,
-            Signal::SIGTTIN,
-            Signal::SIGTTOU,
-        ];
+        let mut signals = MASTER_SIGNALS.to_vec();
         for name in &process.sig_passthrough {
             if let Some(signal) = super::signal_number(name)
                 && !signals.contains(&signal)
