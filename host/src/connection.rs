@@ -10,7 +10,9 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use crate::access::Verdict;
 use crate::client::ClientInfo;
+use crate::proxy::Origin;
 use crate::wasm::stdio::{ClientSocket, GuestIo};
 use crate::wasm::{Handler, Instance};
 
@@ -19,8 +21,8 @@ use crate::wasm::{Handler, Instance};
 pub enum End {
     /// The hooks ran to the end.
     Served,
-    /// `allow-deny-hook` refused the client.
-    Denied,
+    /// An access rule (or `allow-deny-hook`, as named) refused the client.
+    Denied(String),
     /// `process-request` returned an error.
     HandlerError(String),
     /// The guest exited through WASI with this status.
@@ -74,7 +76,7 @@ impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Served => f.write_str("served"),
-            Self::Denied => f.write_str("denied by allow-deny-hook"),
+            Self::Denied(by) => write!(f, "denied by {by}"),
             Self::HandlerError(why) => write!(f, "process-request failed: {why}"),
             Self::Exited(status) => write!(f, "the guest exited with status {status}"),
             Self::Trap { hook, error } => {
@@ -91,24 +93,49 @@ impl fmt::Display for End {
 }
 
 /// Serves one accepted client; `_permit` holds its place among the
-/// concurrent instances until the connection ends.
+/// concurrent instances until the connection ends. Before the guest sees
+/// it, the connection passes the service's [`Gate`](crate::gate::Gate):
+/// the PROXY header from a trusted proxy, the per-address limits, and the
+/// access rules (whose verdict the hooks act on).
 pub async fn serve(
     handler: Arc<Handler>,
     stream: TcpStream,
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((peer, local)) = stream
+    let Ok((mut peer, mut local)) = stream
         .peer_addr()
         .and_then(|p| Ok((p, stream.local_addr()?)))
     else {
         // The client left between accept and here.
         return;
     };
-    let client = ClientInfo::tcp(peer, local, handler.service_name().clone());
+    if handler.gate().expects_proxy_header(peer.ip()) {
+        match crate::proxy::read_header(&stream).await {
+            Ok(Origin::Relayed { client, server }) => (peer, local) = (client, server),
+            Ok(Origin::Own) => {}
+            Err(why) => {
+                tracing::warn!(
+                    service = %handler.service_name(),
+                    "closed the connection from proxy {peer}: {why}"
+                );
+                return;
+            }
+        }
+    }
+    let mut client = ClientInfo::tcp(peer, local, handler.service_name().clone());
     let span = tracing::info_span!("conn", service = %client.service, peer = %client.peer);
     async move {
+        let gate = handler.gate();
+        let place = match gate.admit(client.peer.ip()) {
+            Ok(place) => place,
+            Err(why) => {
+                tracing::debug!("refused: {why}");
+                return;
+            }
+        };
         let started = Instant::now();
+        let verdict = gate.judge(&mut client).await;
         let socket = ClientSocket::new(stream);
         let deadline = async {
             match handler.connection_timeout() {
@@ -120,18 +147,28 @@ pub async fn serve(
             }
         };
         let end = tokio::select! {
-            end = converse(&handler, &socket, &client) => end,
+            end = converse(&handler, &socket, &client, &verdict) => end,
             () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
             limit = deadline => End::TimedOut(limit),
         };
+        // Give the address's place back before saying the connection ended.
+        drop(place);
         let took = started.elapsed();
+        let (read, written) = socket.bytes();
+        let host = client
+            .peer_host
+            .as_deref()
+            .map(|h| format!(" ({h})"))
+            .unwrap_or_default();
+        let summary = format!("{took:.1?}{host}, {read} bytes in, {written} bytes out: {end}");
         if end.is_fault() {
-            tracing::error!("connection ended after {took:.1?}: {end}");
+            tracing::error!("connection ended after {summary}");
             if let End::Trap { error, .. } = &end {
                 tracing::trace!("trap details: {error:?}");
             }
         } else {
-            tracing::debug!("connection ended after {took:.1?}: {end}");
+            // Net::Server's level 3 (info): one line per connection.
+            tracing::debug!("connection ended after {summary}");
         }
     }
     .instrument(span)
@@ -140,16 +177,26 @@ pub async fn serve(
 
 /// Runs the hooks in Net::Server's order: on a fresh instance, or on the
 /// worker's shared one (`instance per-worker`).
-async fn converse(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInfo) -> End {
+async fn converse(
+    handler: &Handler,
+    socket: &Arc<ClientSocket>,
+    client: &ClientInfo,
+    verdict: &Verdict,
+) -> End {
     match handler.worker_instance() {
-        None => fresh(handler, socket, client).await,
-        Some(slot) => shared(handler, slot, socket, client).await,
+        None => fresh(handler, socket, client, verdict).await,
+        Some(slot) => shared(handler, slot, socket, client, verdict).await,
     }
 }
 
 /// Every hook, from `child-init-hook` to `child-finish-hook`, on an
 /// instance made for this client.
-async fn fresh(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInfo) -> End {
+async fn fresh(
+    handler: &Handler,
+    socket: &Arc<ClientSocket>,
+    client: &ClientInfo,
+    verdict: &Verdict,
+) -> End {
     let io = GuestIo::default();
     let mut instance = match handler.instantiate(io, Some(client)).await {
         Ok(instance) => instance,
@@ -161,7 +208,7 @@ async fn fresh(handler: &Handler, socket: &Arc<ClientSocket>, client: &ClientInf
             .child_init_hook()
             .await
             .map_err(trap("child-init-hook"))?;
-        let end = connection_hooks(&mut instance, socket, client).await?;
+        let end = connection_hooks(&mut instance, socket, client, verdict).await?;
         instance
             .child_finish_hook()
             .await
@@ -182,6 +229,7 @@ async fn shared(
     slot: &tokio::sync::Mutex<Option<Instance>>,
     socket: &Arc<ClientSocket>,
     client: &ClientInfo,
+    verdict: &Verdict,
 ) -> End {
     let mut turn = slot.lock().await;
     let mut instance = match turn.take() {
@@ -197,7 +245,7 @@ async fn shared(
             instance
         }
     };
-    match connection_hooks(&mut instance, socket, client).await {
+    match connection_hooks(&mut instance, socket, client, verdict).await {
         Ok(end) => {
             *turn = Some(instance);
             end
@@ -208,11 +256,15 @@ async fn shared(
 
 /// The hooks of one client: `post-accept-hook` through
 /// `post-client-connection-hook`, with stdin and stdout attached to the
-/// client from the first through `post-process-request-hook` only.
+/// client from the first through `post-process-request-hook` only. As in
+/// Net::Server, a client the access rules refuse goes from
+/// `post-accept-hook` to `request-denied-hook`; one they allow is put to
+/// `allow-deny-hook`.
 async fn connection_hooks(
     instance: &mut Instance,
     socket: &Arc<ClientSocket>,
     client: &ClientInfo,
+    verdict: &Verdict,
 ) -> Result<End, End> {
     let trap = |hook| End::trap(hook, socket);
     let io = instance.io().clone();
@@ -223,11 +275,23 @@ async fn connection_hooks(
         .await
         .map_err(trap("post-accept-hook"))?;
     let mut end = End::Served;
-    if instance
-        .allow_deny_hook()
-        .await
-        .map_err(trap("allow-deny-hook"))?
-    {
+    let allowed = match verdict {
+        Verdict::Denied(rule) => {
+            end = End::Denied(rule.clone());
+            false
+        }
+        Verdict::Allowed(_) => {
+            let allowed = instance
+                .allow_deny_hook()
+                .await
+                .map_err(trap("allow-deny-hook"))?;
+            if !allowed {
+                end = End::Denied("allow-deny-hook".to_owned());
+            }
+            allowed
+        }
+    };
+    if allowed {
         let served = instance
             .process_request()
             .await
@@ -240,7 +304,6 @@ async fn connection_hooks(
             .request_denied_hook()
             .await
             .map_err(trap("request-denied-hook"))?;
-        end = End::Denied;
     }
     instance
         .post_process_request_hook()

@@ -9,23 +9,29 @@
 //!
 //! | module | concern |
 //! | --- | --- |
+//! | [`access`] | access rules: allow, deny, cidr_allow, cidr_deny, allow_uid |
 //! | [`cli`] | the command line as typed |
 //! | [`config`] | resolving options into a checked [`config::Config`]; port specs |
 //! | [`log`] | Net::Server's log levels 0–4 on top of `tracing` |
 //! | [`listen`] | binding the listening sockets |
 //! | [`process`] | the personalities: the master, forking, signals, hand-over across HUP |
 //! | [`server`] | serving inside one worker: its runtime, accept loops |
+//! | [`gate`] | before the guest: PROXY header, per-address limits, access rules |
+//! | [`proxy`] | the PROXY protocol, v1 and v2 |
 //! | [`connection`] | one client connection: the hooks in order |
 //! | [`client`] | what the host knows about a client |
 //! | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio |
 
+pub mod access;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod gate;
 pub mod listen;
 pub mod log;
 pub mod process;
+pub mod proxy;
 pub mod server;
 pub mod wasm;
 

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod access;
 mod check;
 mod conf;
 mod echo;

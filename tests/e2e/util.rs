@@ -132,6 +132,27 @@ impl Server {
         );
     }
 
+    /// Waits until the log has a line containing every one of `needles`
+    /// and returns it.
+    pub fn wait_for_log_all(&mut self, needles: &[&str]) -> String {
+        let hit = |l: &String| needles.iter().all(|n| l.contains(n));
+        if let Some(line) = self.log().into_iter().find(hit) {
+            return line;
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if hit(&line) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line containing all of {needles:?}; log:\n{}",
+            self.log().join("\n")
+        );
+    }
+
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
@@ -218,6 +239,26 @@ impl Client {
         Self { stream }
     }
 
+    /// Connects to `addr` from the local address `source` (any port), for
+    /// clients at different 127.0.0.0/8 addresses.
+    pub fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Self {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::new(source, 0).into())
+            .expect("bind the client's source address");
+        socket.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        Self { stream }
+    }
+
+    /// The client's own port.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
     /// Sends `bytes`.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
@@ -232,6 +273,18 @@ impl Client {
     pub fn read_to_end(&mut self) -> Vec<u8> {
         let mut got = Vec::new();
         self.stream.read_to_end(&mut got).expect("read to end");
+        got
+    }
+
+    /// Reads until the server closes the connection, or resets it (as a
+    /// server closing with unread input does).
+    pub fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut got = Vec::new();
+        match self.stream.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("read: {e}"),
+        }
         got
     }
 

@@ -238,6 +238,18 @@ pub struct ServiceConfig {
     /// What the guest may use beyond its client: directories, environment,
     /// outbound networks.
     pub grants: Grants,
+    /// The access rules (`allow`, `deny`, `cidr_allow`, `cidr_deny`,
+    /// `allow_uid`, reverse lookups).
+    #[serde(skip)]
+    pub access: crate::access::Rules,
+    /// Proxies whose connections start with a PROXY protocol header.
+    #[serde(serialize_with = "as_strings")]
+    pub proxy_from: Vec<ipnet::IpNet>,
+    /// Connections one client address may hold open at once (0: no limit).
+    pub max_conn_per_ip: u32,
+    /// New connections per second one client address may open (0: no
+    /// limit).
+    pub max_rate_per_ip: u32,
     /// Where the service is defined: its `[[service]]` table, or the
     /// top level.
     #[serde(skip)]
@@ -437,10 +449,51 @@ impl ServiceConfig {
                 .map(|s| parse_secs(Some(s), 0.0))
                 .transpose()?,
             grants: Grants::from_values(values)?,
+            access: access_rules(values)?,
+            proxy_from: values
+                .all("proxy_from")
+                .iter()
+                .map(|s| options::parse_cidr(&s.value).map_err(|why| bad(s, &why)))
+                .collect::<Result<_>>()?,
+            max_conn_per_ip: parse_num(values.last("max_conn_per_ip"), 0, 0..=1_000_000)?,
+            max_rate_per_ip: parse_num(values.last("max_rate_per_ip"), 0, 0..=1_000_000)?,
             source,
             options,
         })
     }
+}
+
+/// The access rules of a service.
+fn access_rules(values: &Values) -> Result<crate::access::Rules> {
+    let texts =
+        |key: &str| -> Vec<String> { values.all(key).iter().map(|s| s.value.clone()).collect() };
+    let mut uids = Vec::new();
+    for setting in values.all("allow_uid") {
+        let user = match setting.value.parse::<u32>() {
+            Ok(uid) => nix::unistd::User::from_uid(uid.into()),
+            Err(_) => nix::unistd::User::from_name(&setting.value),
+        };
+        match user {
+            Ok(Some(user)) => uids.push(user.uid.as_raw()),
+            _ => return Err(bad(setting, "no such user on this machine")),
+        }
+    }
+    let mut rules = crate::access::Rules::new(
+        &texts("deny"),
+        &texts("cidr_deny"),
+        &texts("allow"),
+        &texts("cidr_allow"),
+        uids,
+    )?;
+    let flag = |key: &str| {
+        values
+            .last(key)
+            .and_then(|s| options::parse_bool(&s.value))
+            .unwrap_or(false)
+    };
+    rules.double_reverse_lookups = flag("double_reverse_lookups");
+    rules.reverse_lookups = flag("reverse_lookups") || rules.double_reverse_lookups;
+    Ok(rules)
 }
 
 /// The listeners of every `port` value. The i-th port takes the i-th
@@ -514,6 +567,23 @@ impl Config {
                         "{source}: option '{key}' is accepted but does not take effect yet"
                     );
                 }
+            }
+        }
+        let one_connection_each = matches!(
+            self.process.server_type,
+            ServerType::Fork | ServerType::Inetd
+        );
+        for service in &self.services {
+            if one_connection_each && (service.max_conn_per_ip > 0 || service.max_rate_per_ip > 0) {
+                tracing::warn!(
+                    "service {}: max_conn_per_ip and max_rate_per_ip count per worker process; \
+                     with server_type {} each process serves one connection, so they do not apply",
+                    service.name,
+                    self.options
+                        .get("server_type")
+                        .and_then(|(v, _)| v.as_str())
+                        .unwrap_or_default()
+                );
             }
         }
     }

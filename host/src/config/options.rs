@@ -136,8 +136,17 @@ pub const OPTIONS: &[Spec] = &[
         Regex,
         None,
         true,
-        Planned,
+        Active,
         "a client address or host name to serve (regex, whole match)",
+    )
+    .per_service(),
+    spec(
+        "allow_uid",
+        User,
+        None,
+        true,
+        Planned,
+        "a user whose unix-socket clients are served (by SO_PEERCRED)",
     )
     .per_service(),
     spec(
@@ -194,7 +203,7 @@ pub const OPTIONS: &[Spec] = &[
         Cidr,
         None,
         true,
-        Planned,
+        Active,
         "a client network to serve (CIDR)",
     )
     .per_service(),
@@ -203,7 +212,7 @@ pub const OPTIONS: &[Spec] = &[
         Cidr,
         None,
         true,
-        Planned,
+        Active,
         "a client network to refuse (CIDR)",
     )
     .per_service(),
@@ -230,7 +239,7 @@ pub const OPTIONS: &[Spec] = &[
         Regex,
         None,
         true,
-        Planned,
+        Active,
         "a client address or host name to refuse (regex, whole match)",
     )
     .per_service(),
@@ -239,7 +248,7 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
+        Active,
         "check that a reverse-looked-up name resolves back to the client",
     )
     .per_service(),
@@ -355,6 +364,15 @@ pub const OPTIONS: &[Spec] = &[
         "0 err, 1 warning, 2 notice, 3 info, 4 debug",
     ),
     spec(
+        "max_conn_per_ip",
+        Int(0, 1_000_000),
+        Some("0"),
+        false,
+        Active,
+        "connections one client address may hold open at once (0: no limit; per worker process)",
+    )
+    .per_service(),
+    spec(
         "max_dequeue",
         Int(1, 1000),
         Some("1"),
@@ -379,6 +397,15 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "linear memory of one instance",
+    )
+    .per_service(),
+    spec(
+        "max_rate_per_ip",
+        Int(0, 1_000_000),
+        Some("0"),
+        false,
+        Active,
+        "new connections per second one client address may open, in bursts of as many (0: no limit; per worker process)",
     )
     .per_service(),
     spec(
@@ -490,6 +517,15 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "proxy_from",
+        Cidr,
+        None,
+        true,
+        Active,
+        "a proxy network whose connections must start with a PROXY v1 or v2 header",
+    )
+    .per_service(),
+    spec(
         "quit_timeout",
         Seconds,
         Some("30"),
@@ -502,7 +538,7 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
+        Active,
         "look up the client's host name",
     )
     .per_service(),

@@ -62,6 +62,7 @@ pub struct Handler {
     max_memory: u64,
     cpu_limit: Duration,
     connection_timeout: Option<Duration>,
+    gate: crate::gate::Gate,
     /// `instance per-worker`: the instance this process's connections share,
     /// in turn (made at the first connection after the fork).
     worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
@@ -112,6 +113,7 @@ impl Handler {
             max_memory: config.max_memory,
             cpu_limit: config.cpu_limit,
             connection_timeout: config.connection_timeout,
+            gate: crate::gate::Gate::new(config),
         })
     }
 
@@ -131,6 +133,12 @@ impl Handler {
     /// How long one connection may last in all, when limited.
     pub fn connection_timeout(&self) -> Option<Duration> {
         self.connection_timeout
+    }
+
+    /// What a connection passes before the guest sees it: PROXY header,
+    /// per-address limits, access rules.
+    pub fn gate(&self) -> &crate::gate::Gate {
+        &self.gate
     }
 
     /// The engine every instance runs on.

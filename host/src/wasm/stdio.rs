@@ -34,6 +34,10 @@ pub struct ClientSocket {
     started: Instant,
     /// Milliseconds from `started` to the last byte moved.
     last_io: AtomicU64,
+    /// Bytes read from the client.
+    bytes_in: AtomicU64,
+    /// Bytes written to the client.
+    bytes_out: AtomicU64,
 }
 
 /// Bytes the guest wrote that the socket did not take yet, and the error
@@ -52,7 +56,17 @@ impl ClientSocket {
             out: Mutex::default(),
             started: Instant::now(),
             last_io: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         })
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Resolves once no byte has moved for `timeout`.
@@ -102,8 +116,9 @@ impl ClientSocket {
         let mut buf = BytesMut::with_capacity(size.min(CHUNK));
         match self.stream.try_read_buf(&mut buf) {
             Ok(0) => Err(StreamError::Closed),
-            Ok(_) => {
+            Ok(n) => {
                 self.touch();
+                self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                 Ok(buf.freeze())
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
@@ -118,6 +133,7 @@ impl ClientSocket {
                 Ok(n) => {
                     out.pending.advance(n);
                     self.touch();
+                    self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -336,6 +352,7 @@ impl AsyncRead for GuestStdin {
                 Ok(n) => {
                     buf.advance(n);
                     client.touch();
+                    client.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -1,0 +1,248 @@
+//! What a connection passes before the guest sees it: the PROXY header
+//! (from `proxy_from` only), the per-address limits (`max_conn_per_ip`,
+//! `max_rate_per_ip`), the host-name lookup and the access rules. One
+//! [`Gate`] per service and worker process.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use ipnet::IpNet;
+
+use crate::access::{self, Peer, Rules, Verdict};
+use crate::client::ClientInfo;
+use crate::config::ServiceConfig;
+
+/// A service's admission policy.
+#[derive(Debug)]
+pub struct Gate {
+    rules: Rules,
+    proxy_from: Vec<IpNet>,
+    limits: Option<Arc<PerAddress>>,
+}
+
+impl Gate {
+    /// The policy `config` describes.
+    pub fn new(config: &ServiceConfig) -> Self {
+        let limited = config.max_conn_per_ip > 0 || config.max_rate_per_ip > 0;
+        Self {
+            rules: config.access.clone(),
+            proxy_from: config.proxy_from.clone(),
+            limits: limited.then(|| {
+                Arc::new(PerAddress {
+                    max_open: config.max_conn_per_ip,
+                    rate: config.max_rate_per_ip,
+                    table: Mutex::default(),
+                })
+            }),
+        }
+    }
+
+    /// Whether a connection from `peer` must start with a PROXY header.
+    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
+        let peer = access::unmap(peer);
+        self.proxy_from.iter().any(|net| net.contains(&peer))
+    }
+
+    /// Takes a place for a connection from `client` under the per-address
+    /// limits; the place is given back when the returned value drops. The
+    /// error says which limit refused it.
+    pub fn admit(&self, client: IpAddr) -> Result<Option<Admitted>, String> {
+        match &self.limits {
+            None => Ok(None),
+            Some(limits) => limits.admit(access::unmap(client)).map(Some),
+        }
+    }
+
+    /// Looks the client's host name up when the rules want it (stored in
+    /// `client` for the log and the guest), then applies the rules.
+    pub async fn judge(&self, client: &mut ClientInfo) -> Verdict {
+        if self.rules.reverse_lookups {
+            let addr = client.peer.ip();
+            let double = self.rules.double_reverse_lookups;
+            let lookup = tokio::task::spawn_blocking(move || access::host_name(addr, double));
+            client.peer_host = match tokio::time::timeout(access::LOOKUP_TIMEOUT, lookup).await {
+                Ok(Ok(name)) => name,
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    tracing::info!(
+                        "no host name for {addr} within {}s",
+                        access::LOOKUP_TIMEOUT.as_secs()
+                    );
+                    None
+                }
+            };
+        }
+        self.rules.check(Peer::Ip {
+            addr: client.peer.ip(),
+            host: client.peer_host.as_deref(),
+        })
+    }
+}
+
+/// The per-address limits and what each address holds now.
+#[derive(Debug)]
+struct PerAddress {
+    /// Connections open at once (0: any number).
+    max_open: u32,
+    /// New connections per second, in bursts of as many (0: any rate).
+    rate: u32,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    by_address: HashMap<IpAddr, Usage>,
+    swept: Option<Instant>,
+}
+
+/// One address's open connections and its rate allowance.
+#[derive(Debug)]
+struct Usage {
+    open: u32,
+    /// New connections it may still open now (a token bucket).
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The table is swept of idle addresses once it holds this many.
+const SWEEP_ABOVE: usize = 1024;
+
+impl PerAddress {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        // The table is consistent between statements: a panic elsewhere
+        // cannot leave it half-updated.
+        self.table
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Admitted, String> {
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        let mut table = self.table();
+        if table.by_address.len() >= SWEEP_ABOVE
+            && table
+                .swept
+                .is_none_or(|at| now.duration_since(at).as_secs() >= 1)
+        {
+            table.swept = Some(now);
+            table.by_address.retain(|_, usage| {
+                usage.refill(now, rate);
+                usage.open > 0 || (rate > 0.0 && usage.tokens < rate)
+            });
+        }
+        let usage = table.by_address.entry(addr).or_insert(Usage {
+            open: 0,
+            tokens: rate,
+            refilled: now,
+        });
+        if self.max_open > 0 && usage.open >= self.max_open {
+            return Err(format!(
+                "{addr} already has {} connections open (max_conn_per_ip {})",
+                usage.open, self.max_open
+            ));
+        }
+        if self.rate > 0 {
+            usage.refill(now, rate);
+            if usage.tokens < 1.0 {
+                return Err(format!(
+                    "{addr} opens connections faster than max_rate_per_ip {} per second",
+                    self.rate
+                ));
+            }
+            usage.tokens -= 1.0;
+        }
+        usage.open += 1;
+        Ok(Admitted {
+            limits: self.clone(),
+            addr,
+        })
+    }
+}
+
+impl Usage {
+    fn refill(&mut self, now: Instant, rate: f64) {
+        let elapsed = now.duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled = now;
+    }
+}
+
+/// A connection's place under the per-address limits, given back on drop.
+#[derive(Debug)]
+pub struct Admitted {
+    limits: Arc<PerAddress>,
+    addr: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut table = self.limits.table();
+        if let Some(usage) = table.by_address.get_mut(&self.addr) {
+            usage.open = usage.open.saturating_sub(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_open: u32, rate: u32) -> Arc<PerAddress> {
+        Arc::new(PerAddress {
+            max_open,
+            rate,
+            table: Mutex::default(),
+        })
+    }
+
+    #[test]
+    fn concurrent_connections_per_address() {
+        let limits = limits(2, 0);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = limits.admit(a).unwrap();
+        let _second = limits.admit(a).unwrap();
+        let refused = limits.admit(a).unwrap_err();
+        assert!(refused.contains("max_conn_per_ip 2"), "{refused}");
+        // Another address is not affected.
+        let _other = limits.admit(b).unwrap();
+        drop(first);
+        let _again = limits.admit(a).unwrap();
+        assert!(limits.admit(a).is_err());
+    }
+
+    #[test]
+    fn rate_per_address() {
+        let limits = limits(0, 3);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            drop(limits.admit(a).unwrap());
+        }
+        let refused = limits.admit(a).unwrap_err();
+        assert!(refused.contains("max_rate_per_ip 3"), "{refused}");
+        assert!(limits.admit("192.0.2.9".parse().unwrap()).is_ok());
+        // A second later the allowance is back (set the clock back rather
+        // than sleeping).
+        {
+            let mut table = limits.table();
+            let usage = table.by_address.get_mut(&a).unwrap();
+            usage.refilled -= std::time::Duration::from_secs(1);
+        }
+        for _ in 0..3 {
+            drop(limits.admit(a).unwrap());
+        }
+        assert!(limits.admit(a).is_err());
+    }
+
+    #[test]
+    fn idle_addresses_are_swept() {
+        let limits = limits(1, 0);
+        for i in 0..SWEEP_ABOVE as u32 + 10 {
+            drop(limits.admit(IpAddr::from(i.to_be_bytes())).unwrap());
+        }
+        assert!(limits.table().by_address.len() <= SWEEP_ABOVE);
+    }
+}

@@ -1,0 +1,334 @@
+//! The PROXY protocol (HAProxy's, versions 1 and 2): a connection from a
+//! trusted proxy (`proxy_from`) starts with a header naming the client
+//! behind the proxy, so that access rules, logs and the guest see that
+//! client. The header is consumed exactly: the bytes after it are the
+//! client's, left in the socket for the guest.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ppp::HeaderResult;
+use ppp::PartialResult;
+use tokio::net::TcpStream;
+
+/// The longest header accepted (the protocol allows 16 + 65535 bytes; real
+/// proxies send well under 1 KiB).
+pub const MAX_HEADER: usize = 4096;
+
+/// The first 12 bytes of every v2 header.
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// How long a proxy may take to send the whole header.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a header says about the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The proxy relays this client, which connected to `server`.
+    Relayed {
+        /// The client behind the proxy.
+        client: SocketAddr,
+        /// The address the client connected to, on the proxy.
+        server: SocketAddr,
+    },
+    /// The proxy speaks for itself (v2 `LOCAL`, health checks) or does not
+    /// know the client (`UNKNOWN`, or a unix-socket client): the
+    /// connection's own addresses stand.
+    Own,
+}
+
+/// The outcome of parsing the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole header of `len` bytes.
+    Header {
+        /// Its length, to consume from the socket.
+        len: usize,
+        /// What it says.
+        origin: Origin,
+    },
+    /// More bytes are needed.
+    Incomplete,
+    /// Not a valid header, whatever follows.
+    Invalid(String),
+}
+
+/// Parses the start of a connection. Never panics, whatever the input.
+pub fn parse(bytes: &[u8]) -> Parsed {
+    // The v2 signature decides the version, so that a bad v2 header is
+    // reported as such (ppp's own guess falls back to v1).
+    let v2 = bytes.len().min(V2_SIGNATURE.len());
+    let result: HeaderResult<'_> = if bytes[..v2] == V2_SIGNATURE[..v2] {
+        ppp::v2::Header::try_from(bytes).into()
+    } else {
+        ppp::v1::Header::try_from(bytes).into()
+    };
+    if result.is_incomplete() {
+        return match &result {
+            HeaderResult::V2(Err(ppp::v2::ParseError::Partial(_, need)))
+                if need.saturating_add(16) > MAX_HEADER =>
+            {
+                Parsed::Invalid(format!(
+                    "a PROXY v2 header of {} bytes is longer than the {MAX_HEADER} accepted",
+                    need.saturating_add(16)
+                ))
+            }
+            _ if bytes.len() >= MAX_HEADER => {
+                Parsed::Invalid(format!("no PROXY header within {MAX_HEADER} bytes"))
+            }
+            _ => Parsed::Incomplete,
+        };
+    }
+    match result {
+        HeaderResult::V1(Ok(header)) => {
+            use ppp::v1::Addresses;
+            let origin = match header.addresses {
+                Addresses::Tcp4(ip) => Origin::Relayed {
+                    client: (ip.source_address, ip.source_port).into(),
+                    server: (ip.destination_address, ip.destination_port).into(),
+                },
+                Addresses::Tcp6(ip) => Origin::Relayed {
+                    client: (ip.source_address, ip.source_port).into(),
+                    server: (ip.destination_address, ip.destination_port).into(),
+                },
+                Addresses::Unknown => Origin::Own,
+            };
+            Parsed::Header {
+                len: header.header.len(),
+                origin,
+            }
+        }
+        HeaderResult::V2(Ok(header)) => {
+            use ppp::v2::{Addresses, Command};
+            let origin = match (header.command, header.addresses) {
+                (Command::Proxy, Addresses::IPv4(ip)) => Origin::Relayed {
+                    client: (ip.source_address, ip.source_port).into(),
+                    server: (ip.destination_address, ip.destination_port).into(),
+                },
+                (Command::Proxy, Addresses::IPv6(ip)) => Origin::Relayed {
+                    client: (ip.source_address, ip.source_port).into(),
+                    server: (ip.destination_address, ip.destination_port).into(),
+                },
+                _ => Origin::Own,
+            };
+            Parsed::Header {
+                len: header.len(),
+                origin,
+            }
+        }
+        HeaderResult::V1(Err(error)) => Parsed::Invalid(format!("not a PROXY header: {error}")),
+        HeaderResult::V2(Err(error)) => Parsed::Invalid(format!("bad PROXY v2 header: {error}")),
+    }
+}
+
+/// Reads the header at the start of `stream`, consuming exactly its bytes.
+/// The error says why the connection must be closed.
+pub async fn read_header(stream: &TcpStream) -> Result<Origin, String> {
+    match tokio::time::timeout(HEADER_TIMEOUT, read(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "no complete PROXY header within {}s",
+            HEADER_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn read(stream: &TcpStream) -> Result<Origin, String> {
+    let mut buf = vec![0; MAX_HEADER];
+    loop {
+        // Peek: whatever follows the header stays for the guest.
+        let seen = stream
+            .peek(&mut buf)
+            .await
+            .map_err(|e| format!("reading the PROXY header: {e}"))?;
+        if seen == 0 {
+            return Err("the connection closed before a whole PROXY header".to_owned());
+        }
+        match parse(&buf[..seen]) {
+            Parsed::Header { len, origin } => {
+                consume(stream, &mut buf[..len]).await?;
+                return Ok(origin);
+            }
+            Parsed::Invalid(why) => return Err(why),
+            // The rest is on its way (the peeked bytes stay readable, so
+            // wait a little rather than for readiness).
+            Parsed::Incomplete => tokio::time::sleep(Duration::from_millis(1)).await,
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, already known to be there.
+async fn consume(stream: &TcpStream, buf: &mut [u8]) -> Result<(), String> {
+    let mut done = 0;
+    while done < buf.len() {
+        match stream.try_read(&mut buf[done..]) {
+            Ok(0) => return Err("the connection closed inside the PROXY header".to_owned()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                stream
+                    .readable()
+                    .await
+                    .map_err(|e| format!("reading the PROXY header: {e}"))?;
+            }
+            Err(e) => return Err(format!("reading the PROXY header: {e}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A v2 header: `command` 0x20 | (0 LOCAL, 1 PROXY), `family`
+    /// (0x11 TCP/IPv4, 0x21 TCP/IPv6, 0x00 unspecified), then the
+    /// addresses and ports.
+    pub fn v2(command: u8, family: u8, body: &[u8]) -> Vec<u8> {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.push(command);
+        h.push(family);
+        h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        h.extend_from_slice(body);
+        h
+    }
+
+    fn v4_body() -> Vec<u8> {
+        let mut b = vec![192, 0, 2, 7, 10, 0, 0, 1];
+        b.extend_from_slice(&4000u16.to_be_bytes());
+        b.extend_from_slice(&25u16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn headers() {
+        let relayed = |c: &str, s: &str| Origin::Relayed {
+            client: c.parse().unwrap(),
+            server: s.parse().unwrap(),
+        };
+        let v1 = b"PROXY TCP4 192.0.2.7 10.0.0.1 4000 25\r\n".to_vec();
+        let v1_6 = b"PROXY TCP6 2001:db8::7 2001:db8::1 4000 25\r\n".to_vec();
+        let v1_unknown = b"PROXY UNKNOWN\r\n".to_vec();
+        let mut v6_body = Vec::new();
+        v6_body.extend_from_slice(
+            &"2001:db8::7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        v6_body.extend_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+        v6_body.extend_from_slice(&[0x0f, 0xa0, 0, 25]);
+        let cases: Vec<(Vec<u8>, Parsed)> = vec![
+            (
+                v1.clone(),
+                Parsed::Header {
+                    len: v1.len(),
+                    origin: relayed("192.0.2.7:4000", "10.0.0.1:25"),
+                },
+            ),
+            (
+                [v1.as_slice(), b"hello\r\n"].concat(),
+                Parsed::Header {
+                    len: v1.len(),
+                    origin: relayed("192.0.2.7:4000", "10.0.0.1:25"),
+                },
+            ),
+            (
+                v1_6.clone(),
+                Parsed::Header {
+                    len: v1_6.len(),
+                    origin: relayed("[2001:db8::7]:4000", "[2001:db8::1]:25"),
+                },
+            ),
+            (
+                v1_unknown.clone(),
+                Parsed::Header {
+                    len: v1_unknown.len(),
+                    origin: Origin::Own,
+                },
+            ),
+            (
+                v2(0x21, 0x11, &v4_body()),
+                Parsed::Header {
+                    len: 28,
+                    origin: relayed("192.0.2.7:4000", "10.0.0.1:25"),
+                },
+            ),
+            (
+                v2(0x21, 0x21, &v6_body),
+                Parsed::Header {
+                    len: 52,
+                    origin: relayed("[2001:db8::7]:4000", "[2001:db8::1]:25"),
+                },
+            ),
+            (
+                v2(0x20, 0x00, &[]),
+                Parsed::Header {
+                    len: 16,
+                    origin: Origin::Own,
+                },
+            ),
+            (b"PROXY TCP4 192.0.2.7".to_vec(), Parsed::Incomplete),
+            (b"\r\n\r\n\0\r".to_vec(), Parsed::Incomplete),
+            (
+                v2(0x21, 0x11, &v4_body())[..20].to_vec(),
+                Parsed::Incomplete,
+            ),
+            (b"P".to_vec(), Parsed::Incomplete),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(&input), want, "{:?}", String::from_utf8_lossy(&input));
+        }
+    }
+
+    #[test]
+    fn invalid_headers() {
+        let mut huge = v2(0x21, 0x11, &v4_body());
+        huge[14..16].copy_from_slice(&60000u16.to_be_bytes());
+        let cases: Vec<Vec<u8>> = vec![
+            b"hello\r\n".to_vec(),
+            b"GET / HTTP/1.1\r\n".to_vec(),
+            b"PROXY TCP4 999.0.2.7 10.0.0.1 4000 25\r\n".to_vec(),
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 70000 25\r\n".to_vec(),
+            b"PROXY TCP9 192.0.2.7 10.0.0.1 4000 25\r\n".to_vec(),
+            v2(0x31, 0x11, &v4_body()),
+            v2(0x2f, 0x11, &v4_body()),
+            v2(0x21, 0x11, &v4_body()[..6]),
+            huge,
+            vec![b'P'; MAX_HEADER],
+        ];
+        for input in cases {
+            assert!(
+                matches!(parse(&input), Parsed::Invalid(_)),
+                "{:?} gave {:?}",
+                String::from_utf8_lossy(&input),
+                parse(&input)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn never_panics_after_a_v2_prefix(
+            command in proptest::num::u8::ANY,
+            family in proptest::num::u8::ANY,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = parse(&v2(command, family, &body));
+        }
+
+        #[test]
+        fn never_panics_after_a_v1_prefix(rest in "[ -~\r\n]{0,120}") {
+            let _ = parse(format!("PROXY {rest}").as_bytes());
+        }
+    }
+}
