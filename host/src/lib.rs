@@ -50,11 +50,15 @@ pub fn run() -> Result<ExitCode> {
     let cli = cli::Cli::parse_args()?;
     let config = config::Config::resolve(cli)?;
     let inetd = config.process.server_type == config::ServerType::Inetd;
-    if inetd && stderr_is_the_client() {
+    let to_stderr = config.check || matches!(config.log_target, log::Target::Stderr);
+    if inetd && to_stderr && stderr_is_the_client() {
         // Under inetd the log must not reach the client.
         log::init_silent();
+    } else if config.check {
+        // `--check` creates no log file and reaches no syslog.
+        log::init(config.log_level, &log::Target::Stderr)?;
     } else {
-        log::init(config.log_level);
+        log::init(config.log_level, &config.log_target)?;
     }
     config.warn_planned();
     let handlers = load_handlers(&config)?;

@@ -8,13 +8,18 @@
 //! | 3 | info | `DEBUG` |
 //! | 4 | debug | `TRACE` |
 //!
-//! Lines go to stderr as `TIMESTAMP LEVEL span{fields}: message`, with
-//! Net::Server's level names.
+//! Lines go to stderr or `log_file` as `TIMESTAMP LEVEL span{fields}:
+//! message`, with Net::Server's level names; with `log_file Sys::Syslog`
+//! to the system log, each at the syslog severity of its level.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use tracing::{Event, Level, Subscriber};
+use anyhow::{Context, Result, bail};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -44,26 +49,206 @@ pub fn level_name(level: Level) -> &'static str {
     }
 }
 
-/// Installs the global subscriber writing to stderr at `log_level` (0–4).
-/// Later calls do nothing.
+/// Where the log goes (`log_file`).
+#[derive(Clone, Debug, Default)]
+pub enum Target {
+    /// Standard error (no `log_file`).
+    #[default]
+    Stderr,
+    /// Appended to this file; a HUP (which re-executes the server) opens
+    /// it again, so a rotated file is followed.
+    File(PathBuf),
+    /// The system log (`log_file Sys::Syslog`).
+    Syslog(Syslog),
+}
+
+/// `log_file Sys::Syslog` and its `syslog_*` options.
+#[derive(Clone, Debug)]
+pub struct Syslog {
+    /// `syslog_ident`: the program name in each line.
+    pub ident: String,
+    /// `syslog_facility`.
+    pub facility: syslog::Facility,
+    /// `syslog_logopt pid`: the pid is given (the line format always
+    /// carries one; without `pid` it is the master's).
+    pub pid: bool,
+    /// `syslog_logsock`: the sockets to try, in order.
+    pub sockets: Vec<SyslogSocket>,
+}
+
+/// One way to reach the system log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyslogSocket {
+    /// A unix socket: the system's (`/dev/log`, …) or this path.
+    Unix(Option<PathBuf>),
+    /// UDP to the local syslog port (514).
+    Udp,
+    /// TCP to the local syslog port (514).
+    Tcp,
+}
+
+impl fmt::Display for SyslogSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unix(None) => f.write_str("unix (the system's socket)"),
+            Self::Unix(Some(path)) => write!(f, "unix {}", path.display()),
+            Self::Udp => f.write_str("udp 127.0.0.1:514"),
+            Self::Tcp => f.write_str("tcp 127.0.0.1:514"),
+        }
+    }
+}
+
+/// Installs the global subscriber writing to `target` at `log_level`
+/// (0–4). Later calls do nothing. Fails when the log file cannot be opened
+/// or the system log cannot be reached.
 ///
 /// The host's own lines and the guests' (target `guest`) are written at
 /// `log_level`; the libraries underneath (wasmtime, cranelift, tokio) only
 /// their warnings and errors, however verbose the host is.
-pub fn init(log_level: u8) {
+pub fn init(log_level: u8, target: &Target) -> Result<()> {
     let level = LevelFilter::from_level(tracing_level(log_level));
     let filter = Targets::new()
         .with_default(level.min(LevelFilter::WARN))
         .with_target(env!("CARGO_CRATE_NAME"), level)
         .with_target("guest", level);
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(std::io::stderr)
-        .event_format(NetServerFormat)
-        .finish()
-        .with(filter)
-        .try_init();
+        .with_ansi(false);
+    let _ = match target {
+        Target::Stderr => builder
+            .with_writer(std::io::stderr)
+            .event_format(NetServerFormat { stamp: true })
+            .finish()
+            .with(filter)
+            .try_init(),
+        Target::File(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log_file {}: cannot open", path.display()))?;
+            builder
+                .with_writer(Arc::new(file))
+                .event_format(NetServerFormat { stamp: true })
+                .finish()
+                .with(filter)
+                .try_init()
+        }
+        Target::Syslog(config) => builder
+            .with_writer(SyslogSink::connect(config)?)
+            .event_format(NetServerFormat { stamp: false })
+            .finish()
+            .with(filter)
+            .try_init(),
+    };
+    Ok(())
+}
+
+/// The system log, shared by every line of this process (and its forked
+/// workers, which inherit the socket).
+struct SyslogSink {
+    logger: Mutex<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+    pid: bool,
+}
+
+impl SyslogSink {
+    fn connect(config: &Syslog) -> Result<Self> {
+        let formatter = syslog::Formatter3164 {
+            facility: config.facility,
+            hostname: None,
+            process: config.ident.clone(),
+            pid: std::process::id(),
+        };
+        let mut errors = Vec::new();
+        for socket in &config.sockets {
+            let logger = match socket {
+                SyslogSocket::Unix(None) => syslog::unix(formatter.clone()),
+                SyslogSocket::Unix(Some(path)) => syslog::unix_custom(formatter.clone(), path),
+                SyslogSocket::Udp => syslog::udp(formatter.clone(), "127.0.0.1:0", "127.0.0.1:514"),
+                SyslogSocket::Tcp => syslog::tcp(formatter.clone(), "127.0.0.1:514"),
+            };
+            match logger {
+                Ok(logger) => {
+                    return Ok(Self {
+                        logger: Mutex::new(logger),
+                        pid: config.pid,
+                    });
+                }
+                Err(err) => errors.push(format!("{socket}: {err}")),
+            }
+        }
+        bail!(
+            "log_file Sys::Syslog: cannot reach the system log ({})",
+            errors.join("; ")
+        )
+    }
+}
+
+impl<'a> MakeWriter<'a> for SyslogSink {
+    type Writer = SyslogLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        SyslogLine {
+            sink: self,
+            level: Level::INFO,
+            line: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        SyslogLine {
+            sink: self,
+            level: *meta.level(),
+            line: Vec::new(),
+        }
+    }
+}
+
+/// One log line on its way to syslog, sent whole when dropped, with the
+/// severity of its level.
+struct SyslogLine<'a> {
+    sink: &'a SyslogSink,
+    level: Level,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for SyslogLine<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SyslogLine<'_> {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        if text.is_empty() {
+            return;
+        }
+        // A poisoned lock only means another line failed half-way.
+        let mut logger = self
+            .sink
+            .logger
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if self.sink.pid {
+            // Forked workers give their own pid.
+            logger.formatter.pid = std::process::id();
+        }
+        // Nowhere to report a lost log line.
+        let _ = match self.level {
+            Level::ERROR => logger.err(text),
+            Level::WARN => logger.warning(text),
+            Level::INFO => logger.notice(text),
+            Level::DEBUG => logger.info(text),
+            Level::TRACE => logger.debug(text),
+        };
+    }
 }
 
 /// Logs nothing (for `inetd` when standard error is the client's socket
@@ -74,8 +259,11 @@ pub fn init_silent() {
         .try_init();
 }
 
-/// Formats an event as `TIMESTAMP LEVEL span{fields}: message fields`.
-struct NetServerFormat;
+/// Formats an event as `TIMESTAMP LEVEL span{fields}: message fields`
+/// (without `TIMESTAMP LEVEL` for syslog, which has its own).
+struct NetServerFormat {
+    stamp: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for NetServerFormat
 where
@@ -88,8 +276,10 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        SystemTime.format_time(&mut writer)?;
-        write!(writer, " {} ", level_name(*event.metadata().level()))?;
+        if self.stamp {
+            SystemTime.format_time(&mut writer)?;
+            write!(writer, " {} ", level_name(*event.metadata().level()))?;
+        }
         for span in ctx.event_scope().into_iter().flat_map(|s| s.from_root()) {
             write!(writer, "{}", span.name())?;
             if let Some(fields) = span.extensions().get::<FormattedFields<N>>()

@@ -7,6 +7,7 @@ mod check;
 mod conf;
 mod echo;
 mod faults;
+mod logging;
 mod modules;
 mod personalities;
 mod sandbox;

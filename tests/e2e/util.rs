@@ -85,7 +85,14 @@ impl Server {
 
     /// Starts `command` (a `netserver-host`, perhaps through a shell) and
     /// waits for its `Binding to TCP port N` line.
-    pub fn spawn(mut command: Command) -> Self {
+    pub fn spawn(command: Command) -> Self {
+        Self::spawn_logging(command, None)
+    }
+
+    /// Starts `command`, whose log goes to the file `log_file` (followed
+    /// across renames, as `tail -F` does) as well as to stderr, and waits
+    /// for its `Binding to TCP port N` line.
+    pub fn spawn_logging(mut command: Command, log_file: Option<&std::path::Path>) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -95,12 +102,24 @@ impl Server {
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, lines) = channel();
+        let exited = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(path) = log_file {
+            let (sink, tx, exited) = (log.clone(), tx.clone(), exited.clone());
+            let path = path.to_owned();
+            std::thread::spawn(move || {
+                follow(&path, &exited, |line| {
+                    sink.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                })
+            });
+        }
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
             }
+            exited.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         let mut server = Self {
             child,
@@ -209,6 +228,46 @@ impl Drop for Server {
         if std::thread::panicking() {
             eprintln!("--- netserver-host log ---\n{}", self.log().join("\n"));
         }
+    }
+}
+
+/// Calls `each` with every line written to the file at `path`, following
+/// it when it is renamed and created again, until `exited` is set (and
+/// what was written before that is read).
+fn follow(
+    path: &std::path::Path,
+    exited: &std::sync::atomic::AtomicBool,
+    mut each: impl FnMut(String),
+) {
+    use std::os::unix::fs::MetadataExt;
+    let mut open: Option<(std::fs::File, u64)> = None;
+    let mut partial = String::new();
+    loop {
+        let last = exited.load(std::sync::atomic::Ordering::SeqCst);
+        if open.is_none() {
+            open = std::fs::File::open(path)
+                .ok()
+                .and_then(|f| Some((f.metadata().ok()?.ino(), f)))
+                .map(|(ino, f)| (f, ino));
+        }
+        if let Some((file, ino)) = &mut open {
+            let mut more = String::new();
+            let _ = file.read_to_string(&mut more);
+            partial.push_str(&more);
+            while let Some(end) = partial.find('\n') {
+                let line: String = partial.drain(..=end).collect();
+                each(line.trim_end().to_owned());
+            }
+            // Renamed away and created again: read the new one.
+            if std::fs::metadata(path).is_ok_and(|m| m.ino() != *ino) {
+                open = None;
+                continue;
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

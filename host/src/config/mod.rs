@@ -35,6 +35,8 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// Net::Server's log level, 0 (err) to 4 (debug).
     pub log_level: u8,
+    /// Where the log goes (`log_file` and the `syslog_*` options).
+    pub log_target: crate::log::Target,
     /// The personality and its process options.
     pub process: ProcessConfig,
     /// Where compiled modules are kept between starts (`None`: nowhere).
@@ -366,6 +368,7 @@ impl Config {
                 None => crate::wasm::cache::default_dir(),
             },
             log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
+            log_target: log_target(&values)?,
             options,
             check,
         })
@@ -461,6 +464,75 @@ impl ServiceConfig {
             options,
         })
     }
+}
+
+/// Where the log goes: stderr, a file, or syslog as the `syslog_*`
+/// options say.
+fn log_target(values: &Values) -> Result<crate::log::Target> {
+    use crate::log::{Syslog, SyslogSocket, Target};
+    let Some(file) = values.last("log_file") else {
+        return Ok(Target::Stderr);
+    };
+    if !file.value.eq_ignore_ascii_case(options::SYSLOG) {
+        return Ok(Target::File(PathBuf::from(&file.value)));
+    }
+    let setting = |key: &str| {
+        values.last(key).cloned().unwrap_or_else(|| Setting {
+            key: key.to_owned(),
+            value: options::find(key)
+                .and_then(|s| s.default)
+                .unwrap_or_default()
+                .to_owned(),
+            source: Source::Default,
+        })
+    };
+    let facility = setting("syslog_facility");
+    let facility = facility.value.parse::<syslog::Facility>().map_err(|()| {
+        bad(
+            &facility,
+            "not a syslog facility (daemon, user, local0 … local7, …)",
+        )
+    })?;
+    let logopt = setting("syslog_logopt");
+    let mut pid = false;
+    for word in logopt
+        .value
+        .split(['|', ',', ' '])
+        .filter(|w| !w.is_empty())
+    {
+        match word.to_ascii_lowercase().as_str() {
+            "pid" => pid = true,
+            // The host connects at once and never writes to the console.
+            "ndelay" | "nowait" | "odelay" | "cons" | "perror" => {}
+            _ => return Err(bad(&logopt, "options are pid, ndelay, nowait, cons")),
+        }
+    }
+    let logsock = setting("syslog_logsock");
+    let mut sockets = Vec::new();
+    for word in logsock
+        .value
+        .split(['|', ',', ' '])
+        .filter(|w| !w.is_empty())
+    {
+        sockets.push(match word.to_ascii_lowercase().as_str() {
+            _ if word.starts_with('/') => SyslogSocket::Unix(Some(PathBuf::from(word))),
+            "unix" | "native" | "stream" => SyslogSocket::Unix(None),
+            "inet" | "udp" => SyslogSocket::Udp,
+            "tcp" => SyslogSocket::Tcp,
+            _ => {
+                return Err(bad(
+                    &logsock,
+                    "sockets are unix, native, stream, inet, udp, tcp or a socket path",
+                ));
+            }
+        });
+    }
+    Ok(Target::Syslog(Syslog {
+        ident: setting("syslog_ident").value,
+        facility,
+        pid,
+        sockets,
+    }))
 }
 
 /// The access rules of a service.

@@ -352,7 +352,7 @@ pub const OPTIONS: &[Spec] = &[
         LogTarget,
         None,
         false,
-        Planned,
+        Active,
         "write the log here (a path, or Sys::Syslog) instead of stderr",
     ),
     spec(
@@ -588,7 +588,7 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Some("daemon"),
         false,
-        Planned,
+        Active,
         "syslog facility when log_file is Sys::Syslog",
     ),
     spec(
@@ -596,7 +596,7 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Some("net_server"),
         false,
-        Planned,
+        Active,
         "syslog identity when log_file is Sys::Syslog",
     ),
     spec(
@@ -604,7 +604,7 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Some("pid"),
         false,
-        Planned,
+        Active,
         "syslog options when log_file is Sys::Syslog",
     ),
     spec(
@@ -612,8 +612,8 @@ pub const OPTIONS: &[Spec] = &[
         Text,
         Some("unix"),
         false,
-        Planned,
-        "syslog socket when log_file is Sys::Syslog",
+        Active,
+        "syslog socket when log_file is Sys::Syslog: unix, inet, tcp or a socket path (list: try in order)",
     ),
     spec(
         "user",
