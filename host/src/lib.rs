@@ -14,6 +14,7 @@
 //! | [`config`] | resolving options into a checked [`config::Config`]; port specs |
 //! | [`log`] | Net::Server's log levels 0–4 on top of `tracing` |
 //! | [`listen`] | binding the listening sockets |
+//! | [`privileges`] | becoming `user`/`group` in `chroot` after binding |
 //! | [`process`] | the personalities: the master, forking, signals, hand-over across HUP |
 //! | [`server`] | serving inside one worker: its runtime, accept loops |
 //! | [`gate`] | before the guest: PROXY header, per-address limits, access rules |
@@ -30,6 +31,7 @@ pub mod connection;
 pub mod gate;
 pub mod listen;
 pub mod log;
+pub mod privileges;
 pub mod process;
 pub mod proxy;
 pub mod server;
@@ -62,7 +64,10 @@ pub fn run() -> Result<ExitCode> {
     }
     config.warn_planned();
     let handlers = load_handlers(&config)?;
+    // Who to become is settled before anything is bound.
+    let privileges = config.privileges.plan(nix::unistd::geteuid())?;
     if config.check {
+        config.log_target.check()?;
         let (report, bind_error) = check_report(&config, &handlers);
         println!("{}", serde_json::to_string_pretty(&report)?);
         // The report is complete either way; a socket that could not be
@@ -72,11 +77,17 @@ pub fn run() -> Result<ExitCode> {
             None => Ok(ExitCode::SUCCESS),
         };
     }
+    if let log::Target::File(path) = &config.log_target {
+        privileges.hand_over(&[path])?;
+    }
     if inetd {
+        // The connection is already open: drop root before serving it.
+        privileges.apply()?;
         let status = process::inetd::run(&config, handlers)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
     let services = server::bind(&config, handlers, &mut handed)?;
+    privileges.apply()?;
     process::run(&config, services, handed)?;
     Ok(ExitCode::SUCCESS)
 }

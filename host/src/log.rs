@@ -87,6 +87,34 @@ pub enum SyslogSocket {
     Tcp,
 }
 
+impl Target {
+    /// Checks, without creating it, that the log file could be opened by
+    /// this process (for `--check`, and so for a HUP, which re-executes the
+    /// server only when its `--check` passes).
+    pub fn check(&self) -> Result<()> {
+        use nix::unistd::{AccessFlags, access};
+        let Self::File(path) = self else {
+            return Ok(());
+        };
+        let (what, flags) = if path.exists() {
+            (path.as_path(), AccessFlags::W_OK)
+        } else {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => std::path::Path::new("."),
+            };
+            (dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        };
+        access(what, flags).with_context(|| {
+            format!(
+                "log_file {}: cannot be written by uid {}",
+                path.display(),
+                nix::unistd::geteuid()
+            )
+        })
+    }
+}
+
 impl fmt::Display for SyslogSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -44,9 +44,13 @@ fn log_file_is_written_and_reopened_after_hup() {
     // Nothing reaches stderr when there is a log file.
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("Binding to TCP port"), "{text}");
-    // logrotate: rename, then HUP; the restarted server writes a new file.
+    // logrotate: rename, create the new file for the server's user (nobody,
+    // as it dropped root: `create 0640 nobody nogroup`), then HUP; the
+    // restarted server writes the new file.
     let rotated = dir.join("server.log.1");
     std::fs::rename(&path, &rotated).unwrap();
+    std::fs::write(&path, "").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
     server.signal("HUP");
     server.wait_for_log("inherited across a restart");
     // Until they end, the previous workers may still take a client (and
@@ -71,6 +75,33 @@ fn log_file_is_written_and_reopened_after_hup() {
     }
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("Received HUP"), "{old}");
+    // A file the server's user cannot write is refused at HUP: the server
+    // goes on with the old one.
+    let kept = dir.join("server.log.2");
+    std::fs::rename(&path, &kept).unwrap();
+    std::fs::write(&path, "").unwrap();
+    server.signal("HUP");
+    // Said in the file the server still has open.
+    let deadline = Instant::now() + PATIENCE;
+    let refused = loop {
+        let text = std::fs::read_to_string(&kept).unwrap();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("still serving the old one"))
+        {
+            break line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "HUP not refused:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        refused.contains("cannot be written by uid 65534"),
+        "{refused}"
+    );
+    assert_eq!(
+        session(&server, "three"),
+        "You said 'three'\r\nYou said 'quit'\r\n"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod faults;
 mod logging;
 mod modules;
 mod personalities;
+mod privileges;
 mod sandbox;
 mod signals;
 mod snapshots;

@@ -62,6 +62,9 @@ fn nothing_is_granted_by_default() {
 fn granted_directory_environment_and_network() {
     let ro = scratch("ro");
     let rw = scratch("rw");
+    // The server drops root for nobody: the writable grant must be nobody's
+    // to write (the read-only one stays root's, readable by all).
+    std::os::unix::fs::chown(&rw, Some(65534), Some(65534)).unwrap();
     let granted = TcpListener::bind("127.0.0.1:0").unwrap();
     let granted_addr = granted.local_addr().unwrap();
     // Loopback answers for the whole 127/8: an address outside the grant.

@@ -37,6 +37,9 @@ pub struct Config {
     pub log_level: u8,
     /// Where the log goes (`log_file` and the `syslog_*` options).
     pub log_target: crate::log::Target,
+    /// Who the server becomes after binding, and where (`user`, `group`,
+    /// `chroot`).
+    pub privileges: crate::privileges::Wanted,
     /// The personality and its process options.
     pub process: ProcessConfig,
     /// Where compiled modules are kept between starts (`None`: nowhere).
@@ -369,6 +372,11 @@ impl Config {
             },
             log_level: parse_num(values.last("log_level"), 2, 0..=4)?,
             log_target: log_target(&values)?,
+            privileges: crate::privileges::Wanted {
+                user: values.last("user").map(|s| s.value.clone()),
+                group: values.last("group").map(|s| s.value.clone()),
+                chroot: values.last("chroot").map(|s| PathBuf::from(&s.value)),
+            },
             options,
             check,
         })

@@ -195,7 +195,7 @@ pub const OPTIONS: &[Spec] = &[
         Directory,
         None,
         false,
-        Planned,
+        Active,
         "directory to chroot into after binding",
     ),
     spec(
@@ -284,7 +284,7 @@ pub const OPTIONS: &[Spec] = &[
         Group,
         None,
         false,
-        Planned,
+        Active,
         "group to become after binding (default nogroup when started as root)",
     ),
     spec(
@@ -620,7 +620,7 @@ pub const OPTIONS: &[Spec] = &[
         User,
         None,
         false,
-        Planned,
+        Active,
         "user to become after binding (default nobody when started as root)",
     ),
     spec(

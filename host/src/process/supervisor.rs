@@ -515,21 +515,47 @@ impl<'a> Master<'a> {
 /// running for the new master to retire. With a configuration that does not
 /// load, the server goes on as it was (and this returns).
 pub fn restart(services: &[Service], workers: &[Pid]) -> Result<()> {
-    let exe = std::env::current_exe().context("HUP: cannot find this program")?;
+    if let Some(dir) = crate::privileges::chrooted() {
+        tracing::error!(
+            "Received HUP, but the server runs in chroot {}, where it cannot re-execute itself; \
+             still serving (stop and start it to reload)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => {
+            tracing::error!(
+                "Received HUP, but this program cannot be found ({err}); still serving"
+            );
+            return Ok(());
+        }
+    };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let check = Command::new(&exe)
+    let check = match Command::new(&exe)
         .args(&args)
         .arg("--check")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .output()
-        .context("HUP: cannot check the configuration")?;
+    {
+        Ok(check) => check,
+        Err(err) => {
+            tracing::error!(
+                "Received HUP, but the configuration cannot be checked ({err}); still serving"
+            );
+            return Ok(());
+        }
+    };
     if !check.status.success() {
+        // Warnings come first; the error is the last line.
         let why = String::from_utf8_lossy(&check.stderr);
+        let why = why.trim().lines().last().unwrap_or("no reason given");
         tracing::error!(
             "Received HUP, but the configuration does not load; still serving the old one: {}",
-            why.trim().trim_start_matches("netserver-host: ")
+            why.trim_start_matches("netserver-host: ")
         );
         return Ok(());
     }

@@ -20,27 +20,35 @@ pub struct ModuleCache {
 }
 
 impl ModuleCache {
-    /// The cache in `dir` (created, mode 0700, when missing). `None`, with
-    /// a warning, when the directory cannot be trusted: owned by another
-    /// user, or writable by others — its files are loaded as machine code.
+    /// The cache in `dir` (created when missing: mode 0700, or 0755 for
+    /// root, whose cache the server still reads after it drops root).
+    /// `None`, with a warning, when the directory cannot be trusted: owned
+    /// by a user other than this one or root, or writable by others — its
+    /// files are loaded as machine code.
     pub fn open(dir: &Path) -> Option<Self> {
-        if let Err(err) = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        let root = nix::unistd::geteuid().is_root();
+        if !dir.is_dir()
+            && let Err(err) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(if root { 0o755 } else { 0o700 })
+                .create(dir)
         {
             tracing::warn!("module cache {}: cannot create: {err}", dir.display());
             return None;
         }
         let meta = std::fs::metadata(dir).ok()?;
-        let owner_ok = meta.uid() == nix::unistd::geteuid().as_raw();
+        let owner_ok = meta.uid() == nix::unistd::geteuid().as_raw() || meta.uid() == 0;
         let private = meta.permissions().mode() & 0o022 == 0;
         if !(owner_ok && private) {
             tracing::warn!(
-                "module cache {}: not used: it must belong to this user and not be writable by others",
+                "module cache {}: not used: it must belong to this user or root and not be writable by others",
                 dir.display()
             );
             return None;
+        }
+        if root && meta.permissions().mode() & 0o055 != 0o055 {
+            // Readable by the user the server becomes.
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
         Some(Self {
             dir: dir.to_owned(),
@@ -60,6 +68,12 @@ impl ModuleCache {
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
                     tracing::debug!("loaded the compiled module from {}", path.display());
+                    if nix::unistd::geteuid().is_root() {
+                        // Readable by the user the server becomes (a HUP
+                        // loads it again after root was dropped).
+                        let _ =
+                            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644));
+                    }
                     return Ok(component);
                 }
                 Err(err) => {
@@ -88,7 +102,7 @@ impl ModuleCache {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode_0600()
+            .mode_private()
             .open(&temporary)?;
         file.write_all(&bytes)?;
         file.sync_all()?;
@@ -98,14 +112,20 @@ impl ModuleCache {
     }
 }
 
-/// `OpenOptions::mode(0o600)`, readable at the call site.
-trait Mode0600 {
-    fn mode_0600(&mut self) -> &mut Self;
+/// `OpenOptions::mode`: 0600, or 0644 for root (whose cache the server
+/// reads after dropping root; only root can write it).
+trait ModePrivate {
+    fn mode_private(&mut self) -> &mut Self;
 }
 
-impl Mode0600 for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+impl ModePrivate for std::fs::OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        let mode = if nix::unistd::geteuid().is_root() {
+            0o644
+        } else {
+            0o600
+        };
+        std::os::unix::fs::OpenOptionsExt::mode(self, mode)
     }
 }
 
@@ -146,11 +166,21 @@ impl Hasher for ShaHasher {
 /// The default cache directory: `/var/cache/netserver` for root,
 /// `$XDG_CACHE_HOME/netserver` or `~/.cache/netserver` otherwise.
 pub fn default_dir() -> Option<PathBuf> {
+    const SYSTEM: &str = "/var/cache/netserver";
     if nix::unistd::geteuid().is_root() {
-        return Some(PathBuf::from("/var/cache/netserver"));
+        return Some(PathBuf::from(SYSTEM));
     }
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("netserver"));
     }
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/netserver"))
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let own_home = home.as_ref().is_some_and(|h| {
+        std::fs::metadata(h).is_ok_and(|m| m.uid() == nix::unistd::geteuid().as_raw())
+    });
+    match home {
+        Some(home) if own_home => Some(home.join(".cache/netserver")),
+        // A server that dropped root keeps root's HOME: it reads the
+        // system cache root filled.
+        _ => Some(PathBuf::from(SYSTEM)),
+    }
 }

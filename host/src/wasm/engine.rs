@@ -90,6 +90,12 @@ fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .decommit_batch_size(DECOMMIT_BATCH)
-        .pagemap_scan(wasmtime::Enabled::Auto);
+        // Each forked worker opens its own /proc/self/pagemap (else
+        // /dev/null, else it aborts): inside a chroot there is neither.
+        .pagemap_scan(if config.privileges.chroot.is_some() {
+            wasmtime::Enabled::No
+        } else {
+            wasmtime::Enabled::Auto
+        });
     InstanceAllocationStrategy::Pooling(pool)
 }
