@@ -12,6 +12,7 @@
 //! | [`access`] | access rules: allow, deny, cidr_allow, cidr_deny, allow_uid |
 //! | [`cli`] | the command line as typed |
 //! | [`config`] | resolving options into a checked [`config::Config`]; port specs |
+//! | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
 //! | [`log`] | Net::Server's log levels 0–4 on top of `tracing` |
 //! | [`listen`] | binding the listening sockets |
 //! | [`privileges`] | becoming `user`/`group` in `chroot` after binding |
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod gate;
 pub mod listen;
 pub mod log;
@@ -81,15 +83,71 @@ pub fn run() -> Result<ExitCode> {
         privileges.hand_over(&[path])?;
     }
     if inetd {
+        if config.daemon.detaches() || config.daemon.pid_file.is_some() {
+            tracing::warn!("background, setsid and pid_file do not apply to server_type inetd");
+        }
         // The connection is already open: drop root before serving it.
         privileges.apply()?;
         let status = process::inetd::run(&config, handlers)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
+    if let Some(path) = &config.daemon.pid_file {
+        daemon::check_pid_file(path)?;
+    }
     let services = server::bind(&config, handlers, &mut handed)?;
-    privileges.apply()?;
+    // Bound (so that a port in use is reported here, status 2) and still
+    // without threads: leave the terminal, then become the server's user.
+    let launcher = daemon::detach(&config.daemon, &config.log_target, handed.restarted)?;
+    let pid_file = match settle(&config, &privileges, handed.restarted) {
+        Ok(pid_file) => pid_file,
+        Err(err) => {
+            let Some(launcher) = launcher else {
+                return Err(err);
+            };
+            // The process started from the terminal prints the error.
+            if !matches!(config.log_target, log::Target::Stderr) {
+                tracing::error!("{err:#}");
+            }
+            launcher.failed(&err);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let Some(launcher) = launcher {
+        // Ready means ready for signals too: one sent as soon as the
+        // launcher returns waits for the master's handlers.
+        process::signals::hold(&process::signals::MASTER_SIGNALS)?;
+        launcher.ready();
+    }
     process::run(&config, services, handed)?;
+    // Removed as the server ends (not across a HUP: `exec` keeps it).
+    drop(pid_file);
     Ok(ExitCode::SUCCESS)
+}
+
+/// After binding (and leaving the terminal): writes the pid file, as the
+/// process that stays, then drops root. The pid file, written as root,
+/// stays root's. Re-executed by a HUP (`restarted`), the server keeps
+/// serving even if it cannot write its pid file again.
+fn settle(
+    config: &config::Config,
+    privileges: &privileges::Plan,
+    restarted: bool,
+) -> Result<Option<daemon::PidFile>> {
+    let mut pid_file = None;
+    if let Some(path) = &config.daemon.pid_file {
+        match daemon::PidFile::write(path) {
+            Ok(mut file) => {
+                if let Some(dir) = &privileges.chroot {
+                    file.enter_chroot(dir);
+                }
+                pid_file = Some(file);
+            }
+            Err(err) if restarted => tracing::warn!("{err:#}; going on without it"),
+            Err(err) => return Err(err),
+        }
+    }
+    privileges.apply()?;
+    Ok(pid_file)
 }
 
 /// Whether stderr is the same socket as stdin (inetd, systemd with the

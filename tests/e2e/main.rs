@@ -5,6 +5,7 @@ mod util;
 mod access;
 mod check;
 mod conf;
+mod daemon;
 mod echo;
 mod faults;
 mod logging;

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use crate::util::{Server, run};
 
-const NOBODY: u32 = 65534;
+pub const NOBODY: u32 = 65534;
 
 /// Real, effective, saved and filesystem uids and gids, and the
 /// supplementary groups, of process `pid` (from /proc).
-fn ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+pub fn ids(pid: u32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let field = |name: &str| -> Vec<u32> {
         status

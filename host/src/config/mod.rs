@@ -40,6 +40,9 @@ pub struct Config {
     /// Who the server becomes after binding, and where (`user`, `group`,
     /// `chroot`).
     pub privileges: crate::privileges::Wanted,
+    /// Whether and how the server leaves the terminal, and its pid file
+    /// (`background`, `setsid`, `pid_file`).
+    pub daemon: crate::daemon::Settings,
     /// The personality and its process options.
     pub process: ProcessConfig,
     /// Where compiled modules are kept between starts (`None`: nowhere).
@@ -377,6 +380,11 @@ impl Config {
                 group: values.last("group").map(|s| s.value.clone()),
                 chroot: values.last("chroot").map(|s| PathBuf::from(&s.value)),
             },
+            daemon: crate::daemon::Settings {
+                background: flag(&values, "background"),
+                setsid: flag(&values, "setsid"),
+                pid_file: values.last("pid_file").map(|s| PathBuf::from(&s.value)),
+            },
             options,
             check,
         })
@@ -565,15 +573,17 @@ fn access_rules(values: &Values) -> Result<crate::access::Rules> {
         &texts("cidr_allow"),
         uids,
     )?;
-    let flag = |key: &str| {
-        values
-            .last(key)
-            .and_then(|s| options::parse_bool(&s.value))
-            .unwrap_or(false)
-    };
-    rules.double_reverse_lookups = flag("double_reverse_lookups");
-    rules.reverse_lookups = flag("reverse_lookups") || rules.double_reverse_lookups;
+    rules.double_reverse_lookups = flag(values, "double_reverse_lookups");
+    rules.reverse_lookups = flag(values, "reverse_lookups") || rules.double_reverse_lookups;
     Ok(rules)
+}
+
+/// A boolean option's value (checked when the values were read).
+fn flag(values: &Values, key: &str) -> bool {
+    values
+        .last(key)
+        .and_then(|s| options::parse_bool(&s.value))
+        .unwrap_or(false)
 }
 
 /// The listeners of every `port` value. The i-th port takes the i-th

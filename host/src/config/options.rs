@@ -154,7 +154,7 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
+        Active,
         "fork into the background after binding",
     ),
     spec(
@@ -486,7 +486,7 @@ pub const OPTIONS: &[Spec] = &[
         FileToWrite,
         None,
         false,
-        Planned,
+        Active,
         "write the server's pid here",
     ),
     spec(
@@ -572,7 +572,7 @@ pub const OPTIONS: &[Spec] = &[
         Bool,
         Some("0"),
         false,
-        Planned,
+        Active,
         "start a new session when backgrounding",
     ),
     spec(

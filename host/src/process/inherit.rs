@@ -48,6 +48,8 @@ pub struct Handed {
     sockets: Vec<Inherited>,
     /// The previous process's workers (across a HUP).
     pub old_workers: Vec<i32>,
+    /// Whether this process is a HUP's re-execution of the server.
+    pub restarted: bool,
 }
 
 impl Handed {
@@ -56,6 +58,7 @@ impl Handed {
     pub fn from_env() -> Result<Self> {
         let mut handed = Self::default();
         if let Ok(list) = std::env::var(LISTEN_FDS_VAR) {
+            handed.restarted = true;
             for item in list.split(';').filter(|i| !i.is_empty()) {
                 let Some((fd, spec)) = item.split_once('=') else {
                     bail!("{LISTEN_FDS_VAR}: bad entry '{item}'");

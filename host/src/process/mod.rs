@@ -101,6 +101,6 @@ pub fn ready_for_signals() {
 }
 
 /// Threads in this process (Linux).
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count)
 }

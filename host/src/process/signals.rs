@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use signal_hook::SigId;
 
 /// The signals every master acts on.
@@ -21,6 +21,15 @@ pub const MASTER_SIGNALS: [Signal; 7] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
 ];
+
+/// Blocks `signals` until [`Signals::new`] catches them: sent in between
+/// (to a daemon that said it is ready, before its master runs), they wait
+/// instead of taking their default action.
+pub fn hold(signals: &[Signal]) -> Result<()> {
+    let set: SigSet = signals.iter().copied().collect();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("sigprocmask")?;
+    Ok(())
+}
 
 /// The signals a parent process waits for.
 pub struct Signals {
@@ -47,6 +56,9 @@ impl Signals {
             )?);
             flags.push((signal, flag));
         }
+        // Held by `hold` until now: they arrive now, caught.
+        let set: SigSet = signals.iter().copied().collect();
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).context("sigprocmask")?;
         Ok(Self { flags, wake, ids })
     }
 
@@ -74,5 +86,22 @@ impl Signals {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_signals_wait_to_be_caught() {
+        // Blocked, a signal raised (in this thread) does not take its
+        // default action, which would end the test process; it arrives,
+        // caught, when `Signals::new` catches it.
+        hold(&[Signal::SIGUSR2]).unwrap();
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        let signals = Signals::new(&[Signal::SIGUSR2]).unwrap();
+        assert_eq!(signals.take(), vec![Signal::SIGUSR2]);
+        signals.forget();
     }
 }
