@@ -1,0 +1,110 @@
+//! `loadgen`: a load generator for line protocols, loopback targets only.
+//!
+//! ```text
+//! loadgen --addr 127.0.0.1:20203 --mode roundtrip --clients 32 --duration 5 --json
+//! ```
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use netserver_bench::loadgen::{self, Config, Mode, Summary};
+use netserver_bench::loopback::parse_loopback;
+
+/// Sends `LINE\r\n` requests to a loopback line-echo server and checks that
+/// each reply is exactly `You said 'LINE'\r\n`; reports requests/s, errors
+/// and latency percentiles.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The server, IP:PORT; only loopback addresses are accepted.
+    #[arg(long, value_parser = parse_loopback)]
+    addr: std::net::SocketAddr,
+    /// `connect`: a new connection per request; `roundtrip`: persistent
+    /// connections doing request/reply round trips.
+    #[arg(long, value_enum, default_value = "roundtrip")]
+    mode: Mode,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds of warm-up before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds measured; no request starts after them.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds one request (connect included) may take before it counts as
+    /// a timeout.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
+    /// The request line (no CR, LF or `quit`).
+    #[arg(long, default_value = "hello")]
+    line: String,
+    /// Source addresses to take turns with (127.0.0.1 to 127.0.0.N, IPv4
+    /// targets): each has its own ephemeral ports, so TIME_WAIT does not cap
+    /// the connect mode; 1 lets the kernel choose.
+    #[arg(long, default_value_t = 16)]
+    source_ips: usize,
+    /// Runtime threads (default: one per CPU this process may use; 1 runs
+    /// everything on one thread).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).with_context(|| format!("--{name} {value}: not a duration"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = Config {
+        addr: args.addr,
+        mode: args.mode,
+        clients: args.clients,
+        warmup: seconds(args.warmup, "warmup")?,
+        duration: seconds(args.duration, "duration")?,
+        request_timeout: seconds(args.timeout, "timeout")?,
+        line: args.line.into_bytes(),
+        source_ips: args.source_ips,
+    };
+    let summary = netserver_bench::runtime(args.threads)?.block_on(loadgen::run(config))?;
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", serde_json::to_string(&summary)?)
+    } else {
+        print_human(&mut out, &summary)
+    };
+    // A reader that went away (`| head -1`) is not an error of the run.
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+fn print_human(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:?} x{} against {}: {} requests in {:.1} s = {:.0} requests/s",
+        s.mode, s.clients, s.addr, s.requests, s.duration_s, s.requests_per_s
+    )?;
+    let l = &s.latency_us;
+    writeln!(
+        out,
+        "latency us: p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}",
+        l.p50, l.p90, l.p99, l.max
+    )?;
+    let e = &s.error_kinds;
+    writeln!(
+        out,
+        "errors: {} (connect {}, io {}, mismatch {}, timeout {})",
+        s.errors, e.connect, e.io, e.mismatch, e.timeout
+    )?;
+    if let Some(first) = &s.first_error {
+        writeln!(out, "first error: {first}")?;
+    }
+    Ok(())
+}

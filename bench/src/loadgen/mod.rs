@@ -1,0 +1,300 @@
+//! The load generator: `clients` concurrent clients sending line requests to
+//! a loopback server for a warm-up and then a measured duration, checking
+//! every reply byte for byte.
+//!
+//! Every loop ends: no request starts after the measured duration, each one
+//! is bounded by a per-request timeout, and the whole run is cut off a
+//! second after the longest it can take.
+
+mod client;
+mod stats;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+pub use client::Exchange;
+pub use stats::{ErrorCounts, ErrorKind, Latency, Stats, Window};
+
+use crate::loopback::check_loopback;
+use crate::protocol::{is_sendable, reply};
+
+/// How the clients use connections.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A new TCP connection per request: connect, send, read one reply, close.
+    Connect,
+    /// One persistent connection per client doing request/reply round trips.
+    Roundtrip,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server (loopback only).
+    pub addr: SocketAddr,
+    /// How the clients use connections.
+    pub mode: Mode,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Warm-up before measuring.
+    pub warmup: Duration,
+    /// The measured duration.
+    pub duration: Duration,
+    /// The longest one request (connect included) may take.
+    pub request_timeout: Duration,
+    /// The request line, without line end.
+    pub line: Vec<u8>,
+    /// How many source addresses (127.0.0.1, 127.0.0.2, …) the clients take
+    /// turns with, for an IPv4 target; 1 lets the kernel choose.
+    pub source_ips: usize,
+}
+
+/// The most source addresses [`Config::source_ips`] may ask for.
+pub const MAX_SOURCE_IPS: usize = 254;
+
+/// The source addresses clients take turns with: `127.0.0.1` to
+/// `127.0.0.N` for an IPv4 target and `n > 1`, else one `None` (the
+/// kernel's choice).
+///
+/// Linux reuses a loopback source port in TIME_WAIT only after a second,
+/// and `connect` draws from half of the ephemeral range: with one source
+/// address, new connections top out near 14,000/s whatever the server.
+/// Each further source address has ports of its own.
+///
+/// ```
+/// use netserver_bench::loadgen::source_addresses;
+/// let v4 = source_addresses("127.0.0.1:7".parse().unwrap(), 3);
+/// assert_eq!(v4.last(), Some(&Some("127.0.0.3".parse().unwrap())));
+/// assert_eq!(source_addresses("[::1]:7".parse().unwrap(), 3), vec![None]);
+/// ```
+pub fn source_addresses(target: SocketAddr, n: usize) -> Vec<Option<IpAddr>> {
+    if n <= 1 || !target.is_ipv4() {
+        return vec![None];
+    }
+    (1..=n.min(MAX_SOURCE_IPS))
+        .map(|i| Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i as u8))))
+        .collect()
+}
+
+/// The result of a run, as `--json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// How the clients used connections.
+    pub mode: Mode,
+    /// The server.
+    pub addr: String,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Source addresses the clients took turns with.
+    pub source_ips: usize,
+    /// Warm-up, seconds.
+    pub warmup_s: f64,
+    /// Measured duration, seconds.
+    pub duration_s: f64,
+    /// Successful requests in the measured duration.
+    pub requests: u64,
+    /// Successful requests per second.
+    pub requests_per_s: f64,
+    /// Errors in the measured duration (all kinds).
+    pub errors: u64,
+    /// Errors by kind.
+    pub error_kinds: ErrorCounts,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+    /// Latency of the successful requests, microseconds.
+    pub latency_us: Latency,
+}
+
+/// Checks `config` and runs it.
+pub async fn run(config: Config) -> anyhow::Result<Summary> {
+    check_loopback(config.addr)?;
+    if config.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if config.duration.is_zero() {
+        bail!("--duration must be more than 0");
+    }
+    if config.request_timeout.is_zero() {
+        bail!("--timeout must be more than 0");
+    }
+    if config.source_ips == 0 || config.source_ips > MAX_SOURCE_IPS {
+        bail!("--source-ips must be 1 to {MAX_SOURCE_IPS}");
+    }
+    if !is_sendable(&config.line) {
+        bail!("the request line must not contain CR, LF or `quit`, and must be short");
+    }
+    let mut request = config.line.clone();
+    request.extend_from_slice(b"\r\n");
+    let exchange = Exchange {
+        request,
+        expected: reply(&config.line),
+    };
+    let start = Instant::now();
+    let window = Window {
+        measure_from: start + config.warmup,
+        until: start + config.warmup + config.duration,
+    };
+    let hard_stop = window.until + config.request_timeout + Duration::from_secs(1);
+
+    let sources = source_addresses(config.addr, config.source_ips);
+    let mut clients = JoinSet::new();
+    for i in 0..config.clients {
+        let client = Client {
+            addr: config.addr,
+            sources: sources.clone(),
+            first_source: i,
+            exchange: exchange.clone(),
+            window,
+            timeout: config.request_timeout,
+        };
+        match config.mode {
+            Mode::Connect => clients.spawn(client.connect_per_request()),
+            Mode::Roundtrip => clients.spawn(client.round_trips()),
+        };
+    }
+    let mut total = Stats::default();
+    let mut cut_off = false;
+    while !clients.is_empty() {
+        match tokio::time::timeout_at(hard_stop.into(), clients.join_next()).await {
+            Ok(Some(Ok(stats))) => total.merge(&stats),
+            Ok(Some(Err(e))) => bail!("a client task failed: {e}"),
+            Ok(None) => break,
+            Err(_) => {
+                cut_off = true;
+                clients.abort_all();
+                break;
+            }
+        }
+    }
+    if cut_off {
+        eprintln!("loadgen: clients still busy at the hard stop were cut off");
+    }
+    Ok(summarize(&config, sources.len(), &total))
+}
+
+fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
+    let errors = total.errors();
+    Summary {
+        mode: config.mode,
+        addr: config.addr.to_string(),
+        clients: config.clients,
+        source_ips,
+        warmup_s: config.warmup.as_secs_f64(),
+        duration_s: config.duration.as_secs_f64(),
+        requests: total.ok(),
+        requests_per_s: total.ok() as f64 / config.duration.as_secs_f64(),
+        errors: errors.total(),
+        error_kinds: errors,
+        first_error: total.first_error().map(str::to_owned),
+        latency_us: total.latency(),
+    }
+}
+
+/// After an error, a client waits this long before its next request, so a
+/// server that refuses connections is not hammered in a tight loop.
+const ERROR_PAUSE: Duration = Duration::from_millis(1);
+
+/// One client: where it connects from and to, what it sends, and when.
+struct Client {
+    addr: SocketAddr,
+    sources: Vec<Option<IpAddr>>,
+    first_source: usize,
+    exchange: Exchange,
+    window: Window,
+    timeout: Duration,
+}
+
+impl Client {
+    /// The source address of this client's `n`th connection.
+    fn source(&self, n: usize) -> Option<IpAddr> {
+        self.sources[(self.first_source + n) % self.sources.len()]
+    }
+
+    /// Connect mode: a new connection per request, until the window ends.
+    async fn connect_per_request(self) -> Stats {
+        let (window, timeout) = (self.window, self.timeout);
+        let mut stats = Stats::default();
+        let mut n = 0;
+        while Instant::now() < window.until {
+            let request = client::connect_once(self.addr, self.source(n), &self.exchange);
+            n += 1;
+            let began = Instant::now();
+            let result = tokio::time::timeout(timeout, request).await;
+            let ended = Instant::now();
+            match result {
+                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Err((kind, detail))) => {
+                    stats.error(&window, ended, kind, detail);
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                Err(_) => stats.error(&window, ended, ErrorKind::Timeout, timed_out(timeout)),
+            }
+        }
+        stats
+    }
+
+    /// Round-trip mode: one connection (reopened after an error) doing
+    /// round trips until the window ends.
+    async fn round_trips(self) -> Stats {
+        let (window, timeout) = (self.window, self.timeout);
+        let mut stats = Stats::default();
+        let mut connection = None;
+        let mut n = 0;
+        while Instant::now() < window.until {
+            let began = Instant::now();
+            let Some(conn) = connection.as_mut() else {
+                let opening = client::connect(self.addr, self.source(n));
+                n += 1;
+                match tokio::time::timeout(timeout, opening).await {
+                    Ok(Ok(conn)) => connection = Some(conn),
+                    Ok(Err((kind, detail))) => {
+                        stats.error(&window, Instant::now(), kind, detail);
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                    Err(_) => stats.error(
+                        &window,
+                        Instant::now(),
+                        ErrorKind::Timeout,
+                        timed_out(timeout),
+                    ),
+                }
+                continue;
+            };
+            let result = tokio::time::timeout(timeout, conn.round_trip(&self.exchange)).await;
+            let ended = Instant::now();
+            match result {
+                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Err((kind, detail))) => {
+                    stats.error(&window, ended, kind, detail);
+                    connection = None;
+                }
+                Err(_) => {
+                    stats.error(&window, ended, ErrorKind::Timeout, timed_out(timeout));
+                    connection = None;
+                }
+            }
+        }
+        stats
+    }
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!("no reply within {timeout:?}")
+}

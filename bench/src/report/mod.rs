@@ -1,0 +1,286 @@
+//! The report `bench/run` writes: each load-generator run is one JSON line
+//! ([`Record`]); [`Table`] takes the medians over the rounds and the ratios
+//! to the native baseline; [`markdown`] and [`plot`] render it.
+
+pub mod markdown;
+pub mod plot;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::loadgen::{Mode, Summary};
+
+/// What kind of server a target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Group {
+    /// A netserver-host personality.
+    Netserver,
+    /// The native tokio echo server, the baseline ratios are taken to.
+    Native,
+    /// A Perl Net::Server personality.
+    Perl,
+}
+
+/// One load-generator run against one target, as a JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The target's name, as the report shows it.
+    pub target: String,
+    /// What kind of server it is.
+    pub group: Group,
+    /// The load generator's mode.
+    pub mode: Mode,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Which round (from 1).
+    pub round: u32,
+    /// The load generator's result, when it ran.
+    #[serde(default)]
+    pub summary: Option<Summary>,
+    /// Why there is no result (the server did not start, the load generator
+    /// failed).
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// A mode and a number of clients: one column group of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Scenario {
+    /// The load generator's mode.
+    pub mode: Mode,
+    /// Concurrent clients.
+    pub clients: usize,
+}
+
+impl Scenario {
+    /// A short human name: `new connections/s, 8 clients`.
+    pub fn label(&self) -> String {
+        match self.mode {
+            Mode::Connect => format!("new connections/s, {} clients", self.clients),
+            Mode::Roundtrip => format!("round trips/s, {} clients", self.clients),
+        }
+    }
+
+    /// A shorter name for plots: `connect, 8 clients`.
+    pub fn short(&self) -> String {
+        match self.mode {
+            Mode::Connect => format!("connect, {} clients", self.clients),
+            Mode::Roundtrip => format!("round trip, {} clients", self.clients),
+        }
+    }
+}
+
+/// All rounds of one target in one scenario.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cell {
+    /// Requests/s of each round that ran, in round order.
+    pub rates: Vec<f64>,
+    /// Median latency of each round that ran, µs.
+    pub p50s: Vec<f64>,
+    /// 99th-percentile latency of each round that ran, µs.
+    pub p99s: Vec<f64>,
+    /// Errors over all rounds.
+    pub errors: u64,
+    /// Rounds that did not run, with why.
+    pub failures: Vec<String>,
+}
+
+impl Cell {
+    /// The median requests/s over the rounds that ran.
+    pub fn rate(&self) -> Option<f64> {
+        median(&self.rates)
+    }
+}
+
+/// The results of one benchmark run: targets × scenarios.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Targets in the order they were first run.
+    pub targets: Vec<(String, Group)>,
+    /// Scenarios, connect first, then by clients.
+    pub scenarios: Vec<Scenario>,
+    cells: BTreeMap<(usize, Scenario), Cell>,
+}
+
+impl Table {
+    /// Gathers `records`.
+    pub fn from_records(records: &[Record]) -> Self {
+        let mut table = Self::default();
+        for record in records {
+            let index = match table.targets.iter().position(|(t, _)| *t == record.target) {
+                Some(i) => i,
+                None => {
+                    table.targets.push((record.target.clone(), record.group));
+                    table.targets.len() - 1
+                }
+            };
+            let scenario = Scenario {
+                mode: record.mode,
+                clients: record.clients,
+            };
+            if !table.scenarios.contains(&scenario) {
+                table.scenarios.push(scenario);
+            }
+            let cell = table.cells.entry((index, scenario)).or_default();
+            match (&record.summary, &record.failure) {
+                (Some(s), _) => {
+                    cell.rates.push(s.requests_per_s);
+                    cell.p50s.push(s.latency_us.p50);
+                    cell.p99s.push(s.latency_us.p99);
+                    cell.errors += s.errors;
+                }
+                (None, failure) => cell.failures.push(format!(
+                    "round {}: {}",
+                    record.round,
+                    failure.as_deref().unwrap_or("no result")
+                )),
+            }
+        }
+        table.scenarios.sort();
+        table
+    }
+
+    /// Target `target`'s cell in `scenario`.
+    pub fn cell(&self, target: usize, scenario: Scenario) -> Option<&Cell> {
+        self.cells.get(&(target, scenario))
+    }
+
+    /// The median requests/s of `target` in `scenario`.
+    pub fn rate(&self, target: usize, scenario: Scenario) -> Option<f64> {
+        self.cell(target, scenario)?.rate()
+    }
+
+    /// The index of the native baseline, if it ran.
+    pub fn native(&self) -> Option<usize> {
+        self.targets.iter().position(|(_, g)| *g == Group::Native)
+    }
+
+    /// `target`'s median requests/s divided by the native baseline's in the
+    /// same scenario.
+    pub fn ratio(&self, target: usize, scenario: Scenario) -> Option<f64> {
+        let native = self.rate(self.native()?, scenario)?;
+        (native > 0.0).then(|| self.rate(target, scenario).map(|r| r / native))?
+    }
+
+    /// The best median requests/s of any Perl Net::Server target in
+    /// `scenario`, with its name.
+    pub fn best_perl(&self, scenario: Scenario) -> Option<(&str, f64)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, g))| *g == Group::Perl)
+            .filter_map(|(i, (name, _))| Some((name.as_str(), self.rate(i, scenario)?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+///
+/// ```
+/// use netserver_bench::report::median;
+/// assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+/// assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+/// assert_eq!(median(&[]), None);
+/// ```
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// Reads the JSON lines `bench/run` wrote (blank lines are skipped).
+pub fn parse_records(text: &str) -> anyhow::Result<Vec<Record>> {
+    let records = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line).with_context(|| format!("results line {}", i + 1))
+        })
+        .collect::<anyhow::Result<Vec<Record>>>()?;
+    if records.is_empty() {
+        bail!("no results");
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::loadgen::{ErrorCounts, Latency};
+
+    /// A record of `rate` requests/s.
+    pub fn record(target: &str, group: Group, mode: Mode, clients: usize, rate: f64) -> Record {
+        Record {
+            target: target.into(),
+            group,
+            mode,
+            clients,
+            round: 1,
+            summary: Some(Summary {
+                mode,
+                addr: "127.0.0.1:1".into(),
+                clients,
+                source_ips: 1,
+                warmup_s: 0.0,
+                duration_s: 1.0,
+                requests: rate as u64,
+                requests_per_s: rate,
+                errors: 0,
+                error_kinds: ErrorCounts::default(),
+                first_error: None,
+                latency_us: Latency::default(),
+            }),
+            failure: None,
+        }
+    }
+
+    /// Native, one netserver target and one Perl target in two scenarios.
+    pub fn sample() -> Vec<Record> {
+        let mut records = Vec::new();
+        for (mode, clients, base) in [(Mode::Connect, 8, 1000.0), (Mode::Roundtrip, 32, 10000.0)] {
+            records.push(record("native", Group::Native, mode, clients, base));
+            records.push(record("ns", Group::Netserver, mode, clients, base * 0.9));
+            records.push(record("ns", Group::Netserver, mode, clients, base * 0.7));
+            records.push(record("ns", Group::Netserver, mode, clients, base * 0.8));
+            records.push(record("perl", Group::Perl, mode, clients, base * 0.4));
+        }
+        records.push(Record {
+            summary: None,
+            failure: Some("did not start".into()),
+            round: 2,
+            ..record("perl", Group::Perl, Mode::Connect, 8, 0.0)
+        });
+        records
+    }
+
+    #[test]
+    fn medians_and_ratios() {
+        let table = Table::from_records(&sample());
+        assert_eq!(table.targets.len(), 3);
+        assert_eq!(table.scenarios.len(), 2);
+        let connect = table.scenarios[0];
+        assert_eq!(connect.mode, Mode::Connect);
+        let ratio = table.ratio(1, connect).unwrap();
+        assert!((ratio - 0.8).abs() < 1e-9, "{ratio}");
+        assert_eq!(table.best_perl(connect).unwrap().0, "perl");
+        assert_eq!(table.cell(2, connect).unwrap().failures.len(), 1);
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let text: String = sample()
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        assert_eq!(parse_records(&text).unwrap(), sample());
+    }
+}
