@@ -107,3 +107,24 @@ fn native_echo_refuses_other_hosts() {
         .expect("run native-echo");
     assert!(!out.status.success());
 }
+
+#[test]
+fn hold_keeps_connections_until_stdin_closes() {
+    let server = NativeEcho::start();
+    let mut hold = Command::new(env!("CARGO_BIN_EXE_hold"))
+        .args(["--addr", &server.addr.to_string(), "--connections", "20"])
+        .args(["--seconds", "30"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn hold");
+    let mut line = String::new();
+    BufReader::new(hold.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read hold's line");
+    assert_eq!(line, "holding 20\n");
+    // Closing stdin lets it go.
+    drop(hold.stdin.take());
+    let status = hold.wait().expect("wait for hold");
+    assert!(status.success(), "{status}");
+}

@@ -27,6 +27,10 @@ struct Args {
     /// A note for the notes section (repeatable).
     #[arg(long = "note")]
     notes: Vec<String>,
+    /// A markdown file placed after the targets table (repeatable, in
+    /// order): measured costs, what bounds the targets.
+    #[arg(long = "section")]
+    sections: Vec<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,10 +50,18 @@ fn main() -> anyhow::Result<()> {
         .svg
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
+    let sections = args
+        .sections
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let context = markdown::Context {
         setup,
         notes: args.notes,
         plot: plot_name,
+        sections,
     };
     let svg = plot::render_svg(
         &table,

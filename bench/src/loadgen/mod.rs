@@ -6,7 +6,7 @@
 //! is bounded by a per-request timeout, and the whole run is cut off a
 //! second after the longest it can take.
 
-mod client;
+pub mod client;
 mod stats;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

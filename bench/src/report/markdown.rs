@@ -14,6 +14,10 @@ pub struct Context {
     pub notes: Vec<String>,
     /// The plot's path relative to the markdown file, if there is one.
     pub plot: Option<String>,
+    /// Markdown sections placed after the targets table: the per-connection
+    /// costs `bench/run` measured, and `bench/analysis.md` (written by hand:
+    /// what bounds the targets, with the measurements that show it).
+    pub sections: Vec<String>,
 }
 
 /// A target of issue 5: a scenario and the least ratio to native.
@@ -41,6 +45,10 @@ pub fn render(table: &Table, context: &Context) -> String {
     }
     throughput(&mut out, table);
     goals(&mut out, table);
+    for section in &context.sections {
+        out.push_str(section.trim_end());
+        out.push_str("\n\n");
+    }
     latency(&mut out, table);
     if !context.setup.is_empty() {
         out.push_str("## Setup\n\n");
@@ -215,6 +223,7 @@ mod tests {
             setup: vec![("rounds".into(), "3".into())],
             notes: vec!["a note".into()],
             plot: Some("benchmarks.svg".into()),
+            sections: vec!["## Why\n\nBecause.\n".into()],
         };
         let text = render(&table, &context);
         assert!(text.contains("![requests/s relative to native tokio](benchmarks.svg)"));
@@ -228,6 +237,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("round 2: did not start"));
+        let (targets, why) = (
+            text.find("## Targets").unwrap(),
+            text.find("## Why").unwrap(),
+        );
+        assert!(
+            targets < why && why < text.find("## Latency").unwrap(),
+            "{text}"
+        );
         assert!(text.contains("- a note"));
     }
 }

@@ -1,12 +1,13 @@
 //! The wasmtime [`Engine`]: one per host, built in the master before any
 //! thread exists, shared by every instance.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Result;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::config::Config as HostConfig;
+use crate::config::{Config as HostConfig, ServerType};
 
 /// How often the epoch advances: the granularity of preemption and of the
 /// CPU limit.
@@ -24,21 +25,53 @@ const DECOMMIT_BATCH: usize = 64;
 /// module plus the shims `wit-component` adds).
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 
+/// Instances one service has alive at once in a process that serves one
+/// connection at a time: the connection's, and the worker's shared one
+/// (`instance per-worker`).
+const SEQUENTIAL_INSTANCES: u32 = 2;
+
+/// The process's engine, never dropped (see [`build`]).
+static KEPT: OnceLock<Engine> = OnceLock::new();
+
 /// Builds the engine every service shares: the pooling allocator sized for
-/// all services' `max_instances` concurrent instances of the largest
+/// the instances one process has alive at once, of the largest
 /// `max_memory`, or, where the machine cannot reserve the pool's address
 /// space, on-demand allocation (said in the log). Each instance's own
 /// memory cap is its service's (see `sandbox::limits`).
+///
+/// The engine lives as long as the process: a worker or `fork` child
+/// exits without unmapping the pool piece by piece (which cost a `fork`
+/// child more than serving its connection did), and the kernel frees it at
+/// exit in one go.
 pub fn build(config: &HostConfig) -> Result<Engine> {
-    match Engine::new(base_config().allocation_strategy(pooling(config))) {
-        Ok(engine) => Ok(engine),
+    let engine = match Engine::new(base_config().allocation_strategy(pooling(config))) {
+        Ok(engine) => engine,
         Err(err) => {
             tracing::warn!(
                 "pooling allocator unavailable ({err:#}); instances are allocated on demand"
             );
-            Ok(Engine::new(&base_config())?)
+            Engine::new(&base_config())?
         }
-    }
+    };
+    // The first engine of the process is the one it serves with.
+    let _ = KEPT.set(engine.clone());
+    Ok(engine)
+}
+
+/// Component instances a process has alive at once: every service's
+/// `max_instances` in a `multiplex` worker, [`SEQUENTIAL_INSTANCES`] per
+/// service in the personalities that serve one connection at a time. A
+/// smaller pool is fewer mappings for every `fork` to copy.
+fn instances_per_process(config: &HostConfig) -> u32 {
+    let per_service = |max_instances: u32| match config.process.server_type {
+        ServerType::Multiplex => max_instances,
+        _ => SEQUENTIAL_INSTANCES,
+    };
+    config
+        .services
+        .iter()
+        .map(|s| per_service(s.max_instances))
+        .fold(0u32, u32::saturating_add)
 }
 
 fn base_config() -> Config {
@@ -58,11 +91,7 @@ fn base_config() -> Config {
 }
 
 fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
-    let n = config
-        .services
-        .iter()
-        .map(|s| s.max_instances)
-        .fold(0u32, u32::saturating_add);
+    let n = instances_per_process(config);
     let max_memory = config
         .services
         .iter()
@@ -98,4 +127,42 @@ fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
             wasmtime::Enabled::Auto
         });
     InstanceAllocationStrategy::Pooling(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Setting, Source, sources::ConfFile};
+
+    fn config(settings: &[(&str, &str)]) -> HostConfig {
+        let settings = settings
+            .iter()
+            .map(|(key, value)| Setting {
+                key: (*key).to_owned(),
+                value: (*value).to_owned(),
+                source: Source::CommandLine,
+            })
+            .collect();
+        HostConfig::from_sources(settings, ConfFile::default(), true).unwrap()
+    }
+
+    #[test]
+    fn the_pool_holds_what_one_process_has_alive_at_once() {
+        let cases: &[(&[(&str, &str)], u32)] = &[
+            (&[], 1000),
+            (&[("server_type", "multiplex"), ("max_instances", "64")], 64),
+            (&[("server_type", "prefork"), ("max_instances", "64")], 2),
+            (&[("server_type", "prefork-simple")], 2),
+            (&[("server_type", "fork")], 2),
+            (&[("server_type", "single")], 2),
+            (&[("server_type", "inetd")], 2),
+        ];
+        for (settings, want) in cases {
+            assert_eq!(
+                instances_per_process(&config(settings)),
+                *want,
+                "{settings:?}"
+            );
+        }
+    }
 }
