@@ -6,8 +6,10 @@
 //! [`process_request`](Handler::process_request). During a connection the
 //! handler's stdin and stdout *are* the client connection, as STDIN and
 //! STDOUT are in Net::Server: read the request with [`std::io::stdin`], write
-//! the reply with [`std::io::stdout`] or `print!`. Whatever it writes to
-//! stderr (`eprintln!`) goes to the server log.
+//! the reply with [`std::io::stdout`] or `print!` — or with [`reply()`],
+//! which hands each flush to the host in one call instead of three, for
+//! protocols that answer many small requests. Whatever it writes to stderr
+//! (`eprintln!`) goes to the server log.
 //!
 //! # A handler, start to finish
 //!
@@ -118,6 +120,7 @@
 //! | [`log()`](log()), [`Level`], [`enabled`] | the server log; [`log::info`] and friends skip formatting what would be dropped |
 //! | [`property`], [`properties`] | the handler's settings (`--property KEY=VALUE`) |
 //! | [`echo::serve`] | Net::Server's default echo, on any reader and writer |
+//! | [`reply()`], [`Reply`] | stdout with one host call per flush, for many small replies |
 //!
 //! # How a handler runs
 //!
@@ -126,6 +129,7 @@
 //!   buffered: a reply's last line needs no `\n` and no explicit flush to
 //!   reach the client. Flush yourself when the client must see a reply
 //!   before you read again (the example above flushes after every line).
+//!   A [`Reply`] is flushed when it is dropped.
 //! - A panic ends the connection being served: its message goes to the log
 //!   and the instance traps. So does running out of the host's memory or CPU
 //!   limits. The host and other connections carry on.
@@ -157,11 +161,13 @@ pub mod echo;
 mod error;
 pub mod log;
 mod properties;
+mod reply;
 
 pub use client::{ClientInfo, client};
 pub use error::Error;
 pub use log::{Level, enabled, log};
 pub use properties::{properties, property};
+pub use reply::{Reply, reply};
 
 /// Net::Server's hooks, each with a default that does what Net::Server's
 /// does: implement only the ones your protocol needs.
@@ -214,7 +220,7 @@ pub trait Handler {
     ///
     /// The default is Net::Server's: the echo server of [`echo::serve`].
     fn process_request() -> Result<(), Error> {
-        echo::serve(std::io::stdin().lock(), std::io::stdout().lock())?;
+        echo::serve(std::io::stdin().lock(), reply())?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //! printf 'hello\r\nquit\r\n' | nc 127.0.0.1 20203
 //! ```
 
-use std::io::{stdin, stdout};
+use std::io::stdin;
 
 use netserver_sdk::{Error, Handler, client, log};
 
@@ -30,10 +30,11 @@ impl Handler for Echo {
     }
 
     /// Serves the client. Stdin and stdout are the connection, as STDIN and
-    /// STDOUT are in Net::Server. This is what the default `process_request`
-    /// does; it is spelled out here to show where a protocol goes.
+    /// STDOUT are in Net::Server; `reply()` is stdout written with one host
+    /// call per reply. This is what the default `process_request` does; it
+    /// is spelled out here to show where a protocol goes.
     fn process_request() -> Result<(), Error> {
-        netserver_sdk::echo::serve(stdin().lock(), stdout())?;
+        netserver_sdk::echo::serve(stdin().lock(), netserver_sdk::reply())?;
         Ok(())
     }
 }
