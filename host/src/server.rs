@@ -176,7 +176,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         let stop = Stop::new()?;
         // Every service's handler shares one engine: one ticker.
         if let Some(first) = services.first() {
-            tokio::spawn(tick_epochs(first.handler.engine().clone()));
+            start_epoch_ticker(first.handler.engine().clone())?;
         }
         let handlers: Vec<Arc<Handler>> = services.iter().map(|s| s.handler.clone()).collect();
         let served = match mode {
@@ -330,14 +330,22 @@ impl Drop for AcceptLock {
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`]: one ticker per engine
-/// and process, never a timer per connection.
-async fn tick_epochs(engine: wasmtime::Engine) {
-    let mut interval = tokio::time::interval(EPOCH_TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        engine.increment_epoch();
-    }
+/// and process, never a timer per connection. It is a thread of its own,
+/// not a task: a guest computing in a loop holds the runtime thread it runs
+/// on (the only one in the personalities that serve one connection at a
+/// time), and only a tick from elsewhere makes it yield or stop at its CPU
+/// limit. Started in the worker, after the fork.
+fn start_epoch_ticker(engine: wasmtime::Engine) -> Result<()> {
+    std::thread::Builder::new()
+        .name("netserver-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .context("cannot start the epoch ticker")?;
+    Ok(())
 }
 
 /// Accepts on one socket while a permit (a place among the concurrent
@@ -456,7 +464,7 @@ fn one_shot(
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
             let _stop = Stop::new()?;
-            tokio::spawn(tick_epochs(handler.engine().clone()));
+            start_epoch_ticker(handler.engine().clone())?;
             work.await
         },
         span.clone(),

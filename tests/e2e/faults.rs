@@ -60,6 +60,28 @@ fn spinning_guest_is_stopped_and_does_not_stall_others() {
     still_serves(&mut server);
 }
 
+/// The personalities that serve one connection at a time run the guest on
+/// their only runtime thread: the CPU limit must still stop a spinning
+/// guest there (the epoch ticks from a thread of its own), and the process
+/// then serves the next client.
+#[test]
+fn spinning_guest_is_stopped_in_every_sequential_personality() {
+    for server_type in ["single", "fork", "prefork-simple", "prefork"] {
+        let mut server = Server::start(&[
+            "--module",
+            guests::MISBEHAVE,
+            "--cpu-limit",
+            "1",
+            "--server-type",
+            server_type,
+        ]);
+        assert_eq!(misbehave(&server, "spin"), "", "{server_type}");
+        let line = server.wait_for_log("CPU limit exceeded");
+        assert!(line.contains("process-request"), "{server_type}: {line}");
+        still_serves(&mut server);
+    }
+}
+
 #[test]
 fn exit_and_error_are_logged() {
     let mut server = Server::start(&["--module", guests::MISBEHAVE]);
