@@ -14,6 +14,15 @@ struct NativeEcho {
     addr: SocketAddr,
 }
 
+/// The first line a child writes to `pipe`.
+fn first_line(pipe: impl std::io::Read) -> String {
+    let mut line = String::new();
+    BufReader::new(pipe)
+        .read_line(&mut line)
+        .expect("read the child's first line");
+    line
+}
+
 impl NativeEcho {
     fn start() -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_native-echo"))
@@ -23,10 +32,7 @@ impl NativeEcho {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn native-echo");
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().expect("stderr"))
-            .read_line(&mut line)
-            .expect("read the binding line");
+        let line = first_line(child.stderr.take().expect("stderr"));
         // Binding to TCP port N on host H with IPvX
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
@@ -118,10 +124,7 @@ fn hold_keeps_connections_until_stdin_closes() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn hold");
-    let mut line = String::new();
-    BufReader::new(hold.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read hold's line");
+    let line = first_line(hold.stdout.take().expect("stdout"));
     assert_eq!(line, "holding 20\n");
     // Closing stdin lets it go.
     drop(hold.stdin.take());
