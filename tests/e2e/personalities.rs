@@ -102,8 +102,10 @@ fn every_personality_serves_the_echo() {
     }
 }
 
-#[test]
-fn inetd_serves_the_connection_on_stdin() {
+/// Runs `netserver-host --server-type inetd ARGS` on one accepted
+/// connection, as inetd does, sends `request` and returns the reply, whether
+/// the server exited 0, and its log.
+fn inetd(args: &[&str], request: &[u8]) -> (String, bool, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -111,15 +113,15 @@ fn inetd_serves_the_connection_on_stdin() {
     let out = accepted.try_clone().unwrap();
     let mut server = Command::new(BIN)
         .args(["--server-type", "inetd"])
+        .args(args)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(accepted)))
         .stdout(Stdio::from(std::os::fd::OwnedFd::from(out)))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    client.write_all(b"over inetd\r\nquit\r\n").unwrap();
+    client.write_all(request).unwrap();
     let mut reply = String::new();
     client.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, "You said 'over inetd'\r\nYou said 'quit'\r\n");
     let status = server.wait().unwrap();
     let mut log = String::new();
     server
@@ -128,7 +130,22 @@ fn inetd_serves_the_connection_on_stdin() {
         .unwrap()
         .read_to_string(&mut log)
         .unwrap();
-    assert!(status.success(), "{log}");
+    (reply, status.success(), log)
+}
+
+#[test]
+fn inetd_serves_the_connection_on_stdin() {
+    let (reply, success, log) = inetd(&[], b"over inetd\r\nquit\r\n");
+    assert_eq!(reply, "You said 'over inetd'\r\nYou said 'quit'\r\n");
+    assert!(success, "{log}");
+
+    // A guest computing forever is stopped at its CPU limit here too.
+    let (reply, _, log) = inetd(
+        &["--module", guests::MISBEHAVE, "--cpu-limit", "1"],
+        b"spin\n",
+    );
+    assert_eq!(reply, "");
+    assert!(log.contains("CPU limit exceeded"), "{log}");
 
     // Not started by inetd: one clear line, exit 2.
     let out = Command::new(BIN)
