@@ -144,8 +144,9 @@
 //!
 //! The SDK builds for the native target too, so a handler's logic can be
 //! unit-tested with `cargo test`. Off `wasm32`, [`export!`] exports nothing,
-//! and [`client()`], [`log()`](log()), [`property`] and the other host calls
-//! panic: keep them out of the code under test, or pass their results in.
+//! and [`client()`], [`log()`](log()), [`property`], a [`Reply`]'s flush and
+//! the other host calls panic: keep them out of the code under test, or pass
+//! their results in ([`echo::serve`] takes any writer, for instance).
 //!
 //! [netserver]: https://example.invalid/netserver
 
