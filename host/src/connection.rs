@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::Instrument;
 
 use crate::access::Verdict;
 use crate::client::ClientInfo;
+use crate::log::tag::{ConnTag, tagged};
 use crate::proxy::Origin;
 use crate::wasm::stdio::{ClientSocket, GuestIo};
 use crate::wasm::{Handler, Instance};
@@ -124,8 +124,8 @@ pub async fn serve(
         }
     }
     let mut client = ClientInfo::tcp(peer, local, handler.service_name().clone());
-    let span = tracing::info_span!("conn", service = %client.service, peer = %client.peer);
-    async move {
+    let tag = ConnTag::new(client.service.clone(), client.peer);
+    tagged(tag, async move {
         let gate = handler.gate();
         let place = match gate.admit(client.peer.ip()) {
             Ok(place) => place,
@@ -170,8 +170,7 @@ pub async fn serve(
             // Net::Server's level 3 (info): one line per connection.
             tracing::debug!("connection ended after {summary}");
         }
-    }
-    .instrument(span)
+    })
     .await
 }
 

@@ -9,7 +9,8 @@
 //! | 4 | debug | `TRACE` |
 //!
 //! Lines go to stderr or `log_file` as `TIMESTAMP LEVEL span{fields}:
-//! message`, with Net::Server's level names; with `log_file Sys::Syslog`
+//! message` (a connection's lines as `conn{service=S peer=P}: message`,
+//! see [`tag`]), with Net::Server's level names; with `log_file Sys::Syslog`
 //! to the system log, each at the syslog severity of its level.
 
 use std::fmt;
@@ -26,6 +27,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+pub mod tag;
 
 /// The `tracing` level of Net::Server log level `level` (0–4; above 4 is 4).
 pub fn tracing_level(level: u8) -> Level {
@@ -287,7 +290,8 @@ pub fn init_silent() {
         .try_init();
 }
 
-/// Formats an event as `TIMESTAMP LEVEL span{fields}: message fields`
+/// Formats an event as `TIMESTAMP LEVEL span{fields}: conn{tag}: message
+/// fields`
 /// (without `TIMESTAMP LEVEL` for syslog, which has its own).
 struct NetServerFormat {
     stamp: bool,
@@ -317,6 +321,7 @@ where
             }
             write!(writer, ": ")?;
         }
+        tag::write_current(&mut writer)?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
