@@ -207,6 +207,19 @@ impl ClientSocket {
         Ok(())
     }
 
+    /// `blocking-write-and-flush`: queues `bytes`, sends what the socket
+    /// takes now and waits only while some is left. A client gone
+    /// meanwhile is not an error here (the next write reports it), as in
+    /// WASI's own implementation of the call.
+    async fn write_and_flush(&self, bytes: Bytes) -> StreamResult<()> {
+        self.write(bytes)?;
+        self.drain().await;
+        match self.write_failed().map(|kind| stream_error(kind.into())) {
+            None | Some(StreamError::Closed) => Ok(()),
+            Some(error) => Err(error),
+        }
+    }
+
     /// Waits until every pending byte was sent or writing failed.
     async fn drain(&self) {
         loop {
@@ -352,11 +365,31 @@ impl Pollable for GuestStdin {
     }
 }
 
+#[wasmtime_wasi::async_trait]
 impl InputStream for GuestStdin {
     fn read(&mut self, size: usize) -> StreamResult<Bytes> {
         match self.0.client() {
             Some(client) => client.read(size),
             None => Err(StreamError::Closed),
+        }
+    }
+
+    /// `blocking-read`, the call behind every read of Rust's `std::io::stdin`:
+    /// the default would look the client up twice per read.
+    async fn blocking_read(&mut self, size: usize) -> StreamResult<Bytes> {
+        let Some(client) = self.0.client() else {
+            return Err(StreamError::Closed);
+        };
+        self.0.note_wait();
+        loop {
+            let waited = client.stream.readable().await;
+            let bytes = client.read(size)?;
+            if !bytes.is_empty() || size == 0 {
+                return Ok(bytes);
+            }
+            // Nothing came although the wait ended: with an error, waiting
+            // again would end the same way (the runtime is shutting down).
+            waited.map_err(stream_error)?;
         }
     }
 }
@@ -371,7 +404,19 @@ impl Pollable for GuestStdout {
     }
 }
 
+#[wasmtime_wasi::async_trait]
 impl OutputStream for GuestStdout {
+    /// `blocking-write-and-flush`, the call behind the SDK's `reply()`: one
+    /// send, and no wait unless the socket is full. The default would wait
+    /// for readiness twice and check for room three times per call.
+    async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
+        let Some(client) = self.0.client() else {
+            return Ok(());
+        };
+        self.0.note_wait();
+        client.write_and_flush(bytes).await
+    }
+
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         match self.0.client() {
             Some(client) => client.write(bytes),
