@@ -6,30 +6,27 @@ use std::marker::PhantomData;
 
 use crate::Handler;
 use crate::bindings::exports::netserver::handler::hooks::Guest;
+use crate::bindings::netserver::handler::hook_hints;
+use crate::defaults::{self, Hook};
 
 /// The generated `Guest` implementation for handler `H`.
 pub struct Adapter<H>(PhantomData<fn() -> H>);
 
 impl<H: Handler> Guest for Adapter<H> {
     fn child_init_hook() {
-        H::child_init_hook();
-        flush_stdout();
+        run::<H, _>(Hook::ChildInitHook, H::child_init_hook);
     }
 
     fn post_accept_hook() {
-        H::post_accept_hook();
-        flush_stdout();
+        run::<H, _>(Hook::PostAcceptHook, H::post_accept_hook);
     }
 
     fn allow_deny_hook() -> bool {
-        let allow = H::allow_deny_hook();
-        flush_stdout();
-        allow
+        run::<H, _>(Hook::AllowDenyHook, H::allow_deny_hook)
     }
 
     fn request_denied_hook() {
-        H::request_denied_hook();
-        flush_stdout();
+        run::<H, _>(Hook::RequestDeniedHook, H::request_denied_hook);
     }
 
     fn process_request() -> Result<(), String> {
@@ -43,25 +40,36 @@ impl<H: Handler> Guest for Adapter<H> {
     }
 
     fn post_process_request_hook() {
-        H::post_process_request_hook();
-        flush_stdout();
+        run::<H, _>(Hook::PostProcessRequestHook, H::post_process_request_hook);
     }
 
     fn post_client_connection_hook() {
+        // Needed after every connection whatever the handler's hook does:
+        // never reported as doing nothing.
         forget_client_io();
         H::post_client_connection_hook();
         flush_stdout();
     }
 
     fn child_finish_hook() {
-        H::child_finish_hook();
-        flush_stdout();
+        run::<H, _>(Hook::ChildFinishHook, H::child_finish_hook);
     }
 
     fn dequeue() {
-        H::dequeue();
+        run::<H, _>(Hook::Dequeue, H::dequeue);
+    }
+}
+
+/// Runs `H`'s `hook`: when it is the default, which does nothing, tells
+/// the host not to call it again; otherwise flushes what it wrote.
+fn run<H: Handler, R>(hook: Hook, body: impl FnOnce() -> R) -> R {
+    let (result, default) = defaults::run::<H, R>(hook, body);
+    if default {
+        hook_hints::does_nothing(hook);
+    } else {
         flush_stdout();
     }
+    result
 }
 
 /// Writes out what std's line-buffered stdout holds: a reply's last line

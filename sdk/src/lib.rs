@@ -158,6 +158,7 @@ mod adapter;
 #[allow(missing_docs)]
 pub mod bindings;
 mod client;
+mod defaults;
 pub mod echo;
 mod error;
 pub mod log;
@@ -165,6 +166,7 @@ mod properties;
 mod reply;
 
 pub use client::{ClientInfo, client};
+use defaults::Hook;
 pub use error::Error;
 pub use log::{Level, enabled, log};
 pub use properties::{properties, property};
@@ -194,25 +196,39 @@ pub use reply::{Reply, reply};
 /// The hooks are associated functions: a handler type carries no value.
 /// State kept for the life of an instance goes in `static`s (a
 /// `thread_local!` or a `std::sync::Mutex`), prepared in `child_init_hook`.
+///
+/// Implement only the hooks you need. A hook left at its default does
+/// nothing, and the first time it runs the SDK tells the host so
+/// (`hook-hints.does-nothing` in the WIT): the host stops calling it and
+/// acts as if it had run, which saves a call into the guest per hook and
+/// connection. `process_request` and `post_client_connection_hook` (where
+/// the SDK drops what stdin buffered from the client) are always called.
 pub trait Handler {
     /// Runs once when an instance is created, before its first connection
     /// (Net::Server runs it when a child starts). There is no client yet.
-    fn child_init_hook() {}
+    fn child_init_hook() {
+        defaults::mark::<Self>(Hook::ChildInitHook);
+    }
 
     /// Runs right after a client connected and passed the host's access
     /// rules. Stdout is the client: a greeting banner can be written here.
-    fn post_accept_hook() {}
+    fn post_accept_hook() {
+        defaults::mark::<Self>(Hook::PostAcceptHook);
+    }
 
     /// Decides whether the client is served: `true` (the default) goes on to
     /// [`process_request`](Self::process_request), `false` runs
     /// [`request_denied_hook`](Self::request_denied_hook) instead.
     fn allow_deny_hook() -> bool {
+        defaults::mark::<Self>(Hook::AllowDenyHook);
         true
     }
 
     /// Runs instead of `process_request` when `allow_deny_hook` returned
     /// `false`. Stdout is still the client: a refusal may be written.
-    fn request_denied_hook() {}
+    fn request_denied_hook() {
+        defaults::mark::<Self>(Hook::RequestDeniedHook);
+    }
 
     /// Serves the client: read the request from stdin, write the reply to
     /// stdout, for as long as the protocol requires. The connection stays
@@ -227,19 +243,27 @@ pub trait Handler {
 
     /// Runs after `process_request` (or `request_denied_hook`) returned,
     /// with the connection still open: a closing message may be written.
-    fn post_process_request_hook() {}
+    fn post_process_request_hook() {
+        defaults::mark::<Self>(Hook::PostProcessRequestHook);
+    }
 
     /// Runs after the connection was closed: accounting and cleanup for this
     /// client go here.
-    fn post_client_connection_hook() {}
+    fn post_client_connection_hook() {
+        defaults::mark::<Self>(Hook::PostClientConnectionHook);
+    }
 
     /// Runs once when an instance is retired, after its last connection
     /// (Net::Server runs it when a child finishes).
-    fn child_finish_hook() {}
+    fn child_finish_hook() {
+        defaults::mark::<Self>(Hook::ChildFinishHook);
+    }
 
     /// Runs every `check_for_dequeue` seconds on a fresh instance of its
     /// own, with no client: periodic work (Net::Server's `dequeue`).
-    fn dequeue() {}
+    fn dequeue() {
+        defaults::mark::<Self>(Hook::Dequeue);
+    }
 }
 
 /// Makes a [`Handler`] the hooks this component exports.

@@ -114,23 +114,33 @@ fn hooks_run_in_net_server_order_with_client_info() {
         )
     );
     server.wait_for_log("hook child-finish-hook");
+    // A second client: a handler that implements every hook has each of
+    // them called again (only hooks left at the SDK's default are skipped).
+    let mut client = server.connect();
+    client.send(b"quit\n");
+    assert!(client.read_all().ends_with("bye\r\n"));
+    server.wait_for_log_lines("hook child-finish-hook", 2);
     let order: Vec<String> = server
         .log()
         .iter()
         .filter_map(|l| l.split("hook ").nth(1).map(str::to_owned))
         .collect();
-    assert_eq!(
-        order,
-        [
-            "child-init-hook",
-            "post-accept-hook",
-            "allow-deny-hook",
-            "process-request",
-            "post-process-request-hook",
-            "post-client-connection-hook",
-            "child-finish-hook"
-        ]
-    );
+    let one = [
+        "child-init-hook",
+        "post-accept-hook",
+        "allow-deny-hook",
+        "process-request",
+        "post-process-request-hook",
+        "post-client-connection-hook",
+        "child-finish-hook",
+    ];
+    assert_eq!(order, [one, one].concat());
+    let skipped: Vec<String> = server
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("does nothing"))
+        .collect();
+    assert!(skipped.is_empty(), "{skipped:?}");
     // Guest stderr and guest log lines are tagged with the service and peer.
     let stderr = server.wait_for_log("stderr from hook-trace");
     assert!(
@@ -154,4 +164,35 @@ fn allow_deny_hook_refusal_runs_request_denied_hook() {
             .iter()
             .any(|l| l.contains("hook process-request"))
     );
+}
+
+#[test]
+fn hooks_left_at_the_sdk_default_are_called_once_then_skipped() {
+    // The built-in echo implements post-accept-hook and process-request.
+    let mut server = Server::start(&[]);
+    for i in 0..3 {
+        let mut client = server.connect();
+        client.send(format!("round {i}\nquit\n").as_bytes());
+        assert_eq!(
+            client.read_all(),
+            format!("You said 'round {i}'\r\nYou said 'quit'\r\n")
+        );
+    }
+    server.wait_for_log_lines("connection ended", 3);
+    let log = server.log();
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    for hook in [
+        "child-init-hook",
+        "allow-deny-hook",
+        "post-process-request-hook",
+        "child-finish-hook",
+    ] {
+        let line = format!("service echo: {hook} does nothing; it is no longer called");
+        assert_eq!(count(&line), 1, "{hook}: {log:#?}");
+    }
+    for hook in ["post-accept-hook", "post-client-connection-hook"] {
+        assert_eq!(count(&format!("{hook} does nothing")), 0, "{log:#?}");
+    }
+    // post-accept-hook, which echo implements, ran for every client.
+    assert_eq!(count("echo serves 127.0.0.1:"), 3, "{log:#?}");
 }

@@ -172,6 +172,29 @@ impl Server {
         );
     }
 
+    /// Waits until `n` log lines contain `needle` and returns them.
+    pub fn wait_for_log_lines(&mut self, needle: &str, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let hits: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            // Each line is in `log()` before it is sent here.
+            let left = deadline.checked_duration_since(Instant::now());
+            if left.is_none_or(|left| self.lines.recv_timeout(left).is_err()) {
+                panic!(
+                    "fewer than {n} log lines containing {needle:?}; log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+        }
+    }
+
     /// Every log line so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

@@ -18,6 +18,7 @@ use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 
 use super::bindings::{self, HandlerPre};
 use super::embedded;
+use super::hints::Hook;
 use super::sandbox::{self, CpuMeter};
 use super::state::{Service, State};
 use super::stdio::GuestIo;
@@ -94,6 +95,7 @@ impl Handler {
             name: config.name.as_str().into(),
             properties: config.properties.clone(),
             grants: config.grants.clone(),
+            idle_hooks: Default::default(),
         });
         let per_worker = config.instance == InstanceMode::PerWorker;
         if per_worker && matches!(pre, Pre::Command(_)) {
@@ -265,13 +267,16 @@ pub struct Instance {
 }
 
 /// Calls hook `$method` of a handler guest with a fresh CPU budget; a
-/// command guest has no such hook and yields `$default`.
+/// command guest has no such hook, and a handler's hook that said it does
+/// nothing ([`super::hints`]) is not called: both yield `$default`.
 macro_rules! hook {
-    ($self:ident, $method:ident, $default:expr) => {{
-        $self.store.data_mut().cpu.reset();
+    ($self:ident, $method:ident, $hook:ident, $default:expr) => {{
         match &$self.guest {
-            Guest::Handler(h) => h.netserver_handler_hooks().$method(&mut $self.store).await,
-            Guest::Command(_) => Ok($default),
+            Guest::Handler(h) if !$self.store.data().skips(Hook::$hook) => {
+                $self.store.data_mut().cpu.reset();
+                h.netserver_handler_hooks().$method(&mut $self.store).await
+            }
+            _ => Ok($default),
         }
     }};
 }
@@ -289,22 +294,22 @@ impl Instance {
 
     /// `child-init-hook`.
     pub async fn child_init_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_child_init_hook, ())
+        hook!(self, call_child_init_hook, ChildInitHook, ())
     }
 
     /// `post-accept-hook`.
     pub async fn post_accept_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_post_accept_hook, ())
+        hook!(self, call_post_accept_hook, PostAcceptHook, ())
     }
 
     /// `allow-deny-hook`: whether to serve the client.
     pub async fn allow_deny_hook(&mut self) -> wasmtime::Result<bool> {
-        hook!(self, call_allow_deny_hook, true)
+        hook!(self, call_allow_deny_hook, AllowDenyHook, true)
     }
 
     /// `request-denied-hook`.
     pub async fn request_denied_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_request_denied_hook, ())
+        hook!(self, call_request_denied_hook, RequestDeniedHook, ())
     }
 
     /// `process-request`, or a command's `run`. The outer `Err` is a trap;
@@ -326,21 +331,31 @@ impl Instance {
 
     /// `post-process-request-hook`.
     pub async fn post_process_request_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_post_process_request_hook, ())
+        hook!(
+            self,
+            call_post_process_request_hook,
+            PostProcessRequestHook,
+            ()
+        )
     }
 
     /// `post-client-connection-hook`.
     pub async fn post_client_connection_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_post_client_connection_hook, ())
+        hook!(
+            self,
+            call_post_client_connection_hook,
+            PostClientConnectionHook,
+            ()
+        )
     }
 
     /// `child-finish-hook`.
     pub async fn child_finish_hook(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_child_finish_hook, ())
+        hook!(self, call_child_finish_hook, ChildFinishHook, ())
     }
 
     /// `dequeue`.
     pub async fn dequeue(&mut self) -> wasmtime::Result<()> {
-        hook!(self, call_dequeue, ())
+        hook!(self, call_dequeue, Dequeue, ())
     }
 }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod engine;
 pub mod grants;
 pub mod handler;
+pub mod hints;
 pub mod sandbox;
 pub mod state;
 pub mod stdio;

@@ -8,7 +8,10 @@ use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{ClientHost, LogHost, PropertiesHost, WitClientInfo, WitLevel};
+use super::bindings::{
+    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientInfo, WitLevel,
+};
+use super::hints::{Hook, IdleHooks};
 use super::sandbox::CpuMeter;
 use super::stdio::{GuestIo, GuestStderr};
 use crate::client::ClientInfo;
@@ -23,6 +26,8 @@ pub struct Service {
     pub properties: BTreeMap<String, String>,
     /// What its guests are granted beyond their client.
     pub grants: Grants,
+    /// The hooks its handler said do nothing, which are no longer called.
+    pub idle_hooks: IdleHooks,
 }
 
 /// The data of one instance's Store.
@@ -73,6 +78,13 @@ impl State {
     }
 }
 
+impl State {
+    /// Whether the handler said `hook` does nothing, so it is not called.
+    pub fn skips(&self, hook: Hook) -> bool {
+        self.service.idle_hooks.contains(hook)
+    }
+}
+
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -116,6 +128,17 @@ impl LogHost for State {
             WitLevel::Notice => tracing::enabled!(target: "guest", tracing::Level::INFO),
             WitLevel::Info => tracing::enabled!(target: "guest", tracing::Level::DEBUG),
             WitLevel::Debug => tracing::enabled!(target: "guest", tracing::Level::TRACE),
+        }
+    }
+}
+
+impl HookHintsHost for State {
+    fn does_nothing(&mut self, hook: Hook) {
+        if self.service.idle_hooks.insert(hook) {
+            tracing::debug!(
+                "service {}: {hook} does nothing; it is no longer called",
+                self.service.name
+            );
         }
     }
 }
