@@ -153,14 +153,13 @@ pub async fn serve(
         };
         // Give the address's place back before saying the connection ended.
         drop(place);
-        let took = started.elapsed();
-        let (read, written) = socket.bytes();
-        let host = client
-            .peer_host
-            .as_deref()
-            .map(|h| format!(" ({h})"))
-            .unwrap_or_default();
-        let summary = format!("{took:.1?}{host}, {read} bytes in, {written} bytes out: {end}");
+        let summary = Summary {
+            took: started.elapsed(),
+            host: client.peer_host.as_deref(),
+            bytes: socket.bytes(),
+            end: &end,
+        };
+        // Formatted only when the line is written.
         if end.is_fault() {
             tracing::error!("connection ended after {summary}");
             if let End::Trap { error, .. } = &end {
@@ -172,6 +171,26 @@ pub async fn serve(
         }
     })
     .await
+}
+
+/// The line a connection's end is logged with: how long it lasted, the
+/// client's host name, the bytes each way and why it ended.
+struct Summary<'a> {
+    took: Duration,
+    host: Option<&'a str>,
+    bytes: (u64, u64),
+    end: &'a End,
+}
+
+impl fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.1?}", self.took)?;
+        if let Some(host) = self.host {
+            write!(f, " ({host})")?;
+        }
+        let (read, written) = self.bytes;
+        write!(f, ", {read} bytes in, {written} bytes out: {}", self.end)
+    }
 }
 
 /// Runs the hooks in Net::Server's order: on a fresh instance, or on the
