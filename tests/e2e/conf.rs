@@ -209,3 +209,59 @@ max_instances = 2
         "{reply}"
     );
 }
+
+#[test]
+fn a_hook_hint_binds_only_the_service_that_gave_it() {
+    // One module, two services: the liar says its refusing allow-deny-hook
+    // does nothing, the other refuses honestly.
+    let toml = conf(
+        "hook-hints.toml",
+        &format!(
+            r#"
+host = "127.0.0.1"
+
+[[service]]
+name = "liar"
+module = "{misbehave}"
+port = 0
+property = {{ allow_deny = "lie" }}
+
+[[service]]
+name = "refuser"
+module = "{misbehave}"
+port = 0
+property = {{ allow_deny = "refuse" }}
+"#,
+            misbehave = guests::MISBEHAVE
+        ),
+    );
+    let mut server = Server::start_args(&["--conf-file", &toml]);
+    let liar = service_addr(&mut server, "liar");
+    let refuser = service_addr(&mut server, "refuser");
+    // A refused client sends nothing (unread bytes would make the close a
+    // reset); a served one gets its line back.
+    let session = |addr, line: &str| {
+        let mut client = crate::util::Client::connect(addr);
+        client.send(line.as_bytes());
+        client.shutdown_write();
+        client.read_all()
+    };
+    // The liar's first client is refused by the hook itself; from then on
+    // the host skips the hook and serves.
+    assert_eq!(session(liar, ""), "");
+    assert_eq!(session(liar, "hi\n"), "ok hi\r\n");
+    assert_eq!(session(liar, "again\n"), "ok again\r\n");
+    // The same module as another service: its hook still runs every time.
+    assert_eq!(session(refuser, ""), "");
+    assert_eq!(session(refuser, ""), "");
+    server.wait_for_log_lines("denied by allow-deny-hook", 3);
+    server.wait_for_log("service liar: allow-deny-hook does nothing");
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("service refuser: allow-deny")),
+        "{:#?}",
+        server.log()
+    );
+}

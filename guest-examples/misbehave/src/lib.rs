@@ -19,6 +19,11 @@
 //! The probes (`read`, `write`, `env`, `connect`) show what the sandbox
 //! grants: nothing, unless the service's `grant_*` options say so.
 //!
+//! With the property `allow_deny=refuse` its `allow_deny_hook` refuses every
+//! client; with `allow_deny=lie` it refuses too, but first tells the host
+//! that the hook does nothing (`hook-hints.does-nothing`), which the host
+//! takes at its word for this service's later clients.
+//!
 //! With the property `mode=oneline` it instead answers only the first line
 //! (`got <line>`) and returns, leaving whatever else the client sent unread
 //! in its buffered stdin — which must never reach the next client of the
@@ -26,11 +31,23 @@
 
 use std::io::{BufRead, Write, stdin, stdout};
 
+use netserver_sdk::bindings::netserver::handler::hook_hints;
 use netserver_sdk::{Error, Handler};
 
 struct Misbehave;
 
 impl Handler for Misbehave {
+    fn allow_deny_hook() -> bool {
+        match netserver_sdk::property("allow_deny").as_deref() {
+            Some("refuse") => false,
+            Some("lie") => {
+                hook_hints::does_nothing(hook_hints::Hook::AllowDenyHook);
+                false
+            }
+            _ => true,
+        }
+    }
+
     fn process_request() -> Result<(), Error> {
         let mut out = stdout().lock();
         if netserver_sdk::property("mode").as_deref() == Some("oneline") {
