@@ -11,7 +11,7 @@
 
 use std::io::stdin;
 
-use netserver_sdk::{Error, Handler, client, log};
+use netserver_sdk::{Error, Handler, Level, client, log};
 
 /// The handler. It carries no value: the hooks are associated functions.
 struct Echo;
@@ -19,8 +19,12 @@ struct Echo;
 // Implement only the hooks you need: the others keep the SDK's defaults
 // (which do what Net::Server's do).
 impl Handler for Echo {
-    /// Runs when a client connects, before `process_request`: log who it is.
+    /// Runs when a client connects, before `process_request`: log who it is
+    /// (asking the host who the client is only when the line is written).
     fn post_accept_hook() {
+        if !log::enabled(Level::Info) {
+            return;
+        }
         if let Some(client) = client() {
             log::info(format_args!(
                 "echo serves {}:{} on {}:{}",
