@@ -134,63 +134,38 @@ impl Server {
 
     /// Waits until the log has a line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
-        if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
-            return line;
-        }
-        let deadline = Instant::now() + PATIENCE;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line containing {needle:?}; log:\n{}",
-            self.log().join("\n")
-        );
+        let what = format!("a log line containing {needle:?}");
+        self.wait_for_lines(&what, 1, |l| l.contains(needle))
+            .swap_remove(0)
     }
 
     /// Waits until the log has a line containing every one of `needles`
     /// and returns it.
     pub fn wait_for_log_all(&mut self, needles: &[&str]) -> String {
-        let hit = |l: &String| needles.iter().all(|n| l.contains(n));
-        if let Some(line) = self.log().into_iter().find(hit) {
-            return line;
-        }
-        let deadline = Instant::now() + PATIENCE;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if hit(&line) => return line,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line containing all of {needles:?}; log:\n{}",
-            self.log().join("\n")
-        );
+        let what = format!("a log line containing all of {needles:?}");
+        self.wait_for_lines(&what, 1, |l| needles.iter().all(|n| l.contains(n)))
+            .swap_remove(0)
     }
 
     /// Waits until `n` log lines contain `needle` and returns them.
     pub fn wait_for_log_lines(&mut self, needle: &str, n: usize) -> Vec<String> {
+        let what = format!("{n} log lines containing {needle:?}");
+        self.wait_for_lines(&what, n, |l| l.contains(needle))
+    }
+
+    /// Waits until `n` log lines satisfy `hit` and returns them, in order;
+    /// panics with the log, saying it found no `what`, after [`PATIENCE`].
+    fn wait_for_lines(&mut self, what: &str, n: usize, hit: impl Fn(&str) -> bool) -> Vec<String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let hits: Vec<String> = self
-                .log()
-                .into_iter()
-                .filter(|l| l.contains(needle))
-                .collect();
+            let hits: Vec<String> = self.log().into_iter().filter(|l| hit(l)).collect();
             if hits.len() >= n {
                 return hits;
             }
             // Each line is in `log()` before it is sent here.
             let left = deadline.checked_duration_since(Instant::now());
             if left.is_none_or(|left| self.lines.recv_timeout(left).is_err()) {
-                panic!(
-                    "fewer than {n} log lines containing {needle:?}; log:\n{}",
-                    self.log().join("\n")
-                );
+                panic!("no {what}; log:\n{}", self.log().join("\n"));
             }
         }
     }
