@@ -76,9 +76,7 @@ impl State {
             service,
         })
     }
-}
 
-impl State {
     /// Whether the handler said `hook` does nothing, so it is not called.
     pub fn skips(&self, hook: Hook) -> bool {
         self.service.idle_hooks.contains(hook)
