@@ -3,10 +3,11 @@
 //! reaches the listener or another connection.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access::Verdict;
@@ -92,6 +93,53 @@ impl fmt::Display for End {
     }
 }
 
+/// An accepted client connection, with what is already known of its two
+/// ends: each address known here is a system call saved per connection.
+pub struct Accepted {
+    /// The connection.
+    pub stream: TcpStream,
+    /// The client's address, as `accept` reported it.
+    pub peer: Option<SocketAddr>,
+    /// The server's end, when the listener is bound to one address (see
+    /// [`fixed_local`]).
+    pub local: Option<SocketAddr>,
+}
+
+impl Accepted {
+    /// A connection whose addresses are looked up when it is served.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            peer: None,
+            local: None,
+        }
+    }
+
+    /// The client's address and the server's, asking the kernel only for
+    /// those not known yet. Fails when the client already left.
+    fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        let peer = match self.peer {
+            Some(peer) => peer,
+            None => self.stream.peer_addr()?,
+        };
+        let local = match self.local {
+            Some(local) => local,
+            None => self.stream.local_addr()?,
+        };
+        Ok((peer, local))
+    }
+}
+
+/// The local address of every connection `listener` accepts, when it is
+/// bound to one address; `None` for a wildcard (`0.0.0.0`, `[::]`), whose
+/// connections each have their own.
+pub fn fixed_local(listener: &TcpListener) -> Option<SocketAddr> {
+    listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified())
+}
+
 /// Serves one accepted client; `_permit` holds its place among the
 /// concurrent instances until the connection ends. Before the guest sees
 /// it, the connection passes the service's [`Gate`](crate::gate::Gate):
@@ -99,17 +147,15 @@ impl fmt::Display for End {
 /// access rules (whose verdict the hooks act on).
 pub async fn serve(
     handler: Arc<Handler>,
-    stream: TcpStream,
+    accepted: Accepted,
     idle_timeout: Duration,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((mut peer, mut local)) = stream
-        .peer_addr()
-        .and_then(|p| Ok((p, stream.local_addr()?)))
-    else {
+    let Ok((mut peer, mut local)) = accepted.addresses() else {
         // The client left between accept and here.
         return;
     };
+    let stream = accepted.stream;
     if handler.gate().expects_proxy_header(peer.ip()) {
         match crate::proxy::read_header(&stream).await {
             Ok(Origin::Relayed { client, server }) => (peer, local) = (client, server),
@@ -337,4 +383,30 @@ async fn connection_hooks(
         .map_err(trap("post-client-connection-hook"))?;
     instance.set_client(None);
     Ok(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_listener_bound_to_one_address_fixes_the_local_end() {
+        // (bound to, whether its connections share its address)
+        let cases = [
+            ("127.0.0.1:0", true),
+            ("0.0.0.0:0", false),
+            ("[::1]:0", true),
+            ("[::]:0", false),
+        ];
+        for (addr, fixed) in cases {
+            let Ok(listener) = TcpListener::bind(addr).await else {
+                // No IPv6 on this machine.
+                assert!(addr.starts_with('['), "cannot bind {addr}");
+                continue;
+            };
+            let bound = listener.local_addr().unwrap();
+            let want = fixed.then_some(bound);
+            assert_eq!(fixed_local(&listener), want, "{addr}");
+        }
+    }
 }

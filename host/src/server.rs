@@ -18,7 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ServiceConfig};
-use crate::connection;
+use crate::connection::{self, Accepted};
 use crate::listen::{self, Bound};
 use crate::process::inherit::Handed;
 use crate::wasm::Handler;
@@ -252,7 +252,9 @@ async fn sequential(
     let mut by_socket = Vec::new();
     for service in &services {
         for bound in &service.sockets {
-            listeners.push(TcpListener::from_std(bound.socket.try_clone()?)?);
+            let listener = TcpListener::from_std(bound.socket.try_clone()?)?;
+            let local = connection::fixed_local(&listener);
+            listeners.push((listener, local));
             by_socket.push((service.handler.clone(), service.idle_timeout));
         }
     }
@@ -282,7 +284,7 @@ async fn sequential(
             () = stop.quit() => break,
         };
         drop(guard);
-        let (stream, index) = match accepted {
+        let (accepted, index) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!("accept failed: {err}");
@@ -291,23 +293,33 @@ async fn sequential(
             }
         };
         say(true);
-        let _ = stream.set_nodelay(true);
+        let _ = accepted.stream.set_nodelay(true);
         let (handler, idle_timeout) = by_socket[index].clone();
         let permit = place.clone().acquire_owned().await?;
-        connection::serve(handler, stream, idle_timeout, permit).await;
+        connection::serve(handler, accepted, idle_timeout, permit).await;
         served += 1;
         say(false);
     }
     Ok(())
 }
 
-/// Accepts the first client to arrive on any of `listeners`.
-async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(TcpStream, usize)> {
-    let accepts = listeners.iter().map(|l| {
-        Box::pin(async move { l.accept().await.map(|(s, _): (TcpStream, SocketAddr)| s) })
+/// Accepts the first client to arrive on any of `listeners` (each given
+/// with its [`connection::fixed_local`] address); says which one took it.
+async fn accept_any(
+    listeners: &[(TcpListener, Option<SocketAddr>)],
+) -> std::io::Result<(Accepted, usize)> {
+    let accepts = listeners.iter().map(|(listener, local)| {
+        Box::pin(async move {
+            let (stream, peer) = listener.accept().await?;
+            Ok::<_, std::io::Error>(Accepted {
+                stream,
+                peer: Some(peer),
+                local: *local,
+            })
+        })
     });
     let (result, index, _) = select_all(accepts).await;
-    result.map(|stream| (stream, index))
+    result.map(|accepted| (accepted, index))
 }
 
 /// An exclusive `flock` on the accept lock file, released when dropped.
@@ -356,17 +368,23 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     idle_timeout: Duration,
 ) {
+    let local = connection::fixed_local(&listener);
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 // Replies are written whole by the guest: send them at once.
                 let _ = stream.set_nodelay(true);
+                let accepted = Accepted {
+                    stream,
+                    peer: Some(peer),
+                    local,
+                };
                 tokio::spawn(connection::serve(
                     handler.clone(),
-                    stream,
+                    accepted,
                     idle_timeout,
                     permit,
                 ));
@@ -423,7 +441,7 @@ pub fn serve_one(
         let stream = TcpStream::from_std(stream)?;
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
-        connection::serve(handler, stream, idle_timeout, permit).await;
+        connection::serve(handler, Accepted::new(stream), idle_timeout, permit).await;
         Ok(())
     })
 }
