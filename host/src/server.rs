@@ -7,7 +7,6 @@
 //! `prefork-simple`: one connection at a time, up to `max_requests`).
 
 use std::net::SocketAddr;
-use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::connection::{self, Accepted};
 use crate::listen::{self, Bound};
 use crate::process::inherit::Handed;
+use crate::process::status::StatusWriter;
 use crate::wasm::Handler;
 use crate::wasm::engine::EPOCH_TICK;
 
@@ -140,16 +140,8 @@ pub enum Mode {
         /// sockets (`serialize flock`).
         lock: Option<std::fs::File>,
         /// Where to say "busy" and "idle" to the parent (`prefork`).
-        status: Option<UnixDatagram>,
+        status: Option<std::fs::File>,
     },
-}
-
-/// What a worker says to its parent (`prefork`): its pid and a status.
-pub fn status_message(busy: bool) -> [u8; 5] {
-    let mut message = [0u8; 5];
-    message[..4].copy_from_slice(&std::process::id().to_le_bytes());
-    message[4] = if busy { b'B' } else { b'I' };
-    message
 }
 
 /// Runs a worker until it is told to stop (INT or TERM: at once; QUIT:
@@ -246,7 +238,7 @@ async fn sequential(
     mut stop: Stop,
     max_requests: u64,
     lock: Option<std::fs::File>,
-    status: Option<UnixDatagram>,
+    status: Option<std::fs::File>,
 ) -> Result<()> {
     let mut listeners = Vec::new();
     let mut by_socket = Vec::new();
@@ -261,13 +253,10 @@ async fn sequential(
     drop(services);
     let lock = lock.map(Arc::new);
     let place = Arc::new(Semaphore::new(1));
-    if let Some(status) = &status {
-        // A message that does not fit is dropped, never waited for.
-        status.set_nonblocking(true)?;
-    }
+    let status = status.map(StatusWriter::new);
     let say = |busy| {
         if let Some(status) = &status {
-            let _ = status.send(&status_message(busy));
+            status.say(busy);
         }
     };
     let mut served = 0;

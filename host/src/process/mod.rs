@@ -18,6 +18,7 @@ pub mod fork;
 pub mod inetd;
 pub mod inherit;
 pub mod signals;
+pub mod status;
 pub mod supervisor;
 
 use anyhow::Result;

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,6 +27,7 @@ use nix::unistd::Pid;
 
 use super::inherit::{self, Handed};
 use super::signals::{MASTER_SIGNALS, Signals};
+use super::status::{self, StatusReader};
 use crate::config::{AcceptSerialization, Config, ServerType};
 use crate::server::{self, Mode, Service};
 
@@ -72,7 +72,7 @@ struct Master<'a> {
     signals: Option<Signals>,
     /// `prefork`: the read end where workers say busy or idle, and the
     /// write end they inherit.
-    status: Option<(UnixDatagram, UnixDatagram)>,
+    status: Option<(StatusReader, std::fs::File)>,
     lock_file: Option<PathBuf>,
     own_lock_file: Option<PathBuf>,
     workers: BTreeMap<Pid, Worker>,
@@ -104,13 +104,10 @@ impl<'a> Master<'a> {
             _ => 1,
         };
         let status = if process.server_type == ServerType::Prefork {
-            Some(UnixDatagram::pair().context("status socket")?)
+            Some(status::channel()?)
         } else {
             None
         };
-        if let Some((read, _)) = &status {
-            read.set_nonblocking(true)?;
-        }
         let sockets: usize = services.iter().map(|s| s.sockets.len()).sum();
         let sequential = matches!(
             process.server_type,
@@ -263,10 +260,7 @@ impl<'a> Master<'a> {
         };
         let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
         if let Some((read, _)) = &self.status {
-            fds.push(PollFd::new(
-                std::os::fd::AsFd::as_fd(read),
-                PollFlags::POLLIN,
-            ));
+            fds.push(PollFd::new(read.fd(), PollFlags::POLLIN));
         }
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         match poll(&mut fds, PollTimeout::from(ms)) {
@@ -493,20 +487,17 @@ impl<'a> Master<'a> {
         Ok(())
     }
 
-    /// Reads the workers' busy and idle messages.
+    /// Reads the workers' busy and idle messages, in the order they were
+    /// sent: the last one of each worker says what it is doing now.
     fn read_status(&mut self) {
         let Some((read, _)) = &self.status else {
             return;
         };
-        let mut message = [0u8; 5];
-        while let Ok(5) = read.recv(&mut message) {
-            let pid = Pid::from_raw(i32::from_le_bytes(
-                message[..4].try_into().unwrap_or_default(),
-            ));
+        read.drain(|pid, busy| {
             if let Some(worker) = self.workers.get_mut(&pid) {
-                worker.idle = message[4] == b'I';
+                worker.idle = !busy;
             }
-        }
+        });
     }
 }
 
