@@ -115,6 +115,17 @@ impl Accepted {
         }
     }
 
+    /// Waits for the next client on `listener`, whose connections all have
+    /// the server address `local` when it is known (see [`fixed_local`]).
+    pub async fn next(listener: &TcpListener, local: Option<SocketAddr>) -> std::io::Result<Self> {
+        let (stream, peer) = listener.accept().await?;
+        Ok(Self {
+            stream,
+            peer: Some(peer),
+            local,
+        })
+    }
+
     /// The client's address and the server's, asking the kernel only for
     /// those not known yet. Fails when the client already left.
     fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {

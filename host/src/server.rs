@@ -297,16 +297,9 @@ async fn sequential(
 async fn accept_any(
     listeners: &[(TcpListener, Option<SocketAddr>)],
 ) -> std::io::Result<(Accepted, usize)> {
-    let accepts = listeners.iter().map(|(listener, local)| {
-        Box::pin(async move {
-            let (stream, peer) = listener.accept().await?;
-            Ok::<_, std::io::Error>(Accepted {
-                stream,
-                peer: Some(peer),
-                local: *local,
-            })
-        })
-    });
+    let accepts = listeners
+        .iter()
+        .map(|(listener, local)| Box::pin(Accepted::next(listener, *local)));
     let (result, index, _) = select_all(accepts).await;
     result.map(|accepted| (accepted, index))
 }
@@ -362,15 +355,10 @@ async fn accept_loop(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, peer)) => {
+        match Accepted::next(&listener, local).await {
+            Ok(accepted) => {
                 // Replies are written whole by the guest: send them at once.
-                let _ = stream.set_nodelay(true);
-                let accepted = Accepted {
-                    stream,
-                    peer: Some(peer),
-                    local,
-                };
+                let _ = accepted.stream.set_nodelay(true);
                 tokio::spawn(connection::serve(
                     handler.clone(),
                     accepted,

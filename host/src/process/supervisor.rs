@@ -468,8 +468,7 @@ impl<'a> Master<'a> {
                         .as_ref()
                         .and_then(|path| std::fs::OpenOptions::new().write(true).open(path).ok()),
                     // Only the write end: were the read end open in the
-                    // children, nobody would see the master go, and a full
-                    // buffer would block them.
+                    // children, the pipe would outlive the master.
                     status: self.status.take().map(|(_, write)| write),
                 },
             };
