@@ -427,6 +427,33 @@ fn a_missing_or_malformed_proxy_header_closes_the_connection() {
     assert!(server.is_running());
 }
 
+/// The guest sees the client's address and port and the address the client
+/// reached, whether the listener is bound to one address (known from the
+/// listener) or to a wildcard (asked of the kernel per connection), in the
+/// personality that accepts many connections and in one that accepts one at
+/// a time.
+#[test]
+fn the_guest_sees_both_ends_of_its_connection() {
+    for server_type in ["multiplex", "prefork"] {
+        for (spec, reached) in [("127.0.0.1:0", "127.0.0.1"), ("0.0.0.0:0", "127.0.0.2")] {
+            let server = Server::start_on(
+                spec,
+                &["--module", guests::HOOK_TRACE, "--server-type", server_type],
+            );
+            let local = SocketAddr::new(reached.parse().unwrap(), server.addr.port());
+            let mut client = Client::connect_from("127.0.0.3".parse().unwrap(), local);
+            let port = client.local_port();
+            client.send(b"ping\nquit\n");
+            let reply = client.read_all();
+            assert!(
+                reply.starts_with(&format!("peer=127.0.0.3:{port} local={local} ")),
+                "{server_type} on {spec}: {reply:?}"
+            );
+            assert!(reply.contains("You said 'ping'"), "{reply:?}");
+        }
+    }
+}
+
 /// A HAProxy started by the test, killed (by PID) when dropped.
 struct Haproxy(Child);
 
