@@ -554,3 +554,27 @@ fn leave_children_open_on_hup_keeps_the_old_workers() {
     assert!(old.iter().all(|pid| now.contains(pid)));
     echo_session(&mut server.connect());
 }
+
+#[test]
+fn a_stop_signal_right_after_hup_stops_the_server_cleanly() {
+    // Sent at once or a little later, the stop signal lands while the old
+    // master checks the configuration, as it re-executes itself, or while
+    // the new master starts: wherever, it is the new master's to act on,
+    // and the server ends as that signal says (status 0), not killed by it.
+    for (personality, stop) in [("multiplex", "TERM"), ("prefork", "INT"), ("fork", "QUIT")] {
+        for delay_ms in [0, 10, 40, 120] {
+            let mut server = Server::start(&["--server-type", personality]);
+            echo_session(&mut server.connect());
+            server.signal("HUP");
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            server.signal(stop);
+            let status = server.wait_exit();
+            assert_eq!(
+                status,
+                Some(0),
+                "{personality}, {stop} {delay_ms} ms after HUP; log:\n{}",
+                server.log().join("\n")
+            );
+        }
+    }
+}

@@ -96,7 +96,9 @@ pub fn run(config: &Config, mut services: Vec<Service>, handed: Handed) -> Resul
                 }
                 Signal::SIGHUP if kill_at.is_none() => {
                     let pids: Vec<Pid> = children.iter().copied().collect();
-                    restart(&services, &pids)?;
+                    if let Some(signals) = &signals {
+                        restart(&services, &pids, signals)?;
+                    }
                 }
                 Signal::SIGTTIN => {
                     max_servers = max_servers.saturating_add(1);

@@ -67,6 +67,30 @@ impl Signals {
         self.wake.as_fd()
     }
 
+    /// Before this process re-executes itself: holds [`MASTER_SIGNALS`]
+    /// (`exec` resets the handlers but keeps the mask and what is pending)
+    /// and makes those that arrived but were not yet taken pending again.
+    /// A signal sent from now until the new master catches them (a TERM
+    /// right after a HUP, or during its configuration check) reaches the
+    /// new master instead of killing the process or being forgotten.
+    pub fn hand_over(&self) -> Result<()> {
+        hold(&MASTER_SIGNALS)?;
+        for (signal, flag) in &self.flags {
+            if MASTER_SIGNALS.contains(signal) && flag.swap(false, Ordering::SeqCst) {
+                nix::sys::signal::raise(*signal).context("raise")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Signals::hand_over`] when the re-execution failed: what was
+    /// held arrives here again.
+    pub fn take_back(&self) -> Result<()> {
+        let set: SigSet = MASTER_SIGNALS.iter().copied().collect();
+        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).context("sigprocmask")?;
+        Ok(())
+    }
+
     /// The signals that arrived since the last call, in a fixed order.
     pub fn take(&self) -> Vec<Signal> {
         let mut sink = [0u8; 64];
@@ -103,5 +127,33 @@ mod tests {
         let signals = Signals::new(&[Signal::SIGUSR2]).unwrap();
         assert_eq!(signals.take(), vec![Signal::SIGUSR2]);
         signals.forget();
+    }
+
+    #[test]
+    fn signals_handed_over_are_pending_and_come_back() {
+        // SIGTTIN: a master signal whose default action (stop) would
+        // show if it escaped; this test is the only one to send it.
+        let signals = Signals::new(&[Signal::SIGTTIN]).unwrap();
+        nix::sys::signal::raise(Signal::SIGTTIN).unwrap();
+        signals.hand_over().unwrap();
+        // Taken from the flags, pending in the mask for the next program.
+        assert_eq!(signals.take(), vec![]);
+        assert!(SigSet::thread_get_mask().unwrap().contains(Signal::SIGTTIN));
+        assert!(pending(Signal::SIGTTIN));
+        // No exec: released, it arrives here again.
+        signals.take_back().unwrap();
+        assert_eq!(signals.take(), vec![Signal::SIGTTIN]);
+        signals.forget();
+    }
+
+    /// Whether `signal` is pending for this thread (from procfs).
+    fn pending(signal: Signal) -> bool {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let mask = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigPnd:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        mask & (1 << (signal as u32 - 1)) != 0
     }
 }

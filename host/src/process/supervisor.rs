@@ -306,7 +306,9 @@ impl<'a> Master<'a> {
             }
             Signal::SIGHUP if self.stopping.is_none() => {
                 let workers: Vec<Pid> = self.workers.keys().chain(&self.old).copied().collect();
-                restart(&self.services, &workers)?;
+                if let Some(signals) = &self.signals {
+                    restart(&self.services, &workers, signals)?;
+                }
             }
             Signal::SIGTTIN => {
                 self.target = self.target.saturating_add(1);
@@ -504,7 +506,7 @@ impl<'a> Master<'a> {
 /// program with the listening sockets of `services`, leaving `workers`
 /// running for the new master to retire. With a configuration that does not
 /// load, the server goes on as it was (and this returns).
-pub fn restart(services: &[Service], workers: &[Pid]) -> Result<()> {
+pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Result<()> {
     if let Some(dir) = crate::privileges::chrooted() {
         tracing::error!(
             "Received HUP, but the server runs in chroot {}, where it cannot re-execute itself; \
@@ -558,11 +560,13 @@ pub fn restart(services: &[Service], workers: &[Pid]) -> Result<()> {
         }
     }
     let workers: Vec<String> = workers.iter().map(ToString::to_string).collect();
+    signals.hand_over()?;
     let err = Command::new(&exe)
         .args(&args)
         .env(inherit::LISTEN_FDS_VAR, fds.join(";"))
         .env(inherit::OLD_WORKERS_VAR, workers.join(","))
         .exec();
+    signals.take_back()?;
     tracing::error!(
         "HUP: cannot re-execute {}: {err}; still serving",
         exe.display()
