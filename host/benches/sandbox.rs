@@ -10,6 +10,11 @@ use netserver_host::config::Config;
 use netserver_host::wasm::Handler;
 use netserver_host::wasm::stdio::GuestIo;
 
+/// The server's allocator (see `main.rs`): a connection's Store, instance
+/// and WASI context are allocated and freed as they are in the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Generated: a constant per guest, not every one used here.
 #[allow(dead_code)]
 mod guests {
