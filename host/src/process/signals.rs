@@ -31,6 +31,13 @@ pub fn hold(signals: &[Signal]) -> Result<()> {
     Ok(())
 }
 
+/// Undoes [`hold`]: what arrived meanwhile is delivered now.
+fn release(signals: &[Signal]) -> Result<()> {
+    let set: SigSet = signals.iter().copied().collect();
+    pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).context("sigprocmask")?;
+    Ok(())
+}
+
 /// The signals a parent process waits for.
 pub struct Signals {
     flags: Vec<(Signal, Arc<AtomicBool>)>,
@@ -57,8 +64,7 @@ impl Signals {
             flags.push((signal, flag));
         }
         // Held by `hold` until now: they arrive now, caught.
-        let set: SigSet = signals.iter().copied().collect();
-        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).context("sigprocmask")?;
+        release(signals)?;
         Ok(Self { flags, wake, ids })
     }
 
@@ -86,9 +92,7 @@ impl Signals {
     /// Undoes [`Signals::hand_over`] when the re-execution failed: what was
     /// held arrives here again.
     pub fn take_back(&self) -> Result<()> {
-        let set: SigSet = MASTER_SIGNALS.iter().copied().collect();
-        pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None).context("sigprocmask")?;
-        Ok(())
+        release(&MASTER_SIGNALS)
     }
 
     /// The signals that arrived since the last call, in a fixed order.
