@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -151,8 +152,25 @@ pub fn fixed_local(listener: &TcpListener) -> Option<SocketAddr> {
         .filter(|addr| !addr.ip().is_unspecified())
 }
 
-/// Serves one accepted client; `_permit` holds its place among the
-/// concurrent instances until the connection ends. Before the guest sees
+/// Whether the thread serving a connection serves other connections
+/// meanwhile; it decides how the guest waits for its client.
+#[derive(Clone, Debug)]
+pub enum Thread {
+    /// Other connections share the thread (`multiplex`): the guest waits
+    /// through the runtime.
+    Shared,
+    /// The thread serves this connection alone (one connection at a time
+    /// per process): the guest's reads sleep in the socket, until data, a
+    /// timeout, or a signal (`stop` is raised by the ones that end the
+    /// process). See [`ClientSocket::alone`].
+    Alone {
+        /// Raised by the signals that end the process.
+        stop: Arc<AtomicBool>,
+    },
+}
+
+/// Serves one accepted client on `thread`; `_permit` holds its place among
+/// the concurrent instances until the connection ends. Before the guest sees
 /// it, the connection passes the service's [`Gate`](crate::gate::Gate):
 /// the PROXY header from a trusted proxy, the per-address limits, and the
 /// access rules (whose verdict the hooks act on).
@@ -160,6 +178,7 @@ pub async fn serve(
     handler: Arc<Handler>,
     accepted: Accepted,
     idle_timeout: Duration,
+    thread: Thread,
     _permit: OwnedSemaphorePermit,
 ) {
     let Ok((mut peer, mut local)) = accepted.addresses() else {
@@ -193,7 +212,19 @@ pub async fn serve(
         };
         let started = Instant::now();
         let verdict = gate.judge(&mut client).await;
-        let socket = ClientSocket::new(stream);
+        let socket = match thread {
+            Thread::Shared => ClientSocket::new(stream),
+            Thread::Alone { stop } => {
+                let deadline = handler.connection_timeout().map(|limit| started + limit);
+                match ClientSocket::alone(stream, idle_timeout, deadline, stop) {
+                    Ok(socket) => socket,
+                    Err(why) => {
+                        tracing::warn!("closed the connection: cannot set up its socket: {why}");
+                        return;
+                    }
+                }
+            }
+        };
         let deadline = async {
             match handler.connection_timeout() {
                 Some(limit) => {

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -17,7 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use crate::config::{Config, ServiceConfig};
-use crate::connection::{self, Accepted};
+use crate::connection::{self, Accepted, Thread};
 use crate::listen::{self, Bound};
 use crate::process::inherit::Handed;
 use crate::process::status::StatusWriter;
@@ -155,6 +156,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
             .build(),
         Mode::Sequential { .. } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_start(crate::process::leave_signals_to_main_thread)
             .build(),
     };
     let runtime = match runtime.context("cannot start the runtime") {
@@ -285,7 +287,10 @@ async fn sequential(
         let _ = accepted.stream.set_nodelay(true);
         let (handler, idle_timeout) = by_socket[index].clone();
         let permit = place.clone().acquire_owned().await?;
-        connection::serve(handler, accepted, idle_timeout, permit).await;
+        let thread = Thread::Alone {
+            stop: stop.raised.clone(),
+        };
+        connection::serve(handler, accepted, idle_timeout, thread, permit).await;
         served += 1;
         say(false);
     }
@@ -328,11 +333,13 @@ impl Drop for AcceptLock {
 /// not a task: a guest computing in a loop holds the runtime thread it runs
 /// on (the only one in the personalities that serve one connection at a
 /// time), and only a tick from elsewhere makes it yield or stop at its CPU
-/// limit. Started in the worker, after the fork.
+/// limit. Started in the worker, after the fork; it leaves the stop
+/// signals to the main thread, where they wake a guest's sleeping read.
 fn start_epoch_ticker(engine: wasmtime::Engine) -> Result<()> {
     std::thread::Builder::new()
         .name("netserver-epoch".into())
         .spawn(move || {
+            crate::process::leave_signals_to_main_thread();
             loop {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
@@ -363,6 +370,7 @@ async fn accept_loop(
                     handler.clone(),
                     accepted,
                     idle_timeout,
+                    Thread::Shared,
                     permit,
                 ));
             }
@@ -380,10 +388,17 @@ async fn accept_loop(
 /// to finish.
 struct Stop {
     quit: Signal,
+    /// Raised by INT and TERM, for a guest's read sleeping in its socket
+    /// (see [`Thread::Alone`]): the process ends when its runtime next runs.
+    raised: Arc<AtomicBool>,
 }
 
 impl Stop {
     fn new() -> Result<Self> {
+        let raised = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, raised.clone())?;
+        }
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
         tokio::spawn(async move {
@@ -396,7 +411,7 @@ impl Stop {
         });
         let quit = signal(SignalKind::quit())?;
         crate::process::ready_for_signals();
-        Ok(Self { quit })
+        Ok(Self { quit, raised })
     }
 
     async fn quit(&mut self) {
@@ -413,12 +428,13 @@ pub fn serve_one(
     idle_timeout: Duration,
 ) -> i32 {
     let span = tracing::Span::none();
-    one_shot(handler.clone(), span, async move {
+    one_shot(handler.clone(), span, |stop| async move {
         stream.set_nonblocking(true)?;
         let stream = TcpStream::from_std(stream)?;
         let _ = stream.set_nodelay(true);
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
-        connection::serve(handler, Accepted::new(stream), idle_timeout, permit).await;
+        let thread = Thread::Alone { stop };
+        connection::serve(handler, Accepted::new(stream), idle_timeout, thread, permit).await;
         Ok(())
     })
 }
@@ -428,7 +444,7 @@ pub fn serve_one(
 /// exit status.
 pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
     let span = tracing::info_span!("dequeue", service = %handler.service_name());
-    one_shot(handler.clone(), span, async move {
+    one_shot(handler.clone(), span, |_| async move {
         let io = crate::wasm::stdio::GuestIo::default();
         let mut instance = handler.instantiate(io, None).await?;
         instance
@@ -439,15 +455,17 @@ pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
 }
 
 /// Runs `work` once on a current-thread runtime of its own, with the stop
-/// signals and an epoch ticker for `handler`'s engine; returns the exit
-/// status (an error is logged in `span`).
-fn one_shot(
+/// signals (`work` is given the flag INT and TERM raise) and an epoch
+/// ticker for `handler`'s engine; returns the exit status (an error is
+/// logged in `span`).
+fn one_shot<F: std::future::Future<Output = Result<()>>>(
     handler: Arc<Handler>,
     span: tracing::Span,
-    work: impl std::future::Future<Output = Result<()>>,
+    work: impl FnOnce(Arc<AtomicBool>) -> F,
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(crate::process::leave_signals_to_main_thread)
         .build()
     {
         Ok(runtime) => runtime,
@@ -458,9 +476,9 @@ fn one_shot(
     };
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
-            let _stop = Stop::new()?;
+            let stop = Stop::new()?;
             start_epoch_ticker(handler.engine().clone())?;
-            work.await
+            work(stop.raised.clone()).await
         },
         span.clone(),
     ));

@@ -103,19 +103,39 @@ fn guest_stderr_is_logged_per_line() {
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
 }
 
+/// The personalities whose guests wait through the runtime (`multiplex`)
+/// and those whose guests sleep in the client's socket (one connection per
+/// process).
+const WAITING_KINDS: [&str; 3] = ["multiplex", "prefork", "fork"];
+
 #[test]
 fn silent_client_is_closed_after_idle_timeout() {
-    let mut server = Server::start(&["--idle-timeout", "0.5"]);
-    let mut silent = server.connect();
-    // The server closes the connection; read_all returns at its end of file.
-    assert_eq!(silent.read_all(), "");
-    server.wait_for_log("idle timeout: no data for 0.5s");
-    let mut client = server.connect();
-    client.send(b"still here\nquit\n");
-    assert_eq!(
-        client.read_all(),
-        "You said 'still here'\r\nYou said 'quit'\r\n"
-    );
+    for personality in WAITING_KINDS {
+        let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
+        let mut silent = server.connect();
+        // The server closes the connection; read_all returns at its end of file.
+        assert_eq!(silent.read_all(), "", "{personality}");
+        server.wait_for_log("idle timeout: no data for 0.5s");
+        let mut client = server.connect();
+        client.send(b"still here\nquit\n");
+        assert_eq!(
+            client.read_all(),
+            "You said 'still here'\r\nYou said 'quit'\r\n",
+            "{personality}"
+        );
+    }
+}
+
+#[test]
+fn client_that_pauses_after_a_line_is_closed_after_idle_timeout() {
+    for personality in WAITING_KINDS {
+        let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
+        let mut client = server.connect();
+        client.send(b"one\n");
+        assert_eq!(client.read_line(), "You said 'one'\r\n", "{personality}");
+        assert_eq!(client.read_all(), "", "{personality}");
+        server.wait_for_log("idle timeout: no data for 0.5s");
+    }
 }
 
 #[test]
@@ -181,7 +201,13 @@ fn without_room_for_the_pool_instances_are_allocated_on_demand() {
 
 #[test]
 fn client_that_never_reads_is_closed_after_idle_timeout() {
-    let mut server = Server::start(&["--idle-timeout", "0.5"]);
+    for personality in WAITING_KINDS {
+        never_reads(personality);
+    }
+}
+
+fn never_reads(personality: &str) {
+    let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
     let mut hog = server.connect();
     // Replies pile up until both socket buffers are full and the guest's
     // write waits; then nothing moves and the idle timeout ends it.
@@ -199,11 +225,12 @@ fn client_that_never_reads_is_closed_after_idle_timeout() {
     client.send(b"meanwhile\nquit\n");
     assert_eq!(
         client.read_all(),
-        "You said 'meanwhile'\r\nYou said 'quit'\r\n"
+        "You said 'meanwhile'\r\nYou said 'quit'\r\n",
+        "{personality}"
     );
     // The hog's connection was closed under it.
     assert!(
         writer.join().unwrap(),
-        "the server never closed the hog's connection"
+        "{personality}: the server never closed the hog's connection"
     );
 }

@@ -269,6 +269,112 @@ fn term_ends_an_open_conversation() {
     }
 }
 
+/// Sends signal `name` to each of `pids`.
+fn kill_each(name: &str, pids: &[u32]) {
+    for pid in pids {
+        // A child may have ended meanwhile: a failed kill is no fault.
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status();
+    }
+}
+
+/// In the personalities that serve one connection per process, the
+/// guest's read sleeps in its client's socket. A stop signal sent to the
+/// children alone still ends such a child at once, and the master goes on
+/// serving with new children. The idle timeout is an hour, so only the
+/// signal can end the wait (the client's read gives up after PATIENCE).
+#[test]
+fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
+    for (personality, signal) in [
+        ("prefork", "TERM"),
+        ("prefork-simple", "INT"),
+        ("fork", "TERM"),
+        ("single", "INT"),
+    ] {
+        let what = format!("{personality}, {signal}");
+        let mut server = Server::start(&[
+            "--server-type",
+            personality,
+            "--min-servers",
+            "1",
+            "--max-servers",
+            "2",
+            "--idle-timeout",
+            "3600",
+        ]);
+        let mut client = server.connect();
+        client.send(b"before\r\n");
+        assert_eq!(client.read_line(), "You said 'before'\r\n", "{what}");
+        kill_each(signal, &children(server.pid()));
+        // The connection ends without another reply.
+        assert_eq!(client.read_all(), "", "{what}");
+        assert!(server.is_running(), "{what}");
+        echo_session(&mut server.connect());
+    }
+}
+
+/// A client that sends faster than the guest reads, and reads every reply
+/// at once, keeps the guest's socket full: its reads never sleep and its
+/// writes never wait. A stop signal sent to the child must end it all the
+/// same, long before the client has sent everything.
+#[test]
+fn a_stop_signal_ends_a_child_whose_client_floods_it() {
+    for personality in ["prefork", "fork"] {
+        let mut server = Server::start(&[
+            "--server-type",
+            personality,
+            "--min-servers",
+            "1",
+            "--max-servers",
+            "2",
+        ]);
+        let mut client = server.connect();
+        let mut writer = client.try_clone();
+        // Bounded in lines and in time; it stops at the first error (the
+        // child is gone).
+        let flood = std::thread::spawn(move || {
+            let started = Instant::now();
+            let lines = b"flood\n".repeat(1000);
+            for _ in 0..10_000 {
+                if started.elapsed() > PATIENCE {
+                    return false;
+                }
+                if writer.try_send(&lines).is_err() {
+                    return true;
+                }
+            }
+            false
+        });
+        let received = Arc::new(AtomicU64::new(0));
+        let reader = std::thread::spawn({
+            let received = received.clone();
+            move || {
+                // Every reply as it comes, until the connection ends.
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = client.try_read(&mut buf) {
+                    received.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let reply = "You said 'flood'\r\n".len() as u64;
+        while received.load(Ordering::Relaxed) < 1000 * reply {
+            assert!(Instant::now() < deadline, "{personality}: no replies");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        kill_each("TERM", &children(server.pid()));
+        reader.join().unwrap();
+        assert!(
+            flood.join().unwrap(),
+            "{personality}: the child went on reading the flood"
+        );
+        assert!(server.is_running(), "{personality}");
+        echo_session(&mut server.connect());
+    }
+}
+
 /// A scratch copy of a guest that a test may replace.
 fn module_copy(name: &str, from: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hup");

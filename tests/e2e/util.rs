@@ -316,6 +316,14 @@ impl Client {
         self.stream.local_addr().expect("local address").port()
     }
 
+    /// A second handle on the same connection (to write from another
+    /// thread while this one reads).
+    pub fn try_clone(&self) -> Self {
+        Self {
+            stream: self.stream.try_clone().expect("clone the client's socket"),
+        }
+    }
+
     /// Sends `bytes`.
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
@@ -324,6 +332,12 @@ impl Client {
     /// Sends `bytes`, returning the error instead of failing the test.
     pub fn try_send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
+    }
+
+    /// One read of what has come, returning the error instead of failing
+    /// the test.
+    pub fn try_read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.read(buf)
     }
 
     /// Reads until the server closes the connection.

@@ -101,6 +101,15 @@ pub fn ready_for_signals() {
     let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&stop_signals()), None);
 }
 
+/// In a worker's helper thread (the epoch ticker, the runtime's blocking
+/// pool): blocks the stop signals, so that they go to the main thread.
+/// There they interrupt a guest's read sleeping in its socket (see
+/// [`crate::connection::Thread::Alone`]); taken by another thread, they
+/// would leave it asleep until its timeout.
+pub fn leave_signals_to_main_thread() {
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None);
+}
+
 /// Threads in this process (Linux).
 pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count)

@@ -9,12 +9,13 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use nix::libc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use wasmtime_wasi::cli::{IsTerminal, StdinStream, StdoutStream};
@@ -35,10 +36,17 @@ thread_local! {
 /// The longest line of guest stderr logged as one line.
 const MAX_LOG_LINE: usize = 4096;
 
+/// A receive timeout within this much of the one wanted is kept rather
+/// than set again: a timeout may end up to this much late.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
+
 /// One accepted client connection, as the guest's stdin and stdout use it.
 #[derive(Debug)]
 pub struct ClientSocket {
     stream: TcpStream,
+    /// Set when the thread serves this connection alone: the guest's reads
+    /// then sleep in the socket (see [`ClientSocket::alone`]).
+    sleeping: Option<Sleeping>,
     out: Mutex<Outgoing>,
     started: Instant,
     /// Milliseconds from `started` to the last byte moved.
@@ -58,10 +66,43 @@ struct Outgoing {
 }
 
 impl ClientSocket {
-    /// Wraps an accepted connection.
+    /// Wraps an accepted connection served on a thread that serves others
+    /// too: the guest's waits go through the runtime.
     pub fn new(stream: TcpStream) -> Arc<Self> {
+        Self::wrap(stream, None)
+    }
+
+    /// Wraps an accepted connection that its thread serves alone (the
+    /// personalities that serve one connection at a time per process): the
+    /// guest's `blocking-read` sleeps in `recv` on the socket itself, as
+    /// Net::Server's children sleep in `read`, instead of waiting for
+    /// readiness through the runtime and then reading — a system call, a
+    /// fiber switch and a pass through the runtime less per request. The
+    /// socket is made blocking and given a receive timeout, so that sleep
+    /// ends with data, at the idle timeout or `deadline` (then the runtime
+    /// ends the connection), or at a signal (`stop` says whether one asked
+    /// the process to end). Everything else still goes through the runtime
+    /// without blocking (`MSG_DONTWAIT`).
+    pub fn alone(
+        stream: TcpStream,
+        idle: Duration,
+        deadline: Option<Instant>,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Arc<Self>> {
+        socket2::SockRef::from(&stream).set_nonblocking(false)?;
+        let sleeping = Sleeping {
+            idle,
+            deadline,
+            stop,
+            timeout: Mutex::new(None),
+        };
+        Ok(Self::wrap(stream, Some(sleeping)))
+    }
+
+    fn wrap(stream: TcpStream, sleeping: Option<Sleeping>) -> Arc<Self> {
         Arc::new(Self {
             stream,
+            sleeping,
             out: Mutex::default(),
             started: Instant::now(),
             last_io: AtomicU64::new(0),
@@ -122,26 +163,59 @@ impl ClientSocket {
         if size == 0 {
             return Ok(Bytes::new());
         }
+        match self.receive(size, |buf, want| self.recv_draining(buf, want)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
+            result => result.map_err(stream_error)?,
+        }
+    }
+
+    /// The guest's read when its thread may sleep in the socket (see
+    /// [`ClientSocket::alone`]): `None` when it may not, or when the sleep
+    /// ended without data (a timeout, a signal), so that the caller waits
+    /// through the runtime, which then sees the timers and signals.
+    fn read_sleeping(&self, size: usize) -> Option<StreamResult<Bytes>> {
+        let sleeping = self.sleeping.as_ref()?;
+        let limit = sleeping.limit(self.started.elapsed(), self.last_io())?;
+        if let Err(e) = sleeping.set_timeout(&self.stream, limit) {
+            return Some(Err(stream_error(e)));
+        }
+        match self.receive(size, |buf, want| recv_into(&self.stream, buf, want, 0)) {
+            Err(e) if is_wake_up(&e) => None,
+            result => Some(result.map_err(stream_error).and_then(|r| r)),
+        }
+    }
+
+    /// Whether a signal asked the process to end while its thread serves
+    /// this connection alone.
+    fn stopping(&self) -> bool {
+        (self.sleeping.as_ref()).is_some_and(|sleeping| sleeping.stop.load(Ordering::Relaxed))
+    }
+
+    /// Receives at most `size` bytes (and at most [`CHUNK`]) with `recv`:
+    /// end of file is [`StreamError::Closed`], an I/O error is returned as
+    /// such for the caller to sort.
+    fn receive(
+        &self,
+        size: usize,
+        recv: impl FnOnce(&mut BytesMut, usize) -> io::Result<usize>,
+    ) -> io::Result<StreamResult<Bytes>> {
         let want = size.min(CHUNK);
         // A guest asks for a buffer's worth (8 KiB from Rust's std) and
         // mostly gets a line: receive into this thread's scratch buffer and
         // keep only what came, rather than allocate `want` bytes each time.
         SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            match self.recv_draining(scratch, want) {
-                Ok(0) => Err(StreamError::Closed),
-                Ok(n) => {
-                    self.touch();
-                    self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    Ok(if n < COPY_BELOW {
-                        Bytes::copy_from_slice(scratch)
-                    } else {
-                        scratch.split().freeze()
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
-                Err(e) => Err(stream_error(e)),
+            let n = recv(scratch, want)?;
+            if n == 0 {
+                return Ok(Err(StreamError::Closed));
             }
+            self.touch();
+            self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(Ok(if n < COPY_BELOW {
+                Bytes::copy_from_slice(scratch)
+            } else {
+                scratch.split().freeze()
+            }))
         })
     }
 
@@ -155,7 +229,7 @@ impl ClientSocket {
     fn recv_draining(&self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
         let mut short = None;
         let result = self.stream.try_io(tokio::io::Interest::READABLE, || {
-            let n = recv_into(&self.stream, buf, want)?;
+            let n = recv_into(&self.stream, buf, want, libc::MSG_DONTWAIT)?;
             if 0 < n && n < want {
                 // Tokio clears the readiness on `WouldBlock`; the bytes
                 // read are returned below.
@@ -170,10 +244,20 @@ impl ClientSocket {
         }
     }
 
+    /// One `send` that does not wait, whether the socket blocks or not; on
+    /// `WouldBlock` the runtime forgets the socket's write readiness, so
+    /// that waiting for it waits for room.
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+            socket2::SockRef::from(&self.stream)
+                .send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        })
+    }
+
     /// Sends as much of the pending bytes as the socket takes now.
     fn push(&self, out: &mut Outgoing) {
         while !out.pending.is_empty() && out.failed.is_none() {
-            match self.stream.try_write(&out.pending) {
+            match self.send(&out.pending) {
                 Ok(n) => {
                     out.pending.advance(n);
                     self.touch();
@@ -237,11 +321,66 @@ impl ClientSocket {
     }
 }
 
-/// One `recv` of at most `want` bytes into `buf`'s spare capacity.
-fn recv_into(stream: &TcpStream, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
+/// How long a guest's read may sleep in the socket of a connection its
+/// thread serves alone (see [`ClientSocket::alone`]).
+#[derive(Debug)]
+struct Sleeping {
+    idle: Duration,
+    /// When the connection's `connection_timeout` ends it.
+    deadline: Option<Instant>,
+    /// Raised by the signals that end the process.
+    stop: Arc<AtomicBool>,
+    /// The socket's receive timeout now (`None`: not set yet).
+    timeout: Mutex<Option<Duration>>,
+}
+
+impl Sleeping {
+    /// How long a read starting `elapsed` into the connection, whose last
+    /// byte moved at `last_io`, may sleep: until the idle timeout or the
+    /// connection's deadline, whichever is first. `None` once a signal
+    /// asked the process to end or when less than a millisecond is left:
+    /// the runtime must see to that.
+    fn limit(&self, elapsed: Duration, last_io: Duration) -> Option<Duration> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut limit = (last_io + self.idle).checked_sub(elapsed)?;
+        if let Some(deadline) = self.deadline {
+            limit = limit.min(deadline.checked_duration_since(Instant::now())?);
+        }
+        (limit >= Duration::from_millis(1)).then_some(limit)
+    }
+
+    /// Sets the socket's receive timeout to `limit`, unless the one set is
+    /// already within [`TIMEOUT_SLACK`] of it (a read then sleeps for at
+    /// most that much too long, and one system call per request is saved).
+    fn set_timeout(&self, stream: &TcpStream, limit: Duration) -> io::Result<()> {
+        let mut set = self.timeout.lock().unwrap_or_else(|p| p.into_inner());
+        if set.is_some_and(|set| set.abs_diff(limit) <= TIMEOUT_SLACK) {
+            return Ok(());
+        }
+        socket2::SockRef::from(stream).set_read_timeout(Some(limit))?;
+        *set = Some(limit);
+        Ok(())
+    }
+}
+
+/// Whether a sleeping `recv` ended without data or an error of the
+/// connection: its receive timeout ran out (`EAGAIN`), or a signal
+/// interrupted it.
+fn is_wake_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+/// One `recv` with `flags` of at most `want` bytes into `buf`'s spare
+/// capacity.
+fn recv_into(stream: &TcpStream, buf: &mut BytesMut, want: usize, flags: i32) -> io::Result<usize> {
     buf.reserve(want);
     let spare = &mut buf.spare_capacity_mut()[..want];
-    let n = socket2::SockRef::from(stream).recv(spare)?;
+    let n = socket2::SockRef::from(stream).recv_with_flags(spare, flags)?;
     // SAFETY: `recv` initialised the first `n` bytes of the spare capacity,
     // which directly follows the `len` bytes already initialised.
     unsafe { buf.set_len(buf.len() + n) };
@@ -381,6 +520,14 @@ impl InputStream for GuestStdin {
             return Err(StreamError::Closed);
         };
         self.0.note_wait();
+        if let Some(read) = client.read_sleeping(size) {
+            return read;
+        }
+        if client.stopping() {
+            // Let the runtime end the process before reading on: a client
+            // that keeps the socket full would never let it run.
+            tokio::task::yield_now().await;
+        }
         loop {
             let waited = client.stream.readable().await;
             let bytes = client.read(size)?;
@@ -448,7 +595,17 @@ impl AsyncRead for GuestStdin {
         };
         loop {
             ready!(client.stream.poll_read_ready(cx))?;
-            match client.stream.try_read(buf.initialize_unfilled()) {
+            let read = client.stream.try_io(tokio::io::Interest::READABLE, || {
+                // SAFETY: `recv` writes only initialised bytes, so nothing
+                // in the unfilled part is de-initialised.
+                let unfilled = unsafe { buf.unfilled_mut() };
+                let n = socket2::SockRef::from(&client.stream)
+                    .recv_with_flags(unfilled, libc::MSG_DONTWAIT)?;
+                // SAFETY: `recv` initialised the first `n` unfilled bytes.
+                unsafe { buf.assume_init(n) };
+                Ok(n)
+            });
+            match read {
                 Ok(n) => {
                     buf.advance(n);
                     client.touch();
@@ -609,6 +766,73 @@ impl AsyncWrite for GuestStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sleeping(idle: Duration, deadline: Option<Instant>, stop: bool) -> Sleeping {
+        Sleeping {
+            idle,
+            deadline,
+            stop: Arc::new(AtomicBool::new(stop)),
+            timeout: Mutex::new(None),
+        }
+    }
+
+    #[test]
+    fn a_read_sleeps_until_the_first_timeout_and_never_after_a_stop() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let soon = Some(Instant::now() + s(5));
+        let past = Instant::now().checked_sub(s(1));
+        // (idle timeout, deadline, stop raised, elapsed, last byte at, the
+        // sleep allowed: a range, or None)
+        let cases = [
+            (s(30), None, false, s(10), s(9), Some((s(29), s(29)))),
+            (s(30), None, false, s(0), s(0), Some((s(30), s(30)))),
+            (s(1), None, false, s(10), s(8), None),
+            (s(1), None, false, s(10), s(9), None),
+            (s(1), None, false, s(10), s(9) + us(500), None),
+            (s(1), None, false, s(10), s(9) + ms(2), Some((ms(2), ms(2)))),
+            (s(30), soon, false, s(10), s(10), Some((s(4), s(5)))),
+            (s(2), soon, false, s(10), s(10), Some((s(2), s(2)))),
+            (s(30), past, false, s(10), s(10), None),
+            (s(30), None, true, s(10), s(10), None),
+        ];
+        for (i, (idle, deadline, stop, elapsed, last_io, want)) in cases.into_iter().enumerate() {
+            let got = sleeping(idle, deadline, stop).limit(elapsed, last_io);
+            match (got, want) {
+                (None, None) => {}
+                (Some(got), Some((low, high))) => {
+                    assert!(low <= got && got <= high, "case {i}: {got:?}")
+                }
+                _ => panic!("case {i}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_receive_timeout_is_set_again_only_when_it_moves_past_the_slack() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let set = |client: &TcpStream| socket2::SockRef::from(client).read_timeout().unwrap();
+        let sleeping = sleeping(Duration::from_secs(30), None, false);
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        // (asked for, then set on the socket)
+        let steps = [
+            (s(5), s(5)),
+            (s(5) - ms(5), s(5)),
+            (s(5) + TIMEOUT_SLACK, s(5)),
+            (s(4), s(4)),
+            // (The kernel keeps whole jiffies: a tenth of a second is exact.)
+            (s(4) + ms(100), s(4) + ms(100)),
+        ];
+        for (i, (asked, want)) in steps.into_iter().enumerate() {
+            sleeping.set_timeout(&client, asked).unwrap();
+            assert_eq!(set(&client), Some(want), "step {i}");
+        }
+    }
 
     #[test]
     fn log_lines_split_at_newline_or_length() {
