@@ -116,13 +116,7 @@ fn silent_client_is_closed_after_idle_timeout() {
         // The server closes the connection; read_all returns at its end of file.
         assert_eq!(silent.read_all(), "", "{personality}");
         server.wait_for_log("idle timeout: no data for 0.5s");
-        let mut client = server.connect();
-        client.send(b"still here\nquit\n");
-        assert_eq!(
-            client.read_all(),
-            "You said 'still here'\r\nYou said 'quit'\r\n",
-            "{personality}"
-        );
+        server.assert_echoes("still here", personality);
     }
 }
 
@@ -221,13 +215,7 @@ fn never_reads(personality: &str) {
         false
     });
     server.wait_for_log("idle timeout: no data for 0.5s");
-    let mut client = server.connect();
-    client.send(b"meanwhile\nquit\n");
-    assert_eq!(
-        client.read_all(),
-        "You said 'meanwhile'\r\nYou said 'quit'\r\n",
-        "{personality}"
-    );
+    server.assert_echoes("meanwhile", personality);
     // The hog's connection was closed under it.
     assert!(
         writer.join().unwrap(),

@@ -269,6 +269,13 @@ fn term_ends_an_open_conversation() {
     }
 }
 
+/// Starts `personality` with at most two children (`prefork` keeps one or
+/// two), and `extra`.
+fn start_small(personality: &str, extra: &[&str]) -> Server {
+    let pool = ["--min-servers", "1", "--max-servers", "2"];
+    Server::start(&[&["--server-type", personality][..], &pool, extra].concat())
+}
+
 /// Sends signal `name` to each of `pids`.
 fn kill_each(name: &str, pids: &[u32]) {
     for pid in pids {
@@ -294,16 +301,7 @@ fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
         ("single", "INT"),
     ] {
         let what = format!("{personality}, {signal}");
-        let mut server = Server::start(&[
-            "--server-type",
-            personality,
-            "--min-servers",
-            "1",
-            "--max-servers",
-            "2",
-            "--idle-timeout",
-            "3600",
-        ]);
+        let mut server = start_small(personality, &["--idle-timeout", "3600"]);
         let mut client = server.connect();
         client.send(b"before\r\n");
         assert_eq!(client.read_line(), "You said 'before'\r\n", "{what}");
@@ -322,14 +320,7 @@ fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
 #[test]
 fn a_stop_signal_ends_a_child_whose_client_floods_it() {
     for personality in ["prefork", "fork"] {
-        let mut server = Server::start(&[
-            "--server-type",
-            personality,
-            "--min-servers",
-            "1",
-            "--max-servers",
-            "2",
-        ]);
+        let mut server = start_small(personality, &[]);
         let mut client = server.connect();
         let mut writer = client.try_clone();
         // Bounded in lines and in time; it stops at the first error (the

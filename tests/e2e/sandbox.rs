@@ -117,26 +117,14 @@ fn granted_directory_environment_and_network() {
 #[test]
 fn connection_timeout_ends_a_busy_connection() {
     for personality in ["multiplex", "prefork", "fork"] {
-        let mut server = Server::start(&[
-            "--server-type",
-            personality,
-            "--connection-timeout",
-            "0.5",
-            "--idle-timeout",
-            "60",
-        ]);
+        let timeouts = ["--connection-timeout", "0.5", "--idle-timeout", "60"];
+        let mut server = Server::start(&[&["--server-type", personality][..], &timeouts].concat());
         let mut client = server.connect();
         // Keeps talking, so it is never idle; the deadline ends it anyway.
         client.send(b"one\n");
         assert_eq!(client.read_line(), "You said 'one'\r\n", "{personality}");
         server.wait_for_log("connection timeout: open for 0.5s");
         assert_eq!(client.read_all(), "", "{personality}");
-        let mut next = server.connect();
-        next.send(b"two\nquit\n");
-        assert_eq!(
-            next.read_all(),
-            "You said 'two'\r\nYou said 'quit'\r\n",
-            "{personality}"
-        );
+        server.assert_echoes("two", personality);
     }
 }

@@ -185,6 +185,16 @@ impl Server {
         self.child.id()
     }
 
+    /// A new client of the built-in echo sends `line` and `quit` and gets
+    /// both answered, then the end of the connection (`what` names the
+    /// case in a failure).
+    pub fn assert_echoes(&self, line: &str, what: &str) {
+        let mut client = self.connect();
+        client.send(format!("{line}\nquit\n").as_bytes());
+        let want = format!("You said '{line}'\r\nYou said 'quit'\r\n");
+        assert_eq!(client.read_all(), want, "{what}");
+    }
+
     /// Sends signal `name` (`TERM`, `INT`, …) to the server, by PID.
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
