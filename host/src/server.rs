@@ -23,7 +23,7 @@ use crate::listen::{self, Bound};
 use crate::process::inherit::Handed;
 use crate::process::status::StatusWriter;
 use crate::wasm::Handler;
-use crate::wasm::engine::EPOCH_TICK;
+use crate::wasm::ticker;
 
 /// One service ready to serve: its handler, its bound sockets, its limits.
 pub struct Service {
@@ -170,7 +170,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         let stop = Stop::new()?;
         // Every service's handler shares one engine: one ticker.
         if let Some(first) = services.first() {
-            start_epoch_ticker(first.handler.engine().clone())?;
+            ticker::start(first.handler.engine().clone())?;
         }
         let handlers: Vec<Arc<Handler>> = services.iter().map(|s| s.handler.clone()).collect();
         let served = match mode {
@@ -328,27 +328,6 @@ impl Drop for AcceptLock {
     }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`]: one ticker per engine
-/// and process, never a timer per connection. It is a thread of its own,
-/// not a task: a guest computing in a loop holds the runtime thread it runs
-/// on (the only one in the personalities that serve one connection at a
-/// time), and only a tick from elsewhere makes it yield or stop at its CPU
-/// limit. Started in the worker, after the fork; it leaves the stop
-/// signals to the main thread, where they wake a guest's sleeping read.
-fn start_epoch_ticker(engine: wasmtime::Engine) -> Result<()> {
-    std::thread::Builder::new()
-        .name("netserver-epoch".into())
-        .spawn(move || {
-            crate::process::leave_signals_to_main_thread();
-            loop {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })
-        .context("cannot start the epoch ticker")?;
-    Ok(())
-}
-
 /// Accepts on one socket while a permit (a place among the concurrent
 /// instances) is free; further clients wait in the backlog.
 async fn accept_loop(
@@ -477,7 +456,7 @@ fn one_shot<F: std::future::Future<Output = Result<()>>>(
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
             let stop = Stop::new()?;
-            start_epoch_ticker(handler.engine().clone())?;
+            ticker::start(handler.engine().clone())?;
             work(stop.raised.clone()).await
         },
         span.clone(),

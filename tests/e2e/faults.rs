@@ -82,6 +82,32 @@ fn spinning_guest_is_stopped_in_every_sequential_personality() {
     }
 }
 
+/// A process whose epoch ticker went to sleep (no instance for a second)
+/// wakes it for the next instance: the CPU limit still stops a spinning
+/// guest there, in a worker serving many connections and in one serving
+/// one at a time.
+#[test]
+fn spinning_guest_is_stopped_after_the_process_was_idle() {
+    for server_type in ["multiplex", "prefork-simple"] {
+        let mut server = Server::start(&[
+            "--module",
+            guests::MISBEHAVE,
+            "--cpu-limit",
+            "1",
+            "--server-type",
+            server_type,
+            "--max-servers",
+            "1",
+        ]);
+        // Idle for longer than the ticker's second before it sleeps.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(misbehave(&server, "spin"), "", "{server_type}");
+        let line = server.wait_for_log("CPU limit exceeded");
+        assert!(line.contains("process-request"), "{server_type}: {line}");
+        still_serves(&mut server);
+    }
+}
+
 #[test]
 fn exit_and_error_are_logged() {
     let mut server = Server::start(&["--module", guests::MISBEHAVE]);

@@ -22,6 +22,7 @@ use super::hints::Hook;
 use super::sandbox::{self, CpuMeter};
 use super::state::{Service, State};
 use super::stdio::GuestIo;
+use super::ticker;
 use crate::client::ClientInfo;
 use crate::config::{InstanceMode, ServiceConfig};
 
@@ -175,6 +176,8 @@ impl Handler {
     /// Makes a fresh instance whose stdin and stdout reach the client through
     /// `io`. A command guest gets `client`'s addresses in its environment.
     pub async fn instantiate(&self, io: GuestIo, client: Option<&ClientInfo>) -> Result<Instance> {
+        // Before any of the guest's code can run (its start functions).
+        let ticking = ticker::awake();
         let env = match (&self.pre, client) {
             (Pre::Command(_), Some(client)) => client.environment(),
             _ => Vec::new(),
@@ -192,7 +195,11 @@ impl Handler {
             Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
             Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),
         };
-        Ok(Instance { store, guest })
+        Ok(Instance {
+            store,
+            guest,
+            _ticking: ticking,
+        })
     }
 }
 
@@ -264,6 +271,8 @@ enum Guest {
 pub struct Instance {
     store: Store<State>,
     guest: Guest,
+    /// The epoch ticker runs while the instance lives.
+    _ticking: ticker::Awake,
 }
 
 /// Calls hook `$method` of a handler guest with a fresh CPU budget; a

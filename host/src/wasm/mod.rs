@@ -1,5 +1,5 @@
 //! The WebAssembly side: the engine, the WIT bindings, the per-Store state,
-//! guest stdio, the sandbox's limits and loading handlers.
+//! guest stdio, the sandbox's limits, the epoch ticker and loading handlers.
 
 pub mod bindings;
 pub mod cache;
@@ -10,6 +10,7 @@ pub mod hints;
 pub mod sandbox;
 pub mod state;
 pub mod stdio;
+pub mod ticker;
 
 pub use handler::{GuestKind, Handler, Instance};
 
