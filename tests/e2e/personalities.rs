@@ -313,6 +313,34 @@ fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
     }
 }
 
+/// With two sockets the children take turns waiting in accept behind the
+/// lock file (`serialize flock`, the default), the wait running on the
+/// runtime's blocking pool. Clients of both ports are served, and a stop
+/// signal still wakes a child sleeping in its client's read while another
+/// waits for the lock.
+#[test]
+fn two_ports_are_served_in_turn_and_a_stop_signal_still_wakes_a_reader() {
+    for personality in ["prefork", "prefork-simple"] {
+        let mut server = start_small(
+            personality,
+            &["--port", "127.0.0.2:0", "--idle-timeout", "3600"],
+        );
+        let addrs = server.bound_addrs(2);
+        assert_ne!(addrs[0], addrs[1], "{personality}");
+        for addr in &addrs {
+            echo_session(&mut Client::connect(*addr));
+        }
+        let mut held = Client::connect(addrs[1]);
+        held.send(b"held\r\n");
+        assert_eq!(held.read_line(), "You said 'held'\r\n", "{personality}");
+        kill_each("TERM", &children(server.pid()));
+        assert_eq!(held.read_all(), "", "{personality}");
+        for addr in &addrs {
+            echo_session(&mut Client::connect(*addr));
+        }
+    }
+}
+
 /// A client that sends faster than the guest reads, and reads every reply
 /// at once, keeps the guest's socket full: its reads never sleep and its
 /// writes never wait. A stop signal sent to the child must end it all the

@@ -132,6 +132,17 @@ impl Server {
         server
     }
 
+    /// The addresses of the server's first `n` listening sockets, from its
+    /// `Binding to TCP port N` lines.
+    pub fn bound_addrs(&mut self, n: usize) -> Vec<SocketAddr> {
+        let lines = self.wait_for_log_lines("Binding to TCP port", n);
+        lines
+            .iter()
+            .take(n)
+            .map(|line| parse_binding(line))
+            .collect()
+    }
+
     /// Waits until the log has a line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         let what = format!("a log line containing {needle:?}");
