@@ -67,19 +67,23 @@ fn spinning_guest_is_stopped_and_does_not_stall_others() {
 #[test]
 fn spinning_guest_is_stopped_in_every_sequential_personality() {
     for server_type in ["single", "fork", "prefork-simple", "prefork"] {
-        let mut server = Server::start(&[
-            "--module",
-            guests::MISBEHAVE,
-            "--cpu-limit",
-            "1",
-            "--server-type",
-            server_type,
-        ]);
-        assert_eq!(misbehave(&server, "spin"), "", "{server_type}");
-        let line = server.wait_for_log("CPU limit exceeded");
-        assert!(line.contains("process-request"), "{server_type}: {line}");
-        still_serves(&mut server);
+        let mut server = spin_server(server_type, &[]);
+        assert_spin_is_stopped(&mut server, server_type);
     }
+}
+
+/// A server of the misbehave guest with a CPU limit of a second.
+fn spin_server(server_type: &str, extra: &[&str]) -> Server {
+    let args = ["--module", guests::MISBEHAVE, "--cpu-limit", "1"];
+    Server::start(&[&args[..], &["--server-type", server_type], extra].concat())
+}
+
+/// A spinning guest is stopped at its CPU limit, and the server serves on.
+fn assert_spin_is_stopped(server: &mut Server, server_type: &str) {
+    assert_eq!(misbehave(server, "spin"), "", "{server_type}");
+    let line = server.wait_for_log("CPU limit exceeded");
+    assert!(line.contains("process-request"), "{server_type}: {line}");
+    still_serves(server);
 }
 
 /// A process whose epoch ticker went to sleep (no instance for a second)
@@ -89,22 +93,10 @@ fn spinning_guest_is_stopped_in_every_sequential_personality() {
 #[test]
 fn spinning_guest_is_stopped_after_the_process_was_idle() {
     for server_type in ["multiplex", "prefork-simple"] {
-        let mut server = Server::start(&[
-            "--module",
-            guests::MISBEHAVE,
-            "--cpu-limit",
-            "1",
-            "--server-type",
-            server_type,
-            "--max-servers",
-            "1",
-        ]);
+        let mut server = spin_server(server_type, &["--max-servers", "1"]);
         // Idle for longer than the ticker's second before it sleeps.
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        assert_eq!(misbehave(&server, "spin"), "", "{server_type}");
-        let line = server.wait_for_log("CPU limit exceeded");
-        assert!(line.contains("process-request"), "{server_type}: {line}");
-        still_serves(&mut server);
+        assert_spin_is_stopped(&mut server, server_type);
     }
 }
 
