@@ -212,11 +212,13 @@ pub async fn serve(
         };
         let started = Instant::now();
         let verdict = gate.judge(&mut client).await;
+        // One deadline for the runtime's timer and a sleeping read alike.
+        let limit = handler.connection_timeout();
+        let deadline_at = limit.map(|limit| Instant::now() + limit);
         let socket = match thread {
             Thread::Shared => ClientSocket::new(stream),
             Thread::Alone { stop } => {
-                let deadline = handler.connection_timeout().map(|limit| started + limit);
-                match ClientSocket::alone(stream, idle_timeout, deadline, stop) {
+                match ClientSocket::alone(stream, idle_timeout, deadline_at, stop) {
                     Ok(socket) => socket,
                     Err(why) => {
                         tracing::warn!("closed the connection: cannot set up its socket: {why}");
@@ -226,12 +228,12 @@ pub async fn serve(
             }
         };
         let deadline = async {
-            match handler.connection_timeout() {
-                Some(limit) => {
-                    tokio::time::sleep(limit).await;
+            match (limit, deadline_at) {
+                (Some(limit), Some(at)) => {
+                    tokio::time::sleep_until(at.into()).await;
                     limit
                 }
-                None => std::future::pending().await,
+                _ => std::future::pending().await,
             }
         };
         let end = tokio::select! {

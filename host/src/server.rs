@@ -154,10 +154,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
             .enable_all()
             .thread_name("netserver-worker")
             .build(),
-        Mode::Sequential { .. } => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .on_thread_start(crate::process::leave_signals_to_main_thread)
-            .build(),
+        Mode::Sequential { .. } => one_thread_runtime(),
     };
     let runtime = match runtime.context("cannot start the runtime") {
         Ok(runtime) => runtime,
@@ -433,6 +430,16 @@ pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
     })
 }
 
+/// The runtime of a process that serves one connection at a time: on the
+/// main thread, where the stop signals go (its blocking pool leaves them
+/// there), so that they wake a guest's read sleeping in its socket.
+fn one_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(crate::process::leave_signals_to_main_thread)
+        .build()
+}
+
 /// Runs `work` once on a current-thread runtime of its own, with the stop
 /// signals (`work` is given the flag INT and TERM raise) and an epoch
 /// ticker for `handler`'s engine; returns the exit status (an error is
@@ -442,11 +449,7 @@ fn one_shot<F: std::future::Future<Output = Result<()>>>(
     span: tracing::Span,
     work: impl FnOnce(Arc<AtomicBool>) -> F,
 ) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_start(crate::process::leave_signals_to_main_thread)
-        .build()
-    {
+    let runtime = match one_thread_runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             tracing::error!("cannot start the runtime: {err}");

@@ -69,7 +69,7 @@ impl ClientSocket {
     /// Wraps an accepted connection served on a thread that serves others
     /// too: the guest's waits go through the runtime.
     pub fn new(stream: TcpStream) -> Arc<Self> {
-        Self::wrap(stream, None)
+        Self::wrap(stream, Instant::now(), None)
     }
 
     /// Wraps an accepted connection that its thread serves alone (the
@@ -90,21 +90,22 @@ impl ClientSocket {
         stop: Arc<AtomicBool>,
     ) -> io::Result<Arc<Self>> {
         socket2::SockRef::from(&stream).set_nonblocking(false)?;
+        let started = Instant::now();
         let sleeping = Sleeping {
             idle,
-            deadline,
+            deadline: deadline.map(|at| at.saturating_duration_since(started)),
             stop,
             timeout: Mutex::new(None),
         };
-        Ok(Self::wrap(stream, Some(sleeping)))
+        Ok(Self::wrap(stream, started, Some(sleeping)))
     }
 
-    fn wrap(stream: TcpStream, sleeping: Option<Sleeping>) -> Arc<Self> {
+    fn wrap(stream: TcpStream, started: Instant, sleeping: Option<Sleeping>) -> Arc<Self> {
         Arc::new(Self {
             stream,
             sleeping,
             out: Mutex::default(),
-            started: Instant::now(),
+            started,
             last_io: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -152,6 +153,12 @@ impl ClientSocket {
     fn touch(&self) {
         let now = self.started.elapsed().as_millis() as u64;
         self.last_io.store(now, Ordering::Relaxed);
+    }
+
+    /// Records `n` bytes received from the client.
+    fn received(&self, n: usize) {
+        self.touch();
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     fn outgoing(&self) -> MutexGuard<'_, Outgoing> {
@@ -209,8 +216,7 @@ impl ClientSocket {
             if n == 0 {
                 return Ok(Err(StreamError::Closed));
             }
-            self.touch();
-            self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            self.received(n);
             Ok(Ok(if n < COPY_BELOW {
                 Bytes::copy_from_slice(scratch)
             } else {
@@ -326,8 +332,8 @@ impl ClientSocket {
 #[derive(Debug)]
 struct Sleeping {
     idle: Duration,
-    /// When the connection's `connection_timeout` ends it.
-    deadline: Option<Instant>,
+    /// When, from the connection's start, its `connection_timeout` ends it.
+    deadline: Option<Duration>,
     /// Raised by the signals that end the process.
     stop: Arc<AtomicBool>,
     /// The socket's receive timeout now (`None`: not set yet).
@@ -344,10 +350,11 @@ impl Sleeping {
         if self.stop.load(Ordering::Relaxed) {
             return None;
         }
-        let mut limit = (last_io + self.idle).checked_sub(elapsed)?;
-        if let Some(deadline) = self.deadline {
-            limit = limit.min(deadline.checked_duration_since(Instant::now())?);
-        }
+        let end = match self.deadline {
+            Some(deadline) => deadline.min(last_io + self.idle),
+            None => last_io + self.idle,
+        };
+        let limit = end.checked_sub(elapsed)?;
         (limit >= Duration::from_millis(1)).then_some(limit)
     }
 
@@ -608,8 +615,7 @@ impl AsyncRead for GuestStdin {
             match read {
                 Ok(n) => {
                     buf.advance(n);
-                    client.touch();
-                    client.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    client.received(n);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -767,7 +773,7 @@ impl AsyncWrite for GuestStderr {
 mod tests {
     use super::*;
 
-    fn sleeping(idle: Duration, deadline: Option<Instant>, stop: bool) -> Sleeping {
+    fn sleeping(idle: Duration, deadline: Option<Duration>, stop: bool) -> Sleeping {
         Sleeping {
             idle,
             deadline,
@@ -781,8 +787,10 @@ mod tests {
         let s = Duration::from_secs;
         let ms = Duration::from_millis;
         let us = Duration::from_micros;
-        let soon = Some(Instant::now() + s(5));
-        let past = Instant::now().checked_sub(s(1));
+        // Deadlines from the connection's start: 5 s after the reads
+        // below (at 10 s), and 1 s before them.
+        let soon = Some(s(15));
+        let past = Some(s(9));
         // (idle timeout, deadline, stop raised, elapsed, last byte at, the
         // sleep allowed: a range, or None)
         let cases = [
@@ -792,7 +800,7 @@ mod tests {
             (s(1), None, false, s(10), s(9), None),
             (s(1), None, false, s(10), s(9) + us(500), None),
             (s(1), None, false, s(10), s(9) + ms(2), Some((ms(2), ms(2)))),
-            (s(30), soon, false, s(10), s(10), Some((s(4), s(5)))),
+            (s(30), soon, false, s(10), s(10), Some((s(5), s(5)))),
             (s(2), soon, false, s(10), s(10), Some((s(2), s(2)))),
             (s(30), past, false, s(10), s(10), None),
             (s(30), None, true, s(10), s(10), None),
