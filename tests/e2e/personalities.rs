@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, PATIENCE, Server, guests};
+use crate::util::{BIN, Client, PATIENCE, Server, guests, kill};
 
 /// The pids of the processes whose parent is `pid`, from /proc.
 fn children(pid: u32) -> Vec<u32> {
@@ -276,15 +276,18 @@ fn start_small(personality: &str, extra: &[&str]) -> Server {
     Server::start(&[&["--server-type", personality][..], &pool, extra].concat())
 }
 
-/// Sends signal `name` to each of `pids`.
-fn kill_each(name: &str, pids: &[u32]) {
-    for pid in pids {
+/// Sends signal `name` to each of the server's children, and waits until
+/// they are gone: a child still exiting could otherwise accept the next
+/// client and take it down with it.
+fn stop_children(server: &Server, name: &str) {
+    let stopped = children(server.pid());
+    for &pid in &stopped {
         // A child may have ended meanwhile: a failed kill is no fault.
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status();
+        let _ = kill(name, pid);
     }
+    wait_children(server, "free of the stopped ones", |now| {
+        !now.iter().any(|pid| stopped.contains(pid))
+    });
 }
 
 /// In the personalities that serve one connection per process, the
@@ -305,7 +308,7 @@ fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
         let mut client = server.connect();
         client.send(b"before\r\n");
         assert_eq!(client.read_line(), "You said 'before'\r\n", "{what}");
-        kill_each(signal, &children(server.pid()));
+        stop_children(&server, signal);
         // The connection ends without another reply.
         assert_eq!(client.read_all(), "", "{what}");
         assert!(server.is_running(), "{what}");
@@ -333,7 +336,7 @@ fn two_ports_are_served_in_turn_and_a_stop_signal_still_wakes_a_reader() {
         let mut held = Client::connect(addrs[1]);
         held.send(b"held\r\n");
         assert_eq!(held.read_line(), "You said 'held'\r\n", "{personality}");
-        kill_each("TERM", &children(server.pid()));
+        stop_children(&server, "TERM");
         assert_eq!(held.read_all(), "", "{personality}");
         for addr in &addrs {
             echo_session(&mut Client::connect(*addr));
@@ -383,7 +386,7 @@ fn a_stop_signal_ends_a_child_whose_client_floods_it() {
             assert!(Instant::now() < deadline, "{personality}: no replies");
             std::thread::sleep(Duration::from_millis(5));
         }
-        kill_each("TERM", &children(server.pid()));
+        stop_children(&server, "TERM");
         reader.join().unwrap();
         assert!(
             flood.join().unwrap(),

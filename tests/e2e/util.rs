@@ -208,12 +208,7 @@ impl Server {
 
     /// Sends signal `name` (`TERM`, `INT`, …) to the server, by PID.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        assert!(kill(name, self.child.id()), "kill -{name} failed");
     }
 
     /// Waits (at most [`PATIENCE`]) for the server to exit and returns its
@@ -288,6 +283,17 @@ fn follow(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Sends signal `name` (`TERM`, `INT`, …) to process `pid`; whether it was
+/// sent.
+pub fn kill(name: &str, pid: u32) -> bool {
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success()
 }
 
 /// `... Binding to TCP port N on host H with IPvX` → H:N.
