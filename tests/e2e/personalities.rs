@@ -397,6 +397,63 @@ fn a_stop_signal_ends_a_child_whose_client_floods_it() {
     }
 }
 
+/// The epoch ticker counts its process's CPU time: a connection that waits
+/// for its client keeps an instance, and so the ticker, alive, yet the
+/// process is not woken for ticks while it waits (on a wall clock, a
+/// hundred times a second).
+#[test]
+fn a_process_whose_client_is_silent_is_not_woken_by_the_ticker() {
+    for personality in ["multiplex", "prefork"] {
+        let server = Server::start(&["--server-type", personality, "--idle-timeout", "3600"]);
+        let mut client = server.connect();
+        client.send(b"hello\r\n");
+        assert_eq!(client.read_line(), "You said 'hello'\r\n", "{personality}");
+        let tickers = |what: &str| {
+            let found = ticker_wakeups(server.pid());
+            assert!(!found.is_empty(), "{personality}: no ticker {what}");
+            found.values().sum::<u64>()
+        };
+        let before = tickers("before");
+        std::thread::sleep(Duration::from_secs(1));
+        let woken = tickers("after") - before;
+        // A wall-clock ticker would be woken about a hundred times; the
+        // margin is for the ticks of the reply's own CPU time.
+        assert!(
+            woken < 20,
+            "{personality}: tickers woken {woken} times in 1 s"
+        );
+        client.send(b"again\r\n");
+        assert_eq!(client.read_line(), "You said 'again'\r\n", "{personality}");
+    }
+}
+
+/// The voluntary context switches of every epoch ticker thread among the
+/// children of `pid`, by thread id.
+fn ticker_wakeups(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut found = std::collections::BTreeMap::new();
+    for child in children(pid) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{child}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let dir = task.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+            if comm.trim() != "netserver-epoch" {
+                continue;
+            }
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let switches = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(switches) = switches {
+                found.insert(dir.display().to_string(), switches);
+            }
+        }
+    }
+    found
+}
+
 /// A scratch copy of a guest that a test may replace.
 fn module_copy(name: &str, from: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hup");

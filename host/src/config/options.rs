@@ -231,7 +231,7 @@ pub const OPTIONS: &[Spec] = &[
         Some("10"),
         false,
         Active,
-        "seconds a hook may compute without waiting for the client",
+        "seconds of CPU time a hook may compute without waiting for the client",
     )
     .per_service(),
     spec(

@@ -9,8 +9,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::config::{Config as HostConfig, ServerType};
 
-/// How often the epoch advances: the granularity of preemption and of the
-/// CPU limit.
+/// How much of the process's CPU time passes between two epochs: the
+/// granularity of preemption and of the CPU limit.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Bytes of each linear memory reset with memset and kept mapped between

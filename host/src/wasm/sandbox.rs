@@ -3,7 +3,8 @@
 //! Memory: the Store's limiter refuses growth past `max_memory` and traps,
 //! so the log names the reason.
 //!
-//! CPU: the engine's epoch advances every [`EPOCH_TICK`]. A running guest
+//! CPU: the engine's epoch advances every [`EPOCH_TICK`] of the process's
+//! CPU time (see [`super::ticker`]). A running guest
 //! checks the epoch in its loops; at each tick it yields to the other
 //! connections and the [`CpuMeter`] counts one tick of computation. When the
 //! guest waits for its client the count starts again, so `cpu_limit` bounds

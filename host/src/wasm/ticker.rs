@@ -1,5 +1,6 @@
 //! The epoch ticker: one thread per process that advances the engine's
-//! epoch every [`EPOCH_TICK`] while a guest may run, and sleeps otherwise.
+//! epoch at every [`EPOCH_TICK`] of CPU time the process uses while a guest
+//! may run, and sleeps otherwise.
 //!
 //! A running guest checks the epoch in its loops; each tick makes it yield
 //! to the other connections and counts against its CPU limit (see
@@ -7,6 +8,14 @@
 //! guest computing in a loop holds the thread it runs on (the runtime's
 //! only one where a process serves one connection at a time). One ticker
 //! per process and engine, never a timer per connection.
+//!
+//! The tick is measured on the process's CPU clock, not the wall clock: a
+//! guest can only compute while its process runs, so a tick of CPU time is
+//! what `cpu_limit` counts and what preemption shares out, and a process
+//! that waits for its clients — a prefork child between requests, or one
+//! whose CPU is taken by its siblings — is not woken for ticks that no
+//! guest could use. (Fifty busy prefork children on a wall clock woke
+//! 5,000 times a second; see docs/benchmarks.md.)
 //!
 //! A guest runs only inside an instance, and each instance keeps the ticker
 //! awake ([`Awake`]) from before it is made until it is dropped. When no
@@ -20,6 +29,8 @@ use std::thread::Thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use nix::sys::time::TimeSpec;
+use nix::time::{ClockId, ClockNanosleepFlags};
 
 use super::engine::EPOCH_TICK;
 
@@ -33,7 +44,7 @@ static PROCESS: OnceLock<Ticker> = OnceLock::new();
 /// fork: the master has no threads). It leaves the stop signals to the main
 /// thread, where they wake a guest's sleeping read.
 pub fn start(engine: wasmtime::Engine) -> Result<()> {
-    process().run(engine, EPOCH_TICK, PARK_AFTER)
+    process().run(engine, Clock::ProcessCpu, EPOCH_TICK, PARK_AFTER)
 }
 
 /// Keeps this process's ticker awake until dropped: held by each instance.
@@ -62,10 +73,16 @@ struct Shared {
 }
 
 impl Ticker {
-    /// Starts the thread that advances `engine`'s epoch every `tick`, and
-    /// sleeps after `park_after` ticks with nothing awake; does nothing if
-    /// it already runs.
-    fn run(&self, engine: wasmtime::Engine, tick: Duration, park_after: u32) -> Result<()> {
+    /// Starts the thread that advances `engine`'s epoch every `tick` of
+    /// `clock`, and sleeps after `park_after` ticks with nothing awake; does
+    /// nothing if it already runs.
+    fn run(
+        &self,
+        engine: wasmtime::Engine,
+        mut clock: Clock,
+        tick: Duration,
+        park_after: u32,
+    ) -> Result<()> {
         if self.0.thread.get().is_some() {
             return Ok(());
         }
@@ -84,7 +101,7 @@ impl Ticker {
                         shared.sleep_until_awake();
                         idle = 0;
                     }
-                    std::thread::sleep(tick);
+                    clock.sleep(tick);
                     engine.increment_epoch();
                     shared.ticks.fetch_add(1, Ordering::Relaxed);
                 }
@@ -121,6 +138,49 @@ impl Shared {
     }
 }
 
+/// The clock a tick is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// The CPU time of every thread of this process.
+    ProcessCpu,
+    /// Real time (where the CPU clock cannot be slept on, and in tests).
+    Wall,
+}
+
+impl Clock {
+    /// Sleeps for `tick` of this clock. If the CPU clock cannot be slept
+    /// on (a kernel or seccomp policy without it), says so once and uses
+    /// the wall clock from then on.
+    fn sleep(&mut self, tick: Duration) {
+        if *self == Clock::ProcessCpu {
+            match sleep_cpu(tick) {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(
+                        "the epoch ticker cannot sleep on the process's CPU clock ({err}); \
+                         it ticks in real time"
+                    );
+                    *self = Clock::Wall;
+                }
+            }
+        }
+        std::thread::sleep(tick);
+    }
+}
+
+/// Sleeps until this process's threads have used `tick` more CPU time.
+fn sleep_cpu(tick: Duration) -> nix::Result<()> {
+    let clock = ClockId::CLOCK_PROCESS_CPUTIME_ID;
+    let until = nix::time::clock_gettime(clock)? + TimeSpec::from_duration(tick);
+    loop {
+        // An absolute end: a signal's interruption sleeps on to the same end.
+        match nix::time::clock_nanosleep(clock, ClockNanosleepFlags::TIMER_ABSTIME, &until) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            done => return done.map(drop),
+        }
+    }
+}
+
 /// Keeps the ticker awake while it lives (see [`awake`]).
 #[derive(Debug)]
 pub struct Awake(Arc<Shared>);
@@ -146,17 +206,47 @@ mod tests {
         }
     }
 
+    /// The CPU time this process has used.
+    fn cpu_used() -> Duration {
+        nix::time::clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn a_cpu_tick_lasts_until_the_process_has_computed_that_long() {
+        let tick = Duration::from_millis(30);
+        let stop = Arc::new(AtomicBool::new(false));
+        // Computes (bounded: 60 s) until the tick is over.
+        let spinner = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let before = cpu_used();
+        let mut clock = Clock::ProcessCpu;
+        clock.sleep(tick);
+        let used = cpu_used() - before;
+        stop.store(true, Ordering::Relaxed);
+        spinner.join().unwrap();
+        assert_eq!(clock, Clock::ProcessCpu, "fell back to the wall clock");
+        assert!(used >= tick, "woke after {used:?} of CPU time");
+    }
+
     #[test]
     fn the_ticker_sleeps_with_no_instance_and_wakes_for_the_next() {
         let engine = wasmtime::Engine::default();
         let ticker = Ticker::default();
         let ticks = || ticker.0.ticks.load(Ordering::Relaxed);
         let parked = || ticker.0.parked.load(Ordering::SeqCst);
-        ticker
-            .run(engine.clone(), Duration::from_millis(1), 3)
-            .unwrap();
+        let tick = Duration::from_millis(1);
+        ticker.run(engine.clone(), Clock::Wall, tick, 3).unwrap();
         // A second start is a no-op.
-        ticker.run(engine, Duration::from_millis(1), 3).unwrap();
+        ticker.run(engine, Clock::Wall, tick, 3).unwrap();
         let mut rounds = Vec::new();
         for round in 0..3 {
             wait_until("asleep", parked);
