@@ -14,8 +14,9 @@
 //! what `cpu_limit` counts and what preemption shares out, and a process
 //! that waits for its clients — a prefork child between requests, or one
 //! whose CPU is taken by its siblings — is not woken for ticks that no
-//! guest could use. (Fifty busy prefork children on a wall clock woke
-//! 5,000 times a second; see docs/benchmarks.md.)
+//! guest could use. (On the wall clock, 32 busy prefork children woke
+//! their tickers 3,000 times a second, each a switch into another process;
+//! see docs/benchmarks.md.)
 //!
 //! A guest runs only inside an instance, and each instance keeps the ticker
 //! awake ([`Awake`]) from before it is made until it is dropped. When no
