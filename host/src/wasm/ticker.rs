@@ -21,8 +21,10 @@
 //! A guest runs only inside an instance, and each instance keeps the ticker
 //! awake ([`Awake`]) from before it is made until it is dropped. When no
 //! instance has existed for [`PARK_AFTER`] ticks the ticker sleeps until
-//! the next one is made, so an idle process — a prefork pool waiting for
-//! clients — is not woken a hundred times a second for nothing.
+//! the next one is made. An idle process uses no CPU and so gets no ticks
+//! anyway; this keeps a process busy with the host's own work and no guest
+//! (refusing a flood of denied clients, say) from being woken for ticks
+//! too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
