@@ -47,7 +47,7 @@ static PROCESS: OnceLock<Ticker> = OnceLock::new();
 /// fork: the master has no threads). It leaves the stop signals to the main
 /// thread, where they wake a guest's sleeping read.
 pub fn start(engine: wasmtime::Engine) -> Result<()> {
-    process().run(engine, Clock::ProcessCpu, EPOCH_TICK, PARK_AFTER)
+    process().run(engine, Clock::PROCESS_CPU, EPOCH_TICK, PARK_AFTER)
 }
 
 /// Keeps this process's ticker awake until dropped: held by each instance.
@@ -144,19 +144,22 @@ impl Shared {
 /// The clock a tick is measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Clock {
-    /// The CPU time of every thread of this process.
-    ProcessCpu,
+    /// A CPU-time clock: [`Clock::PROCESS_CPU`].
+    Cpu(ClockId),
     /// Real time (where the CPU clock cannot be slept on, and in tests).
     Wall,
 }
 
 impl Clock {
+    /// The CPU time of every thread of this process.
+    const PROCESS_CPU: Clock = Clock::Cpu(ClockId::CLOCK_PROCESS_CPUTIME_ID);
+
     /// Sleeps for `tick` of this clock. If the CPU clock cannot be slept
     /// on (a kernel or seccomp policy without it), says so once and uses
     /// the wall clock from then on.
     fn sleep(&mut self, tick: Duration) {
-        if *self == Clock::ProcessCpu {
-            match sleep_cpu(tick) {
+        if let Clock::Cpu(clock) = *self {
+            match sleep_cpu(clock, tick) {
                 Ok(()) => return,
                 Err(err) => {
                     tracing::warn!(
@@ -171,9 +174,8 @@ impl Clock {
     }
 }
 
-/// Sleeps until this process's threads have used `tick` more CPU time.
-fn sleep_cpu(tick: Duration) -> nix::Result<()> {
-    let clock = ClockId::CLOCK_PROCESS_CPUTIME_ID;
+/// Sleeps until CPU-time `clock` has advanced by `tick`.
+fn sleep_cpu(clock: ClockId, tick: Duration) -> nix::Result<()> {
     let until = nix::time::clock_gettime(clock)? + TimeSpec::from_duration(tick);
     loop {
         // An absolute end: a signal's interruption sleeps on to the same end.
@@ -231,13 +233,26 @@ mod tests {
             }
         });
         let before = cpu_used();
-        let mut clock = Clock::ProcessCpu;
+        let mut clock = Clock::PROCESS_CPU;
         clock.sleep(tick);
         let used = cpu_used() - before;
         stop.store(true, Ordering::Relaxed);
         spinner.join().unwrap();
-        assert_eq!(clock, Clock::ProcessCpu, "fell back to the wall clock");
+        assert_eq!(clock, Clock::PROCESS_CPU, "fell back to the wall clock");
         assert!(used >= tick, "woke after {used:?} of CPU time");
+    }
+
+    #[test]
+    fn a_cpu_clock_that_cannot_be_slept_on_gives_way_to_the_wall_clock() {
+        // Linux refuses to sleep on the calling thread's own CPU clock
+        // (EINVAL), as a kernel or a seccomp policy might refuse the
+        // process's.
+        let mut clock = Clock::Cpu(ClockId::CLOCK_THREAD_CPUTIME_ID);
+        let tick = Duration::from_millis(20);
+        let started = Instant::now();
+        clock.sleep(tick);
+        assert!(started.elapsed() >= tick, "{:?}", started.elapsed());
+        assert_eq!(clock, Clock::Wall);
     }
 
     #[test]
