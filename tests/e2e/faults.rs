@@ -86,15 +86,15 @@ fn assert_spin_is_stopped(server: &mut Server, server_type: &str) {
     still_serves(server);
 }
 
-/// A process whose epoch ticker went to sleep (no instance for a second)
-/// wakes it for the next instance: the CPU limit still stops a spinning
-/// guest there, in a worker serving many connections and in one serving
-/// one at a time.
+/// A process that was idle for a while, its epoch ticker asleep on the
+/// CPU clock, still ticks as soon as a guest computes: the CPU limit stops
+/// a spinning guest there, in a worker serving many connections and in one
+/// serving one at a time.
 #[test]
 fn spinning_guest_is_stopped_after_the_process_was_idle() {
     for server_type in ["multiplex", "prefork-simple"] {
         let mut server = spin_server(server_type, &["--max-servers", "1"]);
-        // Idle for longer than the ticker's second before it sleeps.
+        // Idle for a while first.
         std::thread::sleep(std::time::Duration::from_millis(1500));
         assert_spin_is_stopped(&mut server, server_type);
     }

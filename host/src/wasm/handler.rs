@@ -22,7 +22,6 @@ use super::hints::Hook;
 use super::sandbox::{self, CpuMeter};
 use super::state::{Service, State};
 use super::stdio::GuestIo;
-use super::ticker;
 use crate::client::ClientInfo;
 use crate::config::{InstanceMode, ServiceConfig};
 
@@ -176,8 +175,6 @@ impl Handler {
     /// Makes a fresh instance whose stdin and stdout reach the client through
     /// `io`. A command guest gets `client`'s addresses in its environment.
     pub async fn instantiate(&self, io: GuestIo, client: Option<&ClientInfo>) -> Result<Instance> {
-        // Before any of the guest's code can run (its start functions).
-        let ticking = ticker::awake();
         let env = match (&self.pre, client) {
             (Pre::Command(_), Some(client)) => client.environment(),
             _ => Vec::new(),
@@ -195,11 +192,7 @@ impl Handler {
             Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
             Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),
         };
-        Ok(Instance {
-            store,
-            guest,
-            _ticking: ticking,
-        })
+        Ok(Instance { store, guest })
     }
 }
 
@@ -271,8 +264,6 @@ enum Guest {
 pub struct Instance {
     store: Store<State>,
     guest: Guest,
-    /// The epoch ticker runs while the instance lives.
-    _ticking: ticker::Awake,
 }
 
 /// Calls hook `$method` of a handler guest with a fresh CPU budget; a
