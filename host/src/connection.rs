@@ -213,12 +213,14 @@ pub async fn serve(
         let started = Instant::now();
         let verdict = gate.judge(&mut client).await;
         // One deadline for the runtime's timer and a sleeping read alike.
-        let limit = handler.connection_timeout();
-        let deadline_at = limit.map(|limit| Instant::now() + limit);
+        let deadline = handler
+            .connection_timeout()
+            .map(|limit| (limit, Instant::now() + limit));
         let socket = match thread {
             Thread::Shared => ClientSocket::new(stream),
             Thread::Alone { stop } => {
-                match ClientSocket::alone(stream, idle_timeout, deadline_at, stop) {
+                let at = deadline.map(|(_, at)| at);
+                match ClientSocket::alone(stream, idle_timeout, at, stop) {
                     Ok(socket) => socket,
                     Err(why) => {
                         tracing::warn!("closed the connection: cannot set up its socket: {why}");
@@ -228,12 +230,12 @@ pub async fn serve(
             }
         };
         let deadline = async {
-            match (limit, deadline_at) {
-                (Some(limit), Some(at)) => {
+            match deadline {
+                Some((limit, at)) => {
                     tokio::time::sleep_until(at.into()).await;
                     limit
                 }
-                _ => std::future::pending().await,
+                None => std::future::pending().await,
             }
         };
         let end = tokio::select! {
