@@ -2,11 +2,11 @@
 //! clients connect from different 127.0.0.0/8 source addresses (and ::1),
 //! directly or through a real HAProxy.
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, PATIENCE, Server, guests};
+use crate::util::{Client, PATIENCE, Server, free_port, guests};
 
 /// What `hook-trace` answers a served client, and a refused one.
 #[derive(Debug, PartialEq)]
@@ -462,14 +462,6 @@ impl Drop for Haproxy {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

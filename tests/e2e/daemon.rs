@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::privileges::{NOBODY, ids};
-use crate::util::{BIN, Client, PATIENCE, Server, run};
+use crate::util::{BIN, Client, PATIENCE, Server, free_port, run};
 
 /// A fresh directory in /tmp (which the server's user can reach), owned
 /// by `owner`: nobody may remove a pid file from it, root's may not.
@@ -34,16 +34,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A port on 127.0.0.1 that was free a moment ago (a daemon's log is not
-/// the test's to read, so the test picks the port).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn echo(addr: SocketAddr, line: &str) {

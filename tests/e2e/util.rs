@@ -1,7 +1,7 @@
 //! Running the real `netserver-host` and talking to it over real sockets.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
@@ -408,4 +408,15 @@ impl Client {
     pub fn shutdown_write(&mut self) {
         self.stream.shutdown(std::net::Shutdown::Write).unwrap();
     }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a test that must
+/// name the port itself (a daemon's log is not the test's to read; a proxy
+/// in front of the server needs its port before it starts).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
