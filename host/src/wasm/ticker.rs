@@ -49,7 +49,7 @@ pub fn start(engine: wasmtime::Engine) -> Result<()> {
 enum Clock {
     /// A CPU-time clock: [`Clock::PROCESS_CPU`].
     Cpu(ClockId),
-    /// Real time (where the CPU clock cannot be slept on, and in tests).
+    /// Real time, where the CPU clock cannot be slept on.
     Wall,
 }
 
