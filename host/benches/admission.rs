@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use criterion::{Criterion, criterion_group, criterion_main};
 use netserver_host::access::{Peer, Rules};
 use netserver_host::cli::Cli;
-use netserver_host::config::Config;
+use netserver_host::config::{AccessConfig, Config};
 
 /// Net::Server's `test.conf` example (tests/config/valid).
 const TEST_CONF: &str = concat!(
@@ -20,13 +20,14 @@ const TEST_CONF: &str = concat!(
 
 fn access_check(c: &mut Criterion) {
     let own = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let rules = Rules::new(
-        &own(&[r"a.+", r"10\.9\.8\.7"]),
-        &own(&["192.0.2.4/30", "2001:db8:bad::/48"]),
-        &own(&[r".+\.(net|com)", r"domain\.com"]),
-        &own(&["127.0.0.0/8", "192.0.2.0/24", "::ffff:198.51.100.0/120"]),
-        Vec::new(),
-    )
+    let nets = |l: &[&str]| l.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+    let rules = Rules::new(&AccessConfig {
+        deny: own(&[r"a.+", r"10\.9\.8\.7"]),
+        cidr_deny: nets(&["192.0.2.4/30", "2001:db8:bad::/48"]),
+        allow: own(&[r".+\.(net|com)", r"domain\.com"]),
+        cidr_allow: nets(&["127.0.0.0/8", "192.0.2.0/24", "::ffff:198.51.100.0/120"]),
+        ..AccessConfig::default()
+    })
     .expect("rules");
     let peers: Vec<(IpAddr, Option<&str>)> = vec![
         ("192.0.2.9".parse().unwrap(), None),
@@ -51,7 +52,7 @@ fn config_loading(c: &mut Criterion) {
         b.iter(|| {
             let cli = Cli::try_parse_from(["netserver-host", "--conf-file", TEST_CONF])
                 .expect("arguments");
-            black_box(Config::resolve(cli).expect("config"))
+            black_box(Config::resolve(cli.settings, cli.conf_file.as_deref()).expect("config"))
         })
     });
 }

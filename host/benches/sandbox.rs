@@ -23,7 +23,7 @@ mod guests {
 
 fn handler(module: &str) -> Handler {
     let cli = Cli::try_parse_from(["netserver-host", "--module", module]).expect("arguments");
-    let config = Config::resolve(cli).expect("config");
+    let config = Config::resolve(cli.settings, cli.conf_file.as_deref()).expect("config");
     netserver_host::load_handlers(&config)
         .expect("handler")
         .remove(0)

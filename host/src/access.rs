@@ -16,6 +16,8 @@ use anyhow::{Result, anyhow};
 use ipnet::IpNet;
 use regex::Regex;
 
+use crate::config::AccessConfig;
+
 /// How long a reverse (or forward) lookup may take before the client is
 /// judged without a host name.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -79,15 +81,9 @@ impl fmt::Display for Verdict {
 }
 
 impl Rules {
-    /// Compiles the rules; the values were checked when the configuration
-    /// loaded, so an error here names the value anyway.
-    pub fn new(
-        deny: &[String],
-        cidr_deny: &[String],
-        allow: &[String],
-        cidr_allow: &[String],
-        allow_uid: Vec<u32>,
-    ) -> Result<Self> {
+    /// Compiles a service's rules (its patterns were checked when the
+    /// configuration loaded; an error here names the pattern anyway).
+    pub fn new(config: &AccessConfig) -> Result<Self> {
         let patterns = |list: &[String]| -> Result<Vec<Pattern>> {
             list.iter()
                 .map(|p| {
@@ -99,24 +95,15 @@ impl Rules {
                 })
                 .collect()
         };
-        let nets = |list: &[String]| -> Result<Vec<IpNet>> {
-            list.iter()
-                .map(|n| {
-                    n.parse::<IpNet>()
-                        .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                        .map(unmap_net)
-                        .map_err(|_| anyhow!("invalid CIDR '{n}'"))
-                })
-                .collect()
-        };
+        let nets = |list: &[IpNet]| list.iter().copied().map(unmap_net).collect();
         Ok(Self {
-            deny: patterns(deny)?,
-            cidr_deny: nets(cidr_deny)?,
-            allow: patterns(allow)?,
-            cidr_allow: nets(cidr_allow)?,
-            allow_uid,
-            reverse_lookups: false,
-            double_reverse_lookups: false,
+            deny: patterns(&config.deny)?,
+            cidr_deny: nets(&config.cidr_deny),
+            allow: patterns(&config.allow)?,
+            cidr_allow: nets(&config.cidr_allow),
+            allow_uid: config.allow_uid.clone(),
+            reverse_lookups: config.reverse_lookups,
+            double_reverse_lookups: config.double_reverse_lookups,
         })
     }
 
@@ -220,13 +207,14 @@ mod tests {
 
     fn rules(deny: &[&str], cidr_deny: &[&str], allow: &[&str], cidr_allow: &[&str]) -> Rules {
         let own = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        Rules::new(
-            &own(deny),
-            &own(cidr_deny),
-            &own(allow),
-            &own(cidr_allow),
-            Vec::new(),
-        )
+        let nets = |l: &[&str]| l.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>();
+        Rules::new(&AccessConfig {
+            deny: own(deny),
+            cidr_deny: nets(cidr_deny),
+            allow: own(allow),
+            cidr_allow: nets(cidr_allow),
+            ..AccessConfig::default()
+        })
         .unwrap()
     }
 
@@ -356,7 +344,11 @@ mod tests {
             reference.check(Peer::Unix { uid: Some(0) }),
             Verdict::Allowed(None)
         );
-        let by_uid = Rules::new(&[], &[], &[], &[], vec![1000, 0]).unwrap();
+        let by_uid = Rules::new(&AccessConfig {
+            allow_uid: vec![1000, 0],
+            ..AccessConfig::default()
+        })
+        .unwrap();
         let cases = [
             (Some(1000), Verdict::Allowed(Some("allow_uid 1000".into()))),
             (Some(0), Verdict::Allowed(Some("allow_uid 0".into()))),

@@ -90,6 +90,7 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::Directory => "DIR",
         Kind::DirGrant => "HOST[:GUEST][:ro|rw]",
         Kind::EnvGrant => "KEY[=VALUE]",
+        Kind::Signals => "SIGNALS",
     }
 }
 

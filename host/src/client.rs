@@ -1,16 +1,110 @@
-//! What the host knows about a client: Net::Server's `get_client_info`.
+//! What the host knows about a client: Net::Server's `get_client_info`, for
+//! a client over IP or over a unix socket.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// One client connection's addresses and the service serving it.
+/// A unix-socket peer's credentials, from `SO_PEERCRED`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// The peer's process id.
+    pub pid: i32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+}
+
+/// The client's end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// An IP client: its address and port, an IPv4-mapped IPv6 address in
+    /// its IPv4 form (see [`Peer::ip`]).
+    Ip(SocketAddr),
+    /// A unix-socket client.
+    Unix {
+        /// The path the client's socket is bound to: usually none.
+        path: Option<PathBuf>,
+        /// Who the client is, when the kernel says.
+        cred: Option<Credentials>,
+    },
+}
+
+impl Peer {
+    /// An IP client at `addr` (`::ffff:a.b.c.d` becomes `a.b.c.d`).
+    pub fn ip(addr: SocketAddr) -> Self {
+        Self::Ip(canonical(addr))
+    }
+
+    /// The client's IP address, for an IP client.
+    pub fn ip_addr(&self) -> Option<IpAddr> {
+        match self {
+            Self::Ip(addr) => Some(addr.ip()),
+            Self::Unix { .. } => None,
+        }
+    }
+
+    /// The client's user id, for a unix-socket client whose credentials
+    /// are known.
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Self::Unix { cred, .. } => cred.map(|c| c.uid),
+            Self::Ip(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    /// `127.0.0.1:41000`, `[::1]:41000`; `unix:uid=1000,pid=42`, or
+    /// `unix:PATH` for a client bound to a path.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(addr) => write!(f, "{addr}"),
+            Self::Unix {
+                path: Some(path), ..
+            } => write!(f, "unix:{}", path.display()),
+            Self::Unix {
+                cred: Some(cred), ..
+            } => write!(f, "unix:uid={},pid={}", cred.uid, cred.pid),
+            Self::Unix { .. } => f.write_str("unix:unknown"),
+        }
+    }
+}
+
+/// The server's end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Local {
+    /// The address and port the client connected to.
+    Ip(SocketAddr),
+    /// The path of the unix socket the client connected to.
+    Unix(PathBuf),
+}
+
+impl Local {
+    /// The server address `addr` (`::ffff:a.b.c.d` becomes `a.b.c.d`).
+    pub fn ip(addr: SocketAddr) -> Self {
+        Self::Ip(canonical(addr))
+    }
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One client connection's two ends and the service serving it.
 #[derive(Clone, Debug)]
 pub struct ClientInfo {
-    /// The client's address (`peeraddr`, `peerport`); an IPv4-mapped IPv6
-    /// address is given in its IPv4 form.
-    pub peer: SocketAddr,
-    /// The address the client connected to (`sockaddr`, `sockport`).
-    pub local: SocketAddr,
+    /// The client's end (`peeraddr`, `peerport`).
+    pub peer: Peer,
+    /// The end the client connected to (`sockaddr`, `sockport`).
+    pub local: Local,
     /// The protocol of the listening socket, lower case.
     pub proto: &'static str,
     /// The client's host name from a reverse lookup, when enabled.
@@ -20,27 +114,47 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// The information of a TCP client accepted on `local` from `peer`.
-    pub fn tcp(peer: SocketAddr, local: SocketAddr, service: Arc<str>) -> Self {
+    /// The information of a client at `peer` on `local`, over `proto`.
+    pub fn new(peer: Peer, local: Local, proto: &'static str, service: Arc<str>) -> Self {
         Self {
-            peer: canonical(peer),
-            local: canonical(local),
-            proto: "tcp",
+            peer,
+            local,
+            proto,
             peer_host: None,
             service,
         }
     }
 
+    /// The information of a TCP client accepted on `local` from `peer`.
+    pub fn tcp(peer: SocketAddr, local: SocketAddr, service: Arc<str>) -> Self {
+        Self::new(Peer::ip(peer), Local::ip(local), "tcp", service)
+    }
+
     /// The variables a WASI command handler finds in its environment,
-    /// named as in ucspi-tcp (`TCPREMOTEIP`, …) plus `PROTO`.
+    /// named as in ucspi-tcp (`TCPREMOTEIP`, …) and ucspi-unix
+    /// (`UNIXREMOTEEUID`, …), plus `PROTO`.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
-        let mut env = vec![
-            ("PROTO", self.proto.to_ascii_uppercase()),
-            ("TCPREMOTEIP", self.peer.ip().to_string()),
-            ("TCPREMOTEPORT", self.peer.port().to_string()),
-            ("TCPLOCALIP", self.local.ip().to_string()),
-            ("TCPLOCALPORT", self.local.port().to_string()),
-        ];
+        let mut env = vec![("PROTO", self.proto.to_ascii_uppercase())];
+        match &self.peer {
+            Peer::Ip(addr) => {
+                env.push(("TCPREMOTEIP", addr.ip().to_string()));
+                env.push(("TCPREMOTEPORT", addr.port().to_string()));
+            }
+            Peer::Unix { cred, .. } => {
+                if let Some(cred) = cred {
+                    env.push(("UNIXREMOTEEUID", cred.uid.to_string()));
+                    env.push(("UNIXREMOTEEGID", cred.gid.to_string()));
+                    env.push(("UNIXREMOTEPID", cred.pid.to_string()));
+                }
+            }
+        }
+        match &self.local {
+            Local::Ip(addr) => {
+                env.push(("TCPLOCALIP", addr.ip().to_string()));
+                env.push(("TCPLOCALPORT", addr.port().to_string()));
+            }
+            Local::Unix(path) => env.push(("UNIXLOCALPATH", path.display().to_string())),
+        }
         if let Some(host) = &self.peer_host {
             env.push(("TCPREMOTEHOST", host.clone()));
         }
@@ -69,7 +183,15 @@ mod tests {
             let peer: SocketAddr = given.parse().unwrap();
             let info = ClientInfo::tcp(peer, peer, "s".into());
             assert_eq!(info.peer.to_string(), want);
+            assert_eq!(info.local.to_string(), want);
         }
+    }
+
+    fn env(info: &ClientInfo) -> Vec<String> {
+        info.environment()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
     }
 
     #[test]
@@ -79,13 +201,8 @@ mod tests {
             "127.0.0.1:20203".parse().unwrap(),
             "echo".into(),
         );
-        let env: Vec<String> = info
-            .environment()
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         assert_eq!(
-            env,
+            env(&info),
             [
                 "PROTO=TCP",
                 "TCPREMOTEIP=127.0.0.1",
@@ -94,5 +211,67 @@ mod tests {
                 "TCPLOCALPORT=20203"
             ]
         );
+        let unix = ClientInfo::new(
+            Peer::Unix {
+                path: None,
+                cred: Some(Credentials {
+                    pid: 42,
+                    uid: 1000,
+                    gid: 100,
+                }),
+            },
+            Local::Unix("/run/echo.sock".into()),
+            "unix",
+            "echo".into(),
+        );
+        assert_eq!(
+            env(&unix),
+            [
+                "PROTO=UNIX",
+                "UNIXREMOTEEUID=1000",
+                "UNIXREMOTEEGID=100",
+                "UNIXREMOTEPID=42",
+                "UNIXLOCALPATH=/run/echo.sock"
+            ]
+        );
+    }
+
+    #[test]
+    fn peers_as_the_log_shows_them() {
+        let cases = [
+            (
+                Peer::ip("[::ffff:10.0.0.1]:7".parse().unwrap()),
+                "10.0.0.1:7",
+            ),
+            (Peer::ip("[::1]:7".parse().unwrap()), "[::1]:7"),
+            (
+                Peer::Unix {
+                    path: None,
+                    cred: Some(Credentials {
+                        pid: 9,
+                        uid: 0,
+                        gid: 0,
+                    }),
+                },
+                "unix:uid=0,pid=9",
+            ),
+            (
+                Peer::Unix {
+                    path: Some("/tmp/c.sock".into()),
+                    cred: None,
+                },
+                "unix:/tmp/c.sock",
+            ),
+            (
+                Peer::Unix {
+                    path: None,
+                    cred: None,
+                },
+                "unix:unknown",
+            ),
+        ];
+        for (peer, want) in cases {
+            assert_eq!(peer.to_string(), want);
+        }
     }
 }

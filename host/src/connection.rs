@@ -1,21 +1,21 @@
-//! One client connection: a fresh instance, Net::Server's hooks in order,
-//! close, and one log line saying how it ended. Nothing that happens here
-//! reaches the listener or another connection.
+//! A stream's life in the hooks world: the service's admission, an
+//! instance (fresh, or the worker's), Net::Server's hooks in order, close,
+//! and one log line saying how it ended. Nothing that happens here reaches
+//! the listener or another connection.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::access::Verdict;
 use crate::client::ClientInfo;
-use crate::log::tag::{ConnTag, tagged};
-use crate::proxy::Origin;
-use crate::wasm::stdio::{ClientSocket, GuestIo};
+use crate::log::tag::tagged;
+use crate::service::{Admitted, Service};
+use crate::transport::{Accepted, ClientSocket, Stream, Wait};
+use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
 
 /// Why a connection ended.
@@ -94,64 +94,6 @@ impl fmt::Display for End {
     }
 }
 
-/// An accepted client connection, with what is already known of its two
-/// ends: each address known here is a system call saved per connection.
-pub struct Accepted {
-    /// The connection.
-    pub stream: TcpStream,
-    /// The client's address, as `accept` reported it.
-    pub peer: Option<SocketAddr>,
-    /// The server's end, when the listener is bound to one address (see
-    /// [`fixed_local`]).
-    pub local: Option<SocketAddr>,
-}
-
-impl Accepted {
-    /// A connection whose addresses are looked up when it is served.
-    pub fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            peer: None,
-            local: None,
-        }
-    }
-
-    /// Waits for the next client on `listener`, whose connections all have
-    /// the server address `local` when it is known (see [`fixed_local`]).
-    pub async fn next(listener: &TcpListener, local: Option<SocketAddr>) -> std::io::Result<Self> {
-        let (stream, peer) = listener.accept().await?;
-        Ok(Self {
-            stream,
-            peer: Some(peer),
-            local,
-        })
-    }
-
-    /// The client's address and the server's, asking the kernel only for
-    /// those not known yet. Fails when the client already left.
-    fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
-        let peer = match self.peer {
-            Some(peer) => peer,
-            None => self.stream.peer_addr()?,
-        };
-        let local = match self.local {
-            Some(local) => local,
-            None => self.stream.local_addr()?,
-        };
-        Ok((peer, local))
-    }
-}
-
-/// The local address of every connection `listener` accepts, when it is
-/// bound to one address; `None` for a wildcard (`0.0.0.0`, `[::]`), whose
-/// connections each have their own.
-pub fn fixed_local(listener: &TcpListener) -> Option<SocketAddr> {
-    listener
-        .local_addr()
-        .ok()
-        .filter(|addr| !addr.ip().is_unspecified())
-}
-
 /// Whether the thread serving a connection serves other connections
 /// meanwhile; it decides how the guest waits for its client.
 #[derive(Clone, Debug)]
@@ -162,107 +104,93 @@ pub enum Thread {
     /// The thread serves this connection alone (one connection at a time
     /// per process): the guest's reads sleep in the socket, until data, a
     /// timeout, or a signal (`stop` is raised by the ones that end the
-    /// process). See [`ClientSocket::alone`].
+    /// process). See [`Wait::InSocket`].
     Alone {
         /// Raised by the signals that end the process.
         stop: Arc<AtomicBool>,
     },
 }
 
-/// Serves one accepted client on `thread`; `_permit` holds its place among
-/// the concurrent instances until the connection ends. Before the guest sees
-/// it, the connection passes the service's [`Gate`](crate::gate::Gate):
-/// the PROXY header from a trusted proxy, the per-address limits, and the
-/// access rules (whose verdict the hooks act on).
+/// Serves one accepted client of `service` on `thread`; `_permit` holds
+/// its place among the concurrent instances until the connection ends.
+/// Before the guest sees it, the connection passes the service's admission
+/// (see [`Service::admit`]), whose verdict the hooks act on.
 pub async fn serve(
-    handler: Arc<Handler>,
+    service: Arc<Service>,
     accepted: Accepted,
-    idle_timeout: Duration,
     thread: Thread,
     _permit: OwnedSemaphorePermit,
 ) {
-    let Ok((mut peer, mut local)) = accepted.addresses() else {
-        // The client left between accept and here.
+    let Some(admitted) = service.admit(accepted).await else {
         return;
     };
-    let stream = accepted.stream;
-    if handler.gate().expects_proxy_header(peer.ip()) {
-        match crate::proxy::read_header(&stream).await {
-            Ok(Origin::Relayed { client, server }) => (peer, local) = (client, server),
-            Ok(Origin::Own) => {}
-            Err(why) => {
-                tracing::warn!(
-                    service = %handler.service_name(),
-                    "closed the connection from proxy {peer}: {why}"
-                );
-                return;
-            }
+    let tag = admitted.tag.clone();
+    tagged(tag, converse_with(&service, admitted, thread)).await
+}
+
+/// The life of an admitted connection: the hooks, within the idle and
+/// connection timeouts, then its summary line.
+async fn converse_with(service: &Service, admitted: Admitted, thread: Thread) {
+    let Admitted {
+        stream,
+        client,
+        verdict,
+        place,
+        started,
+        ..
+    } = admitted;
+    let idle_timeout = service.idle_timeout;
+    // One deadline for the runtime's timer and a sleeping read alike.
+    let deadline = service
+        .connection_timeout
+        .map(|limit| (limit, Instant::now() + limit));
+    let wait = match thread {
+        Thread::Shared => Wait::Runtime,
+        Thread::Alone { stop } => Wait::InSocket {
+            idle: idle_timeout,
+            deadline: deadline.map(|(_, at)| at),
+            stop,
+        },
+    };
+    let socket = match ClientSocket::new(Stream::Raw(stream), wait) {
+        Ok(socket) => socket,
+        Err(why) => {
+            tracing::warn!("closed the connection: cannot set up its socket: {why}");
+            return;
         }
+    };
+    let deadline = async {
+        match deadline {
+            Some((limit, at)) => {
+                tokio::time::sleep_until(at.into()).await;
+                limit
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let end = tokio::select! {
+        end = converse(service, &socket, &client, &verdict) => end,
+        () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
+        limit = deadline => End::TimedOut(limit),
+    };
+    // Give the address's place back before saying the connection ended.
+    drop(place);
+    let summary = Summary {
+        took: started.elapsed(),
+        host: client.peer_host.as_deref(),
+        bytes: socket.bytes(),
+        end: &end,
+    };
+    // Formatted only when the line is written.
+    if end.is_fault() {
+        tracing::error!("connection ended after {summary}");
+        if let End::Trap { error, .. } = &end {
+            tracing::trace!("trap details: {error:?}");
+        }
+    } else {
+        // Net::Server's level 3 (info): one line per connection.
+        tracing::debug!("connection ended after {summary}");
     }
-    let mut client = ClientInfo::tcp(peer, local, handler.service_name().clone());
-    let tag = ConnTag::new(client.service.clone(), client.peer);
-    tagged(tag, async move {
-        let gate = handler.gate();
-        let place = match gate.admit(client.peer.ip()) {
-            Ok(place) => place,
-            Err(why) => {
-                tracing::debug!("refused: {why}");
-                return;
-            }
-        };
-        let started = Instant::now();
-        let verdict = gate.judge(&mut client).await;
-        // One deadline for the runtime's timer and a sleeping read alike.
-        let deadline = handler
-            .connection_timeout()
-            .map(|limit| (limit, Instant::now() + limit));
-        let socket = match thread {
-            Thread::Shared => ClientSocket::new(stream),
-            Thread::Alone { stop } => {
-                let at = deadline.map(|(_, at)| at);
-                match ClientSocket::alone(stream, idle_timeout, at, stop) {
-                    Ok(socket) => socket,
-                    Err(why) => {
-                        tracing::warn!("closed the connection: cannot set up its socket: {why}");
-                        return;
-                    }
-                }
-            }
-        };
-        let deadline = async {
-            match deadline {
-                Some((limit, at)) => {
-                    tokio::time::sleep_until(at.into()).await;
-                    limit
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let end = tokio::select! {
-            end = converse(&handler, &socket, &client, &verdict) => end,
-            () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
-            limit = deadline => End::TimedOut(limit),
-        };
-        // Give the address's place back before saying the connection ended.
-        drop(place);
-        let summary = Summary {
-            took: started.elapsed(),
-            host: client.peer_host.as_deref(),
-            bytes: socket.bytes(),
-            end: &end,
-        };
-        // Formatted only when the line is written.
-        if end.is_fault() {
-            tracing::error!("connection ended after {summary}");
-            if let End::Trap { error, .. } = &end {
-                tracing::trace!("trap details: {error:?}");
-            }
-        } else {
-            // Net::Server's level 3 (info): one line per connection.
-            tracing::debug!("connection ended after {summary}");
-        }
-    })
-    .await
 }
 
 /// The line a connection's end is logged with: how long it lasted, the
@@ -288,12 +216,13 @@ impl fmt::Display for Summary<'_> {
 /// Runs the hooks in Net::Server's order: on a fresh instance, or on the
 /// worker's shared one (`instance per-worker`).
 async fn converse(
-    handler: &Handler,
+    service: &Service,
     socket: &Arc<ClientSocket>,
     client: &ClientInfo,
     verdict: &Verdict,
 ) -> End {
-    match handler.worker_instance() {
+    let handler = &service.handler;
+    match service.worker_instance() {
         None => fresh(handler, socket, client, verdict).await,
         Some(slot) => shared(handler, slot, socket, client, verdict).await,
     }
@@ -429,30 +358,4 @@ async fn connection_hooks(
         .map_err(trap("post-client-connection-hook"))?;
     instance.set_client(None);
     Ok(end)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn only_a_listener_bound_to_one_address_fixes_the_local_end() {
-        // (bound to, whether its connections share its address)
-        let cases = [
-            ("127.0.0.1:0", true),
-            ("0.0.0.0:0", false),
-            ("[::1]:0", true),
-            ("[::]:0", false),
-        ];
-        for (addr, fixed) in cases {
-            let Ok(listener) = TcpListener::bind(addr).await else {
-                // No IPv6 on this machine.
-                assert!(addr.starts_with('['), "cannot bind {addr}");
-                continue;
-            };
-            let bound = listener.local_addr().unwrap();
-            let want = fixed.then_some(bound);
-            assert_eq!(fixed_local(&listener), want, "{addr}");
-        }
-    }
 }

@@ -27,23 +27,7 @@ use nix::unistd::{ForkResult, Pid};
 use crate::log::Target;
 
 /// The daemon options (`background`, `setsid`, `pid_file`).
-#[derive(Clone, Debug, Default)]
-pub struct Settings {
-    /// `background`: fork after binding; the first process exits.
-    pub background: bool,
-    /// `setsid`: as `background`, and a new session with no terminal.
-    pub setsid: bool,
-    /// `pid_file`: where the server's (master's) pid is written.
-    pub pid_file: Option<PathBuf>,
-}
-
-impl Settings {
-    /// Whether the server leaves the terminal (`setsid` implies
-    /// `background`, as in Net::Server).
-    pub fn detaches(&self) -> bool {
-        self.background || self.setsid
-    }
-}
+pub use crate::config::DaemonSettings as Settings;
 
 /// Refuses to start when the pid file at `path` names a live process
 /// other than this one (a HUP re-executes this very process, whose pid
@@ -135,7 +119,7 @@ pub fn detach(settings: &Settings, log: &Target, restarted: bool) -> Result<Opti
 /// Forks. The parent waits for the child's word and exits; the child
 /// returns what it tells its word with.
 fn fork_away() -> Result<Launcher> {
-    let threads = crate::process::thread_count();
+    let threads = crate::threads::count();
     if threads != 1 {
         bail!("background: cannot fork with {threads} threads running");
     }

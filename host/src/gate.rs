@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use anyhow::Result;
 use ipnet::IpNet;
 
-use crate::access::{self, Peer, Rules, Verdict};
-use crate::client::ClientInfo;
+use crate::access::{self, Rules, Verdict};
+use crate::client::{ClientInfo, Peer};
 use crate::config::ServiceConfig;
 
 /// A service's admission policy.
@@ -24,10 +25,10 @@ pub struct Gate {
 
 impl Gate {
     /// The policy `config` describes.
-    pub fn new(config: &ServiceConfig) -> Self {
+    pub fn new(config: &ServiceConfig) -> Result<Self> {
         let limited = config.max_conn_per_ip > 0 || config.max_rate_per_ip > 0;
-        Self {
-            rules: config.access.clone(),
+        Ok(Self {
+            rules: Rules::new(&config.access)?,
             proxy_from: config.proxy_from.clone(),
             limits: limited.then(|| {
                 Arc::new(PerAddress {
@@ -36,30 +37,39 @@ impl Gate {
                     table: Mutex::default(),
                 })
             }),
-        }
+        })
     }
 
-    /// Whether a connection from `peer` must start with a PROXY header.
-    pub fn expects_proxy_header(&self, peer: IpAddr) -> bool {
-        let peer = access::unmap(peer);
-        self.proxy_from.iter().any(|net| net.contains(&peer))
+    /// Whether a connection from `peer` must start with a PROXY header
+    /// (only an IP peer can be a proxy in `proxy_from`).
+    pub fn expects_proxy_header(&self, peer: &Peer) -> bool {
+        let Some(addr) = peer.ip_addr() else {
+            return false;
+        };
+        let addr = access::unmap(addr);
+        self.proxy_from.iter().any(|net| net.contains(&addr))
     }
 
     /// Takes a place for a connection from `client` under the per-address
     /// limits; the place is given back when the returned value drops. The
-    /// error says which limit refused it.
-    pub fn admit(&self, client: IpAddr) -> Result<Option<Admitted>, String> {
-        match &self.limits {
-            None => Ok(None),
-            Some(limits) => limits.admit(access::unmap(client)).map(Some),
+    /// error says which limit refused it. A unix-socket client has no
+    /// address: the limits count IP clients only.
+    pub fn admit(&self, client: &Peer) -> Result<Option<Place>, String> {
+        match (&self.limits, client.ip_addr()) {
+            (Some(limits), Some(addr)) => limits.admit(access::unmap(addr)).map(Some),
+            _ => Ok(None),
         }
     }
 
     /// Looks the client's host name up when the rules want it (stored in
     /// `client` for the log and the guest), then applies the rules.
     pub async fn judge(&self, client: &mut ClientInfo) -> Verdict {
+        let Some(addr) = client.peer.ip_addr() else {
+            return self.rules.check(access::Peer::Unix {
+                uid: client.peer.uid(),
+            });
+        };
         if self.rules.reverse_lookups {
-            let addr = client.peer.ip();
             let double = self.rules.double_reverse_lookups;
             let lookup = tokio::task::spawn_blocking(move || access::host_name(addr, double));
             client.peer_host = match tokio::time::timeout(access::LOOKUP_TIMEOUT, lookup).await {
@@ -74,8 +84,8 @@ impl Gate {
                 }
             };
         }
-        self.rules.check(Peer::Ip {
-            addr: client.peer.ip(),
+        self.rules.check(access::Peer::Ip {
+            addr,
             host: client.peer_host.as_deref(),
         })
     }
@@ -118,7 +128,7 @@ impl PerAddress {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Admitted, String> {
+    fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Place, String> {
         let now = Instant::now();
         let rate = f64::from(self.rate);
         let mut table = self.table();
@@ -155,7 +165,7 @@ impl PerAddress {
             usage.tokens -= 1.0;
         }
         usage.open += 1;
-        Ok(Admitted {
+        Ok(Place {
             limits: self.clone(),
             addr,
         })
@@ -172,12 +182,12 @@ impl Usage {
 
 /// A connection's place under the per-address limits, given back on drop.
 #[derive(Debug)]
-pub struct Admitted {
+pub struct Place {
     limits: Arc<PerAddress>,
     addr: IpAddr,
 }
 
-impl Drop for Admitted {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut table = self.limits.table();
         if let Some(usage) = table.by_address.get_mut(&self.addr) {

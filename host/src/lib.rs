@@ -5,24 +5,24 @@
 //! handler component once, and serves each accepted connection with a fresh
 //! instance of it, calling Net::Server's hooks in Net::Server's order.
 //!
-//! Map of the modules:
+//! Map of the modules, in layers: a module uses only modules of the layers
+//! below its own (and leaves, which use nothing of the host), never one
+//! above; no two modules import each other, directly or around a circle.
 //!
-//! | module | concern |
-//! | --- | --- |
-//! | [`access`] | access rules: allow, deny, cidr_allow, cidr_deny, allow_uid |
-//! | [`cli`] | the command line as typed |
-//! | [`config`] | resolving options into a checked [`config::Config`]; port specs |
-//! | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
-//! | [`log`] | Net::Server's log levels 0–4 on top of `tracing` |
-//! | [`listen`] | binding the listening sockets |
-//! | [`privileges`] | becoming `user`/`group` in `chroot` after binding |
-//! | [`process`] | the personalities: the master, forking, signals, hand-over across HUP |
-//! | [`server`] | serving inside one worker: its runtime, accept loops |
-//! | [`gate`] | before the guest: PROXY header, per-address limits, access rules |
-//! | [`proxy`] | the PROXY protocol, v1 and v2 |
-//! | [`connection`] | one client connection: the hooks in order |
-//! | [`client`] | what the host knows about a client |
-//! | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio |
+//! | layer | module | concern |
+//! | --- | --- | --- |
+//! | 8 | this one | the run modes: serve, `--check`, `inetd` |
+//! | 7 | [`cli`] | the command line as typed |
+//! | 7 | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
+//! | 6 | [`process`] | the personalities: the master, workers, signals, HUP's hand-over, `inetd` |
+//! | 5 | [`connection`] | a stream's life in the hooks world |
+//! | 4 | [`service`] | one service: its handler and policy; the admission prefix of a connection |
+//! | 3 | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio, loading handlers |
+//! | 2 | [`listen`] | binding the listening sockets, or taking them over |
+//! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
+//! | 1 | [`access`], [`gate`], [`proxy`], [`privileges`], [`log`] | access rules; per-address limits; the PROXY protocol; dropping root; the log |
+//! | 0 | [`config`] | the configuration, resolved and checked; the ground floor |
+//! | leaf | [`client`], [`threads`] | what the host knows of a client; threads and the stop signals |
 
 pub mod access;
 pub mod cli;
@@ -36,7 +36,9 @@ pub mod log;
 pub mod privileges;
 pub mod process;
 pub mod proxy;
-pub mod server;
+pub mod service;
+pub mod threads;
+pub mod transport;
 pub mod wasm;
 
 use std::process::ExitCode;
@@ -50,15 +52,15 @@ use anyhow::Result;
 pub fn run() -> Result<ExitCode> {
     // Sockets handed over (across a HUP, or by systemd) are taken before
     // anything else, while no thread exists.
-    let mut handed = process::inherit::Handed::from_env()?;
+    let mut handed = listen::inherit::Handed::from_env()?;
     let cli = cli::Cli::parse_args()?;
-    let config = config::Config::resolve(cli)?;
+    let config = config::Config::resolve(cli.settings, cli.conf_file.as_deref())?;
     let inetd = config.process.server_type == config::ServerType::Inetd;
-    let to_stderr = config.check || matches!(config.log_target, log::Target::Stderr);
+    let to_stderr = cli.check || matches!(config.log_target, log::Target::Stderr);
     if inetd && to_stderr && stderr_is_the_client() {
         // Under inetd the log must not reach the client.
         log::init_silent();
-    } else if config.check {
+    } else if cli.check {
         // `--check` creates no log file and reaches no syslog.
         log::init(config.log_level, &log::Target::Stderr)?;
     } else {
@@ -67,9 +69,9 @@ pub fn run() -> Result<ExitCode> {
     config.warn_planned();
     let handlers = load_handlers(&config)?;
     // Who to become is settled before anything is bound.
-    let privileges = config.privileges.plan(nix::unistd::geteuid())?;
-    if config.check {
-        config.log_target.check()?;
+    let privileges = privileges::plan(&config.privileges, nix::unistd::geteuid())?;
+    if cli.check {
+        log::check_target(&config.log_target)?;
         let (report, bind_error) = check_report(&config, &handlers);
         println!("{}", serde_json::to_string_pretty(&report)?);
         // The report is complete either way; a socket that could not be
@@ -94,7 +96,7 @@ pub fn run() -> Result<ExitCode> {
     if let Some(path) = &config.daemon.pid_file {
         daemon::check_pid_file(path)?;
     }
-    let services = server::bind(&config, handlers, &mut handed)?;
+    let services = service::bind_all(&config, handlers, &mut handed)?;
     // Bound (so that a port in use is reported here, status 2) and still
     // without threads: leave the terminal, then become the server's user.
     let launcher = daemon::detach(&config.daemon, &config.log_target, handed.restarted)?;
@@ -118,7 +120,7 @@ pub fn run() -> Result<ExitCode> {
         process::signals::hold(&process::signals::MASTER_SIGNALS)?;
         launcher.ready();
     }
-    process::run(&config, services, handed)?;
+    process::master::run(&config, services, handed)?;
     // Removed as the server ends (not across a HUP: `exec` keeps it).
     drop(pid_file);
     Ok(ExitCode::SUCCESS)
@@ -170,10 +172,7 @@ fn stderr_is_the_client() -> bool {
 /// order of `config.services`.
 pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
     let engine = wasm::engine::build(config)?;
-    let cache = config
-        .module_cache
-        .as_deref()
-        .and_then(wasm::cache::ModuleCache::open);
+    let cache = wasm::cache::ModuleCache::configured(&config.module_cache);
     config
         .services
         .iter()

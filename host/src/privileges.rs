@@ -26,16 +26,8 @@ pub fn chrooted() -> Option<&'static Path> {
     CHROOTED.get().map(PathBuf::as_path)
 }
 
-/// Who the server should become, as configured.
-#[derive(Clone, Debug, Default)]
-pub struct Wanted {
-    /// `user`: a name or uid.
-    pub user: Option<String>,
-    /// `group`: a name or gid.
-    pub group: Option<String>,
-    /// `chroot`: the directory to enter.
-    pub chroot: Option<PathBuf>,
-}
+/// Who the server becomes, as configured.
+pub use crate::config::Privileges as Wanted;
 
 /// Who the server becomes: resolved ids, and the files it must still be
 /// able to open afterwards (log file, pid file), handed to that user.
@@ -49,58 +41,57 @@ pub struct Plan {
     pub chroot: Option<PathBuf>,
 }
 
-impl Wanted {
-    /// Resolves the ids, given the effective uid the server runs as.
-    pub fn plan(&self, euid: Uid) -> Result<Plan> {
-        let user = match &self.user {
-            Some(text) => Some(find_user(text)?),
-            None if euid.is_root() => Some(find_user(DEFAULT_USER)?),
-            None => None,
-        };
-        let group = match &self.group {
-            Some(text) => Some(find_group(text)?),
-            None if euid.is_root() && user.as_ref().is_some_and(|u| !u.uid.is_root()) => {
-                // nogroup, or the user's own group where there is none.
-                match Group::from_name(DEFAULT_GROUP) {
-                    Ok(Some(group)) => Some(group),
-                    _ => user
-                        .as_ref()
-                        .and_then(|u| Group::from_gid(u.gid).ok().flatten()),
-                }
+/// Resolves the ids of who the server becomes (`wanted`), given the
+/// effective uid the server runs as.
+pub fn plan(wanted: &Wanted, euid: Uid) -> Result<Plan> {
+    let user = match &wanted.user {
+        Some(text) => Some(find_user(text)?),
+        None if euid.is_root() => Some(find_user(DEFAULT_USER)?),
+        None => None,
+    };
+    let group = match &wanted.group {
+        Some(text) => Some(find_group(text)?),
+        None if euid.is_root() && user.as_ref().is_some_and(|u| !u.uid.is_root()) => {
+            // nogroup, or the user's own group where there is none.
+            match Group::from_name(DEFAULT_GROUP) {
+                Ok(Some(group)) => Some(group),
+                _ => user
+                    .as_ref()
+                    .and_then(|u| Group::from_gid(u.gid).ok().flatten()),
             }
-            None => None,
-        };
-        if !euid.is_root() {
-            if let Some(user) = user.as_ref().filter(|u| u.uid != euid) {
-                bail!(
-                    "user {}: cannot become another user when not started as root (running as uid {euid})",
-                    user.name
-                );
-            }
-            if let Some(group) = group.as_ref().filter(|g| g.gid != nix::unistd::getegid()) {
-                bail!(
-                    "group {}: cannot become another group when not started as root",
-                    group.name
-                );
-            }
-            if let Some(dir) = &self.chroot {
-                bail!(
-                    "chroot {}: only root can chroot (running as uid {euid})",
-                    dir.display()
-                );
-            }
-            return Ok(Plan {
-                uid: None,
-                gid: None,
-                chroot: None,
-            });
         }
-        Ok(Plan {
-            uid: user.map(|u| u.uid),
-            gid: group.map(|g| g.gid),
-            chroot: self.chroot.clone(),
-        })
+        None => None,
+    };
+    if !euid.is_root() {
+        if let Some(user) = user.as_ref().filter(|u| u.uid != euid) {
+            bail!(
+                "user {}: cannot become another user when not started as root (running as uid {euid})",
+                user.name
+            );
+        }
+        if let Some(group) = group.as_ref().filter(|g| g.gid != nix::unistd::getegid()) {
+            bail!(
+                "group {}: cannot become another group when not started as root",
+                group.name
+            );
+        }
+        if let Some(dir) = &wanted.chroot {
+            bail!(
+                "chroot {}: only root can chroot (running as uid {euid})",
+                dir.display()
+            );
+        }
+        return Ok(Plan {
+            uid: None,
+            gid: None,
+            chroot: None,
+        });
     }
+    Ok(Plan {
+        uid: user.map(|u| u.uid),
+        gid: group.map(|g| g.gid),
+        chroot: wanted.chroot.clone(),
+    })
 }
 
 impl Plan {
@@ -258,28 +249,31 @@ mod tests {
             ),
         ];
         for (wanted, uid, gid) in cases {
-            let plan = wanted.plan(root).unwrap();
+            let plan = plan(&wanted, root).unwrap();
             assert_eq!((plan.uid, plan.gid), (uid, gid), "{wanted:?}");
         }
-        assert!(wanted(Some("root"), None).plan(root).unwrap().stays_root());
-        assert!(!wanted(None, None).plan(root).unwrap().stays_root());
+        assert!(
+            plan(&wanted(Some("root"), None), root)
+                .unwrap()
+                .stays_root()
+        );
+        assert!(!plan(&wanted(None, None), root).unwrap().stays_root());
     }
 
     #[test]
     fn not_root() {
         let nobody = User::from_name("nobody").unwrap().unwrap();
         // As nobody, nothing to do unless asked for someone else.
-        let plan = wanted(None, None).plan(nobody.uid).unwrap();
-        assert_eq!((plan.uid, plan.gid), (None, None));
-        let err = wanted(Some("root"), None).plan(nobody.uid).unwrap_err();
+        let got = plan(&wanted(None, None), nobody.uid).unwrap();
+        assert_eq!((got.uid, got.gid), (None, None));
+        let err = plan(&wanted(Some("root"), None), nobody.uid).unwrap_err();
         assert!(err.to_string().contains("not started as root"), "{err}");
         let chroot = Wanted {
             chroot: Some("/tmp".into()),
             ..Wanted::default()
         };
         assert!(
-            chroot
-                .plan(nobody.uid)
+            plan(&chroot, nobody.uid)
                 .unwrap_err()
                 .to_string()
                 .contains("only root")

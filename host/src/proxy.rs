@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use ppp::HeaderResult;
 use ppp::PartialResult;
-use tokio::net::TcpStream;
 
 /// The longest header accepted (the protocol allows 16 + 65535 bytes; real
 /// proxies send well under 1 KiB).
@@ -119,61 +118,6 @@ pub fn parse(bytes: &[u8]) -> Parsed {
         HeaderResult::V1(Err(error)) => Parsed::Invalid(format!("not a PROXY header: {error}")),
         HeaderResult::V2(Err(error)) => Parsed::Invalid(format!("bad PROXY v2 header: {error}")),
     }
-}
-
-/// Reads the header at the start of `stream`, consuming exactly its bytes.
-/// The error says why the connection must be closed.
-pub async fn read_header(stream: &TcpStream) -> Result<Origin, String> {
-    match tokio::time::timeout(HEADER_TIMEOUT, read(stream)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "no complete PROXY header within {}s",
-            HEADER_TIMEOUT.as_secs()
-        )),
-    }
-}
-
-async fn read(stream: &TcpStream) -> Result<Origin, String> {
-    let mut buf = vec![0; MAX_HEADER];
-    loop {
-        // Peek: whatever follows the header stays for the guest.
-        let seen = stream
-            .peek(&mut buf)
-            .await
-            .map_err(|e| format!("reading the PROXY header: {e}"))?;
-        if seen == 0 {
-            return Err("the connection closed before a whole PROXY header".to_owned());
-        }
-        match parse(&buf[..seen]) {
-            Parsed::Header { len, origin } => {
-                consume(stream, &mut buf[..len]).await?;
-                return Ok(origin);
-            }
-            Parsed::Invalid(why) => return Err(why),
-            // The rest is on its way (the peeked bytes stay readable, so
-            // wait a little rather than for readiness).
-            Parsed::Incomplete => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
-    }
-}
-
-/// Reads exactly `buf.len()` bytes, already known to be there.
-async fn consume(stream: &TcpStream, buf: &mut [u8]) -> Result<(), String> {
-    let mut done = 0;
-    while done < buf.len() {
-        match stream.try_read(&mut buf[done..]) {
-            Ok(0) => return Err("the connection closed inside the PROXY header".to_owned()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                stream
-                    .readable()
-                    .await
-                    .map_err(|e| format!("reading the PROXY header: {e}"))?;
-            }
-            Err(e) => return Err(format!("reading the PROXY header: {e}")),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
 //! Every option: its name (Net::Server's), the kind of value it takes, its
-//! default, and a doc line. The command line, the conf-file check and
-//! `docs/configuration.md` all come from this one table.
+//! default, and a doc line. The command line, the conf-file check, the
+//! resolution into typed values (see `resolve`), what `--check` prints and
+//! `docs/configuration.md` all come from this one table: an option's type,
+//! range and default are written here and nowhere else.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
+
+use super::files::io_reason;
 
 /// The kind of value an option takes, and how it is checked.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +53,8 @@ pub enum Kind {
     /// An environment variable granted to the guest: `KEY=VALUE`, or `KEY`
     /// for the host's own value.
     EnvGrant,
+    /// Signal names (`USR1`, `SIGHUP`), several separated by `,` or spaces.
+    Signals,
 }
 
 /// Whether an option belongs to the whole server or to each hosted service
@@ -336,8 +345,8 @@ pub const OPTIONS: &[Spec] = &[
         Int(1, 65535),
         Some("1024"),
         false,
-        Planned,
-        "the listen backlog",
+        Active,
+        "the listen backlog of each listening socket (the kernel caps it at net.core.somaxconn)",
     ),
     spec(
         "lock_file",
@@ -577,11 +586,11 @@ pub const OPTIONS: &[Spec] = &[
     ),
     spec(
         "sig_passthrough",
-        Text,
+        Signals,
         None,
         true,
         Active,
-        "signals the parent passes on to its children",
+        "signals the parent passes on to its children (names, separated by commas)",
     ),
     spec(
         "syslog_facility",
@@ -648,55 +657,168 @@ pub fn closest(name: &str) -> Option<&'static str> {
         .map(|(_, name)| name)
 }
 
+/// A value checked against its option's [`Kind`]: what the resolution
+/// reads and what `--check` prints ([`Typed::to_json`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Typed {
+    /// [`Kind::Int`].
+    Int(i64),
+    /// [`Kind::Seconds`].
+    Seconds(Duration),
+    /// [`Kind::Size`], in bytes.
+    Size(u64),
+    /// [`Kind::Bool`].
+    Bool(bool),
+    /// [`Kind::Text`], [`Kind::Port`] (parsed with the other port
+    /// options), [`Kind::Regex`] (compiled by the access rules), trimmed.
+    Text(String),
+    /// [`Kind::Choice`]: the table's spelling of the word given.
+    Choice(&'static str),
+    /// [`Kind::Cidr`].
+    Cidr(ipnet::IpNet),
+    /// [`Kind::User`] and [`Kind::Group`]: the name of the one that exists.
+    Name(String),
+    /// [`Kind::KeyValue`] and [`Kind::EnvGrant`].
+    Pair(String, String),
+    /// [`Kind::ReadableFile`], [`Kind::FileToWrite`], [`Kind::Directory`].
+    Path(PathBuf),
+    /// [`Kind::LogTarget`]: a file, or `None` for the system log.
+    Log(Option<PathBuf>),
+    /// [`Kind::DirGrant`].
+    Dir(DirGrant),
+    /// [`Kind::Signals`].
+    Signals(Vec<Signal>),
+}
+
+impl Typed {
+    /// The value as `--check` prints it.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Int(n) => (*n).into(),
+            Self::Seconds(d) => d.as_secs_f64().into(),
+            Self::Size(n) => (*n).into(),
+            Self::Bool(b) => (*b).into(),
+            Self::Text(text) | Self::Name(text) => text.as_str().into(),
+            Self::Choice(word) => (*word).into(),
+            Self::Cidr(net) => net.to_string().into(),
+            Self::Pair(key, value) => format!("{key}={value}").into(),
+            Self::Path(path) => path.display().to_string().into(),
+            Self::Log(None) => SYSLOG.into(),
+            Self::Log(Some(path)) => path.display().to_string().into(),
+            Self::Dir(grant) => grant.to_string().into(),
+            Self::Signals(signals) => signals
+                .iter()
+                .map(|s| s.as_str().trim_start_matches("SIG"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .into(),
+        }
+    }
+}
+
 /// Checks `text` against `kind`; the typed value for `--check`, or why it is
 /// wrong.
 pub fn check(kind: Kind, text: &str) -> Result<Value, String> {
+    parse(kind, text).map(|typed| typed.to_json())
+}
+
+/// Checks `text` against `kind`: the typed value, or why it is wrong.
+pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
     let text = text.trim();
     match kind {
         Int(min, max) => match text.parse::<i64>() {
-            Ok(n) if (min..=max).contains(&n) => Ok(n.into()),
+            Ok(n) if (min..=max).contains(&n) => Ok(Typed::Int(n)),
             _ if max == i64::MAX => Err(format!("must be a whole number from {min} up")),
             _ => Err(format!("must be a whole number from {min} to {max}")),
         },
         Seconds => match text.parse::<f64>() {
-            Ok(secs) if secs > 0.0 && secs <= 31_536_000.0 => Ok(secs.into()),
+            Ok(secs) if secs > 0.0 && secs <= 31_536_000.0 => {
+                Ok(Typed::Seconds(Duration::from_secs_f64(secs)))
+            }
             _ => Err("must be a number of seconds above 0 (at most a year)".to_owned()),
         },
         Size => size_bytes(text)
             .filter(|&n| (64 << 10..=4 << 30).contains(&n))
-            .map(Value::from)
+            .map(Typed::Size)
             .ok_or_else(|| "must be a size from 64K to 4G, e.g. 64M".to_owned()),
         Bool => parse_bool(text)
-            .map(Value::from)
+            .map(Typed::Bool)
             .ok_or_else(|| "must be 1 or 0 (yes/no, on/off, true/false)".to_owned()),
-        Text | Port => Ok(text.into()),
+        Text | Port => Ok(Typed::Text(text.to_owned())),
         Choice(words) => words
             .iter()
             .find(|w| w.eq_ignore_ascii_case(text))
-            .map(|w| Value::from(*w))
+            .map(|w| Typed::Choice(w))
             .ok_or_else(|| format!("must be one of {}", words.join(", "))),
         Regex => regex::Regex::new(text)
-            .map(|_| text.into())
+            .map(|_| Typed::Text(text.to_owned()))
             .map_err(|e| format!("not a valid regex: {}", first_line(&e.to_string()))),
-        Cidr => parse_cidr(text).map(|net| net.to_string().into()),
-        User => lookup_user(text).map(Value::from),
-        Group => lookup_group(text).map(Value::from),
+        Cidr => parse_cidr(text).map(Typed::Cidr),
+        User => lookup_user(text).map(Typed::Name),
+        Group => lookup_group(text).map(Typed::Name),
         KeyValue => match text.split_once('=') {
-            Some((key, _)) if !key.trim().is_empty() => Ok(text.into()),
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok(Typed::Pair(key.trim().to_owned(), value.to_owned()))
+            }
             _ => Err("must be KEY=VALUE".to_owned()),
         },
-        ReadableFile => check_readable(text).map(|()| text.into()),
-        FileToWrite => check_file_to_write(text).map(|()| text.into()),
+        ReadableFile => check_readable(text).map(|()| Typed::Path(text.into())),
+        FileToWrite => check_file_to_write(text).map(|()| Typed::Path(text.into())),
         Directory => match std::fs::metadata(text) {
-            Ok(meta) if meta.is_dir() => Ok(text.into()),
+            Ok(meta) if meta.is_dir() => Ok(Typed::Path(text.into())),
             Ok(_) => Err("not a directory".to_owned()),
             Err(err) => Err(io_reason(&err)),
         },
-        DirGrant => parse_dir_grant(text).map(|g| g.to_string().into()),
-        EnvGrant => parse_env_grant(text).map(|(k, v)| format!("{k}={v}").into()),
-        LogTarget if text.eq_ignore_ascii_case(SYSLOG) => Ok(SYSLOG.into()),
-        LogTarget => check_file_to_write(text).map(|()| text.into()),
+        DirGrant => parse_dir_grant(text).map(Typed::Dir),
+        EnvGrant => parse_env_grant(text).map(|(k, v)| Typed::Pair(k, v)),
+        LogTarget if text.eq_ignore_ascii_case(SYSLOG) => Ok(Typed::Log(None)),
+        LogTarget => check_file_to_write(text).map(|()| Typed::Log(Some(text.into()))),
+        Signals => parse_signals(text).map(Typed::Signals),
     }
+}
+
+/// Signals the host must keep for itself, whatever `sig_passthrough` says:
+/// they cannot be caught (KILL, STOP), or mean the process itself is
+/// broken (ILL, FPE, SEGV), so no handler may be registered for them.
+const UNPASSABLE: [Signal; 5] = [
+    Signal::SIGKILL,
+    Signal::SIGSTOP,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+    Signal::SIGSEGV,
+];
+
+/// Parses signal names separated by `,` or white space (`HUP`, `SIGUSR1`,
+/// any case).
+pub fn parse_signals(text: &str) -> Result<Vec<Signal>, String> {
+    let mut signals = Vec::new();
+    for name in text.split([',', ' ', '\t']).filter(|n| !n.is_empty()) {
+        let signal = signal_named(name).ok_or_else(|| format!("unknown signal '{name}'"))?;
+        if UNPASSABLE.contains(&signal) {
+            return Err(format!(
+                "signal {} cannot be passed on (it cannot be caught, or means a crash)",
+                signal.as_str().trim_start_matches("SIG")
+            ));
+        }
+        if !signals.contains(&signal) {
+            signals.push(signal);
+        }
+    }
+    if signals.is_empty() {
+        return Err("no signal given".to_owned());
+    }
+    Ok(signals)
+}
+
+/// The signal named `name` (`HUP`, `SIGUSR1`, any case), if there is one.
+fn signal_named(name: &str) -> Option<Signal> {
+    let name = name.trim().to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse().ok()
 }
 
 /// A directory granted to a guest.
@@ -799,21 +921,6 @@ fn check_file_to_write(path: &str) -> Result<(), String> {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(format!("{} is not a directory", dir.display())),
         Err(err) => Err(format!("directory {}: {}", dir.display(), io_reason(&err))),
-    }
-}
-
-/// An I/O error without the `(os error N)` tail.
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => {
-            let text = err.to_string();
-            match text.find(" (os error") {
-                Some(at) => text[..at].to_owned(),
-                None => text,
-            }
-        }
     }
 }
 
@@ -931,6 +1038,7 @@ fn describe(kind: Kind) -> String {
         LogTarget => "path or Sys::Syslog".to_owned(),
         DirGrant => "HOST[:GUEST][:ro\\|rw]".to_owned(),
         EnvGrant => "KEY[=VALUE]".to_owned(),
+        Signals => "signal names".to_owned(),
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::files::io_reason;
+
 /// Where a value was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -98,20 +100,6 @@ pub fn read_conf_file(path: &Path) -> Result<ConfFile> {
             settings: parse_key_value(&text, path)?,
             services: Vec::new(),
         })
-    }
-}
-
-/// An I/O error in words, without the `(os error N)` tail.
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file or directory".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        std::io::ErrorKind::IsADirectory => "is a directory".to_owned(),
-        _ => {
-            let text = err.to_string();
-            text.find(" (os error")
-                .map_or(text.clone(), |at| text[..at].to_owned())
-        }
     }
 }
 

@@ -14,7 +14,6 @@
 //! to the system log, each at the syslog severity of its level.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
@@ -29,6 +28,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub mod tag;
+
+pub use crate::config::{LogTarget as Target, Syslog, SyslogSocket};
 
 /// The `tracing` level of Net::Server log level `level` (0–4; above 4 is 4).
 pub fn tracing_level(level: u8) -> Level {
@@ -52,81 +53,30 @@ pub fn level_name(level: Level) -> &'static str {
     }
 }
 
-/// Where the log goes (`log_file`).
-#[derive(Clone, Debug, Default)]
-pub enum Target {
-    /// Standard error (no `log_file`).
-    #[default]
-    Stderr,
-    /// Appended to this file; a HUP (which re-executes the server) opens
-    /// it again, so a rotated file is followed.
-    File(PathBuf),
-    /// The system log (`log_file Sys::Syslog`).
-    Syslog(Syslog),
-}
-
-/// `log_file Sys::Syslog` and its `syslog_*` options.
-#[derive(Clone, Debug)]
-pub struct Syslog {
-    /// `syslog_ident`: the program name in each line.
-    pub ident: String,
-    /// `syslog_facility`.
-    pub facility: syslog::Facility,
-    /// `syslog_logopt pid`: the pid is given (the line format always
-    /// carries one; without `pid` it is the master's).
-    pub pid: bool,
-    /// `syslog_logsock`: the sockets to try, in order.
-    pub sockets: Vec<SyslogSocket>,
-}
-
-/// One way to reach the system log.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SyslogSocket {
-    /// A unix socket: the system's (`/dev/log`, …) or this path.
-    Unix(Option<PathBuf>),
-    /// UDP to the local syslog port (514).
-    Udp,
-    /// TCP to the local syslog port (514).
-    Tcp,
-}
-
-impl Target {
-    /// Checks, without creating it, that the log file could be opened by
-    /// this process (for `--check`, and so for a HUP, which re-executes the
-    /// server only when its `--check` passes).
-    pub fn check(&self) -> Result<()> {
-        use nix::unistd::{AccessFlags, access};
-        let Self::File(path) = self else {
-            return Ok(());
+/// Checks, without creating it, that the log file of `target` could be
+/// opened by this process (for `--check`, and so for a HUP, which
+/// re-executes the server only when its `--check` passes).
+pub fn check_target(target: &Target) -> Result<()> {
+    use nix::unistd::{AccessFlags, access};
+    let Target::File(path) = target else {
+        return Ok(());
+    };
+    let (what, flags) = if path.exists() {
+        (path.as_path(), AccessFlags::W_OK)
+    } else {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
         };
-        let (what, flags) = if path.exists() {
-            (path.as_path(), AccessFlags::W_OK)
-        } else {
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => std::path::Path::new("."),
-            };
-            (dir, AccessFlags::W_OK | AccessFlags::X_OK)
-        };
-        access(what, flags).with_context(|| {
-            format!(
-                "log_file {}: cannot be written by uid {}",
-                path.display(),
-                nix::unistd::geteuid()
-            )
-        })
-    }
-}
-
-impl fmt::Display for SyslogSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unix(None) => f.write_str("unix (the system's socket)"),
-            Self::Unix(Some(path)) => write!(f, "unix {}", path.display()),
-            Self::Udp => f.write_str("udp 127.0.0.1:514"),
-            Self::Tcp => f.write_str("tcp 127.0.0.1:514"),
-        }
-    }
+        (dir, AccessFlags::W_OK | AccessFlags::X_OK)
+    };
+    access(what, flags).with_context(|| {
+        format!(
+            "log_file {}: cannot be written by uid {}",
+            path.display(),
+            nix::unistd::geteuid()
+        )
+    })
 }
 
 /// Installs the global subscriber writing to `target` at `log_level`

@@ -10,19 +10,20 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+
+use crate::client::Peer;
 
 /// Which client a connection's log lines are about.
 #[derive(Debug)]
 pub struct ConnTag {
     service: Arc<str>,
-    peer: SocketAddr,
+    peer: Peer,
 }
 
 impl ConnTag {
     /// The tag of `peer`'s connection to `service`.
-    pub fn new(service: Arc<str>, peer: SocketAddr) -> Arc<Self> {
+    pub fn new(service: Arc<str>, peer: Peer) -> Arc<Self> {
         Arc::new(Self { service, peer })
     }
 }
@@ -89,8 +90,8 @@ mod tests {
 
     #[test]
     fn tags_only_while_polling_and_nests() {
-        let outer = ConnTag::new("echo".into(), "127.0.0.1:41000".parse().unwrap());
-        let inner = ConnTag::new("chat".into(), "[::1]:7".parse().unwrap());
+        let outer = ConnTag::new("echo".into(), Peer::ip("127.0.0.1:41000".parse().unwrap()));
+        let inner = ConnTag::new("chat".into(), Peer::ip("[::1]:7".parse().unwrap()));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn a_panicking_poll_leaves_no_tag() {
-        let tag = ConnTag::new("echo".into(), "127.0.0.1:1".parse().unwrap());
+        let tag = ConnTag::new("echo".into(), Peer::ip("127.0.0.1:1".parse().unwrap()));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -1,5 +1,6 @@
 //! Signals in a process without threads: each signal sets a flag and writes
-//! a byte to a pipe, which the parent's `poll` loop watches.
+//! a byte to a pipe, which the master's `poll` loop watches; and what each
+//! signal asks of the master ([`Intent`]), as in Net::Server.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -21,6 +22,46 @@ pub const MASTER_SIGNALS: [Signal; 7] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
 ];
+
+/// What a signal asks the master to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// INT, TERM: every child stops at once, then the master exits.
+    Stop(Signal),
+    /// QUIT: children stop accepting and finish their connections.
+    Drain,
+    /// HUP: re-execute with the listening sockets, reloading everything.
+    Restart,
+    /// TTIN: one child more.
+    More,
+    /// TTOU: one child fewer.
+    Fewer,
+    /// A signal of `sig_passthrough`: sent on to every child.
+    PassOn(Signal),
+    /// CHLD: children ended (the master reaps at every turn anyway).
+    Reap,
+}
+
+impl Intent {
+    /// What `signal` asks, in order: passed on first when `passthrough`
+    /// lists it (as Net::Server does), then its own meaning.
+    pub fn of(signal: Signal, passthrough: &[Signal]) -> Vec<Self> {
+        let mut intents = Vec::new();
+        if passthrough.contains(&signal) {
+            intents.push(Self::PassOn(signal));
+        }
+        intents.extend(match signal {
+            Signal::SIGINT | Signal::SIGTERM => Some(Self::Stop(signal)),
+            Signal::SIGQUIT => Some(Self::Drain),
+            Signal::SIGHUP => Some(Self::Restart),
+            Signal::SIGTTIN => Some(Self::More),
+            Signal::SIGTTOU => Some(Self::Fewer),
+            Signal::SIGCHLD => Some(Self::Reap),
+            _ => None,
+        });
+        intents
+    }
+}
 
 /// Blocks `signals` until [`Signals::new`] catches them: sent in between
 /// (to a daemon that said it is ready, before its master runs), they wait
@@ -120,6 +161,26 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_map_to_intents_passed_on_first() {
+        use Signal::*;
+        let passthrough = [SIGUSR1, SIGHUP];
+        let cases: &[(Signal, &[Intent])] = &[
+            (SIGINT, &[Intent::Stop(SIGINT)]),
+            (SIGTERM, &[Intent::Stop(SIGTERM)]),
+            (SIGQUIT, &[Intent::Drain]),
+            (SIGHUP, &[Intent::PassOn(SIGHUP), Intent::Restart]),
+            (SIGTTIN, &[Intent::More]),
+            (SIGTTOU, &[Intent::Fewer]),
+            (SIGCHLD, &[Intent::Reap]),
+            (SIGUSR1, &[Intent::PassOn(SIGUSR1)]),
+            (SIGUSR2, &[]),
+        ];
+        for (signal, want) in cases {
+            assert_eq!(Intent::of(*signal, &passthrough), *want, "{signal}");
+        }
+    }
 
     #[test]
     fn held_signals_wait_to_be_caught() {

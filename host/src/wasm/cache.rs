@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use crate::config::CacheDir;
+
 /// A directory of compiled components.
 #[derive(Clone, Debug)]
 pub struct ModuleCache {
@@ -53,6 +55,17 @@ impl ModuleCache {
         Some(Self {
             dir: dir.to_owned(),
         })
+    }
+
+    /// The cache `setting` asks for, if any can be used (see [`open`]).
+    ///
+    /// [`open`]: Self::open
+    pub fn configured(setting: &CacheDir) -> Option<Self> {
+        match setting {
+            CacheDir::Off => None,
+            CacheDir::At(dir) => Self::open(dir),
+            CacheDir::Default => default_dir().and_then(|dir| Self::open(&dir)),
+        }
     }
 
     /// The component of `bytes`: from the cache when it has it, else

@@ -143,7 +143,7 @@ mod tests {
                 source: Source::CommandLine,
             })
             .collect();
-        HostConfig::from_sources(settings, ConfFile::default(), true).unwrap()
+        HostConfig::from_sources(settings, ConfFile::default()).unwrap()
     }
 
     #[test]

@@ -8,7 +8,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -19,11 +18,10 @@ use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use super::bindings::{self, HandlerPre};
 use super::embedded;
 use super::hints::Hook;
-use super::sandbox::{self, CpuMeter};
-use super::state::{Service, State};
+use super::state::{self, Shared, State};
 use super::stdio::GuestIo;
 use crate::client::ClientInfo;
-use crate::config::{InstanceMode, ServiceConfig};
+use crate::config::ServiceConfig;
 
 /// The export that makes a component a handler.
 const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.0";
@@ -54,19 +52,14 @@ enum Pre {
     Command(CommandPre<State>),
 }
 
-/// A compiled, linked handler, ready to make instances of.
+/// A compiled, linked handler, ready to make instances of. It only
+/// compiles, links and instantiates: when and for whom is its service's
+/// business.
 pub struct Handler {
     engine: Engine,
     pre: Pre,
-    service: Arc<Service>,
+    shared: Arc<Shared>,
     source: String,
-    max_memory: u64,
-    cpu_limit: Duration,
-    connection_timeout: Option<Duration>,
-    gate: crate::gate::Gate,
-    /// `instance per-worker`: the instance this process's connections share,
-    /// in turn (made at the first connection after the fork).
-    worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
 }
 
 impl Handler {
@@ -85,37 +78,12 @@ impl Handler {
         };
         let pre = bytes
             .and_then(|bytes| prepare(&engine, &bytes, cache))
-            .with_context(|| match config.options.get("module") {
-                Some((_, given @ crate::config::Source::File { .. })) => {
-                    format!("{given}: module {source}")
-                }
-                _ => format!("--module {source}"),
-            })?;
-        let service = Arc::new(Service {
-            name: config.name.as_str().into(),
-            properties: config.properties.clone(),
-            grants: config.grants.clone(),
-            idle_hooks: Default::default(),
-        });
-        let per_worker = config.instance == InstanceMode::PerWorker;
-        if per_worker && matches!(pre, Pre::Command(_)) {
-            tracing::warn!(
-                "service {}: a WASI command runs once per connection; `instance per-worker` does not apply",
-                config.name
-            );
-        }
-        let worker_instance =
-            (per_worker && matches!(pre, Pre::Handler(_))).then(|| tokio::sync::Mutex::new(None));
+            .with_context(|| config.module_origin(&source))?;
         Ok(Self {
-            worker_instance,
             engine,
             pre,
-            service,
+            shared: Arc::new(Shared::new(config)),
             source,
-            max_memory: config.max_memory,
-            cpu_limit: config.cpu_limit,
-            connection_timeout: config.connection_timeout,
-            gate: crate::gate::Gate::new(config),
         })
     }
 
@@ -132,17 +100,6 @@ impl Handler {
         &self.source
     }
 
-    /// How long one connection may last in all, when limited.
-    pub fn connection_timeout(&self) -> Option<Duration> {
-        self.connection_timeout
-    }
-
-    /// What a connection passes before the guest sees it: PROXY header,
-    /// per-address limits, access rules.
-    pub fn gate(&self) -> &crate::gate::Gate {
-        &self.gate
-    }
-
     /// The engine every instance runs on.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -150,26 +107,7 @@ impl Handler {
 
     /// The service name.
     pub fn service_name(&self) -> &Arc<str> {
-        &self.service.name
-    }
-
-    /// With `instance per-worker`, the instance this process's connections
-    /// share, one at a time.
-    pub fn worker_instance(&self) -> Option<&tokio::sync::Mutex<Option<Instance>>> {
-        self.worker_instance.as_ref()
-    }
-
-    /// Ends this process's shared instance, if it has one: its
-    /// `child-finish-hook` runs.
-    pub async fn retire(&self) {
-        let Some(slot) = &self.worker_instance else {
-            return;
-        };
-        if let Some(mut instance) = slot.lock().await.take()
-            && let Err(err) = instance.child_finish_hook().await
-        {
-            tracing::error!("guest trapped in child-finish-hook: {}", err.root_cause());
-        }
+        &self.shared.name
     }
 
     /// Makes a fresh instance whose stdin and stdout reach the client through
@@ -179,15 +117,7 @@ impl Handler {
             (Pre::Command(_), Some(client)) => client.environment(),
             _ => Vec::new(),
         };
-        let state = State::new(
-            self.service.clone(),
-            io,
-            &env,
-            sandbox::limits(self.max_memory),
-            CpuMeter::new(self.cpu_limit),
-        )?;
-        let mut store = Store::new(&self.engine, state);
-        sandbox::confine(&mut store);
+        let mut store = state::new_store(&self.engine, self.shared.clone(), io, &env)?;
         let guest = match &self.pre {
             Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
             Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),

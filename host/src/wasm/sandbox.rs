@@ -1,4 +1,5 @@
-//! The sandbox's limits on one Store: linear memory and CPU.
+//! The sandbox's limits on one Store: linear memory and CPU (applied where
+//! the Store is made: `state::new_store`).
 //!
 //! Memory: the Store's limiter refuses growth past `max_memory` and traps,
 //! so the log names the reason.
@@ -13,10 +14,9 @@
 
 use std::time::Duration;
 
-use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::StoreLimitsBuilder;
 
 use super::engine::EPOCH_TICK;
-use super::state::State;
 
 /// Counts the epoch ticks a guest computed for since it last waited.
 #[derive(Debug)]
@@ -54,32 +54,19 @@ impl CpuMeter {
     pub fn reset(&mut self) {
         self.ticks = 0;
     }
+
+    /// The computation allowed between two waits.
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
 }
 
-/// The limits of one Store: what [`State::new`] is given.
+/// The memory limits of one Store: growth past `max_memory` traps.
 pub fn limits(max_memory: u64) -> wasmtime::StoreLimits {
     StoreLimitsBuilder::new()
         .memory_size(usize::try_from(max_memory).unwrap_or(usize::MAX))
         .trap_on_grow_failure(true)
         .build()
-}
-
-/// Applies the limits to a new Store.
-pub fn confine(store: &mut Store<State>) {
-    store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        let state = ctx.data_mut();
-        let waits = state.io.waits();
-        if state.cpu.tick(waits) {
-            Ok(UpdateDeadline::Yield(1))
-        } else {
-            Err(wasmtime::format_err!(
-                "CPU limit exceeded: computed for more than {:?} without waiting for the client",
-                state.cpu.limit
-            ))
-        }
-    });
 }
 
 #[cfg(test)]

@@ -1,33 +1,86 @@
-//! The per-Store state: one struct, a field per capability, built in one
-//! place ([`State::new`]).
+//! The per-Store state: one struct, a field per capability, and the one
+//! place a Store is made, with its limits ([`new_store`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
     ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientInfo, WitLevel,
 };
 use super::hints::{Hook, IdleHooks};
-use super::sandbox::CpuMeter;
+use super::sandbox::{self, CpuMeter};
 use super::stdio::{GuestIo, GuestStderr};
-use crate::client::ClientInfo;
-use crate::config::Grants;
+use crate::client::{ClientInfo, Local, Peer};
+use crate::config::{Grants, ServiceConfig};
 
-/// What a service gives every one of its instances.
+/// What every instance of one handler is given: its service's name,
+/// properties, grants and limits, and the hooks it said do nothing.
 #[derive(Debug)]
-pub struct Service {
+pub struct Shared {
     /// The service name.
     pub name: Arc<str>,
     /// The properties handed to the handler.
     pub properties: BTreeMap<String, String>,
     /// What its guests are granted beyond their client.
     pub grants: Grants,
+    /// Bytes of linear memory one instance may use.
+    pub max_memory: u64,
+    /// CPU time a hook may compute without waiting for its client.
+    pub cpu_limit: Duration,
     /// The hooks its handler said do nothing, which are no longer called.
     pub idle_hooks: IdleHooks,
+}
+
+impl Shared {
+    /// What `config`'s instances are given.
+    pub fn new(config: &ServiceConfig) -> Self {
+        Self {
+            name: config.name.as_str().into(),
+            properties: config.properties.clone(),
+            grants: config.grants.clone(),
+            max_memory: config.max_memory,
+            cpu_limit: config.cpu_limit,
+            idle_hooks: IdleHooks::default(),
+        }
+    }
+}
+
+/// Makes the Store of a new instance of `shared`'s handler: stdin and
+/// stdout reach the client through `io`, its environment is `env`, and the
+/// sandbox's limits apply (see [`sandbox`]): the memory cap traps growth
+/// past `max_memory`, and the epoch deadline makes a computing guest yield
+/// at every tick, trapping once it computed for `cpu_limit` without
+/// waiting for its client.
+pub fn new_store(
+    engine: &Engine,
+    shared: Arc<Shared>,
+    io: GuestIo,
+    env: &[(&str, String)],
+) -> anyhow::Result<Store<State>> {
+    let limits = sandbox::limits(shared.max_memory);
+    let cpu = CpuMeter::new(shared.cpu_limit);
+    let state = State::new(shared, io, env, limits, cpu)?;
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        let waits = state.io.waits();
+        if state.cpu.tick(waits) {
+            Ok(UpdateDeadline::Yield(1))
+        } else {
+            Err(wasmtime::format_err!(
+                "CPU limit exceeded: computed for more than {:?} without waiting for the client",
+                state.cpu.limit()
+            ))
+        }
+    });
+    Ok(store)
 }
 
 /// The data of one instance's Store.
@@ -42,16 +95,16 @@ pub struct State {
     pub client: Option<ClientInfo>,
     /// The slot connecting stdin and stdout to the client.
     pub io: GuestIo,
-    service: Arc<Service>,
+    shared: Arc<Shared>,
 }
 
 impl State {
-    /// The state of a new instance of `service`: stdin and stdout reach the
-    /// client through `io`, stderr goes to the log; the environment is
+    /// The state of a new instance given `shared`: stdin and stdout reach
+    /// the client through `io`, stderr goes to the log; the environment is
     /// `env` and the service's granted variables, nothing of the host's;
     /// the only directories and networks are the service's grants.
-    pub fn new(
-        service: Arc<Service>,
+    fn new(
+        shared: Arc<Shared>,
         io: GuestIo,
         env: &[(&str, String)],
         limits: StoreLimits,
@@ -63,8 +116,8 @@ impl State {
             .stdout(io.stdout())
             .stderr(GuestStderr::default())
             .envs(env)
-            .envs(&service.grants.env);
-        super::grants::apply(&mut builder, &service.grants)?;
+            .envs(&shared.grants.env);
+        super::grants::apply(&mut builder, &shared.grants)?;
         let wasi = builder.build();
         Ok(Self {
             wasi,
@@ -73,13 +126,13 @@ impl State {
             cpu,
             client: None,
             io,
-            service,
+            shared,
         })
     }
 
     /// Whether the handler said `hook` does nothing, so it is not called.
     pub fn skips(&self, hook: Hook) -> bool {
-        self.service.idle_hooks.contains(hook)
+        self.shared.idle_hooks.contains(hook)
     }
 }
 
@@ -94,14 +147,29 @@ impl WasiView for State {
 
 impl ClientHost for State {
     fn info(&mut self) -> Option<WitClientInfo> {
-        self.client.as_ref().map(|c| WitClientInfo {
-            peer_addr: c.peer.ip().to_string(),
-            peer_port: c.peer.port(),
-            local_addr: c.local.ip().to_string(),
-            local_port: c.local.port(),
-            proto: c.proto.to_owned(),
-            peer_host: c.peer_host.clone(),
-            service: c.service.to_string(),
+        self.client.as_ref().map(|c| {
+            // A unix socket's ends have a path (or none) and no port.
+            let (peer_addr, peer_port) = match &c.peer {
+                Peer::Ip(addr) => (addr.ip().to_string(), addr.port()),
+                Peer::Unix { path, .. } => (
+                    path.as_ref()
+                        .map_or_else(String::new, |p| p.display().to_string()),
+                    0,
+                ),
+            };
+            let (local_addr, local_port) = match &c.local {
+                Local::Ip(addr) => (addr.ip().to_string(), addr.port()),
+                Local::Unix(path) => (path.display().to_string(), 0),
+            };
+            WitClientInfo {
+                peer_addr,
+                peer_port,
+                local_addr,
+                local_port,
+                proto: c.proto.to_owned(),
+                peer_host: c.peer_host.clone(),
+                service: c.service.to_string(),
+            }
         })
     }
 }
@@ -132,10 +200,10 @@ impl LogHost for State {
 
 impl HookHintsHost for State {
     fn does_nothing(&mut self, hook: Hook) {
-        if self.service.idle_hooks.insert(hook) {
+        if self.shared.idle_hooks.insert(hook) {
             tracing::debug!(
                 "service {}: {hook} does nothing; it is no longer called",
-                self.service.name
+                self.shared.name
             );
         }
     }
@@ -143,11 +211,11 @@ impl HookHintsHost for State {
 
 impl PropertiesHost for State {
     fn get(&mut self, key: String) -> Option<String> {
-        self.service.properties.get(&key).cloned()
+        self.shared.properties.get(&key).cloned()
     }
 
     fn all(&mut self) -> Vec<(String, String)> {
-        self.service
+        self.shared
             .properties
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

@@ -34,7 +34,7 @@ pub fn start(engine: wasmtime::Engine) -> Result<()> {
     std::thread::Builder::new()
         .name("netserver-epoch".into())
         .spawn(move || {
-            crate::process::leave_signals_to_main_thread();
+            crate::threads::leave_signals_to_main_thread();
             loop {
                 clock.sleep(EPOCH_TICK);
                 engine.increment_epoch();

@@ -2,12 +2,14 @@
 //! `netserver-host` across a HUP (`NETSERVER_LISTEN_FDS`), or by systemd's
 //! socket activation (`LISTEN_PID`, `LISTEN_FDS`).
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{Result, bail};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-use nix::sys::socket::{getsockopt, sockopt};
+
+use crate::client::Local;
+use crate::transport::ListenSocket;
 
 /// The variable naming the sockets a HUP hands to the new process:
 /// `FD=SPEC` pairs separated by `;`, SPEC being the listener it was bound
@@ -32,9 +34,9 @@ pub enum Origin {
 #[derive(Debug)]
 pub struct Inherited {
     /// The socket.
-    pub socket: TcpListener,
+    pub socket: ListenSocket,
     /// Its address.
-    pub addr: SocketAddr,
+    pub local: Local,
     /// The listener it was bound for (across a HUP).
     pub spec: Option<String>,
     /// Where it came from.
@@ -104,8 +106,11 @@ impl Handed {
     /// the same listener on the same IP.
     pub fn take(&mut self, addr: SocketAddr, spec: &str) -> Option<Inherited> {
         let at = self.sockets.iter().position(|s| {
-            s.addr == addr
-                || (addr.port() == 0 && s.addr.ip() == addr.ip() && s.spec.as_deref() == Some(spec))
+            let Local::Ip(have) = s.local else {
+                return false;
+            };
+            have == addr
+                || (addr.port() == 0 && have.ip() == addr.ip() && s.spec.as_deref() == Some(spec))
         })?;
         Some(self.sockets.remove(at))
     }
@@ -125,7 +130,7 @@ impl Handed {
     }
 }
 
-/// Takes ownership of an inherited listening TCP socket.
+/// Takes ownership of an inherited listening socket.
 fn adopt(fd: RawFd, spec: Option<String>, origin: Origin) -> Result<Inherited> {
     // SAFETY: F_GETFD only reads the descriptor's flags; any integer is a
     // valid argument (a closed one gives EBADF).
@@ -136,25 +141,23 @@ fn adopt(fd: RawFd, spec: Option<String>, origin: Origin) -> Result<Inherited> {
     // (systemd or the previous netserver-host) for it to own; nothing else
     // in this process uses it. It is checked to be a listening socket
     // below, and closed when the returned value is dropped.
-    let socket = unsafe { TcpListener::from_raw_fd(fd) };
-    let listening = getsockopt(&socket, sockopt::AcceptConn).unwrap_or(false);
-    // An inet socket has an inet local address; a unix socket does not.
-    let addr = socket.local_addr().ok();
-    let Some(addr) = addr.filter(|_| listening) else {
-        bail!("descriptor {fd} handed over is not a listening TCP socket");
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    fcntl(&owned, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    let socket = match ListenSocket::adopt(owned) {
+        Ok(socket) => socket,
+        Err(why) => bail!("descriptor {fd} handed over {why}"),
     };
-    fcntl(&socket, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    socket.set_nonblocking(true)?;
+    let local = socket.local()?;
     Ok(Inherited {
         socket,
-        addr,
+        local,
         spec,
         origin,
     })
 }
 
 /// Lets `socket` survive `exec` (for a HUP's hand-over).
-pub fn keep_across_exec(socket: &TcpListener) -> Result<()> {
+pub fn keep_across_exec(socket: &impl AsFd) -> Result<()> {
     fcntl(socket, FcntlArg::F_SETFD(FdFlag::empty()))?;
     Ok(())
 }

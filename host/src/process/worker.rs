@@ -4,130 +4,26 @@
 //!
 //! A worker is either *concurrent* (`multiplex`: many connections at once,
 //! each in its own instance) or *sequential* (`single`, `prefork`,
-//! `prefork-simple`: one connection at a time, up to `max_requests`).
+//! `prefork-simple`: one connection at a time, up to `max_requests`). A
+//! `fork` child and `inetd` serve one connection ([`serve_one`]); a
+//! `dequeue` process runs the guest's `dequeue` once ([`run_dequeue`]).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures_util::future::select_all;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, ServiceConfig};
-use crate::connection::{self, Accepted, Thread};
-use crate::listen::{self, Bound};
-use crate::process::inherit::Handed;
-use crate::process::status::StatusWriter;
-use crate::wasm::Handler;
+use super::status::StatusWriter;
+use crate::connection::{self, Thread};
+use crate::service::Service;
+use crate::threads;
+use crate::transport::{Accepted, Listener, StdStream};
+use crate::wasm::stdio::GuestIo;
 use crate::wasm::ticker;
-
-/// One service ready to serve: its handler, its bound sockets, its limits.
-pub struct Service {
-    /// How often its `dequeue` runs, and at most how many at once.
-    pub dequeue: Option<(Duration, u32)>,
-    /// The compiled handler.
-    pub handler: Arc<Handler>,
-    /// Its listening sockets.
-    pub sockets: Vec<Bound>,
-    /// Connections served at once (per worker).
-    pub max_instances: u32,
-    /// How long a connection may move no byte.
-    pub idle_timeout: Duration,
-}
-
-/// Binds (or takes over) every service's sockets. `handlers` are in the
-/// order of `config.services`. Sockets systemd handed over that no
-/// listener names go to the only service (with several, they are closed
-/// with a warning).
-pub fn bind(config: &Config, handlers: Vec<Handler>, handed: &mut Handed) -> Result<Vec<Service>> {
-    let mut services = Vec::new();
-    // Under socket activation, ports nobody configured are systemd's to give.
-    let activated = handed.has_systemd_sockets();
-    for (service, handler) in config.services.iter().zip(handlers) {
-        let port_given = service
-            .options
-            .get("port")
-            .is_some_and(|(_, source)| *source != crate::config::Source::Default);
-        if activated && !port_given {
-            services.push(Service::unbound(service, handler));
-        } else {
-            services.push(Service::bind(service, handler, handed)?);
-        }
-    }
-    let rest = handed.take_systemd_rest();
-    match services.as_mut_slice() {
-        [only] => {
-            for inherited in rest {
-                tracing::info!(
-                    "Binding to TCP port {} on host {} with IPv{} (inherited from systemd)",
-                    inherited.addr.port(),
-                    inherited.addr.ip(),
-                    if inherited.addr.is_ipv4() { 4 } else { 6 }
-                );
-                only.sockets.push(Bound {
-                    listener: crate::config::Listener {
-                        host: inherited.addr.ip().to_string(),
-                        port: crate::config::Port::Number(inherited.addr.port()),
-                        proto: crate::config::Proto::Tcp,
-                        ipv: crate::config::Ipv::Any,
-                    },
-                    socket: inherited.socket,
-                    addr: inherited.addr,
-                });
-            }
-        }
-        _ => {
-            for inherited in rest {
-                tracing::warn!(
-                    "closing the socket systemd handed over for {}: no service lists it",
-                    inherited.addr
-                );
-            }
-        }
-    }
-    for service in &services {
-        let handler = &service.handler;
-        let addrs: Vec<String> = service.sockets.iter().map(|b| b.addr.to_string()).collect();
-        tracing::info!(
-            "Serving {} ({}) as service {} on {}",
-            handler.source(),
-            handler.kind(),
-            handler.service_name(),
-            addrs.join(", ")
-        );
-    }
-    Ok(services)
-}
-
-impl Service {
-    fn unbound(config: &ServiceConfig, handler: Handler) -> Self {
-        Self {
-            handler: Arc::new(handler),
-            sockets: Vec::new(),
-            max_instances: config.max_instances,
-            idle_timeout: config.idle_timeout,
-            dequeue: config
-                .check_for_dequeue
-                .map(|every| (every, config.max_dequeue)),
-        }
-    }
-
-    fn bind(config: &ServiceConfig, handler: Handler, handed: &mut Handed) -> Result<Self> {
-        Ok(Self {
-            handler: Arc::new(handler),
-            sockets: listen::bind_all(&config.listeners, handed)?,
-            max_instances: config.max_instances,
-            idle_timeout: config.idle_timeout,
-            dequeue: config
-                .check_for_dequeue
-                .map(|every| (every, config.max_dequeue)),
-        })
-    }
-}
 
 /// How a worker serves.
 pub enum Mode {
@@ -169,19 +65,19 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         if let Some(first) = services.first() {
             ticker::start(first.handler.engine().clone())?;
         }
-        let handlers: Vec<Arc<Handler>> = services.iter().map(|s| s.handler.clone()).collect();
+        let (services, listeners) = listen(services)?;
         let served = match mode {
-            Mode::Concurrent => concurrent(services, stop, quit_timeout).await,
+            Mode::Concurrent => concurrent(listeners, stop, quit_timeout).await,
             Mode::Sequential {
                 max_requests,
                 lock,
                 status,
-            } => sequential(services, stop, max_requests, lock, status).await,
+            } => sequential(listeners, stop, max_requests, lock, status).await,
         };
         // The worker ends: its shared instances (`instance per-worker`)
         // run their child-finish-hook.
-        for handler in handlers {
-            handler.retire().await;
+        for service in services {
+            service.retire().await;
         }
         served
     });
@@ -195,31 +91,48 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
     }
 }
 
-/// Serves many connections at once until QUIT, then lets them finish.
-async fn concurrent(services: Vec<Service>, mut stop: Stop, quit_timeout: Duration) -> Result<()> {
-    let mut loops = tokio::task::JoinSet::new();
-    let mut places = Vec::new();
-    for service in services {
-        // Each service has its own cap: one tenant's clients cannot take
-        // another's places.
-        let permits = Arc::new(Semaphore::new(service.max_instances as usize));
-        for bound in service.sockets {
-            let listener = TcpListener::from_std(bound.socket)?;
-            loops.spawn(accept_loop(
-                listener,
-                service.handler.clone(),
-                permits.clone(),
-                service.idle_timeout,
-            ));
+/// Every service's sockets, registered with this worker's runtime, each
+/// with its service.
+type Listening = Vec<(Listener, Arc<Service>)>;
+
+/// Registers every service's sockets with the runtime.
+fn listen(services: Vec<Service>) -> Result<(Vec<Arc<Service>>, Listening)> {
+    let mut shared = Vec::new();
+    let mut listeners = Vec::new();
+    for mut service in services {
+        let sockets = std::mem::take(&mut service.sockets);
+        let service = Arc::new(service);
+        for bound in sockets {
+            listeners.push((bound.socket.into_listener()?, service.clone()));
         }
-        places.push((permits, service.max_instances));
+        shared.push(service);
+    }
+    Ok((shared, listeners))
+}
+
+/// Serves many connections at once until QUIT, then lets them finish.
+async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration) -> Result<()> {
+    let mut loops = tokio::task::JoinSet::new();
+    // Each service has its own cap: one tenant's clients cannot take
+    // another's places.
+    let mut places: Vec<(Arc<Service>, Arc<Semaphore>)> = Vec::new();
+    for (listener, service) in listeners {
+        let permits = match places.iter().find(|(s, _)| Arc::ptr_eq(s, &service)) {
+            Some((_, permits)) => permits.clone(),
+            None => {
+                let permits = Arc::new(Semaphore::new(service.max_instances as usize));
+                places.push((service.clone(), permits.clone()));
+                permits
+            }
+        };
+        loops.spawn(accept_loop(listener, service, permits));
     }
     stop.quit().await;
     // Stop accepting: the listening sockets close with their loops.
     loops.shutdown().await;
     let all_done = async {
-        for (permits, n) in &places {
-            let _ = permits.acquire_many(*n).await;
+        for (service, permits) in &places {
+            let _ = permits.acquire_many(service.max_instances).await;
         }
     };
     if tokio::time::timeout(quit_timeout, all_done).await.is_err() {
@@ -233,23 +146,12 @@ async fn concurrent(services: Vec<Service>, mut stop: Stop, quit_timeout: Durati
 
 /// Serves one connection at a time until QUIT or `max_requests`.
 async fn sequential(
-    services: Vec<Service>,
+    listeners: Listening,
     mut stop: Stop,
     max_requests: u64,
     lock: Option<std::fs::File>,
     status: Option<std::fs::File>,
 ) -> Result<()> {
-    let mut listeners = Vec::new();
-    let mut by_socket = Vec::new();
-    for service in &services {
-        for bound in &service.sockets {
-            let listener = TcpListener::from_std(bound.socket.try_clone()?)?;
-            let local = connection::fixed_local(&listener);
-            listeners.push((listener, local));
-            by_socket.push((service.handler.clone(), service.idle_timeout));
-        }
-    }
-    drop(services);
     let lock = lock.map(Arc::new);
     let place = Arc::new(Semaphore::new(1));
     let status = status.map(StatusWriter::new);
@@ -281,27 +183,25 @@ async fn sequential(
             }
         };
         say(true);
-        let _ = accepted.stream.set_nodelay(true);
-        let (handler, idle_timeout) = by_socket[index].clone();
+        accepted.stream.send_at_once();
+        let service = listeners[index].1.clone();
         let permit = place.clone().acquire_owned().await?;
         let thread = Thread::Alone {
             stop: stop.raised.clone(),
         };
-        connection::serve(handler, accepted, idle_timeout, thread, permit).await;
+        connection::serve(service, accepted, thread, permit).await;
         served += 1;
         say(false);
     }
     Ok(())
 }
 
-/// Accepts the first client to arrive on any of `listeners` (each given
-/// with its [`connection::fixed_local`] address); says which one took it.
-async fn accept_any(
-    listeners: &[(TcpListener, Option<SocketAddr>)],
-) -> std::io::Result<(Accepted, usize)> {
+/// Accepts the first client to arrive on any of `listeners`; says which
+/// one took it.
+async fn accept_any(listeners: &Listening) -> std::io::Result<(Accepted, usize)> {
     let accepts = listeners
         .iter()
-        .map(|(listener, local)| Box::pin(Accepted::next(listener, *local)));
+        .map(|(listener, _)| Box::pin(listener.accept()));
     let (result, index, _) = select_all(accepts).await;
     result.map(|accepted| (accepted, index))
 }
@@ -327,25 +227,18 @@ impl Drop for AcceptLock {
 
 /// Accepts on one socket while a permit (a place among the concurrent
 /// instances) is free; further clients wait in the backlog.
-async fn accept_loop(
-    listener: TcpListener,
-    handler: Arc<Handler>,
-    permits: Arc<Semaphore>,
-    idle_timeout: Duration,
-) {
-    let local = connection::fixed_local(&listener);
+async fn accept_loop(listener: Listener, service: Arc<Service>, permits: Arc<Semaphore>) {
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        match Accepted::next(&listener, local).await {
+        match listener.accept().await {
             Ok(accepted) => {
                 // Replies are written whole by the guest: send them at once.
-                let _ = accepted.stream.set_nodelay(true);
+                accepted.stream.send_at_once();
                 tokio::spawn(connection::serve(
-                    handler.clone(),
+                    service.clone(),
                     accepted,
-                    idle_timeout,
                     Thread::Shared,
                     permit,
                 ));
@@ -386,7 +279,7 @@ impl Stop {
             std::process::exit(0);
         });
         let quit = signal(SignalKind::quit())?;
-        crate::process::ready_for_signals();
+        threads::ready_for_signals();
         Ok(Self { quit, raised })
     }
 
@@ -395,34 +288,32 @@ impl Stop {
     }
 }
 
-/// Serves the one connection `stream` on a runtime of its own (a `fork`
-/// child, or `inetd`), then returns the exit status. INT and TERM end it at
-/// once.
-pub fn serve_one(
-    handler: Arc<Handler>,
-    stream: std::net::TcpStream,
-    idle_timeout: Duration,
-) -> i32 {
-    let span = tracing::Span::none();
-    one_shot(handler.clone(), span, |stop| async move {
-        stream.set_nonblocking(true)?;
-        let stream = TcpStream::from_std(stream)?;
-        let _ = stream.set_nodelay(true);
+/// Serves the one connection `stream` of `service` on a runtime of its own
+/// (a `fork` child, or `inetd`), then returns the exit status. INT and TERM
+/// end it at once.
+pub fn serve_one(service: Arc<Service>, stream: StdStream) -> i32 {
+    let engine = service.handler.engine().clone();
+    one_shot(engine, tracing::Span::none(), |stop| async move {
+        let stream = stream.into_raw()?;
+        stream.send_at_once();
         let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
         let thread = Thread::Alone { stop };
-        connection::serve(handler, Accepted::new(stream), idle_timeout, thread, permit).await;
+        connection::serve(service, Accepted::new(stream), thread, permit).await;
         Ok(())
     })
 }
 
-/// Runs the guest's `dequeue` once on a fresh instance (a process of its
-/// own, forked by the master every `check_for_dequeue` seconds); returns the
-/// exit status.
-pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
-    let span = tracing::info_span!("dequeue", service = %handler.service_name());
-    one_shot(handler.clone(), span, |_| async move {
-        let io = crate::wasm::stdio::GuestIo::default();
-        let mut instance = handler.instantiate(io, None).await?;
+/// Runs the guest's `dequeue` once on a fresh instance of `service`'s
+/// handler (a process of its own, forked by the master every
+/// `check_for_dequeue` seconds); returns the exit status.
+pub fn run_dequeue(service: Service) -> i32 {
+    let engine = service.handler.engine().clone();
+    let span = tracing::info_span!("dequeue", service = %service.name);
+    one_shot(engine, span, |_| async move {
+        let mut instance = service
+            .handler
+            .instantiate(GuestIo::default(), None)
+            .await?;
         instance
             .dequeue()
             .await
@@ -436,16 +327,16 @@ pub fn run_dequeue(handler: Arc<Handler>) -> i32 {
 fn one_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_start(crate::process::leave_signals_to_main_thread)
+        .on_thread_start(threads::leave_signals_to_main_thread)
         .build()
 }
 
 /// Runs `work` once on a current-thread runtime of its own, with the stop
 /// signals (`work` is given the flag INT and TERM raise) and an epoch
-/// ticker for `handler`'s engine; returns the exit status (an error is
-/// logged in `span`).
+/// ticker for `engine`; returns the exit status (an error is logged in
+/// `span`).
 fn one_shot<F: std::future::Future<Output = Result<()>>>(
-    handler: Arc<Handler>,
+    engine: wasmtime::Engine,
     span: tracing::Span,
     work: impl FnOnce(Arc<AtomicBool>) -> F,
 ) -> i32 {
@@ -459,7 +350,7 @@ fn one_shot<F: std::future::Future<Output = Result<()>>>(
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
             let stop = Stop::new()?;
-            ticker::start(handler.engine().clone())?;
+            ticker::start(engine)?;
             work(stop.raised.clone()).await
         },
         span.clone(),

@@ -1,7 +1,10 @@
-//! Binding the listening sockets, before anything else runs.
+//! Binding the listening sockets, before anything else runs, or taking
+//! them over (across a HUP, or from systemd: see [`inherit`]).
 //!
 //! First every listener is resolved into the socket addresses it binds (a
 //! [`Plan`], also what `--check` prints as `bind`), then each is bound.
+
+pub mod inherit;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
@@ -9,13 +12,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::port::{Port, Proto, resolve_service};
+use crate::client::Local;
+use crate::config::port::{Port, Proto};
 use crate::config::{Ipv, Listener};
-use crate::process::inherit::{Handed, Origin};
-
-/// Backlog of each listening socket (Net::Server's `listen` default is
-/// SOMAXCONN; the kernel caps it anyway).
-const BACKLOG: i32 = 1024;
+use crate::transport::ListenSocket;
+use inherit::{Handed, Origin};
 
 /// Where the kernel says whether an IPv6 wildcard socket also serves IPv4.
 const BINDV6ONLY: &str = "/proc/sys/net/ipv6/bindv6only";
@@ -48,9 +49,9 @@ pub enum Plan {
 #[derive(Debug)]
 pub struct Bound {
     /// The socket, non-blocking.
-    pub socket: std::net::TcpListener,
+    pub socket: ListenSocket,
     /// The address it is bound to (the real port when 0 was asked).
-    pub addr: SocketAddr,
+    pub local: Local,
     /// The spec it came from.
     pub listener: Listener,
 }
@@ -71,11 +72,11 @@ pub fn plan(listeners: &[Listener]) -> Result<Vec<(Plan, Listener)>> {
     Ok(plans)
 }
 
-/// Binds every listener, logging one line per socket in Net::Server's words;
-/// a socket handed over (across a HUP, or by systemd) is used instead of
-/// binding its address again. Only TCP is served so far: any other protocol
-/// fails before anything is bound.
-pub fn bind_all(listeners: &[Listener], handed: &mut Handed) -> Result<Vec<Bound>> {
+/// Binds every listener with a listen queue of `backlog`, logging one line
+/// per socket in Net::Server's words; a socket handed over (across a HUP,
+/// or by systemd) is used instead of binding its address again. Only TCP
+/// is served so far: any other protocol fails before anything is bound.
+pub fn bind_all(listeners: &[Listener], backlog: u32, handed: &mut Handed) -> Result<Vec<Bound>> {
     let plans = plan(listeners)?;
     if let Some((_, other)) = plans.iter().find(|(_, l)| l.proto != Proto::Tcp) {
         bail!("port {other}: proto {} is not served yet", other.proto);
@@ -91,50 +92,73 @@ pub fn bind_all(listeners: &[Listener], handed: &mut Handed) -> Result<Vec<Bound
             unreachable!("only TCP gets here");
         };
         if let Some(inherited) = handed.take(address, &listener.to_string()) {
-            tracing::info!(
-                "Binding to TCP port {} on host {} with IPv{} (inherited{})",
-                inherited.addr.port(),
-                inherited.addr.ip(),
-                if inherited.addr.is_ipv4() { 4 } else { 6 },
-                match inherited.origin {
-                    Origin::Restart => " across a restart",
-                    Origin::Systemd => " from systemd",
-                }
-            );
+            let how = match inherited.origin {
+                Origin::Restart => " (inherited across a restart)",
+                Origin::Systemd => " (inherited from systemd)",
+            };
+            log_binding(&inherited.local, how);
             bound.push(Bound {
                 socket: inherited.socket,
-                addr: inherited.addr,
+                local: inherited.local,
                 listener,
             });
             continue;
         }
         let only_v6 = address.is_ipv6() && !dual_stack;
-        let socket = bind(address, only_v6).with_context(|| {
+        let socket = bind(address, only_v6, backlog).with_context(|| {
             format!(
                 "port {listener}: cannot bind to TCP port {} on host {}",
                 address.port(),
                 address.ip()
             )
         })?;
-        let addr = socket.local_addr()?;
-        tracing::info!(
-            "Binding to TCP port {} on host {} with IPv{}{}",
-            addr.port(),
-            addr.ip(),
-            if addr.is_ipv4() { 4 } else { 6 },
-            if dual_stack {
-                " (serves IPv4 too: net.ipv6.bindv6only = 0)"
-            } else {
-                ""
-            }
-        );
+        let local = socket.local()?;
+        let how = if dual_stack {
+            " (serves IPv4 too: net.ipv6.bindv6only = 0)"
+        } else {
+            ""
+        };
+        log_binding(&local, how);
         bound.push(Bound {
             socket,
-            addr,
+            local,
             listener,
         });
     }
     Ok(bound)
+}
+
+/// Logs a bound socket in Net::Server's words, `how` said after them.
+pub fn log_binding(local: &Local, how: &str) {
+    match local {
+        Local::Ip(addr) => tracing::info!(
+            "Binding to TCP port {} on host {} with IPv{}{how}",
+            addr.port(),
+            addr.ip(),
+            if addr.is_ipv4() { 4 } else { 6 },
+        ),
+        Local::Unix(path) => {
+            tracing::info!("Binding to UNIX socket file \"{}\"{how}", path.display())
+        }
+    }
+}
+
+/// The listener a socket handed over without one (by systemd) stands for.
+pub fn listener_of(local: &Local) -> Listener {
+    match local {
+        Local::Ip(addr) => Listener {
+            host: addr.ip().to_string(),
+            port: Port::Number(addr.port()),
+            proto: Proto::Tcp,
+            ipv: Ipv::Any,
+        },
+        Local::Unix(path) => Listener {
+            host: "*".to_owned(),
+            port: Port::Path(path.display().to_string()),
+            proto: Proto::Unix,
+            ipv: Ipv::Any,
+        },
+    }
 }
 
 /// The sockets of one listener: `*` is every address — with `ipv *`, one
@@ -191,15 +215,16 @@ fn plan_one(listener: &Listener, dual_stack: bool) -> Result<Vec<Plan>> {
     Ok(plans)
 }
 
-/// The port number of an IP listener, its service name resolved in
-/// /etc/services for its protocol.
+/// The port number of an IP listener (a service name was looked up when
+/// the configuration was resolved).
 fn port_number(listener: &Listener) -> Result<u16> {
     match &listener.port {
         Port::Number(port) => Ok(*port),
-        Port::Service(name) => {
-            let proto = listener.proto.service_proto().unwrap_or("tcp");
-            resolve_service(name, proto)
-                .ok_or_else(|| anyhow!("port {listener}: unknown service '{name}'"))
+        Port::Service {
+            number: Some(port), ..
+        } => Ok(*port),
+        Port::Service { name, number: None } => {
+            Err(anyhow!("port {listener}: unknown service '{name}'"))
         }
         Port::Path(path) => bail!("port {listener}: '{path}' is a path, not a port"),
     }
@@ -215,16 +240,15 @@ fn ipv6_available() -> bool {
     Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).is_ok()
 }
 
-fn bind(addr: SocketAddr, only_v6: bool) -> std::io::Result<std::net::TcpListener> {
+fn bind(addr: SocketAddr, only_v6: bool, backlog: u32) -> std::io::Result<ListenSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(only_v6)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    ListenSocket::adopt(socket.into()).map_err(std::io::Error::other)
 }
 
 #[cfg(test)]
@@ -235,8 +259,15 @@ mod tests {
     fn plans(spec: &str, dual_stack: bool) -> Vec<String> {
         parse_listeners(spec, &PortDefaults::default())
             .unwrap()
-            .iter()
-            .flat_map(|l| plan_one(l, dual_stack).unwrap())
+            .into_iter()
+            .map(|mut l| {
+                // As the configuration's resolution does.
+                if let Port::Service { name, number } = &mut l.port {
+                    *number = crate::config::port::resolve_service(name, "tcp");
+                }
+                l
+            })
+            .flat_map(|l| plan_one(&l, dual_stack).unwrap())
             .map(|p| serde_json::to_string(&p).unwrap())
             .collect()
     }
@@ -317,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn unresolvable_names_are_errors() {
+    fn an_unresolved_service_name_is_an_error() {
         let listener = parse_listeners("127.0.0.1:no-such-service-here", &PortDefaults::default())
             .unwrap()
             .remove(0);

@@ -1,0 +1,895 @@
+//! Resolving the merged values into the typed [`Config`]. Every value is
+//! read through the option table (see `raw`), so an option's type, range
+//! and default are the ones `--check` reports and the documentation lists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use super::options::{self, Scope, Typed};
+use super::raw::{Values, bad};
+use super::{
+    AcceptSerialization, AccessConfig, CacheDir, Config, DaemonSettings, Grants, InstanceMode,
+    Listener, LogTarget, Port, PortDefaults, Privileges, ProcessConfig, Report, ServerType,
+    ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
+};
+
+impl Config {
+    /// Resolves the command line's `settings` and, when given, the conf
+    /// file at `conf_file`, and validates every value. The command line
+    /// wins over the file, the file over the defaults; a key the command
+    /// line gives replaces all the file's values for it (in every
+    /// `[[service]]` table too), as in Net::Server. A service table's own
+    /// value replaces the top level's.
+    pub fn resolve(settings: Vec<Setting>, conf_file: Option<&Path>) -> Result<Self> {
+        let conf = match conf_file {
+            Some(path) => sources::read_conf_file(path)?,
+            None => sources::ConfFile::default(),
+        };
+        Self::from_sources(settings, conf)
+    }
+
+    /// Resolves settings already read (see [`Config::resolve`]).
+    pub fn from_sources(command_line: Vec<Setting>, conf: sources::ConfFile) -> Result<Self> {
+        let on_command_line: BTreeSet<String> =
+            command_line.iter().map(|s| s.key.clone()).collect();
+        let values = Values::merge(command_line, conf.settings)?;
+        let services = if conf.services.is_empty() {
+            vec![ServiceConfig::from_values(&values, Source::Default)?]
+        } else {
+            let mut services: Vec<ServiceConfig> = Vec::new();
+            for table in &conf.services {
+                let own = values.for_service(&on_command_line, table)?;
+                if own.last("module").is_none() {
+                    bail!(
+                        "{}: [[service]]{}: no module given (every service needs `module = \"PATH\"`)",
+                        table.source,
+                        own.last("service")
+                            .map(|s| format!(" '{}'", s.value))
+                            .unwrap_or_default()
+                    );
+                }
+                let service = ServiceConfig::from_values(&own, table.source.clone())?;
+                check_distinct(&services, &service)?;
+                services.push(service);
+            }
+            services
+        };
+        let mut options = report(&values);
+        if let ([only], Some((value, _))) = (services.as_slice(), options.get_mut("service")) {
+            // Derived from the module when not given.
+            *value = only.name.as_str().into();
+        }
+        Ok(Self {
+            services,
+            process: ProcessConfig::from_values(&values)?,
+            module_cache: match values.text("module_cache") {
+                Some(dir) if dir.eq_ignore_ascii_case("off") => CacheDir::Off,
+                Some(dir) => CacheDir::At(PathBuf::from(dir)),
+                None => CacheDir::Default,
+            },
+            listen_backlog: values.int("listen"),
+            log_level: values.int("log_level"),
+            log_target: log_target(&values)?,
+            privileges: Privileges {
+                user: values.text("user"),
+                group: values.text("group"),
+                chroot: values.path("chroot"),
+            },
+            daemon: DaemonSettings {
+                background: values.flag("background"),
+                setsid: values.flag("setsid"),
+                pid_file: values.path("pid_file"),
+            },
+            options,
+        })
+    }
+
+    /// Logs a warning for each option that was set but does not take effect
+    /// yet (see [`options::Status::Planned`]), and for options that do not
+    /// apply to the personality.
+    pub fn warn_planned(&self) {
+        let reports =
+            std::iter::once(&self.options).chain(self.services.iter().map(|s| &s.options));
+        let mut warned = BTreeSet::new();
+        for report in reports {
+            for (key, (_, source)) in report {
+                let planned =
+                    options::find(key).is_some_and(|s| s.status == options::Status::Planned);
+                if planned && *source != Source::Default && warned.insert((key, source.to_string()))
+                {
+                    tracing::warn!(
+                        "{source}: option '{key}' is accepted but does not take effect yet"
+                    );
+                }
+            }
+        }
+        let server_type = self.process.server_type;
+        let one_connection_each = matches!(server_type, ServerType::Fork | ServerType::Inetd);
+        for service in &self.services {
+            if one_connection_each && (service.max_conn_per_ip > 0 || service.max_rate_per_ip > 0) {
+                tracing::warn!(
+                    "service {}: max_conn_per_ip and max_rate_per_ip count per worker process; \
+                     with server_type {} each process serves one connection, so they do not apply",
+                    service.name,
+                    server_type.name()
+                );
+            }
+        }
+    }
+}
+
+impl ProcessConfig {
+    fn from_values(values: &Values) -> Result<Self> {
+        let server_type = values.choice("server_type");
+        let server_type = ServerType::NAMES
+            .iter()
+            .find(|(name, _)| *name == server_type)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("server_type {server_type} is in the table, not in NAMES"));
+        let serialize = match values.choice("serialize") {
+            "none" => AcceptSerialization::None,
+            // `semaphore` and `pipe` serialize as `flock` does.
+            _ => AcceptSerialization::Flock,
+        };
+        let mut sig_passthrough = Vec::new();
+        for (typed, _) in values.typed_all("sig_passthrough") {
+            let Typed::Signals(signals) = typed else {
+                unreachable!("sig_passthrough is of kind Signals")
+            };
+            for signal in signals {
+                if !sig_passthrough.contains(&signal) {
+                    sig_passthrough.push(signal);
+                }
+            }
+        }
+        let config = Self {
+            server_type,
+            workers: values.int("workers"),
+            min_servers: values.int("min_servers"),
+            max_servers: values.int("max_servers"),
+            min_spare_servers: values.int("min_spare_servers"),
+            max_spare_servers: values.int("max_spare_servers"),
+            max_requests: values.int("max_requests"),
+            check_for_waiting: values.secs("check_for_waiting"),
+            check_for_dead: values.secs("check_for_dead"),
+            check_for_spawn: values.secs("check_for_spawn"),
+            min_child_ttl: values.secs("min_child_ttl"),
+            serialize,
+            lock_file: values.path("lock_file"),
+            leave_children_open_on_hup: values.flag("leave_children_open_on_hup"),
+            sig_passthrough,
+            quit_timeout: values.secs("quit_timeout"),
+            no_close_by_child: values.flag("no_close_by_child"),
+        };
+        if config.server_type == ServerType::Prefork {
+            let at = |key| values.last(key).or(values.last("max_servers"));
+            if config.min_servers > config.max_servers
+                && let Some(s) = at("min_servers")
+            {
+                return Err(bad(s, "min_servers is above max_servers"));
+            }
+            if config.min_spare_servers > config.max_spare_servers
+                && let Some(s) = at("min_spare_servers")
+            {
+                return Err(bad(s, "min_spare_servers is above max_spare_servers"));
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl Grants {
+    fn from_values(values: &Values) -> Self {
+        let pairs = |key: &str| {
+            values
+                .typed_all(key)
+                .into_iter()
+                .map(|(typed, _)| match typed {
+                    Typed::Pair(key, value) => (key, value),
+                    other => unreachable!("{key} gives pairs, not {other:?}"),
+                })
+                .collect()
+        };
+        Self {
+            dirs: values
+                .typed_all("grant_dir")
+                .into_iter()
+                .map(|(typed, _)| match typed {
+                    Typed::Dir(grant) => grant,
+                    other => unreachable!("grant_dir gives directories, not {other:?}"),
+                })
+                .collect(),
+            env: pairs("grant_env"),
+            connect: cidrs(values, "grant_connect"),
+        }
+    }
+}
+
+/// Every network of a repeatable CIDR option.
+fn cidrs(values: &Values, key: &str) -> Vec<ipnet::IpNet> {
+    values
+        .typed_all(key)
+        .into_iter()
+        .map(|(typed, _)| match typed {
+            Typed::Cidr(net) => net,
+            other => unreachable!("{key} gives networks, not {other:?}"),
+        })
+        .collect()
+}
+
+/// A second service may not take an existing one's name or port.
+fn check_distinct(services: &[ServiceConfig], new: &ServiceConfig) -> Result<()> {
+    for old in services {
+        if old.name == new.name {
+            bail!(
+                "{}: service '{}' is already defined at {}",
+                new.source,
+                new.name,
+                old.source
+            );
+        }
+        // Port 0 asks the kernel for a fresh port each time: never shared.
+        let shared = |l: &&Listener| l.port != Port::Number(0) && old.listeners.contains(l);
+        if let Some(listener) = new.listeners.iter().find(shared) {
+            bail!(
+                "{}: service '{}': port {listener} is already served by service '{}'",
+                new.source,
+                new.name,
+                old.name
+            );
+        }
+    }
+    Ok(())
+}
+
+impl ServiceConfig {
+    fn from_values(values: &Values, source: Source) -> Result<Self> {
+        let listeners = listeners(values)?;
+        let module = values.path("module");
+        let name = match (values.last("service"), &module) {
+            (Some(s), _) if s.value.is_empty() => return Err(bad(s, "must not be empty")),
+            (Some(s), _) => s.value.clone(),
+            (None, Some(path)) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "handler".to_owned()),
+            (None, None) => "echo".to_owned(),
+        };
+        let mut options: Report = report(values)
+            .into_iter()
+            .filter(|(key, _)| options::find(key).is_some_and(|s| s.scope == Scope::Service))
+            .collect();
+        if let Some((value, _)) = options.get_mut("service") {
+            *value = name.as_str().into();
+        }
+        Ok(Self {
+            name,
+            module,
+            listeners,
+            port_given: !values.all("port").is_empty(),
+            idle_timeout: values.secs("idle_timeout"),
+            cpu_limit: values.secs("cpu_limit"),
+            max_memory: values.size("max_memory"),
+            max_instances: values.int("max_instances"),
+            properties: properties(values),
+            instance: match values.choice("instance") {
+                "per-worker" => InstanceMode::PerWorker,
+                _ => InstanceMode::PerConnection,
+            },
+            check_for_dequeue: values.opt_secs("check_for_dequeue"),
+            max_dequeue: values.int("max_dequeue"),
+            connection_timeout: values.opt_secs("connection_timeout"),
+            grants: Grants::from_values(values),
+            access: access(values),
+            proxy_from: cidrs(values, "proxy_from"),
+            max_conn_per_ip: values.int("max_conn_per_ip"),
+            max_rate_per_ip: values.int("max_rate_per_ip"),
+            source,
+            options,
+        })
+    }
+}
+
+/// What `--check` reports: every option's value, and the values other
+/// options imply (`double_reverse_lookups` turns `reverse_lookups` on).
+fn report(values: &Values) -> Report {
+    let mut report = values.report();
+    if values.flag("double_reverse_lookups")
+        && let Some((value, _)) = report.get_mut("reverse_lookups")
+    {
+        *value = true.into();
+    }
+    report
+}
+
+/// The properties: the last value of each key wins.
+fn properties(values: &Values) -> BTreeMap<String, String> {
+    values
+        .typed_all("property")
+        .into_iter()
+        .map(|(typed, _)| match typed {
+            Typed::Pair(key, value) => (key, value),
+            other => unreachable!("property gives pairs, not {other:?}"),
+        })
+        .collect()
+}
+
+/// Where the log goes: stderr, a file, or syslog as the `syslog_*`
+/// options say.
+fn log_target(values: &Values) -> Result<LogTarget> {
+    match values.typed("log_file") {
+        None => return Ok(LogTarget::Stderr),
+        Some(Typed::Log(Some(path))) => return Ok(LogTarget::File(path)),
+        Some(Typed::Log(None)) => {}
+        Some(other) => unreachable!("log_file gives a log target, not {other:?}"),
+    }
+    // The setting that gave the value (or its default), for errors.
+    let setting = |key: &str| -> Setting {
+        let (_, setting) = values
+            .typed_all(key)
+            .pop()
+            .unwrap_or_else(|| unreachable!("{key} has a default"));
+        setting
+    };
+    let facility = setting("syslog_facility");
+    let facility = facility.value.parse::<syslog::Facility>().map_err(|()| {
+        bad(
+            &facility,
+            "not a syslog facility (daemon, user, local0 … local7, …)",
+        )
+    })?;
+    let logopt = setting("syslog_logopt");
+    let mut pid = false;
+    for word in logopt
+        .value
+        .split(['|', ',', ' '])
+        .filter(|w| !w.is_empty())
+    {
+        match word.to_ascii_lowercase().as_str() {
+            "pid" => pid = true,
+            // The host connects at once and never writes to the console.
+            "ndelay" | "nowait" | "odelay" | "cons" | "perror" => {}
+            _ => return Err(bad(&logopt, "options are pid, ndelay, nowait, cons")),
+        }
+    }
+    let logsock = setting("syslog_logsock");
+    let mut sockets = Vec::new();
+    for word in logsock
+        .value
+        .split(['|', ',', ' '])
+        .filter(|w| !w.is_empty())
+    {
+        sockets.push(match word.to_ascii_lowercase().as_str() {
+            _ if word.starts_with('/') => SyslogSocket::Unix(Some(PathBuf::from(word))),
+            "unix" | "native" | "stream" => SyslogSocket::Unix(None),
+            "inet" | "udp" => SyslogSocket::Udp,
+            "tcp" => SyslogSocket::Tcp,
+            _ => {
+                return Err(bad(
+                    &logsock,
+                    "sockets are unix, native, stream, inet, udp, tcp or a socket path",
+                ));
+            }
+        });
+    }
+    Ok(LogTarget::Syslog(Syslog {
+        ident: setting("syslog_ident").value,
+        facility,
+        pid,
+        sockets,
+    }))
+}
+
+/// The access rules of a service.
+fn access(values: &Values) -> AccessConfig {
+    let allow_uid = values
+        .texts("allow_uid")
+        .iter()
+        .filter_map(|name| nix::unistd::User::from_name(name).ok().flatten())
+        .map(|user| user.uid.as_raw())
+        .collect();
+    let double_reverse_lookups = values.flag("double_reverse_lookups");
+    AccessConfig {
+        deny: values.texts("deny"),
+        cidr_deny: cidrs(values, "cidr_deny"),
+        allow: values.texts("allow"),
+        cidr_allow: cidrs(values, "cidr_allow"),
+        allow_uid,
+        reverse_lookups: values.flag("reverse_lookups") || double_reverse_lookups,
+        double_reverse_lookups,
+    }
+}
+
+/// The listeners of every `port` value. The i-th port takes the i-th
+/// `host`, `proto` and `ipv` (the last one when there are fewer), as in
+/// Net::Server; a port spec's own host, proto or ipv wins. Service names
+/// are looked up in /etc/services here, once. Listeners given twice are
+/// listed once.
+fn listeners(values: &Values) -> Result<Vec<Listener>> {
+    let ports = values.typed_all("port");
+    let hosts = values.typed_all("host");
+    let protos = values.typed_all("proto");
+    let ipvs = values.typed_all("ipv");
+    let nth = |all: &[(Typed, Setting)], i: usize| -> Setting {
+        let (_, setting) = all
+            .get(i)
+            .or(all.last())
+            .expect("host, proto, ipv have defaults");
+        setting.clone()
+    };
+    let mut listeners = Vec::new();
+    for (i, (_, spec)) in ports.iter().enumerate() {
+        let host = nth(&hosts, i);
+        let (host, host_ipv) =
+            port::split_host_value(&host.value).map_err(|why| bad(&host, &why))?;
+        let proto = nth(&protos, i);
+        let (proto, proto_ipv) =
+            port::split_proto_value(&proto.value).map_err(|why| bad(&proto, &why))?;
+        let ipv = match host_ipv.or(proto_ipv) {
+            Some(ipv) => ipv,
+            None => {
+                let ipv = nth(&ipvs, i);
+                port::parse_ipv_list(&ipv.value).map_err(|_| bad(&ipv, "must be 4, 6 or *"))?
+            }
+        };
+        let defaults = PortDefaults { host, proto, ipv };
+        for mut listener in
+            port::parse_listeners(&spec.value, &defaults).map_err(|why| bad(spec, &why))?
+        {
+            if let Port::Service { name, number } = &mut listener.port
+                && let Some(proto) = listener.proto.service_proto()
+            {
+                let Some(found) = port::resolve_service(name, proto) else {
+                    let why = format!("unknown service '{name}' (not in /etc/services)");
+                    return Err(bad(spec, &why));
+                };
+                *number = Some(found);
+            }
+            if !listeners.contains(&listener) {
+                listeners.push(listener);
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::sources::ConfFile;
+
+    fn cli(key: &str, value: &str) -> Setting {
+        Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::CommandLine,
+        }
+    }
+
+    fn file(key: &str, value: &str, line: usize) -> Setting {
+        Setting {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::File {
+                path: "s.conf".into(),
+                line,
+            },
+        }
+    }
+
+    fn table(line: usize, settings: Vec<Setting>) -> sources::ServiceTable {
+        sources::ServiceTable {
+            source: Source::File {
+                path: "s.toml".into(),
+                line,
+            },
+            settings,
+        }
+    }
+
+    #[test]
+    fn service_precedence_command_line_table_top_level_default() {
+        let conf = ConfFile {
+            settings: vec![
+                file("max_memory", "32M", 1),
+                file("idle_timeout", "5", 2),
+                file("port", "1000", 3),
+            ],
+            services: vec![
+                table(
+                    4,
+                    vec![
+                        file("service", "a", 5),
+                        file("module", "/etc/passwd", 6),
+                        file("max_memory", "8M", 7),
+                        file("idle_timeout", "7", 8),
+                        file("port", "2000", 9),
+                    ],
+                ),
+                table(
+                    10,
+                    vec![file("service", "b", 11), file("module", "/etc/passwd", 12)],
+                ),
+            ],
+        };
+        let config = Config::from_sources(vec![cli("idle_timeout", "9")], conf).unwrap();
+        let [a, b] = config.services.as_slice() else {
+            panic!("two services")
+        };
+        // Table over top level; command line over both; default last.
+        assert_eq!((a.max_memory, b.max_memory), (8 << 20, 32 << 20));
+        let nine = Duration::from_secs(9);
+        assert_eq!((a.idle_timeout, b.idle_timeout), (nine, nine));
+        assert_eq!(
+            (a.cpu_limit, b.cpu_limit),
+            (Duration::from_secs(10), Duration::from_secs(10))
+        );
+        let port = |s: &ServiceConfig| s.listeners[0].port.clone();
+        assert_eq!((port(a), port(b)), (Port::Number(2000), Port::Number(1000)));
+        assert_eq!(a.options["max_memory"].1.to_string(), "s.conf:7");
+        assert_eq!(b.options["max_memory"].1.to_string(), "s.conf:1");
+        assert_eq!(a.options["idle_timeout"].1, Source::CommandLine);
+    }
+
+    #[test]
+    fn file_errors_name_file_line_key_and_value() {
+        let cases = [
+            (
+                vec![file("port", "1", 1), file("port", "99999", 2)],
+                "s.conf:2: port: invalid value '99999': port 99999 is out of range (0-65535)",
+            ),
+            (
+                vec![file("port", "no-such-service-here", 3)],
+                "s.conf:3: port: invalid value 'no-such-service-here': unknown service 'no-such-service-here' (not in /etc/services)",
+            ),
+        ];
+        for (settings, want) in cases {
+            let conf = ConfFile {
+                settings,
+                services: Vec::new(),
+            };
+            let err = Config::from_sources(Vec::new(), conf).unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn properties_keep_last_value() {
+        let settings = vec![
+            cli("property", "a=1"),
+            cli("property", "b=x=y"),
+            cli("property", "a=2"),
+        ];
+        let config = Config::from_sources(settings, ConfFile::default()).unwrap();
+        let got = &config.services[0].properties;
+        assert_eq!(got.get("a").map(String::as_str), Some("2"));
+        assert_eq!(got.get("b").map(String::as_str), Some("x=y"));
+    }
+
+    #[test]
+    fn service_names_are_resolved_once_into_the_listener() {
+        let settings = vec![cli("port", "127.0.0.1:http")];
+        let config = Config::from_sources(settings, ConfFile::default()).unwrap();
+        let listener = &config.services[0].listeners[0];
+        assert_eq!(
+            listener.port,
+            Port::Service {
+                name: "http".to_owned(),
+                number: Some(80)
+            }
+        );
+        assert_eq!(listener.to_string(), "127.0.0.1:http/tcp");
+    }
+
+    /// The value the resolved configuration runs with for option `key`, as
+    /// `--check` prints option values, read from the typed fields the
+    /// server uses (not from the values given).
+    fn effective(config: &Config, key: &str) -> serde_json::Value {
+        use serde_json::{Value, json};
+        let secs = |d: Duration| json!(d.as_secs_f64());
+        let opt_secs = |d: Option<Duration>| d.map_or(Value::Null, secs);
+        let path = |p: &Option<PathBuf>| json!(p.as_ref().map(|p| p.display().to_string()));
+        let strings = |items: &[String]| json!(items);
+        let nets = |items: &[ipnet::IpNet]| {
+            json!(items.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let p = &config.process;
+        let s = &config.services[0];
+        let syslog = match &config.log_target {
+            LogTarget::Syslog(syslog) => Some(syslog),
+            _ => None,
+        };
+        match key {
+            "allow" => strings(&s.access.allow),
+            "allow_uid" => json!(
+                s.access
+                    .allow_uid
+                    .iter()
+                    .map(|uid| nix::unistd::User::from_uid((*uid).into())
+                        .unwrap()
+                        .unwrap()
+                        .name)
+                    .collect::<Vec<_>>()
+            ),
+            "background" => json!(config.daemon.background),
+            "check_for_dead" => secs(p.check_for_dead),
+            "check_for_dequeue" => opt_secs(s.check_for_dequeue),
+            "check_for_spawn" => secs(p.check_for_spawn),
+            "check_for_waiting" => secs(p.check_for_waiting),
+            "chroot" => path(&config.privileges.chroot),
+            "cidr_allow" => nets(&s.access.cidr_allow),
+            "cidr_deny" => nets(&s.access.cidr_deny),
+            "connection_timeout" => opt_secs(s.connection_timeout),
+            "cpu_limit" => secs(s.cpu_limit),
+            "deny" => strings(&s.access.deny),
+            "double_reverse_lookups" => json!(s.access.double_reverse_lookups),
+            "grant_connect" => nets(&s.grants.connect),
+            "grant_dir" => json!(
+                s.grants
+                    .dirs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            "grant_env" => json!(
+                s.grants
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ),
+            "group" => json!(config.privileges.group),
+            // The listeners carry host, proto and ipv: each is compared
+            // through them (see the test).
+            "host" | "proto" | "ipv" | "port" => json!(
+                s.listeners
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            "idle_timeout" => secs(s.idle_timeout),
+            "instance" => json!(match s.instance {
+                InstanceMode::PerConnection => "per-connection",
+                InstanceMode::PerWorker => "per-worker",
+            }),
+            "leave_children_open_on_hup" => json!(p.leave_children_open_on_hup),
+            "listen" => json!(config.listen_backlog),
+            "lock_file" => path(&p.lock_file),
+            "log_file" => match &config.log_target {
+                LogTarget::Stderr => Value::Null,
+                LogTarget::File(file) => json!(file.display().to_string()),
+                LogTarget::Syslog(_) => json!(options::SYSLOG),
+            },
+            "log_level" => json!(config.log_level),
+            "max_conn_per_ip" => json!(s.max_conn_per_ip),
+            "max_dequeue" => json!(s.max_dequeue),
+            "max_instances" => json!(s.max_instances),
+            "max_memory" => json!(s.max_memory),
+            "max_rate_per_ip" => json!(s.max_rate_per_ip),
+            "max_requests" => json!(p.max_requests),
+            "max_servers" => json!(p.max_servers),
+            "max_spare_servers" => json!(p.max_spare_servers),
+            "min_child_ttl" => secs(p.min_child_ttl),
+            "min_servers" => json!(p.min_servers),
+            "min_spare_servers" => json!(p.min_spare_servers),
+            "module" => path(&s.module),
+            "module_cache" => match &config.module_cache {
+                CacheDir::Default => Value::Null,
+                CacheDir::Off => json!("off"),
+                CacheDir::At(dir) => json!(dir.display().to_string()),
+            },
+            "no_close_by_child" => json!(p.no_close_by_child),
+            "pid_file" => path(&config.daemon.pid_file),
+            "property" => json!(
+                s.properties
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+            ),
+            "proxy_from" => nets(&s.proxy_from),
+            "quit_timeout" => secs(p.quit_timeout),
+            "reverse_lookups" => json!(s.access.reverse_lookups),
+            "serialize" => json!(match p.serialize {
+                AcceptSerialization::Flock => "flock",
+                AcceptSerialization::None => "none",
+            }),
+            "server_type" => json!(p.server_type.name()),
+            "service" => json!(s.name),
+            "setsid" => json!(config.daemon.setsid),
+            "sig_passthrough" => json!(
+                p.sig_passthrough
+                    .iter()
+                    .map(|s| s.as_str().trim_start_matches("SIG"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            "syslog_facility" => json!(syslog.map(|s| format!("{:?}", s.facility))),
+            "syslog_ident" => json!(syslog.map(|s| s.ident.clone())),
+            "syslog_logopt" => json!(syslog.map(|s| s.pid)),
+            "syslog_logsock" => json!(syslog.map(|s| s.sockets.len())),
+            "user" => json!(config.privileges.user),
+            "workers" => json!(p.workers),
+            other => panic!("no effective value for option {other}: add it here"),
+        }
+    }
+
+    /// What `--check` reports for `key` in `config`, in the form
+    /// [`effective`] gives it.
+    fn reported(config: &Config, key: &str) -> serde_json::Value {
+        use serde_json::json;
+        let report = if options::find(key).is_some_and(|s| s.scope == Scope::Service) {
+            &config.services[0].options
+        } else {
+            &config.options
+        };
+        let value = report[key].0.clone();
+        let syslog = match &config.log_target {
+            LogTarget::Syslog(syslog) => Some(syslog),
+            _ => None,
+        };
+        match key {
+            // Given as port specs with host, proto and ipv defaults: the
+            // listeners they make.
+            "host" | "proto" | "ipv" | "port" => {
+                let texts = |key: &str| -> Vec<String> {
+                    serde_json::from_value(report[key].0.clone()).unwrap()
+                };
+                let (hosts, protos, ipvs) = (texts("host"), texts("proto"), texts("ipv"));
+                let nth = |all: &[String], i: usize| all.get(i).or(all.last()).unwrap().clone();
+                let mut listeners: Vec<String> = Vec::new();
+                for (i, spec) in texts("port").iter().enumerate() {
+                    let (host, host_ipv) = port::split_host_value(&nth(&hosts, i)).unwrap();
+                    let (proto, proto_ipv) = port::split_proto_value(&nth(&protos, i)).unwrap();
+                    let ipv = host_ipv
+                        .or(proto_ipv)
+                        .unwrap_or_else(|| port::parse_ipv_list(&nth(&ipvs, i)).unwrap());
+                    let defaults = PortDefaults { host, proto, ipv };
+                    for listener in port::parse_listeners(spec, &defaults).unwrap() {
+                        let text = listener.to_string();
+                        if !listeners.contains(&text) {
+                            listeners.push(text);
+                        }
+                    }
+                }
+                json!(listeners)
+            }
+            // Each key once, the last value winning.
+            "property" => {
+                let pairs: Vec<String> = serde_json::from_value(value).unwrap();
+                let map: BTreeMap<&str, &str> =
+                    pairs.iter().filter_map(|p| p.split_once('=')).collect();
+                json!(
+                    map.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                )
+            }
+            "sig_passthrough" => {
+                let lists: Vec<String> = serde_json::from_value(value).unwrap();
+                let mut names: Vec<String> = Vec::new();
+                for name in lists.iter().flat_map(|l| l.split(',')) {
+                    if !names.iter().any(|n| n == name) {
+                        names.push(name.to_owned());
+                    }
+                }
+                json!(names.join(","))
+            }
+            "module_cache" => match value.as_str() {
+                Some(dir) if dir.eq_ignore_ascii_case("off") => json!("off"),
+                _ => value,
+            },
+            // The syslog options are in effect with `log_file Sys::Syslog`
+            // only: compared through what they resolved to.
+            "syslog_facility" => json!(syslog.map(|_| {
+                let name = value.as_str().unwrap();
+                format!("{:?}", name.parse::<syslog::Facility>().unwrap())
+            })),
+            "syslog_ident" => json!(syslog.map(|_| value.clone())),
+            "syslog_logopt" => json!(syslog.map(|_| value.as_str().unwrap().contains("pid"))),
+            "syslog_logsock" => json!(syslog.map(|_| {
+                value
+                    .as_str()
+                    .unwrap()
+                    .split(['|', ',', ' '])
+                    .filter(|w| !w.is_empty())
+                    .count()
+            })),
+            "serialize" => json!(if value == "none" { "none" } else { "flock" }),
+            _ => value,
+        }
+    }
+
+    /// A valid value other than the default for every option, so that the
+    /// test sees each one resolved from a given value too.
+    fn other_value(key: &str) -> Option<&'static str> {
+        Some(match key {
+            "allow" => r"127\.0\.0\.\d+",
+            "allow_uid" => "root",
+            "background"
+            | "setsid"
+            | "reverse_lookups"
+            | "double_reverse_lookups"
+            | "leave_children_open_on_hup" => "1",
+            "no_close_by_child" => "1",
+            "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "min_child_ttl"
+            | "quit_timeout" | "idle_timeout" | "cpu_limit" | "check_for_dequeue"
+            | "connection_timeout" => "2.5",
+            "chroot" => "/tmp",
+            "cidr_allow" | "cidr_deny" | "grant_connect" | "proxy_from" => "10.0.0.0/8",
+            "deny" => "evil.example",
+            "grant_dir" => "/tmp:/data:rw",
+            "grant_env" => "LANG=C",
+            "group" => "root",
+            "host" => "127.0.0.1",
+            "instance" => "per-worker",
+            "ipv" => "4",
+            "listen" => "17",
+            "lock_file" => "/tmp/ns-test.lock",
+            "log_file" => "/tmp/ns-test.log",
+            "log_level" => "4",
+            "max_conn_per_ip" | "max_rate_per_ip" => "3",
+            "max_dequeue" => "2",
+            "max_instances" => "7",
+            "max_memory" => "8M",
+            "max_requests" => "9",
+            "max_servers" => "11",
+            "max_spare_servers" => "12",
+            "min_servers" => "3",
+            "min_spare_servers" => "1",
+            "module" => "/etc/passwd",
+            "module_cache" => "off",
+            "pid_file" => "/tmp/ns-test.pid",
+            "port" => "127.0.0.1:http",
+            "property" => "a=1",
+            "proto" => "tcp/IPv4",
+            "serialize" => "none",
+            "server_type" => "prefork",
+            "service" => "svc",
+            "sig_passthrough" => "USR1, sigusr2",
+            "syslog_facility" | "syslog_ident" | "syslog_logopt" | "syslog_logsock" => {
+                return None;
+            }
+            "user" => "root",
+            "workers" => "3",
+            other => panic!("no other value for option {other}: add one here"),
+        })
+    }
+
+    #[test]
+    fn every_option_runs_with_the_value_check_reports() {
+        let check = |settings: Vec<Setting>, what: &str| {
+            let config = Config::from_sources(settings, ConfFile::default())
+                .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+            for spec in options::OPTIONS {
+                assert_eq!(
+                    effective(&config, spec.name),
+                    reported(&config, spec.name),
+                    "{what}: option {}",
+                    spec.name
+                );
+            }
+        };
+        check(Vec::new(), "defaults");
+        for spec in options::OPTIONS {
+            if let Some(value) = other_value(spec.name) {
+                check(
+                    vec![cli(spec.name, value)],
+                    &format!("--{} {value}", spec.name),
+                );
+            }
+        }
+        let syslog = [
+            cli("log_file", "Sys::Syslog"),
+            cli("syslog_facility", "local3"),
+            cli("syslog_ident", "ns"),
+            cli("syslog_logopt", "ndelay"),
+            cli("syslog_logsock", "udp,tcp"),
+        ];
+        check(syslog[..1].to_vec(), "syslog, defaults");
+        check(syslog.to_vec(), "syslog, given");
+    }
+}

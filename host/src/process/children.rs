@@ -1,0 +1,15 @@
+//! What the master knows of each child it forked.
+
+use std::time::Instant;
+
+/// One child of the master: a worker, or (`fork`) a connection's child.
+#[derive(Debug)]
+pub struct Child {
+    /// Not serving a client (prefork's workers say so; a `fork` child
+    /// always serves one).
+    pub idle: bool,
+    /// When it was forked.
+    pub born: Instant,
+    /// Told to finish, for being spare.
+    pub retiring: bool,
+}

@@ -1,0 +1,508 @@
+//! The master of every personality that has one (all but `inetd`): one
+//! loop that forks, reaps and acts on signals. What differs between the
+//! personalities is which children it keeps — a pool of workers (see
+//! `pool`), or for `fork` a child per connection, accepted by the master —
+//! and nothing else.
+//!
+//! | signal | intent | master |
+//! | --- | --- | --- |
+//! | INT, TERM | stop | every child stops at once; the master exits |
+//! | QUIT | drain | children stop accepting and finish their connections (`quit_timeout`); then the master exits 0 |
+//! | HUP | restart | the configuration is checked, then the master re-executes itself with the listening sockets; the new master starts new children and asks the old ones to finish |
+//! | TTIN, TTOU | more, fewer | one child more or less (`workers`, or `max_servers`) |
+//! | CHLD | reap | ended children are reaped (and workers replaced) |
+//! | `sig_passthrough` | pass on | passed on to every child, before its own meaning |
+//!
+//! Children told to stop at once get [`TERM_GRACE`] before they are
+//! killed; told to drain, `quit_timeout` and then the same grace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::children::Child;
+use super::pool::{self, Pool};
+use super::restart::restart;
+use super::signals::{Intent, MASTER_SIGNALS, Signals};
+use super::spawn::spawn;
+use super::worker;
+use crate::config::{Config, ServerType};
+use crate::listen::inherit::Handed;
+use crate::service::Service;
+
+/// How long children told to stop at once may take before they are
+/// killed; also what a drain's children get past `quit_timeout`.
+pub const TERM_GRACE: Duration = Duration::from_secs(5);
+/// How often the master looks around while stopping.
+const STOPPING_TICK: Duration = Duration::from_millis(50);
+
+/// Runs the master of the configured personality with the bound services
+/// until it is told to stop.
+pub fn run(config: &Config, services: Vec<Service>, handed: Handed) -> Result<()> {
+    let kind = match config.process.server_type {
+        ServerType::Fork => Kind::Forking,
+        _ => Kind::Pool(Pool::new(config, &services)?),
+    };
+    let mut master = Master::new(config, services, kind)?;
+    master.old = handed.old_workers.into_iter().map(Pid::from_raw).collect();
+    let result = master.run();
+    if let Kind::Pool(pool) = &master.kind {
+        pool.clean_up();
+    }
+    result
+}
+
+/// Which children the master keeps.
+enum Kind {
+    /// A pool of workers that accept (`multiplex`, `single`,
+    /// `prefork-simple`, `prefork`).
+    Pool(Pool),
+    /// A child per connection, accepted by the master (`fork`).
+    Forking,
+}
+
+/// How the master is stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopping {
+    /// INT or TERM: children were told to stop at once.
+    Now { kill_at: Instant },
+    /// QUIT: children finish their connections.
+    Drain { kill_at: Instant },
+}
+
+/// The master process.
+struct Master<'a> {
+    config: &'a Config,
+    /// The services, with their listening sockets (closed when stopping).
+    services: Vec<Service>,
+    signals: Option<Signals>,
+    children: BTreeMap<Pid, Child>,
+    /// The previous master's children, finishing after a HUP.
+    old: BTreeSet<Pid>,
+    /// Children to keep (`workers`, 1, or `max_servers`), which TTIN and
+    /// TTOU change.
+    target: u32,
+    /// Each service's next `dequeue` run.
+    dequeue_at: Vec<Option<Instant>>,
+    /// Running `dequeue` processes and their service.
+    dequeuers: BTreeMap<Pid, usize>,
+    stopping: Option<Stopping>,
+    kind: Kind,
+}
+
+impl<'a> Master<'a> {
+    fn new(config: &'a Config, services: Vec<Service>, kind: Kind) -> Result<Self> {
+        let process = &config.process;
+        let mut signals = MASTER_SIGNALS.to_vec();
+        for signal in &process.sig_passthrough {
+            if !signals.contains(signal) {
+                signals.push(*signal);
+            }
+        }
+        let target = match process.server_type {
+            ServerType::Multiplex => process.workers,
+            ServerType::Single => 1,
+            _ => process.max_servers,
+        };
+        let dequeue_at = services
+            .iter()
+            .map(|s| s.dequeue.map(|(every, _)| Instant::now() + every))
+            .collect();
+        Ok(Self {
+            config,
+            services,
+            signals: Some(Signals::new(&signals)?),
+            children: BTreeMap::new(),
+            old: BTreeSet::new(),
+            target,
+            dequeue_at,
+            dequeuers: BTreeMap::new(),
+            stopping: None,
+            kind,
+        })
+    }
+
+    fn run(&mut self) -> Result<()> {
+        self.maintain()?;
+        self.greet_old();
+        loop {
+            self.reap();
+            match self.stopping {
+                Some(_) if self.all_gone() => return Ok(()),
+                Some(Stopping::Now { kill_at } | Stopping::Drain { kill_at })
+                    if Instant::now() >= kill_at =>
+                {
+                    for pid in self.every_child() {
+                        let _ = kill(pid, Signal::SIGKILL);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.maintain()?;
+                    self.dequeue()?;
+                }
+            }
+            let ready = self.wait(self.tick())?;
+            let signals = self.signals.as_ref().map(Signals::take).unwrap_or_default();
+            let passthrough = &self.config.process.sig_passthrough;
+            for intent in signals.into_iter().flat_map(|s| Intent::of(s, passthrough)) {
+                self.act(intent)?;
+            }
+            if self.stopping.is_none() {
+                self.after_wait(&ready)?;
+            }
+        }
+    }
+
+    /// After a HUP: asks the previous master's children to finish, unless
+    /// `leave_children_open_on_hup`.
+    fn greet_old(&self) {
+        if self.old.is_empty() {
+            return;
+        }
+        if self.config.process.leave_children_open_on_hup {
+            tracing::info!("leaving the previous workers {:?} to finish", self.old);
+        } else {
+            tracing::info!("asking the previous workers {:?} to finish", self.old);
+            for pid in &self.old {
+                let _ = kill(*pid, Signal::SIGQUIT);
+            }
+        }
+    }
+
+    fn all_gone(&self) -> bool {
+        self.children.is_empty() && self.old.is_empty() && self.dequeuers.is_empty()
+    }
+
+    fn every_child(&self) -> Vec<Pid> {
+        (self
+            .children
+            .keys()
+            .chain(&self.old)
+            .chain(self.dequeuers.keys()))
+        .copied()
+        .collect()
+    }
+
+    /// How long to sleep when nothing happens.
+    fn tick(&self) -> Duration {
+        let process = &self.config.process;
+        if self.stopping.is_some() {
+            return STOPPING_TICK;
+        }
+        let tick = match process.server_type {
+            ServerType::Prefork => process.check_for_waiting.min(process.check_for_spawn),
+            _ => process.check_for_dead,
+        };
+        let now = Instant::now();
+        self.dequeue_at
+            .iter()
+            .flatten()
+            .map(|at| at.saturating_duration_since(now))
+            .fold(tick, Duration::min)
+    }
+
+    /// Sleeps until a signal, a child's message, a client (`fork`, while
+    /// there is room) or `timeout`; returns the listening sockets that are
+    /// ready, as (service, socket) indices.
+    fn wait(&self, timeout: Duration) -> Result<Vec<(usize, usize)>> {
+        let Some(signals) = &self.signals else {
+            return Ok(Vec::new());
+        };
+        let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        let mut sockets = Vec::new();
+        match &self.kind {
+            Kind::Pool(pool) => fds.extend(pool.fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN))),
+            Kind::Forking if self.stopping.is_none() && self.has_room() => {
+                for (s, service) in self.services.iter().enumerate() {
+                    for (b, bound) in service.sockets.iter().enumerate() {
+                        fds.push(PollFd::new(
+                            std::os::fd::AsFd::as_fd(&bound.socket),
+                            PollFlags::POLLIN,
+                        ));
+                        sockets.push((s, b));
+                    }
+                }
+            }
+            Kind::Forking => {}
+        }
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(err) => return Err(err).context("poll"),
+        }
+        let first_socket = fds.len() - sockets.len();
+        Ok(fds[first_socket..]
+            .iter()
+            .zip(sockets)
+            .filter(|(fd, _)| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+            .map(|(_, at)| at)
+            .collect())
+    }
+
+    /// Whether another child may start (`fork`: one per connection).
+    fn has_room(&self) -> bool {
+        (self.children.len() as u32) < self.target
+    }
+
+    /// What the children told the master (`prefork`), or the clients that
+    /// arrived (`fork`).
+    fn after_wait(&mut self, ready: &[(usize, usize)]) -> Result<()> {
+        match &self.kind {
+            Kind::Pool(pool) => {
+                pool.read_status(&mut self.children);
+                Ok(())
+            }
+            Kind::Forking => self.accept(ready),
+        }
+    }
+
+    /// Starts or retires workers so that their number is right (`fork`
+    /// starts a child per connection, as clients arrive).
+    fn maintain(&mut self) -> Result<()> {
+        if !matches!(self.kind, Kind::Pool(_)) {
+            return Ok(());
+        }
+        let plan = pool::plan(
+            &self.config.process,
+            self.target,
+            &self.children,
+            Instant::now(),
+        );
+        for _ in 0..plan.start {
+            self.start_worker()?;
+        }
+        for pid in plan.retire {
+            tracing::debug!("retiring worker {pid}");
+            let _ = kill(pid, Signal::SIGQUIT);
+            if let Some(worker) = self.children.get_mut(&pid) {
+                worker.retiring = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forks one worker of the pool.
+    fn start_worker(&mut self) -> Result<()> {
+        let pid = self.fork_child(|master| {
+            let process = &master.config.process;
+            let services = std::mem::take(&mut master.services);
+            let Kind::Pool(pool) = &mut master.kind else {
+                unreachable!("only a pool's master starts workers")
+            };
+            let mode = pool.worker_mode(process);
+            worker::run_worker(services, mode, process.quit_timeout)
+        })?;
+        tracing::debug!("worker {pid} started");
+        self.children.insert(
+            pid,
+            Child {
+                idle: true,
+                born: Instant::now(),
+                retiring: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// `fork`: accepts a client on each of the `ready` sockets (service and
+    /// socket indices), while there is room, and forks a child to serve it.
+    fn accept(&mut self, ready: &[(usize, usize)]) -> Result<()> {
+        for &(s, b) in ready {
+            if !self.has_room() {
+                break;
+            }
+            let stream = match self.services[s].sockets[b].socket.accept_now() {
+                Ok(stream) => stream,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    continue;
+                }
+            };
+            // The child serves its client only: no listening socket.
+            let pid = self
+                .fork_child(|master| worker::serve_one(Arc::new(master.take_service(s)), stream))?;
+            tracing::debug!("child {pid} serves a connection");
+            self.children.insert(
+                pid,
+                Child {
+                    idle: false,
+                    born: Instant::now(),
+                    retiring: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, intent: Intent) -> Result<()> {
+        match intent {
+            Intent::PassOn(signal) => {
+                let name = signal.as_str().trim_start_matches("SIG");
+                tracing::debug!("passing {name} to {} workers", self.children.len());
+                for pid in self.children.keys() {
+                    let _ = kill(*pid, signal);
+                }
+            }
+            Intent::Stop(signal) => {
+                let name = signal.as_str().trim_start_matches("SIG");
+                tracing::info!("Received {name}: server closing");
+                self.stop(
+                    Signal::SIGTERM,
+                    Stopping::Now {
+                        kill_at: Instant::now() + TERM_GRACE,
+                    },
+                );
+            }
+            Intent::Drain => {
+                tracing::info!("Received QUIT: finishing open connections, then closing");
+                let grace = self.config.process.quit_timeout + TERM_GRACE;
+                self.stop(
+                    Signal::SIGQUIT,
+                    Stopping::Drain {
+                        kill_at: Instant::now() + grace,
+                    },
+                );
+            }
+            Intent::Restart if self.stopping.is_none() => {
+                let children: Vec<Pid> = self.children.keys().chain(&self.old).copied().collect();
+                if let Some(signals) = &self.signals {
+                    restart(&self.services, &children, signals)?;
+                }
+            }
+            Intent::More => {
+                self.target = self.target.saturating_add(1);
+                tracing::info!(
+                    "Received TTIN: increasing {} to {}",
+                    self.counted(),
+                    self.target
+                );
+            }
+            Intent::Fewer => {
+                self.target = self.target.saturating_sub(1).max(1);
+                tracing::info!(
+                    "Received TTOU: decreasing {} to {}",
+                    self.counted(),
+                    self.target
+                );
+            }
+            // Reaped at every turn.
+            Intent::Restart | Intent::Reap => {}
+        }
+        Ok(())
+    }
+
+    /// What TTIN and TTOU change, in Net::Server's words.
+    fn counted(&self) -> &'static str {
+        match self.config.process.server_type {
+            ServerType::Multiplex => "workers",
+            _ => "max_servers",
+        }
+    }
+
+    /// Tells every child to stop with `signal` and stops accepting.
+    fn stop(&mut self, signal: Signal, how: Stopping) {
+        // Close the master's listening sockets: once the workers close
+        // theirs, no client is accepted any more.
+        self.services.clear();
+        for pid in self.children.keys().chain(&self.old) {
+            let _ = kill(*pid, signal);
+        }
+        for pid in self.dequeuers.keys() {
+            let _ = kill(*pid, Signal::SIGTERM);
+        }
+        self.stopping = Some(match (self.stopping, how) {
+            // TERM after QUIT still stops at once.
+            (Some(Stopping::Now { kill_at }), _) => Stopping::Now { kill_at },
+            (_, how) => how,
+        });
+    }
+
+    /// Reaps every child that ended.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => {
+                    self.ended(pid, &format!("status {code}"), code == 0)
+                }
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                    self.ended(pid, &format!("signal {}", signal.as_str()), false);
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn ended(&mut self, pid: Pid, how: &str, clean: bool) {
+        if self.dequeuers.remove(&pid).is_some() {
+            return;
+        }
+        if self.old.remove(&pid) {
+            tracing::debug!("previous worker {pid} ended ({how})");
+            return;
+        }
+        let Some(child) = self.children.remove(&pid) else {
+            return;
+        };
+        let replaced = matches!(self.kind, Kind::Pool(_));
+        if clean || child.retiring || self.stopping.is_some() {
+            tracing::debug!("worker {pid} ended ({how})");
+        } else if replaced {
+            tracing::warn!("worker {pid} ended unexpectedly ({how}); replacing it");
+        } else {
+            tracing::warn!("child {pid} ended unexpectedly ({how})");
+        }
+    }
+
+    /// Forks a child that runs `work` on its copy of the master (whose
+    /// signals it forgets: they are not its business), taking from it what
+    /// it needs.
+    fn fork_child(&mut self, work: impl FnOnce(&mut Self) -> i32) -> Result<Pid> {
+        spawn(|| {
+            if let Some(signals) = self.signals.take() {
+                signals.forget();
+            }
+            work(self)
+        })
+    }
+
+    /// In a child: the one service it serves, its listening sockets closed.
+    fn take_service(&mut self, index: usize) -> Service {
+        let mut service = std::mem::take(&mut self.services).swap_remove(index);
+        service.sockets.clear();
+        service
+    }
+
+    /// Forks the `dequeue` runs that are due (at most `max_dequeue` of a
+    /// service at once), each in a process of its own.
+    fn dequeue(&mut self) -> Result<()> {
+        let now = Instant::now();
+        for index in 0..self.services.len() {
+            let (Some(at), Some((every, max))) =
+                (self.dequeue_at[index], self.services[index].dequeue)
+            else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.dequeue_at[index] = Some(now + every);
+            let running = self.dequeuers.values().filter(|&&i| i == index).count() as u32;
+            if running >= max {
+                tracing::debug!("dequeue of service {index} skipped: {running} still running");
+                continue;
+            }
+            let pid = self.fork_child(|master| worker::run_dequeue(master.take_service(index)))?;
+            self.dequeuers.insert(pid, index);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,416 @@
+//! A client's stream as its guest's stdin and stdout use it: reads without
+//! an extra task or pipe, writes queued and sent as the socket takes them,
+//! the bytes each way and the time of the last one counted for the log and
+//! the idle timeout, and a close that sends what is left, then the end of
+//! the stream.
+//!
+//! A raw socket is read and written with system calls straight into the
+//! guest's buffers (`raw`); a wrapped stream through its `AsyncRead` and
+//! `AsyncWrite` (`generic`). What the guest sees is the same.
+
+mod generic;
+mod raw;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::ReadBuf;
+use wasmtime_wasi::p2::{StreamError, StreamResult};
+
+use super::stream::Stream;
+
+/// The most a guest reads or has buffered for writing in one go.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How the guest waits for its client.
+#[derive(Clone, Debug)]
+pub enum Wait {
+    /// Through the runtime: other connections share the thread
+    /// (`multiplex`).
+    Runtime,
+    /// In the socket itself: the thread serves this connection alone (one
+    /// connection at a time per process). A read sleeps in `recv` until
+    /// data, the idle timeout, the `deadline` or a signal (`stop` says
+    /// whether one asked the process to end); only a raw socket can, a
+    /// wrapped stream waits through the runtime.
+    InSocket {
+        /// The idle timeout.
+        idle: Duration,
+        /// When the connection's `connection_timeout` ends it.
+        deadline: Option<Instant>,
+        /// Raised by the signals that end the process.
+        stop: Arc<AtomicBool>,
+    },
+}
+
+/// One client connection, as the guest's stdin and stdout use it.
+#[derive(Debug)]
+pub struct ClientSocket {
+    io: Io,
+    out: Mutex<Outgoing>,
+    counters: Counters,
+}
+
+#[derive(Debug)]
+enum Io {
+    Raw(raw::Raw),
+    Generic(generic::Generic),
+}
+
+/// Bytes the guest wrote that the stream did not take yet, and the error
+/// that ended writing.
+#[derive(Debug, Default)]
+struct Outgoing {
+    pending: BytesMut,
+    failed: Option<io::ErrorKind>,
+}
+
+/// What moved, and when.
+#[derive(Debug)]
+struct Counters {
+    started: Instant,
+    /// Milliseconds from `started` to the last byte moved.
+    last_io: AtomicU64,
+    /// Bytes read from the client.
+    bytes_in: AtomicU64,
+    /// Bytes written to the client.
+    bytes_out: AtomicU64,
+}
+
+impl Counters {
+    fn new(started: Instant) -> Self {
+        Self {
+            started,
+            last_io: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
+
+    fn last_io(&self) -> Duration {
+        Duration::from_millis(self.last_io.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_io.store(now, Ordering::Relaxed);
+    }
+
+    /// Records `n` bytes received from the client.
+    fn received(&self, n: usize) {
+        self.touch();
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Records `n` bytes sent to the client.
+    fn sent(&self, n: usize) {
+        self.touch();
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl ClientSocket {
+    /// Wraps an accepted client stream; its guest waits as `wait` says.
+    pub fn new(stream: Stream, wait: Wait) -> io::Result<Arc<Self>> {
+        let started = Instant::now();
+        let io = match stream {
+            Stream::Raw(stream) => Io::Raw(raw::Raw::new(stream, wait, started)?),
+            Stream::Wrapped(stream) => Io::Generic(generic::Generic::new(stream)),
+        };
+        Ok(Arc::new(Self {
+            io,
+            out: Mutex::default(),
+            counters: Counters::new(started),
+        }))
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.counters.bytes_in.load(Ordering::Relaxed),
+            self.counters.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Resolves once no byte has moved for `timeout`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let idle = self
+                .counters
+                .started
+                .elapsed()
+                .saturating_sub(self.counters.last_io());
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
+        }
+    }
+
+    /// Whether writing to the client failed (it reset or went away).
+    pub fn write_failed(&self) -> Option<io::ErrorKind> {
+        self.outgoing().failed
+    }
+
+    /// Writes what the guest left buffered, then ends the stream (a
+    /// half-close: the client reads end of file).
+    pub async fn close(&self) -> io::Result<()> {
+        self.drain().await;
+        if let Some(kind) = self.write_failed() {
+            return Err(kind.into());
+        }
+        match &self.io {
+            Io::Raw(raw) => raw.shutdown(),
+            Io::Generic(generic) => generic.shutdown().await,
+        }
+    }
+
+    fn outgoing(&self) -> MutexGuard<'_, Outgoing> {
+        // A panic while holding this lock cannot leave `Outgoing` invalid.
+        self.out.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Reads what has come, at most `size` bytes, without waiting: empty
+    /// when nothing has.
+    pub fn read(&self, size: usize) -> StreamResult<Bytes> {
+        if size == 0 {
+            return Ok(Bytes::new());
+        }
+        match &self.io {
+            Io::Raw(raw) => raw.read(size, &self.counters),
+            Io::Generic(generic) => generic.read(size, &self.counters),
+        }
+    }
+
+    /// `blocking-read`: waits until at least one byte came (or the end of
+    /// the stream), then reads at most `size` bytes.
+    pub async fn read_blocking(&self, size: usize) -> StreamResult<Bytes> {
+        if let Io::Raw(raw) = &self.io {
+            if let Some(read) = raw.read_sleeping(size, &self.counters) {
+                return read;
+            }
+            if raw.stopping() {
+                // Let the runtime end the process before reading on: a
+                // client that keeps the socket full would never let it run.
+                tokio::task::yield_now().await;
+            }
+        }
+        loop {
+            let waited = self.readable().await;
+            let bytes = self.read(size)?;
+            if !bytes.is_empty() || size == 0 {
+                return Ok(bytes);
+            }
+            // Nothing came although the wait ended: with an error, waiting
+            // again would end the same way (the runtime is shutting down).
+            waited.map_err(stream_error)?;
+        }
+    }
+
+    /// Waits until a read would find data, the end of the stream or an
+    /// error. An error means the stream is readable (the read reports it).
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.io {
+            Io::Raw(raw) => raw.readable().await,
+            Io::Generic(generic) => generic.readable(&self.counters).await,
+        }
+    }
+
+    /// How much the guest may write now; sends what it can first.
+    pub fn check_write(&self) -> StreamResult<usize> {
+        let mut out = self.outgoing();
+        self.push(&mut out);
+        match out.failed {
+            Some(kind) => Err(stream_error(kind.into())),
+            None => Ok(CHUNK.saturating_sub(out.pending.len())),
+        }
+    }
+
+    /// Queues `bytes` and sends what the stream takes now.
+    pub fn write(&self, bytes: Bytes) -> StreamResult<()> {
+        let mut out = self.outgoing();
+        if let Some(kind) = out.failed {
+            return Err(stream_error(kind.into()));
+        }
+        out.pending.extend_from_slice(&bytes);
+        self.push(&mut out);
+        Ok(())
+    }
+
+    /// `blocking-write-and-flush`: queues `bytes`, sends what the stream
+    /// takes now and waits only while some is left. A client gone
+    /// meanwhile is not an error here (the next write reports it), as in
+    /// WASI's own implementation of the call.
+    pub async fn write_and_flush(&self, bytes: Bytes) -> StreamResult<()> {
+        self.write(bytes)?;
+        self.drain().await;
+        match self.write_failed().map(|kind| stream_error(kind.into())) {
+            None | Some(StreamError::Closed) => Ok(()),
+            Some(error) => Err(error),
+        }
+    }
+
+    /// Sends as much of the pending bytes as the stream takes now.
+    fn push(&self, out: &mut Outgoing) {
+        match &self.io {
+            Io::Raw(raw) => raw.push(out, &self.counters),
+            Io::Generic(generic) => generic.push(out, &self.counters),
+        }
+    }
+
+    /// Waits until every pending byte was sent (and, for a wrapped stream,
+    /// flushed) or writing failed.
+    pub async fn drain(&self) {
+        match &self.io {
+            Io::Raw(raw) => loop {
+                {
+                    let mut out = self.outgoing();
+                    raw.push(&mut out, &self.counters);
+                    if out.pending.is_empty() {
+                        return;
+                    }
+                }
+                if raw.stream.writable().await.is_err() {
+                    self.outgoing().failed = Some(io::ErrorKind::BrokenPipe);
+                }
+            },
+            Io::Generic(_) => {
+                let _ = std::future::poll_fn(|cx| self.poll_drained(cx)).await;
+            }
+        }
+    }
+
+    /// Polls until every pending byte was sent (and flushed) or writing
+    /// failed (the error).
+    pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut out = self.outgoing();
+        match &self.io {
+            Io::Raw(raw) => raw.poll_drained(cx, &mut out, &self.counters),
+            Io::Generic(generic) => generic.poll_drained(cx, &mut out, &self.counters),
+        }
+    }
+
+    /// Polls a read of what has come into `buf` (the guest's stdin as an
+    /// `AsyncRead`).
+    pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &self.io {
+            Io::Raw(raw) => raw.poll_read(cx, buf, &self.counters),
+            Io::Generic(generic) => generic.poll_read(cx, buf, &self.counters),
+        }
+    }
+}
+
+/// A closed or reset connection ends the stream; anything else is an error
+/// the guest can inspect.
+fn stream_error(e: io::Error) -> StreamError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::NotConnected => StreamError::Closed,
+        _ => StreamError::LastOperationFailed(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::transport::RawStream;
+
+    /// A client socket over each kind of stream, and the client's end.
+    async fn pairs() -> Vec<(&'static str, Arc<ClientSocket>, tokio::net::UnixStream)> {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let raw = ClientSocket::new(Stream::Raw(RawStream::Unix(a)), Wait::Runtime).unwrap();
+        let (c, d) = tokio::net::UnixStream::pair().unwrap();
+        let wrapped = ClientSocket::new(Stream::Wrapped(Box::new(c)), Wait::Runtime).unwrap();
+        vec![("raw", raw, b), ("wrapped", wrapped, d)]
+    }
+
+    #[tokio::test]
+    async fn both_paths_read_write_count_and_close_alike() {
+        for (kind, socket, mut client) in pairs().await {
+            assert_eq!(
+                socket.read(16).unwrap(),
+                Bytes::new(),
+                "{kind}: nothing yet"
+            );
+            client.write_all(b"hello\n").await.unwrap();
+            let got = socket.read_blocking(64).await.unwrap();
+            assert_eq!(&got[..], b"hello\n", "{kind}");
+            socket.write(Bytes::from_static(b"one ")).unwrap();
+            socket
+                .write_and_flush(Bytes::from_static(b"two\n"))
+                .await
+                .unwrap();
+            let mut reply = [0u8; 8];
+            client.read_exact(&mut reply).await.unwrap();
+            assert_eq!(&reply, b"one two\n", "{kind}");
+            assert_eq!(socket.bytes(), (6, 8), "{kind}");
+            assert_eq!(socket.check_write().unwrap(), CHUNK, "{kind}");
+            socket.write(Bytes::from_static(b"bye\n")).unwrap();
+            socket.close().await.unwrap();
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"bye\n", "{kind}: the rest, then end of file");
+            client.shutdown().await.unwrap();
+            assert!(
+                matches!(socket.read_blocking(64).await, Err(StreamError::Closed)),
+                "{kind}: the client's end of file"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_reply_is_drained_as_the_client_reads() {
+        for (kind, socket, mut client) in pairs().await {
+            let big = Bytes::from(vec![b'x'; 4 * CHUNK]);
+            let reader = tokio::spawn(async move {
+                let mut got = vec![0u8; 4 * CHUNK];
+                client.read_exact(&mut got).await.map(|_| got)
+            });
+            socket.write_and_flush(big.clone()).await.unwrap();
+            assert_eq!(reader.await.unwrap().unwrap(), big, "{kind}");
+            assert_eq!(socket.bytes().1, 4 * CHUNK as u64, "{kind}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_gone_is_a_closed_stream_and_a_failed_write() {
+        for (kind, socket, client) in pairs().await {
+            drop(client);
+            let mut failed = false;
+            for _ in 0..100 {
+                if socket.write(Bytes::from_static(b"x")).is_err() {
+                    failed = true;
+                    break;
+                }
+                socket.drain().await;
+            }
+            assert!(failed, "{kind}: writes to a closed peer never failed");
+            assert!(socket.write_failed().is_some(), "{kind}");
+            assert!(socket.close().await.is_err(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn closed_and_reset_connections_end_the_stream() {
+        let cases = [
+            (io::ErrorKind::BrokenPipe, true),
+            (io::ErrorKind::ConnectionReset, true),
+            (io::ErrorKind::ConnectionAborted, true),
+            (io::ErrorKind::NotConnected, true),
+            (io::ErrorKind::TimedOut, false),
+            (io::ErrorKind::Other, false),
+        ];
+        for (kind, closed) in cases {
+            let got = stream_error(kind.into());
+            assert_eq!(matches!(got, StreamError::Closed), closed, "{kind:?}");
+        }
+    }
+}
