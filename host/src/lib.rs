@@ -11,18 +11,18 @@
 //!
 //! | layer | module | concern |
 //! | --- | --- | --- |
-//! | 8 | this one | the run modes: serve, `--check`, `inetd` |
-//! | 7 | [`cli`] | the command line as typed |
-//! | 7 | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
+//! | 7 | this one | the run modes: serve, `--check`, `inetd` |
 //! | 6 | [`process`] | the personalities: the master, workers, signals, HUP's hand-over, `inetd` |
 //! | 5 | [`connection`] | a stream's life in the hooks world |
 //! | 4 | [`service`] | one service: its handler and policy; the admission prefix of a connection |
 //! | 3 | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio, loading handlers |
-//! | 2 | [`listen`] | binding the listening sockets, or taking them over |
+//! | 3 | [`listen`] | binding the listening sockets, or taking them over |
+//! | 3 | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
 //! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
-//! | 1 | [`access`], [`gate`], [`proxy`], [`privileges`], [`log`] | access rules; per-address limits; the PROXY protocol; dropping root; the log |
-//! | 0 | [`config`] | the configuration, resolved and checked; the ground floor |
-//! | leaf | [`client`], [`threads`] | what the host knows of a client; threads and the stop signals |
+//! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
+//! | 1 | [`access`], [`log`], [`privileges`], [`cli`] | access rules; the log; dropping root; the command line as typed |
+//! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
+//! | leaf | [`client`], [`threads`], [`proxy`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser |
 
 pub mod access;
 pub mod cli;
@@ -262,4 +262,82 @@ fn with_sources(options: &config::Report) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Object(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// The layers of the module map above: a module may use leaves and the
+    /// modules of lower layers only.
+    const LAYERS: &[(&str, i32)] = &[
+        ("client", -1),
+        ("threads", -1),
+        ("proxy", -1),
+        ("config", 0),
+        ("access", 1),
+        ("log", 1),
+        ("privileges", 1),
+        ("cli", 1),
+        ("transport", 2),
+        ("gate", 2),
+        ("wasm", 3),
+        ("listen", 3),
+        ("daemon", 3),
+        ("service", 4),
+        ("connection", 5),
+        ("process", 6),
+    ];
+
+    /// The text of a module: its file, or every file of its folder.
+    fn source(module: &str) -> String {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let file = src.join(format!("{module}.rs"));
+        if file.exists() {
+            return std::fs::read_to_string(file).unwrap();
+        }
+        let mut text = String::new();
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn modules_use_only_leaves_and_lower_layers() {
+        let layer: BTreeMap<&str, i32> = LAYERS.iter().copied().collect();
+        let mut wrong = Vec::new();
+        for &(module, own) in LAYERS {
+            let text = source(module);
+            for (other, &theirs) in &layer {
+                let uses = regex::Regex::new(&format!(r"crate::{other}\b")).unwrap();
+                if *other == module || !uses.is_match(&text) {
+                    continue;
+                }
+                let allowed = if own < 0 { false } else { theirs < own };
+                if !allowed {
+                    wrong.push(format!(
+                        "{module} (layer {own}) uses {other} (layer {theirs})"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // Every module of the crate has its layer.
+        let src = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+            .unwrap();
+        for line in src.lines().filter_map(|l| l.strip_prefix("pub mod ")) {
+            let module = line.trim_end_matches(';');
+            assert!(layer.contains_key(module), "{module} has no layer");
+        }
+    }
 }

@@ -15,3 +15,4 @@ mod privileges;
 mod sandbox;
 mod signals;
 mod snapshots;
+mod transport;
