@@ -61,6 +61,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration of `pairs` given on the command line, without a
+    /// conf file.
+    pub fn from_command_line(pairs: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let settings = pairs
+            .iter()
+            .map(|(key, value)| Setting::command_line(key, value))
+            .collect();
+        Self::from_sources(settings, ConfFile::default())
+    }
+
     /// Every service's listeners, in order.
     pub fn listeners(&self) -> impl Iterator<Item = &Listener> {
         self.services.iter().flat_map(|s| &s.listeners)

@@ -286,23 +286,12 @@ pub fn bad(setting: &Setting, why: &str) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    pub fn cli(key: &str, value: &str) -> Setting {
-        Setting {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            source: Source::CommandLine,
-        }
+    fn cli(key: &str, value: &str) -> Setting {
+        Setting::command_line(key, value)
     }
 
     fn file(key: &str, value: &str, line: usize) -> Setting {
-        Setting {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            source: Source::File {
-                path: "s.conf".into(),
-                line,
-            },
-        }
+        Setting::in_file("s.conf", line, key, value)
     }
 
     #[test]

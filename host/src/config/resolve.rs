@@ -463,22 +463,11 @@ mod tests {
     use crate::config::sources::ConfFile;
 
     fn cli(key: &str, value: &str) -> Setting {
-        Setting {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            source: Source::CommandLine,
-        }
+        Setting::command_line(key, value)
     }
 
     fn file(key: &str, value: &str, line: usize) -> Setting {
-        Setting {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            source: Source::File {
-                path: "s.conf".into(),
-                line,
-            },
-        }
+        Setting::in_file("s.conf", line, key, value)
     }
 
     fn table(line: usize, settings: Vec<Setting>) -> sources::ServiceTable {

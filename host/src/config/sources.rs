@@ -53,6 +53,29 @@ pub struct Setting {
     pub source: Source,
 }
 
+impl Setting {
+    /// `key` given `value` on the command line.
+    pub fn command_line(key: &str, value: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::CommandLine,
+        }
+    }
+
+    /// `key` given `value` on line `line` of the conf file `path`.
+    pub fn in_file(path: &str, line: usize, key: &str, value: &str) -> Self {
+        Self {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source: Source::File {
+                path: path.into(),
+                line,
+            },
+        }
+    }
+}
+
 /// Option names are Net::Server's, with underscores; `log-level` is
 /// `log_level`.
 pub fn normalize_key(key: &str) -> String {

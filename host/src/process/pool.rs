@@ -186,20 +186,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{ConfFile, Setting, Source};
 
     fn process(settings: &[(&str, &str)]) -> ProcessConfig {
-        let settings = settings
-            .iter()
-            .map(|(key, value)| Setting {
-                key: (*key).to_owned(),
-                value: (*value).to_owned(),
-                source: Source::CommandLine,
-            })
-            .collect();
-        Config::from_sources(settings, ConfFile::default())
-            .unwrap()
-            .process
+        Config::from_command_line(settings).unwrap().process
     }
 
     /// Workers with pids 1.., each (idle, born this many seconds ago,

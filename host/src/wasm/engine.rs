@@ -132,18 +132,9 @@ fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Setting, Source, sources::ConfFile};
 
     fn config(settings: &[(&str, &str)]) -> HostConfig {
-        let settings = settings
-            .iter()
-            .map(|(key, value)| Setting {
-                key: (*key).to_owned(),
-                value: (*value).to_owned(),
-                source: Source::CommandLine,
-            })
-            .collect();
-        HostConfig::from_sources(settings, ConfFile::default()).unwrap()
+        HostConfig::from_command_line(settings).unwrap()
     }
 
     #[test]

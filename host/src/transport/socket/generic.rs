@@ -96,21 +96,7 @@ impl Generic {
     /// Writes as much of the pending bytes as the stream takes now.
     pub(super) fn push(&self, out: &mut Outgoing, counters: &Counters) {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut half = lock(&self.write);
-        while !out.pending.is_empty() && out.failed.is_none() {
-            match Pin::new(&mut *half).poll_write(&mut cx, &out.pending) {
-                Poll::Ready(Ok(0)) => out.failed = Some(io::ErrorKind::WriteZero),
-                Poll::Ready(Ok(n)) => {
-                    out.pending.advance(n);
-                    counters.sent(n);
-                }
-                Poll::Ready(Err(e)) => {
-                    out.failed = Some(e.kind());
-                    out.pending.clear();
-                }
-                Poll::Pending => return,
-            }
-        }
+        let _ = write_pending(&mut lock(&self.write), &mut cx, out, counters);
     }
 
     pub(super) fn poll_drained(
@@ -120,32 +106,17 @@ impl Generic {
         counters: &Counters,
     ) -> Poll<io::Result<()>> {
         let mut half = lock(&self.write);
-        loop {
-            if let Some(kind) = out.failed {
-                return Poll::Ready(Err(kind.into()));
+        std::task::ready!(write_pending(&mut half, cx, out, counters));
+        if let Some(kind) = out.failed {
+            return Poll::Ready(Err(kind.into()));
+        }
+        // A wrapped stream may hold what it took (TLS records).
+        match Pin::new(&mut *half).poll_flush(cx) {
+            Poll::Ready(Err(e)) => {
+                out.failed = Some(e.kind());
+                Poll::Ready(Err(e))
             }
-            if out.pending.is_empty() {
-                // A wrapped stream may hold what it took (TLS records).
-                return match Pin::new(&mut *half).poll_flush(cx) {
-                    Poll::Ready(Err(e)) => {
-                        out.failed = Some(e.kind());
-                        Poll::Ready(Err(e))
-                    }
-                    other => other,
-                };
-            }
-            match Pin::new(&mut *half).poll_write(cx, &out.pending) {
-                Poll::Ready(Ok(0)) => out.failed = Some(io::ErrorKind::WriteZero),
-                Poll::Ready(Ok(n)) => {
-                    out.pending.advance(n);
-                    counters.sent(n);
-                }
-                Poll::Ready(Err(e)) => {
-                    out.failed = Some(e.kind());
-                    out.pending.clear();
-                }
-                Poll::Pending => return Poll::Pending,
-            }
+            other => other,
         }
     }
 
@@ -175,6 +146,31 @@ impl Generic {
     pub(super) async fn shutdown(&self) -> io::Result<()> {
         poll_fn(|cx| Pin::new(&mut *lock(&self.write)).poll_shutdown(cx)).await
     }
+}
+
+/// Writes the pending bytes until none are left, writing failed (then
+/// `out.failed` says why) or the stream would wait (pending).
+fn write_pending(
+    half: &mut WriteHalf<Boxed>,
+    cx: &mut Context<'_>,
+    out: &mut Outgoing,
+    counters: &Counters,
+) -> Poll<()> {
+    while !out.pending.is_empty() && out.failed.is_none() {
+        match Pin::new(&mut *half).poll_write(cx, &out.pending) {
+            Poll::Ready(Ok(0)) => out.failed = Some(io::ErrorKind::WriteZero),
+            Poll::Ready(Ok(n)) => {
+                out.pending.advance(n);
+                counters.sent(n);
+            }
+            Poll::Ready(Err(e)) => {
+                out.failed = Some(e.kind());
+                out.pending.clear();
+            }
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(())
 }
 
 impl Reading {
