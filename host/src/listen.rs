@@ -196,7 +196,7 @@ fn plan_one(listener: &Listener, dual_stack: bool) -> Result<Vec<Plan>> {
 fn port_number(listener: &Listener) -> Result<u16> {
     match &listener.port {
         Port::Number(port) => Ok(*port),
-        Port::Service(name) => {
+        Port::Service { name, .. } => {
             let proto = listener.proto.service_proto().unwrap_or("tcp");
             resolve_service(name, proto)
                 .ok_or_else(|| anyhow!("port {listener}: unknown service '{name}'"))

@@ -625,7 +625,7 @@ fn listeners(values: &Values) -> Result<Vec<Listener>> {
         for listener in
             port::parse_listeners(&spec.value, &defaults).map_err(|why| bad(spec, &why))?
         {
-            if let (Port::Service(name), Some(proto)) =
+            if let (Port::Service { name, .. }, Some(proto)) =
                 (&listener.port, listener.proto.service_proto())
                 && port::resolve_service(name, proto).is_none()
             {

@@ -146,24 +146,51 @@ impl fmt::Display for Proto {
     }
 }
 
-/// The port of a listener, before name resolution. Serializes untagged: a
-/// number, or the service name or path as a string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(untagged)]
+/// The port of a listener. Serializes as a number, or the service name or
+/// path as a string.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Port {
     /// A port number; 0 asks the kernel for a free one.
     Number(u16),
-    /// A service name, resolved later (see [`resolve_service`]).
-    Service(String),
+    /// A service name, and its number once resolved (see
+    /// [`resolve_service`]); the parser leaves it `None`.
+    Service {
+        /// The name as written.
+        name: String,
+        /// The port it resolved to, if it has been.
+        number: Option<u16>,
+    },
     /// The path of a unix socket.
     Path(String),
+}
+
+impl Port {
+    /// A service name, not resolved yet.
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::Service {
+            name: name.into(),
+            number: None,
+        }
+    }
 }
 
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Number(n) => write!(f, "{n}"),
-            Self::Service(s) | Self::Path(s) => f.write_str(s),
+            Self::Service { name, .. } => f.write_str(name),
+            Self::Path(path) => f.write_str(path),
+        }
+    }
+}
+
+impl Serialize for Port {
+    /// A number as a number; a service name or a path as the string.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Number(n) => s.serialize_u16(*n),
+            Self::Service { name, .. } => s.serialize_str(name),
+            Self::Path(path) => s.serialize_str(path),
         }
     }
 }
@@ -312,17 +339,6 @@ pub fn parse_listeners(spec: &str, defaults: &PortDefaults) -> Result<Vec<Listen
             Ok(listener)
         })
         .collect()
-}
-
-/// Parses a port specification that makes exactly one listener (see
-/// [`parse_listeners`] for the general case).
-pub fn parse(spec: &str, defaults: &PortDefaults) -> Result<Listener, String> {
-    let mut listeners = parse_listeners(spec, defaults)?;
-    if listeners.len() == 1 {
-        Ok(listeners.remove(0))
-    } else {
-        Err("several IP versions make several listeners here".to_owned())
-    }
 }
 
 /// Splits a `host` option value that may carry IP versions
@@ -601,7 +617,7 @@ fn parse_port(port: &str) -> Result<Port, String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+'));
     if service {
-        Ok(Port::Service(port.to_owned()))
+        Ok(Port::service(port))
     } else {
         Err(format!("invalid port '{port}'"))
     }
@@ -651,7 +667,7 @@ mod tests {
     fn service(host: &str, name: &str) -> Listener {
         Listener {
             host: host.to_owned(),
-            port: Port::Service(name.to_owned()),
+            port: Port::service(name),
             proto: Proto::Tcp,
             ipv: Ipv::Any,
         }
@@ -925,15 +941,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn single_listener_wrapper() {
-        assert_eq!(parse("80", &defaults()), Ok(tcp("*", 80, Ipv::Any)));
-        assert_eq!(
-            parse("80/IPv4/IPv6", &defaults()),
-            Err("several IP versions make several listeners here".to_owned())
-        );
-    }
-
     /// The values of the reference's `host` section.
     #[test]
     fn host_values() {
@@ -1060,7 +1067,7 @@ mod tests {
             ])
         );
         assert_eq!(Port::Number(80).to_string(), "80");
-        assert_eq!(Port::Service("http".into()).to_string(), "http");
+        assert_eq!(Port::service("http").to_string(), "http");
     }
 
     const SERVICES: &str = "\
