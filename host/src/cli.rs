@@ -1,6 +1,8 @@
 //! The command line, as typed: Net::Server's `--key value` or
 //! `--key=value` for every option of [`crate::config::options`], dashes or
-//! underscores alike. [`crate::config`] resolves it with the conf file.
+//! underscores alike. A single-valued option given twice takes the last
+//! value, as in Net::Server; a repeatable one collects them all.
+//! [`crate::config`] resolves it with the conf file.
 
 use std::path::PathBuf;
 
@@ -32,6 +34,9 @@ pub fn command() -> Command {
     let mut command = Command::new("netserver-host")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
+        // `--log-level 1 --log-level 3` is 3, as in Net::Server, where
+        // clap would refuse the second.
+        .args_override_self(true)
         .arg(
             Arg::new("conf_file")
                 .long("conf-file")
@@ -64,8 +69,12 @@ pub fn command() -> Command {
             arg = arg.alias(spec.name);
         }
         if matches!(spec.kind, Kind::Bool) {
-            // `--background` alone means `--background 1`.
-            arg = arg.num_args(0..=1).default_missing_value("1");
+            // `--background` alone means `--background 1`, also when
+            // another option follows (a 0 or 1 never starts with `-`).
+            arg = arg
+                .num_args(0..=1)
+                .default_missing_value("1")
+                .allow_hyphen_values(false);
         }
         command = command.arg(arg);
     }
@@ -209,6 +218,76 @@ mod tests {
         }
         let cli = parse(&["--conf_file", "x.conf", "--check"]).unwrap();
         assert_eq!(cli.conf_file, Some(PathBuf::from("x.conf")));
+        assert!(cli.check);
+    }
+
+    /// A single-valued option given again: the last one wins, as in
+    /// Net::Server's process_args (clap refused it: "cannot be used
+    /// multiple times"); repeatable options collect every value.
+    #[test]
+    fn repeated_options() {
+        let cases: &[Case] = &[
+            (
+                &["--log-level", "1", "--log-level", "3"],
+                &[("log_level", "3")],
+            ),
+            (
+                &["--log-level", "1", "--log_level=2", "--log-level=4"],
+                &[("log_level", "4")],
+            ),
+            (
+                &["--background", "--background", "0"],
+                &[("background", "0")],
+            ),
+            (
+                &["--background", "0", "--background"],
+                &[("background", "1")],
+            ),
+            // A flag before another option (clap took `--port` for its value).
+            (
+                &["--background", "--port", "1"],
+                &[("background", "1"), ("port", "1")],
+            ),
+            (
+                &["--idle-timeout", "-1", "--idle-timeout", "5"],
+                &[("idle_timeout", "5")],
+            ),
+            (
+                &[
+                    "--server-type",
+                    "fork",
+                    "--port",
+                    "1",
+                    "--server_type",
+                    "prefork",
+                ],
+                &[("port", "1"), ("server_type", "prefork")],
+            ),
+            // Repeatable: every value, in order.
+            (
+                &["--port", "1", "--port=2", "--port", "3"],
+                &[("port", "1"), ("port", "2"), ("port", "3")],
+            ),
+            (
+                &["--allow", "a", "--allow", "b"],
+                &[("allow", "a"), ("allow", "b")],
+            ),
+            (&["--ipv", "4", "--ipv", "6"], &[("ipv", "4"), ("ipv", "6")]),
+        ];
+        for (args, want) in cases {
+            let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!(given(&cli), *want, "{args:?}");
+        }
+        let cli = parse(&[
+            "--conf-file",
+            "a.conf",
+            "--conf_file",
+            "b.conf",
+            "--check",
+            "--check",
+        ])
+        .unwrap();
+        assert_eq!(cli.conf_file, Some(PathBuf::from("b.conf")));
         assert!(cli.check);
     }
 }

@@ -265,3 +265,282 @@ property = {{ allow_deny = "refuse" }}
         server.log()
     );
 }
+
+/// Runs `--check ARGS`, expecting exit 2 and one line; returns the line
+/// without the program name.
+fn refused(args: &[&str]) -> String {
+    let out = run(&[&["--check"], args].concat());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    err.trim_end()
+        .strip_prefix("netserver-host: ")
+        .unwrap_or_else(|| panic!("{args:?}: {err}"))
+        .to_owned()
+}
+
+/// Net::Server's `_read_conf` also reads `key=value`, `key: value`,
+/// `key = value` and `--key value`; values keep their own `=` and `:`.
+#[test]
+fn net_server_conf_line_forms() {
+    let path = conf(
+        "line-forms.conf",
+        "\
+log_level=3
+max_servers: 7
+idle_timeout = 12
+--max_requests 99
+--cpu-limit=5 # a comment
+property = greeting=hello
+property: KEY=VALUE
+port=127.0.0.1:20801
+port: [::1]:20802
+host = 127.0.0.1
+port 20803
+",
+    );
+    let got = check(&["--conf-file", &path]);
+    let option = |key: &str| {
+        let option = &got["options"][key];
+        (option["value"].clone(), option["source"].clone())
+    };
+    let at = |line: usize| Value::from(format!("{path}:{line}"));
+    assert_eq!(option("log_level"), (json!(3), at(1)));
+    assert_eq!(option("max_servers"), (json!(7), at(2)));
+    assert_eq!(option("idle_timeout"), (json!(12.0), at(3)));
+    assert_eq!(option("max_requests"), (json!(99), at(4)));
+    assert_eq!(option("cpu_limit"), (json!(5.0), at(5)));
+    assert_eq!(option("property").0, json!(["greeting=hello", "KEY=VALUE"]));
+    assert_eq!(
+        got["listeners"],
+        json!([
+            {"host": "127.0.0.1", "port": 20801, "proto": "tcp", "ipv": "*"},
+            {"host": "::1", "port": 20802, "proto": "tcp", "ipv": "*"},
+            {"host": "127.0.0.1", "port": 20803, "proto": "tcp", "ipv": "*"},
+        ])
+    );
+    // A key with `=` and nothing after it, or a `::` glued to the key,
+    // stays an error naming the file, the line and the key.
+    for (name, text, want) in [
+        (
+            "equals-nothing.conf",
+            "log_level 3\nbackground =\n",
+            "{}:2: background: no value given (expected `background VALUE`)",
+        ),
+        (
+            "dashes-nothing.conf",
+            "--background\n",
+            "{}:1: background: no value given (expected `background VALUE`)",
+        ),
+        (
+            "glued-colons.conf",
+            "host::1\n",
+            "{}:1: host::1: no value given (expected `host::1 VALUE`)",
+        ),
+        (
+            "not-a-key.conf",
+            "log.level=3 x\n",
+            "{}:1: unknown option 'log.level=3'",
+        ),
+    ] {
+        let path = conf(name, text);
+        let line = refused(&["--conf-file", &path]);
+        let want = want.replace("{}", &path);
+        assert!(line.starts_with(&want), "{name}:\n got {line}\nwant {want}");
+    }
+}
+
+/// Port specs, `proto` and `ipv` values Net::Server's parse_info reads:
+/// protocol class names, IP versions between host and port, several
+/// versions in one word.
+#[test]
+fn net_server_port_forms() {
+    let cases: &[(&[&str], Value)] = &[
+        (
+            &["--port", "[127.0.0.1]:IPv4:20811"],
+            json!([{"host": "127.0.0.1", "port": 20811, "proto": "tcp", "ipv": "4"}]),
+        ),
+        (
+            &[
+                "--port",
+                "[::1]:IPv6:20812",
+                "--port",
+                "localhost/IPv4:20813",
+            ],
+            json!([
+                {"host": "::1", "port": 20812, "proto": "tcp", "ipv": "6"},
+                {"host": "localhost", "port": 20813, "proto": "tcp", "ipv": "4"},
+            ]),
+        ),
+        (
+            &["--port", "127.0.0.1:20814/Net::Server::Proto::TCP"],
+            json!([{"host": "127.0.0.1", "port": 20814, "proto": "tcp", "ipv": "*"}]),
+        ),
+        (
+            &["--port", "127.0.0.1:IPv4:20815:Net::Server::Proto::UDP"],
+            json!([{"host": "127.0.0.1", "port": 20815, "proto": "udp", "ipv": "4"}]),
+        ),
+        (
+            &[
+                "--port",
+                "20816|Net::Server::Proto::SSL",
+                "--host",
+                "127.0.0.1",
+            ],
+            json!([{"host": "127.0.0.1", "port": 20816, "proto": "ssl", "ipv": "*"}]),
+        ),
+        (
+            &[
+                "--port",
+                "/tmp/netserver-e2e.sock|Net::Server::Proto::UNIXDGRAM",
+            ],
+            json!([{"host": "*", "port": "/tmp/netserver-e2e.sock", "proto": "unixdgram", "ipv": "*"}]),
+        ),
+        (
+            &[
+                "--proto",
+                "Net::Server::Proto::UDP",
+                "--port",
+                "127.0.0.1:20817",
+            ],
+            json!([{"host": "127.0.0.1", "port": 20817, "proto": "udp", "ipv": "*"}]),
+        ),
+        (
+            &["--proto", "Net::Server::Proto::TCP/IPv6", "--port", "20818"],
+            json!([{"host": "*", "port": 20818, "proto": "tcp", "ipv": "6"}]),
+        ),
+        (
+            &["--port", "*:20819/IPv46"],
+            json!([
+                {"host": "*", "port": 20819, "proto": "tcp", "ipv": "4"},
+                {"host": "*", "port": 20819, "proto": "tcp", "ipv": "6"},
+            ]),
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(check(args)["listeners"], *want, "{args:?}");
+    }
+    // `ipv IPv4v6`, `v4v6`: both families, on the command line and in a file.
+    let both = json!([
+        {"host": "*", "port": 20820, "proto": "tcp", "ipv": "4"},
+        {"host": "*", "port": 20820, "proto": "tcp", "ipv": "6"},
+    ]);
+    for ipv in ["IPv4v6", "v4v6", "46", "IPv4IPv6"] {
+        let got = check(&["--ipv", ipv, "--port", "20820"]);
+        assert_eq!(got["listeners"], both, "--ipv {ipv}");
+    }
+    let path = conf("ipv-v4v6.conf", "ipv IPv4v6\nport 20820\n");
+    assert_eq!(check(&["--conf-file", &path])["listeners"], both);
+}
+
+/// What Net::Server cannot use either stays an error of one line.
+#[test]
+fn near_port_forms_stay_refused() {
+    let class = |name: &str| {
+        format!(
+            "unknown protocol class '{name}' (known: Net::Server::Proto::TCP, UDP, SSL, SSLEAY, UNIX, UNIXDGRAM)"
+        )
+    };
+    let cases: &[(&[&str], String)] = &[
+        (
+            &["--port", "20203/Net::Server::Proto::Tcp"],
+            format!(
+                "--port: invalid value '20203/Net::Server::Proto::Tcp': {}",
+                class("Net::Server::Proto::Tcp")
+            ),
+        ),
+        (
+            &["--proto", "net::server::proto::udp"],
+            format!(
+                "--proto: invalid value 'net::server::proto::udp': {}",
+                class("net::server::proto::udp")
+            ),
+        ),
+        (
+            &["--port", "20203/IPv4v6"],
+            "--port: invalid value '20203/IPv4v6': unknown protocol or IP version 'IPv4v6'"
+                .to_owned(),
+        ),
+        (
+            &["--port", "127.0.0.1:IPv6:20203"],
+            "--port: invalid value '127.0.0.1:IPv6:20203': host 127.0.0.1 is not an IPv6 address"
+                .to_owned(),
+        ),
+        (
+            &["--ipv", "IPv5"],
+            "--ipv: invalid value 'IPv5': must be 4, 6 or *".to_owned(),
+        ),
+        (
+            &["--ipv", "foo4"],
+            "--ipv: invalid value 'foo4': must be 4, 6 or *".to_owned(),
+        ),
+    ];
+    for (args, want) in cases {
+        assert_eq!(refused(args), *want, "{args:?}");
+    }
+}
+
+/// A single-valued option given twice on the command line: the last one
+/// wins, as in Net::Server (clap refused it); repeatable ones collect.
+#[test]
+fn repeated_single_valued_options_last_one_wins() {
+    let got = check(&[
+        "--log-level",
+        "1",
+        "--log_level=3",
+        "--max-servers",
+        "9",
+        "--max-servers",
+        "4",
+        "--background",
+        "--background",
+        "0",
+        "--port",
+        "127.0.0.1:20831",
+        "--port",
+        "127.0.0.1:20832",
+    ]);
+    assert_eq!(got["options"]["log_level"]["value"], 3);
+    assert_eq!(got["options"]["max_servers"]["value"], 4);
+    assert_eq!(got["options"]["background"]["value"], false);
+    assert_eq!(
+        got["listeners"],
+        json!([
+            {"host": "127.0.0.1", "port": 20831, "proto": "tcp", "ipv": "*"},
+            {"host": "127.0.0.1", "port": 20832, "proto": "tcp", "ipv": "*"},
+        ])
+    );
+    // A flag followed by another option is 1, as Net::Server's `--setsid`.
+    let got = check(&["--background", "--log-level", "4"]);
+    assert_eq!(got["options"]["background"]["value"], true);
+    assert_eq!(got["options"]["log_level"]["value"], 4);
+    // The last value is the one checked.
+    assert_eq!(
+        refused(&["--log-level", "3", "--log-level", "9"]),
+        "--log-level: invalid value '9': must be a whole number from 0 to 4"
+    );
+    // And the command line's last value beats the file's.
+    let path = conf("repeat.conf", "log_level 1\nlog_level 2\n");
+    let got = check(&["--conf-file", &path, "--log-level", "0", "--log-level", "4"]);
+    assert_eq!(got["options"]["log_level"]["value"], 4);
+    assert_eq!(got["options"]["log_level"]["source"], "command line");
+}
+
+/// A server configured in these forms serves: a conf file of `key=value`
+/// lines, a class-name protocol, an IP version before the port, and
+/// `--log-level` given twice (the helper gives it first).
+#[test]
+fn a_server_configured_in_net_server_forms_serves() {
+    let path = conf(
+        "forms-serve.conf",
+        "port=127.0.0.1:IPv4:0\nproto: Net::Server::Proto::TCP\n--idle_timeout 5\n",
+    );
+    let server = Server::start_args(&["--conf-file", &path, "--log-level", "3"]);
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Binding to TCP port") && l.contains("on host 127.0.0.1 with IPv4")),
+        "{log:#?}"
+    );
+    server.assert_echoes("hi", "forms-serve.conf");
+}

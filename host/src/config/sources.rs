@@ -126,10 +126,12 @@ pub fn read_conf_file(path: &Path) -> Result<ConfFile> {
     }
 }
 
-/// Parses Net::Server's conf format: one `key value` pair per line; blank
-/// lines and `#` comments are ignored. Unlike Net::Server, a trailing
-/// ` # comment`, trailing white space and the CR of a CRLF line are not
-/// part of the value. A key repeated accumulates (`port`, `allow`, …).
+/// Parses Net::Server's conf format: one `key value` pair per line, also
+/// written `key=value`, `key: value`, `key = value` or `--key value` (see
+/// [`split_line`]); blank lines and `#` comments are ignored. Unlike
+/// Net::Server, a trailing ` # comment`, trailing white space and the CR
+/// of a CRLF line are not part of the value. A key repeated accumulates
+/// (`port`, `allow`, …).
 pub fn parse_key_value(text: &str, path: &Path) -> Result<Vec<Setting>> {
     let mut settings = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -141,10 +143,7 @@ pub fn parse_key_value(text: &str, path: &Path) -> Result<Vec<Setting>> {
         if line.is_empty() {
             continue;
         }
-        let (key, value) = line
-            .split_once(char::is_whitespace)
-            .map(|(k, v)| (k, v.trim()))
-            .unwrap_or((line, ""));
+        let (key, value) = split_line(line);
         if value.is_empty() {
             bail!("{source}: {key}: no value given (expected `{key} VALUE`)");
         }
@@ -155,6 +154,42 @@ pub fn parse_key_value(text: &str, path: &Path) -> Result<Vec<Setting>> {
         });
     }
     Ok(settings)
+}
+
+/// Splits a conf line (trimmed, without its comment) into its key and value
+/// as Net::Server's `_read_conf` does (`^\s*((?:--)?\w+)(?:\s*[=:]\s*|\s+)(.+)`):
+/// a key of letters, digits, `_` and `-`, after an optional `--`, then
+/// `=` or `:` (with or without white space around it) or white space, then
+/// the value. Where Net::Server would take the first `:` of an IPv6
+/// address's `::` for the separator (`host ::1`, read as `:1`), the `::`
+/// is part of the value. Any other line is split at its first white space,
+/// the first word the key (which then names itself in the error:
+/// `log.level 3`, `host::1`).
+fn split_line(line: &str) -> (&str, &str) {
+    let body = line.strip_prefix("--").unwrap_or(line);
+    let key_len = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+        .unwrap_or(body.len());
+    if key_len > 0 {
+        let (key, rest) = body.split_at(key_len);
+        let after = rest.trim_start();
+        let spaced = after.len() < rest.len();
+        if let Some(value) = after.strip_prefix('=') {
+            return (key, value.trim());
+        }
+        // `::1` starts a value; `:::1` is `:` then `::1`.
+        if let Some(value) = after.strip_prefix(':')
+            && (!value.starts_with(':') || value.starts_with("::"))
+        {
+            return (key, value.trim());
+        }
+        if spaced || after.is_empty() {
+            return (key, after.trim_end());
+        }
+    }
+    line.split_once(char::is_whitespace)
+        .map(|(k, v)| (k, v.trim()))
+        .unwrap_or((line, ""))
 }
 
 /// A line without its comment: `#` at the start, or after white space.
@@ -347,6 +382,90 @@ mod tests {
         ];
         for &(text, want) in cases {
             assert_eq!(kv(text).unwrap(), owned(want), "{text:?}");
+        }
+    }
+
+    /// The line forms Net::Server's `_read_conf` reads besides `key value`,
+    /// with what it made of each (its key and value) where that differs.
+    #[test]
+    fn net_server_line_forms() {
+        let cases: &[(&str, &[Row])] = &[
+            ("port=20203\n", &[("port", "20203", 1)]),
+            ("log_level: 3\n", &[("log_level", "3", 1)]),
+            ("host = 127.0.0.1\n", &[("host", "127.0.0.1", 1)]),
+            ("port\t=\t7\n", &[("port", "7", 1)]),
+            // Net::Server: key `--user`, which its process_args reads as user.
+            ("--user nobody\n", &[("user", "nobody", 1)]),
+            ("--group=nogroup\n", &[("group", "nogroup", 1)]),
+            ("  --max_servers :  7  \r\n", &[("max_servers", "7", 1)]),
+            // Dashes in keys, as netserver takes them in `key value` lines
+            // (Net::Server skips `log-level=3`: not a \w+ key).
+            ("log-level=3\n", &[("log_level", "3", 1)]),
+            ("--log-level: 3\n", &[("log_level", "3", 1)]),
+            // Values keep their own `=` and `:`.
+            ("port localhost:20204\n", &[("port", "localhost:20204", 1)]),
+            ("port: localhost:20203\n", &[("port", "localhost:20203", 1)]),
+            ("port=[::1]:80\n", &[("port", "[::1]:80", 1)]),
+            ("property KEY=VALUE\n", &[("property", "KEY=VALUE", 1)]),
+            ("property=KEY=VALUE\n", &[("property", "KEY=VALUE", 1)]),
+            ("property = a = b\n", &[("property", "a = b", 1)]),
+            (
+                "property greeting = hello\n",
+                &[("property", "greeting = hello", 1)],
+            ),
+            ("allow=a=b\n", &[("allow", "a=b", 1)]),
+            (
+                "port = localhost, 20203, tcp, IPv*\n",
+                &[("port", "localhost, 20203, tcp, IPv*", 1)],
+            ),
+            ("cidr_allow: ::/0\n", &[("cidr_allow", "::/0", 1)]),
+            ("host = ::1\n", &[("host", "::1", 1)]),
+            ("host: ::1\n", &[("host", "::1", 1)]),
+            ("host:::1\n", &[("host", "::1", 1)]),
+            // Net::Server: `:1` (the first `:` of `::1` taken for `key: `).
+            ("host ::1\n", &[("host", "::1", 1)]),
+            ("port ::1 | 80\n", &[("port", "::1 | 80", 1)]),
+            ("port :80\n", &[("port", "80", 1)]),
+            // Net::Server: `3 ` (it keeps what follows, comments aside).
+            ("log_level=3 # three\n", &[("log_level", "3", 1)]),
+            (
+                "port=1\nport: 2\n--port 3\nport 4\n",
+                &[
+                    ("port", "1", 1),
+                    ("port", "2", 2),
+                    ("port", "3", 3),
+                    ("port", "4", 4),
+                ],
+            ),
+            // Not a key Net::Server would read: split at white space as before.
+            ("log.level 3\n", &[("log.level", "3", 1)]),
+            ("a/b=c d\n", &[("a/b=c", "d", 1)]),
+        ];
+        for &(text, want) in cases {
+            assert_eq!(kv(text).unwrap(), owned(want), "{text:?}");
+        }
+    }
+
+    /// Lines with a key and no value (Net::Server skips all but the
+    /// third, which it reads as background `:`).
+    #[test]
+    fn line_forms_without_a_value() {
+        let cases = [
+            ("background=\n", "background"),
+            ("background = \n", "background"),
+            ("background :\n", "background"),
+            ("--background\n", "background"),
+            ("--background=\n", "background"),
+            ("host::1\n", "host::1"),
+            ("--\n", "--"),
+        ];
+        for (text, key) in cases {
+            let err = kv(text).unwrap_err().to_string();
+            assert_eq!(
+                err,
+                format!("t.conf:1: {key}: no value given (expected `{key} VALUE`)"),
+                "{text:?}"
+            );
         }
     }
 
