@@ -601,9 +601,17 @@ fn no_byte_of_one_client_reaches_the_next_on_a_shared_instance(personality: &str
 }
 per_personality!(no_byte_of_one_client_reaches_the_next_on_a_shared_instance: single, multiplex);
 
-#[test]
-fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
-    let mut server = Server::start(&["--module", guests::HOOK_TRACE, "--check-for-dequeue", "0.2"]);
+/// Every personality with a master runs the guest's `dequeue` in a process
+/// of its own every `check_for_dequeue` seconds, while it serves clients.
+fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients(personality: &str) {
+    let mut server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        guests::HOOK_TRACE,
+        "--check-for-dequeue",
+        "0.2",
+    ]);
     server.wait_for_log("hook dequeue");
     echo_session_traced(&mut server.connect());
     // And again, in a new process each time.
@@ -614,7 +622,7 @@ fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
             .filter(|l| l.contains("dequeue{service=hook_trace}: hook dequeue"))
             .count()
     };
-    server.eventually("dequeue to run 3 times", || {
+    server.eventually(&format!("{personality}: dequeue to run 3 times"), || {
         let runs = runs();
         if runs >= 3 {
             Ok(())
@@ -623,6 +631,11 @@ fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
         }
     });
 }
+per_personality!(dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients:
+    multiplex,
+    prefork,
+    fork,
+);
 
 fn echo_session_traced(client: &mut Client) {
     client.send(b"hi\nquit\n");
@@ -678,23 +691,59 @@ fn systemd_socket_activation_serves_the_handed_socket() {
     server.wait_for_log("inherited from systemd");
 }
 
-#[test]
-fn sig_passthrough_passes_signals_to_the_workers() {
-    let mut server = Server::start(&[
+/// `sig_passthrough`: the master passes the signal on to its workers,
+/// which have no use for it and go on serving. A conversation is held open
+/// throughout, so that `fork`, whose children live only while they serve a
+/// client, has a worker to pass it to. `pool`: the number of children the
+/// personality keeps with `args`, where it is fixed.
+fn sig_passthrough_passes_signals_to_the_workers(
+    personality: &str,
+    args: &[&str],
+    pool: Option<usize>,
+) {
+    let passthrough = [
         "--server-type",
-        "prefork-simple",
-        "--max-servers",
-        "2",
+        personality,
         "--sig-passthrough",
         "USR2,WINCH",
-    ]);
-    wait_children(&server, "2", |c| c.len() == 2);
+    ];
+    let mut server = Server::start(&[&passthrough[..], args].concat());
+    let mut held = server.connect();
+    held.send(b"before\r\n");
+    assert_eq!(held.read_line(), "You said 'before'\r\n", "{personality}");
+    if let Some(pool) = pool {
+        wait_children(&server, &pool.to_string(), |c| c.len() == pool);
+    }
     server.signal("USR2");
-    server.wait_for_log("passing USR2 to 2 workers");
-    // The workers have no use for it and go on serving.
+    let line = server.wait_for_log("passing USR2 to ");
+    let passed: usize = line
+        .split_once("passing USR2 to ")
+        .and_then(|(_, rest)| rest.split_once(" workers"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{personality}: no number of workers in {line:?}"));
+    match pool {
+        Some(pool) => assert_eq!(passed, pool, "{personality}: {line}"),
+        None => assert!(passed >= 1, "{personality}: {line}"),
+    }
+    // The workers have no use for it and go on serving, the held
+    // conversation too.
     echo_session(&mut server.connect());
-    assert_eq!(children(server.pid()).len(), 2);
+    held.send(b"after\r\nquit\r\n");
+    assert_eq!(
+        held.read_all(),
+        "You said 'after'\r\nYou said 'quit'\r\n",
+        "{personality}"
+    );
+    if let Some(pool) = pool {
+        assert_eq!(children(server.pid()).len(), pool, "{personality}");
+    }
 }
+per_personality!(sig_passthrough_passes_signals_to_the_workers:
+    prefork_simple(&["--max-servers", "2"], Some(2)),
+    prefork(&["--min-servers", "1", "--max-servers", "2"], None),
+    multiplex(&[], None),
+    fork(&[], None),
+);
 
 #[test]
 fn leave_children_open_on_hup_keeps_the_old_workers() {
