@@ -4,9 +4,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::util::{Client, PATIENCE, Server, free_port, guests};
+use crate::util::{
+    Client, Server, eventually, free_port, guests, per_personality, require_command,
+};
 
 /// What `hook-trace` answers a served client, and a refused one.
 #[derive(Debug, PartialEq)]
@@ -251,21 +253,12 @@ fn concurrent_connections_per_address_are_limited() {
     first.send(b"quit\n");
     first.read_all();
     server.wait_for_log("peer=127.0.0.1:");
-    let deadline = Instant::now() + PATIENCE;
-    let ended = |server: &Server| {
+    server.eventually("the first connection to end", || {
         server
             .log()
             .iter()
-            .filter(|l| l.contains("connection ended") && l.contains("peer=127.0.0.1:"))
-            .count()
-    };
-    while ended(&server) < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the first connection never ended"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+            .any(|l| l.contains("connection ended") && l.contains("peer=127.0.0.1:"))
+    });
     let mut again = from("127.0.0.1");
     again.send(b"quit\n");
     assert_eq!(again.read_all(), "You said 'quit'\r\n");
@@ -432,27 +425,25 @@ fn a_missing_or_malformed_proxy_header_closes_the_connection() {
 /// listener) or to a wildcard (asked of the kernel per connection), in the
 /// personality that accepts many connections and in one that accepts one at
 /// a time.
-#[test]
-fn the_guest_sees_both_ends_of_its_connection() {
-    for server_type in ["multiplex", "prefork"] {
-        for (spec, reached) in [("127.0.0.1:0", "127.0.0.1"), ("0.0.0.0:0", "127.0.0.2")] {
-            let server = Server::start_on(
-                spec,
-                &["--module", guests::HOOK_TRACE, "--server-type", server_type],
-            );
-            let local = SocketAddr::new(reached.parse().unwrap(), server.addr.port());
-            let mut client = Client::connect_from("127.0.0.3".parse().unwrap(), local);
-            let port = client.local_port();
-            client.send(b"ping\nquit\n");
-            let reply = client.read_all();
-            assert!(
-                reply.starts_with(&format!("peer=127.0.0.3:{port} local={local} ")),
-                "{server_type} on {spec}: {reply:?}"
-            );
-            assert!(reply.contains("You said 'ping'"), "{reply:?}");
-        }
+fn the_guest_sees_both_ends_of_its_connection(server_type: &str) {
+    for (spec, reached) in [("127.0.0.1:0", "127.0.0.1"), ("0.0.0.0:0", "127.0.0.2")] {
+        let server = Server::start_on(
+            spec,
+            &["--module", guests::HOOK_TRACE, "--server-type", server_type],
+        );
+        let local = SocketAddr::new(reached.parse().unwrap(), server.addr.port());
+        let mut client = Client::connect_from("127.0.0.3".parse().unwrap(), local);
+        let port = client.local_port();
+        client.send(b"ping\nquit\n");
+        let reply = client.read_all();
+        assert!(
+            reply.starts_with(&format!("peer=127.0.0.3:{port} local={local} ")),
+            "{server_type} on {spec}: {reply:?}"
+        );
+        assert!(reply.contains("You said 'ping'"), "{reply:?}");
     }
 }
+per_personality!(the_guest_sees_both_ends_of_its_connection: multiplex, prefork);
 
 /// A HAProxy started by the test, killed (by PID) when dropped.
 struct Haproxy(Child);
@@ -466,8 +457,10 @@ impl Drop for Haproxy {
 
 #[test]
 fn behind_a_real_haproxy_sending_proxy_v2() {
-    let haproxy = which("haproxy")
-        .expect("haproxy is not installed: .ci/run installs it (apt-get install -y haproxy)");
+    // .ci/run installs it (apt-get install -y haproxy).
+    let Some(haproxy) = require_command("haproxy") else {
+        return;
+    };
     let mut server = Server::start(&[
         "--module",
         guests::HOOK_TRACE,
@@ -498,11 +491,9 @@ fn behind_a_real_haproxy_sending_proxy_v2() {
             .expect("start haproxy"),
     );
     let front: SocketAddr = ([127, 0, 0, 1], front).into();
-    let deadline = Instant::now() + PATIENCE;
-    while std::net::TcpStream::connect(front).is_err() {
-        assert!(Instant::now() < deadline, "haproxy never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("haproxy to listen", || {
+        std::net::TcpStream::connect(front).is_ok()
+    });
     // A client at 127.0.0.2: the guest sees its address and port.
     let mut client = Client::connect_from("127.0.0.2".parse().unwrap(), front);
     let port = client.local_port();
@@ -526,14 +517,6 @@ fn behind_a_real_haproxy_sending_proxy_v2() {
     assert!(reply.ends_with("denied\r\nbye\r\n"), "{reply:?}");
     let line = server.wait_for_log(r"denied by deny 127\.0\.0\.9");
     assert!(line.contains(&format!("peer=127.0.0.9:{port}")), "{line}");
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 fn tempdir() -> std::path::PathBuf {

@@ -1,5 +1,5 @@
-//! Daemon mode, for real (the tests run as root): the pid file's life,
-//! `background` and `setsid`.
+//! Daemon mode, for real (as root; as another user these tests are
+//! skipped): the pid file's life, `background` and `setsid`.
 //!
 //! A daemon is not the test's child: it is found by the pid it wrote, and
 //! only that pid is ever signalled.
@@ -8,10 +8,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::privileges::{NOBODY, ids};
-use crate::util::{BIN, Client, PATIENCE, Server, free_port, run};
+use crate::util::{
+    BIN, Client, PATIENCE, Server, eventually, free_port, per_personality, require_root, run,
+};
 
 /// A fresh directory in /tmp (which the server's user can reach), owned
 /// by `owner`: nobody may remove a pid file from it, root's may not.
@@ -21,15 +23,6 @@ fn scratch(name: &str, owner: u32) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(owner), Some(owner)).unwrap();
     dir
-}
-
-/// Waits (at most [`PATIENCE`]) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn read_pid(path: &Path) -> Option<u32> {
@@ -59,54 +52,58 @@ fn fd_target(pid: u32, fd: u32) -> PathBuf {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
 }
 
-#[test]
-fn pid_file_lifecycle() {
-    // Each way the master ends removes it: TERM, INT, QUIT, in both kinds
-    // of master.
-    for (server_type, stop) in [("multiplex", "TERM"), ("prefork", "INT"), ("fork", "QUIT")] {
-        let dir = scratch(&format!("lifecycle-{server_type}"), NOBODY);
-        let pid_file = dir.join("server.pid");
-        let path = pid_file.to_str().unwrap();
-        // A stale file (no process has that pid) is overwritten.
-        std::fs::write(&pid_file, "999999999\n").unwrap();
-        let mut server = Server::start(&["--server-type", server_type, "--pid-file", path]);
-        // Written before root is dropped.
-        server.wait_for_log("Setting uid to");
-        assert_eq!(read_pid(&pid_file), Some(server.pid()), "{server_type}");
-        // Written as root, before root was dropped; it stays root's.
-        let meta = std::fs::metadata(&pid_file).unwrap();
-        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
-        // A second server refuses, naming the file and the live pid,
-        // before binding anything.
-        let out = run(&["--port", "127.0.0.1:0", "--pid-file", path]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(
-            err.starts_with(&format!(
-                "netserver-host: pid_file {path}: process {} named there is running",
-                server.pid()
-            )),
-            "{err}"
-        );
-        echo(server.addr, "before HUP");
-        // Kept across HUP: the same process, re-executed as nobody, finds
-        // its own pid there.
-        server.signal("HUP");
-        server.wait_for_log("inherited across a restart");
-        echo(server.addr, "after HUP");
-        assert_eq!(read_pid(&pid_file), Some(server.pid()));
-        assert_eq!(ids(server.pid()).0, vec![NOBODY; 4]);
-        // Removed as the master ends.
-        server.signal(stop);
-        assert_eq!(server.wait_exit(), Some(0), "{server_type} {stop}");
-        assert!(!pid_file.exists(), "{server_type} {stop}");
-        std::fs::remove_dir_all(&dir).unwrap();
+/// Each way the master ends removes it: TERM, INT, QUIT, in both kinds of
+/// master.
+fn pid_file_lifecycle(server_type: &str, stop: &str) {
+    if !require_root() {
+        return;
     }
+    let dir = scratch(&format!("lifecycle-{server_type}"), NOBODY);
+    let pid_file = dir.join("server.pid");
+    let path = pid_file.to_str().unwrap();
+    // A stale file (no process has that pid) is overwritten.
+    std::fs::write(&pid_file, "999999999\n").unwrap();
+    let mut server = Server::start(&["--server-type", server_type, "--pid-file", path]);
+    // Written before root is dropped.
+    server.wait_for_log("Setting uid to");
+    assert_eq!(read_pid(&pid_file), Some(server.pid()), "{server_type}");
+    // Written as root, before root was dropped; it stays root's.
+    let meta = std::fs::metadata(&pid_file).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o644));
+    // A second server refuses, naming the file and the live pid,
+    // before binding anything.
+    let out = run(&["--port", "127.0.0.1:0", "--pid-file", path]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "netserver-host: pid_file {path}: process {} named there is running",
+            server.pid()
+        )),
+        "{err}"
+    );
+    echo(server.addr, "before HUP");
+    // Kept across HUP: the same process, re-executed as nobody, finds
+    // its own pid there.
+    server.signal("HUP");
+    server.wait_for_log("inherited across a restart");
+    echo(server.addr, "after HUP");
+    assert_eq!(read_pid(&pid_file), Some(server.pid()));
+    assert_eq!(ids(server.pid()).0, vec![NOBODY; 4]);
+    // Removed as the master ends.
+    server.signal(stop);
+    assert_eq!(server.wait_exit(), Some(0), "{server_type} {stop}");
+    assert!(!pid_file.exists(), "{server_type} {stop}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
+per_personality!(pid_file_lifecycle: multiplex("TERM"), prefork("INT"), fork("QUIT"));
 
 #[test]
 fn a_pid_file_nobody_may_remove_is_left_with_a_warning() {
+    if !require_root() {
+        return;
+    }
     // /tmp-like: root's directory; after the drop the server cannot
     // unlink its (root's) pid file there.
     let dir = scratch("kept", 0);
@@ -196,8 +193,8 @@ impl Daemon {
     /// TERM, then waits for it to remove its pid file and end.
     fn stop(self) {
         self.signal(nix::sys::signal::Signal::SIGTERM);
-        wait_until("the pid file to go", || !self.pid_file.exists());
-        wait_until("the daemon to end", || self.ended());
+        eventually("the pid file to go", || !self.pid_file.exists());
+        eventually("the daemon to end", || self.ended());
     }
 }
 
@@ -215,6 +212,9 @@ fn own_session() -> i32 {
 
 #[test]
 fn background_detaches_and_keeps_its_pid_across_hup() {
+    if !require_root() {
+        return;
+    }
     let dir = scratch("background", NOBODY);
     let log_file = dir.join("server.log");
     let daemon = Daemon::start(
@@ -244,7 +244,7 @@ fn background_detaches_and_keeps_its_pid_across_hup() {
     assert_eq!(std::fs::read_to_string(&daemon.stderr).unwrap(), "");
     // HUP re-executes the daemon in place: no second fork, same pid file.
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
-    wait_until("the restart", || {
+    eventually("the restart", || {
         std::fs::read_to_string(&log_file)
             .unwrap()
             .contains("inherited across a restart")
@@ -259,6 +259,9 @@ fn background_detaches_and_keeps_its_pid_across_hup() {
 
 #[test]
 fn background_without_a_log_file_keeps_logging_to_the_terminal() {
+    if !require_root() {
+        return;
+    }
     let dir = scratch("background-stderr", NOBODY);
     let daemon = Daemon::start(&dir, &["--background", "1"]);
     echo(daemon.addr, "detached");
@@ -276,6 +279,9 @@ fn background_without_a_log_file_keeps_logging_to_the_terminal() {
 
 #[test]
 fn setsid_leads_a_new_session_with_stdio_on_dev_null() {
+    if !require_root() {
+        return;
+    }
     let dir = scratch("setsid", NOBODY);
     let daemon = Daemon::start(&dir, &["--setsid", "1"]);
     echo(daemon.addr, "session leader");
@@ -301,6 +307,9 @@ fn setsid_leads_a_new_session_with_stdio_on_dev_null() {
 
 #[test]
 fn start_errors_of_a_daemon_reach_the_terminal() {
+    if !require_root() {
+        return;
+    }
     let dir = scratch("errors", NOBODY);
     // A port in use: reported before forking.
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -335,7 +344,7 @@ fn start_errors_of_a_daemon_reach_the_terminal() {
         )
     );
     assert!(!dir.join("elsewhere").exists());
-    wait_until("the port to be free", || {
+    eventually("the port to be free", || {
         TcpListener::bind(("127.0.0.1", port)).is_ok()
     });
     std::fs::remove_dir_all(&dir).unwrap();
@@ -343,6 +352,9 @@ fn start_errors_of_a_daemon_reach_the_terminal() {
 
 #[test]
 fn a_daemon_takes_signals_as_soon_as_it_is_ready() {
+    if !require_root() {
+        return;
+    }
     // TERM the moment the launcher returns: caught (the pid file is
     // removed, which the default action would not do) and logged.
     for round in 0..3 {
@@ -361,6 +373,9 @@ fn a_daemon_takes_signals_as_soon_as_it_is_ready() {
 
 #[test]
 fn in_a_chroot_the_pid_file_is_removed_when_it_is_inside() {
+    if !require_root() {
+        return;
+    }
     let jail = scratch("jail", NOBODY);
     let outside = scratch("outside", NOBODY);
     for (pid_file, removed) in [

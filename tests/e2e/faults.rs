@@ -1,6 +1,6 @@
 //! Hostile guests and clients end only their own connection.
 
-use crate::util::{Server, guests};
+use crate::util::{Server, guests, per_personality};
 
 /// Sends `line` to a fresh client of the misbehave guest and reads until the
 /// connection closes.
@@ -64,13 +64,16 @@ fn spinning_guest_is_stopped_and_does_not_stall_others() {
 /// their only runtime thread: the CPU limit must still stop a spinning
 /// guest there (the epoch ticks from a thread of its own), and the process
 /// then serves the next client.
-#[test]
-fn spinning_guest_is_stopped_in_every_sequential_personality() {
-    for server_type in ["single", "fork", "prefork-simple", "prefork"] {
-        let mut server = spin_server(server_type, &[]);
-        assert_spin_is_stopped(&mut server, server_type);
-    }
+fn spinning_guest_is_stopped_in_every_sequential_personality(server_type: &str) {
+    let mut server = spin_server(server_type, &[]);
+    assert_spin_is_stopped(&mut server, server_type);
 }
+per_personality!(spinning_guest_is_stopped_in_every_sequential_personality:
+    single,
+    fork,
+    prefork_simple,
+    prefork,
+);
 
 /// A server of the misbehave guest with a CPU limit of a second.
 fn spin_server(server_type: &str, extra: &[&str]) -> Server {
@@ -90,15 +93,13 @@ fn assert_spin_is_stopped(server: &mut Server, server_type: &str) {
 /// CPU clock, still ticks as soon as a guest computes: the CPU limit stops
 /// a spinning guest there, in a worker serving many connections and in one
 /// serving one at a time.
-#[test]
-fn spinning_guest_is_stopped_after_the_process_was_idle() {
-    for server_type in ["multiplex", "prefork-simple"] {
-        let mut server = spin_server(server_type, &["--max-servers", "1"]);
-        // Idle for a while first.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        assert_spin_is_stopped(&mut server, server_type);
-    }
+fn spinning_guest_is_stopped_after_the_process_was_idle(server_type: &str) {
+    let mut server = spin_server(server_type, &["--max-servers", "1"]);
+    // Idle for a while first (what is tested, not a wait for something).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_spin_is_stopped(&mut server, server_type);
 }
+per_personality!(spinning_guest_is_stopped_after_the_process_was_idle: multiplex, prefork_simple);
 
 #[test]
 fn exit_and_error_are_logged() {
@@ -121,34 +122,33 @@ fn guest_stderr_is_logged_per_line() {
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
 }
 
-/// The personalities whose guests wait through the runtime (`multiplex`)
-/// and those whose guests sleep in the client's socket (one connection per
-/// process).
-const WAITING_KINDS: [&str; 3] = ["multiplex", "prefork", "fork"];
+// The idle-timeout tests run in the personality whose guests wait through
+// the runtime (`multiplex`) and in those whose guests sleep in the client's
+// socket (one connection per process: `prefork`, `fork`).
 
-#[test]
-fn silent_client_is_closed_after_idle_timeout() {
-    for personality in WAITING_KINDS {
-        let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
-        let mut silent = server.connect();
-        // The server closes the connection; read_all returns at its end of file.
-        assert_eq!(silent.read_all(), "", "{personality}");
-        server.wait_for_log("idle timeout: no data for 0.5s");
-        server.assert_echoes("still here", personality);
-    }
+fn silent_client_is_closed_after_idle_timeout(personality: &str) {
+    let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
+    let mut silent = server.connect();
+    // The server closes the connection; read_all returns at its end of file.
+    assert_eq!(silent.read_all(), "", "{personality}");
+    server.wait_for_log("idle timeout: no data for 0.5s");
+    server.assert_echoes("still here", personality);
 }
+per_personality!(silent_client_is_closed_after_idle_timeout: multiplex, prefork, fork);
 
-#[test]
-fn client_that_pauses_after_a_line_is_closed_after_idle_timeout() {
-    for personality in WAITING_KINDS {
-        let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
-        let mut client = server.connect();
-        client.send(b"one\n");
-        assert_eq!(client.read_line(), "You said 'one'\r\n", "{personality}");
-        assert_eq!(client.read_all(), "", "{personality}");
-        server.wait_for_log("idle timeout: no data for 0.5s");
-    }
+fn client_that_pauses_after_a_line_is_closed_after_idle_timeout(personality: &str) {
+    let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
+    let mut client = server.connect();
+    client.send(b"one\n");
+    assert_eq!(client.read_line(), "You said 'one'\r\n", "{personality}");
+    assert_eq!(client.read_all(), "", "{personality}");
+    server.wait_for_log("idle timeout: no data for 0.5s");
 }
+per_personality!(client_that_pauses_after_a_line_is_closed_after_idle_timeout:
+    multiplex,
+    prefork,
+    fork,
+);
 
 #[test]
 fn client_that_resets_mid_reply_is_harmless() {
@@ -211,14 +211,7 @@ fn without_room_for_the_pool_instances_are_allocated_on_demand() {
     );
 }
 
-#[test]
-fn client_that_never_reads_is_closed_after_idle_timeout() {
-    for personality in WAITING_KINDS {
-        never_reads(personality);
-    }
-}
-
-fn never_reads(personality: &str) {
+fn client_that_never_reads_is_closed_after_idle_timeout(personality: &str) {
     let mut server = Server::start(&["--server-type", personality, "--idle-timeout", "0.5"]);
     let mut hog = server.connect();
     // Replies pile up until both socket buffers are full and the guest's
@@ -240,3 +233,4 @@ fn never_reads(personality: &str) {
         "{personality}: the server never closed the hog's connection"
     );
 }
+per_personality!(client_that_never_reads_is_closed_after_idle_timeout: multiplex, prefork, fork);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, PATIENCE, Server, guests, kill};
+use crate::util::{BIN, Client, PATIENCE, Server, guests, kill, per_personality};
 
 /// The pids of the processes whose parent is `pid`, from /proc.
 fn children(pid: u32) -> Vec<u32> {
@@ -41,19 +41,14 @@ fn children(pid: u32) -> Vec<u32> {
 /// Waits (at most [`PATIENCE`]) until the server's children satisfy
 /// `want`; returns them.
 fn wait_children(server: &Server, what: &str, want: impl Fn(&[u32]) -> bool) -> Vec<u32> {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
+    server.eventually(&format!("the children to become {what}"), || {
         let now = children(server.pid());
         if want(&now) {
-            return now;
+            Ok(now)
+        } else {
+            Err(format!("children {now:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "children never became {what}: {now:?}; log:\n{}",
-            server.log().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 fn echo_session(client: &mut Client) {
@@ -61,46 +56,37 @@ fn echo_session(client: &mut Client) {
     assert_eq!(client.read_all(), "You said 'hello'\r\nYou said 'quit'\r\n");
 }
 
-#[test]
-fn every_personality_serves_the_echo() {
-    let cases: &[&[&str]] = &[
-        &["--server-type", "single"],
-        &["--server-type", "fork"],
-        &["--server-type", "prefork-simple", "--max-servers", "2"],
-        &[
-            "--server-type",
-            "prefork",
-            "--min-servers",
-            "2",
-            "--max-servers",
-            "4",
-        ],
-        &["--server-type", "multiplex"],
-        &["--server-type", "multiplex", "--workers", "2"],
-    ];
-    for args in cases {
-        let server = Server::start(args);
-        for _ in 0..3 {
-            echo_session(&mut server.connect());
-        }
-        // Two clients at once are both served (one waits its turn in the
-        // sequential personalities).
-        let mut a = server.connect();
-        let mut b = server.connect();
-        a.send(b"a\r\nquit\r\n");
-        b.send(b"b\r\nquit\r\n");
-        assert_eq!(
-            a.read_all(),
-            "You said 'a'\r\nYou said 'quit'\r\n",
-            "{args:?}"
-        );
-        assert_eq!(
-            b.read_all(),
-            "You said 'b'\r\nYou said 'quit'\r\n",
-            "{args:?}"
-        );
+fn every_personality_serves_the_echo(personality: &str, extra: &[&str]) {
+    let args = [&["--server-type", personality][..], extra].concat();
+    let server = Server::start(&args);
+    for _ in 0..3 {
+        echo_session(&mut server.connect());
     }
+    // Two clients at once are both served (one waits its turn in the
+    // sequential personalities).
+    let mut a = server.connect();
+    let mut b = server.connect();
+    a.send(b"a\r\nquit\r\n");
+    b.send(b"b\r\nquit\r\n");
+    assert_eq!(
+        a.read_all(),
+        "You said 'a'\r\nYou said 'quit'\r\n",
+        "{args:?}"
+    );
+    assert_eq!(
+        b.read_all(),
+        "You said 'b'\r\nYou said 'quit'\r\n",
+        "{args:?}"
+    );
 }
+per_personality!(every_personality_serves_the_echo:
+    single(&[]),
+    fork(&[]),
+    prefork_simple(&["--max-servers", "2"]),
+    prefork(&["--min-servers", "2", "--max-servers", "4"]),
+    multiplex(&[]),
+    multiplex_2_workers as multiplex(&["--workers", "2"]),
+);
 
 /// Runs `netserver-host --server-type inetd ARGS` on one accepted
 /// connection, as inetd does, sends `request` and returns the reply, whether
@@ -236,38 +222,34 @@ fn ttin_and_ttou_change_the_number_of_children() {
     echo_session(&mut server.connect());
 }
 
-#[test]
-fn quit_lets_an_open_conversation_finish() {
-    for personality in ["multiplex", "prefork-simple", "fork"] {
-        let mut server = Server::start(&["--server-type", personality, "--max-servers", "2"]);
-        let mut client = server.connect();
-        client.send(b"before\r\n");
-        assert_eq!(client.read_line(), "You said 'before'\r\n");
-        server.signal("QUIT");
-        server.wait_for_log("Received QUIT");
-        client.send(b"after\r\nquit\r\n");
-        assert_eq!(
-            client.read_all(),
-            "You said 'after'\r\nYou said 'quit'\r\n",
-            "{personality}"
-        );
-        assert_eq!(server.wait_exit(), Some(0), "{personality}");
-    }
+fn quit_lets_an_open_conversation_finish(personality: &str) {
+    let mut server = Server::start(&["--server-type", personality, "--max-servers", "2"]);
+    let mut client = server.connect();
+    client.send(b"before\r\n");
+    assert_eq!(client.read_line(), "You said 'before'\r\n");
+    server.signal("QUIT");
+    server.wait_for_log("Received QUIT");
+    client.send(b"after\r\nquit\r\n");
+    assert_eq!(
+        client.read_all(),
+        "You said 'after'\r\nYou said 'quit'\r\n",
+        "{personality}"
+    );
+    assert_eq!(server.wait_exit(), Some(0), "{personality}");
 }
+per_personality!(quit_lets_an_open_conversation_finish: multiplex, prefork_simple, fork);
 
-#[test]
-fn term_ends_an_open_conversation() {
-    for personality in ["multiplex", "prefork", "fork"] {
-        let mut server = Server::start(&["--server-type", personality]);
-        let mut client = server.connect();
-        client.send(b"before\r\n");
-        assert_eq!(client.read_line(), "You said 'before'\r\n");
-        server.signal("TERM");
-        // The connection ends without another reply.
-        assert_eq!(client.read_all(), "", "{personality}");
-        server.wait_exit();
-    }
+fn term_ends_an_open_conversation(personality: &str) {
+    let mut server = Server::start(&["--server-type", personality]);
+    let mut client = server.connect();
+    client.send(b"before\r\n");
+    assert_eq!(client.read_line(), "You said 'before'\r\n");
+    server.signal("TERM");
+    // The connection ends without another reply.
+    assert_eq!(client.read_all(), "", "{personality}");
+    server.wait_exit();
 }
+per_personality!(term_ends_an_open_conversation: multiplex, prefork, fork);
 
 /// Starts `personality` with at most two children (`prefork` keeps one or
 /// two), and `extra`.
@@ -295,137 +277,132 @@ fn stop_children(server: &Server, name: &str) {
 /// children alone still ends such a child at once, and the master goes on
 /// serving with new children. The idle timeout is an hour, so only the
 /// signal can end the wait (the client's read gives up after PATIENCE).
-#[test]
-fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read() {
-    for (personality, signal) in [
-        ("prefork", "TERM"),
-        ("prefork-simple", "INT"),
-        ("fork", "TERM"),
-        ("single", "INT"),
-    ] {
-        let what = format!("{personality}, {signal}");
-        let mut server = start_small(personality, &["--idle-timeout", "3600"]);
-        let mut client = server.connect();
-        client.send(b"before\r\n");
-        assert_eq!(client.read_line(), "You said 'before'\r\n", "{what}");
-        stop_children(&server, signal);
-        // The connection ends without another reply.
-        assert_eq!(client.read_all(), "", "{what}");
-        assert!(server.is_running(), "{what}");
-        echo_session(&mut server.connect());
-    }
+fn a_stop_signal_wakes_a_child_sleeping_in_its_clients_read(personality: &str, signal: &str) {
+    let what = format!("{personality}, {signal}");
+    let mut server = start_small(personality, &["--idle-timeout", "3600"]);
+    let mut client = server.connect();
+    client.send(b"before\r\n");
+    assert_eq!(client.read_line(), "You said 'before'\r\n", "{what}");
+    stop_children(&server, signal);
+    // The connection ends without another reply.
+    assert_eq!(client.read_all(), "", "{what}");
+    assert!(server.is_running(), "{what}");
+    echo_session(&mut server.connect());
 }
+per_personality!(a_stop_signal_wakes_a_child_sleeping_in_its_clients_read:
+    prefork("TERM"),
+    prefork_simple("INT"),
+    fork("TERM"),
+    single("INT"),
+);
 
 /// With two sockets the children take turns waiting in accept behind the
 /// lock file (`serialize flock`, the default), the wait running on the
 /// runtime's blocking pool. Clients of both ports are served, and a stop
 /// signal still wakes a child sleeping in its client's read while another
 /// waits for the lock.
-#[test]
-fn two_ports_are_served_in_turn_and_a_stop_signal_still_wakes_a_reader() {
-    for personality in ["prefork", "prefork-simple"] {
-        let mut server = start_small(
-            personality,
-            &["--port", "127.0.0.2:0", "--idle-timeout", "3600"],
-        );
-        let addrs = server.bound_addrs(2);
-        assert_ne!(addrs[0], addrs[1], "{personality}");
-        for addr in &addrs {
-            echo_session(&mut Client::connect(*addr));
-        }
-        let mut held = Client::connect(addrs[1]);
-        held.send(b"held\r\n");
-        assert_eq!(held.read_line(), "You said 'held'\r\n", "{personality}");
-        stop_children(&server, "TERM");
-        assert_eq!(held.read_all(), "", "{personality}");
-        for addr in &addrs {
-            echo_session(&mut Client::connect(*addr));
-        }
+fn two_ports_are_served_in_turn_and_a_stop_signal_still_wakes_a_reader(personality: &str) {
+    let mut server = start_small(
+        personality,
+        &["--port", "127.0.0.2:0", "--idle-timeout", "3600"],
+    );
+    let addrs = server.bound_addrs(2);
+    assert_ne!(addrs[0], addrs[1], "{personality}");
+    for addr in &addrs {
+        echo_session(&mut Client::connect(*addr));
+    }
+    let mut held = Client::connect(addrs[1]);
+    held.send(b"held\r\n");
+    assert_eq!(held.read_line(), "You said 'held'\r\n", "{personality}");
+    stop_children(&server, "TERM");
+    assert_eq!(held.read_all(), "", "{personality}");
+    for addr in &addrs {
+        echo_session(&mut Client::connect(*addr));
     }
 }
+per_personality!(two_ports_are_served_in_turn_and_a_stop_signal_still_wakes_a_reader:
+    prefork,
+    prefork_simple,
+);
 
 /// A client that sends faster than the guest reads, and reads every reply
 /// at once, keeps the guest's socket full: its reads never sleep and its
 /// writes never wait. A stop signal sent to the child must end it all the
 /// same, long before the client has sent everything.
-#[test]
-fn a_stop_signal_ends_a_child_whose_client_floods_it() {
-    for personality in ["prefork", "fork"] {
-        let mut server = start_small(personality, &[]);
-        let mut client = server.connect();
-        let mut writer = client.try_clone();
-        // Bounded in lines and in time; it stops at the first error (the
-        // child is gone).
-        let flood = std::thread::spawn(move || {
-            let started = Instant::now();
-            let lines = b"flood\n".repeat(1000);
-            for _ in 0..10_000 {
-                if started.elapsed() > PATIENCE {
-                    return false;
-                }
-                if writer.try_send(&lines).is_err() {
-                    return true;
-                }
+fn a_stop_signal_ends_a_child_whose_client_floods_it(personality: &str) {
+    let mut server = start_small(personality, &[]);
+    let mut client = server.connect();
+    let mut writer = client.try_clone();
+    // Bounded in lines and in time; it stops at the first error (the
+    // child is gone).
+    let flood = std::thread::spawn(move || {
+        let started = Instant::now();
+        let lines = b"flood\n".repeat(1000);
+        for _ in 0..10_000 {
+            if started.elapsed() > PATIENCE {
+                return false;
             }
-            false
-        });
-        let received = Arc::new(AtomicU64::new(0));
-        let reader = std::thread::spawn({
-            let received = received.clone();
-            move || {
-                // Every reply as it comes, until the connection ends.
-                let mut buf = vec![0; 64 * 1024];
-                while let Ok(n @ 1..) = client.try_read(&mut buf) {
-                    received.fetch_add(n as u64, Ordering::Relaxed);
-                }
+            if writer.try_send(&lines).is_err() {
+                return true;
             }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let reply = "You said 'flood'\r\n".len() as u64;
-        while received.load(Ordering::Relaxed) < 1000 * reply {
-            assert!(Instant::now() < deadline, "{personality}: no replies");
-            std::thread::sleep(Duration::from_millis(5));
         }
-        stop_children(&server, "TERM");
-        reader.join().unwrap();
-        assert!(
-            flood.join().unwrap(),
-            "{personality}: the child went on reading the flood"
-        );
-        assert!(server.is_running(), "{personality}");
-        echo_session(&mut server.connect());
-    }
+        false
+    });
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = std::thread::spawn({
+        let received = received.clone();
+        move || {
+            // Every reply as it comes, until the connection ends.
+            let mut buf = vec![0; 64 * 1024];
+            while let Ok(n @ 1..) = client.try_read(&mut buf) {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    let reply = "You said 'flood'\r\n".len() as u64;
+    server.eventually(&format!("{personality}: replies to the flood"), || {
+        received.load(Ordering::Relaxed) >= 1000 * reply
+    });
+    stop_children(&server, "TERM");
+    reader.join().unwrap();
+    assert!(
+        flood.join().unwrap(),
+        "{personality}: the child went on reading the flood"
+    );
+    assert!(server.is_running(), "{personality}");
+    echo_session(&mut server.connect());
 }
+per_personality!(a_stop_signal_ends_a_child_whose_client_floods_it: prefork, fork);
 
 /// The epoch ticker counts its process's CPU time: a connection that waits
 /// for its client keeps an instance, and so the ticker, alive, yet the
 /// process is not woken for ticks while it waits (on a wall clock, a
 /// hundred times a second).
-#[test]
-fn a_process_whose_client_is_silent_is_not_woken_by_the_ticker() {
-    for personality in ["multiplex", "prefork"] {
-        let server = Server::start(&["--server-type", personality, "--idle-timeout", "3600"]);
-        let mut client = server.connect();
-        client.send(b"hello\r\n");
-        assert_eq!(client.read_line(), "You said 'hello'\r\n", "{personality}");
-        let tickers = |what: &str| {
-            let found = ticker_wakeups(server.pid());
-            assert!(!found.is_empty(), "{personality}: no ticker {what}");
-            found.values().sum::<u64>()
-        };
-        let before = tickers("before");
-        std::thread::sleep(Duration::from_secs(1));
-        let woken = tickers("after") - before;
-        // A wall-clock ticker would be woken about a hundred times; the
-        // margin is for the ticks of the reply's own CPU time.
-        assert!(
-            woken < 20,
-            "{personality}: tickers woken {woken} times in 1 s"
-        );
-        client.send(b"again\r\n");
-        assert_eq!(client.read_line(), "You said 'again'\r\n", "{personality}");
-    }
+fn a_process_whose_client_is_silent_is_not_woken_by_the_ticker(personality: &str) {
+    let server = Server::start(&["--server-type", personality, "--idle-timeout", "3600"]);
+    let mut client = server.connect();
+    client.send(b"hello\r\n");
+    assert_eq!(client.read_line(), "You said 'hello'\r\n", "{personality}");
+    let tickers = |what: &str| {
+        let found = ticker_wakeups(server.pid());
+        assert!(!found.is_empty(), "{personality}: no ticker {what}");
+        found.values().sum::<u64>()
+    };
+    let before = tickers("before");
+    // A window to count wake-ups in (a measurement, not a wait for
+    // something to happen).
+    std::thread::sleep(Duration::from_secs(1));
+    let woken = tickers("after") - before;
+    // A wall-clock ticker would be woken about a hundred times; the
+    // margin is for the ticks of the reply's own CPU time.
+    assert!(
+        woken < 20,
+        "{personality}: tickers woken {woken} times in 1 s"
+    );
+    client.send(b"again\r\n");
+    assert_eq!(client.read_line(), "You said 'again'\r\n", "{personality}");
 }
+per_personality!(a_process_whose_client_is_silent_is_not_woken_by_the_ticker: multiplex, prefork);
 
 /// The voluntary context switches of every epoch ticker thread among the
 /// children of `pid`, by thread id.
@@ -470,88 +447,87 @@ fn replace(path: &PathBuf, from: &str) {
     std::fs::rename(&next, path).unwrap();
 }
 
-#[test]
-fn hup_under_load_loses_no_client_and_serves_the_new_module() {
-    for personality in ["multiplex", "prefork"] {
-        let module = module_copy(&format!("{personality}.wasm"), guests::ECHO);
-        let mut server = Server::start(&[
-            "--server-type",
-            personality,
-            "--module",
-            module.to_str().unwrap(),
-            "--min-servers",
-            "2",
-        ]);
-        let addr = server.addr;
-        let pid = server.pid();
-        let stop = Arc::new(AtomicBool::new(false));
-        let served = Arc::new(AtomicU64::new(0));
-        let new_replies = Arc::new(AtomicU64::new(0));
-        // A continuous load of short connections, bounded in count and time.
-        let load = {
-            let (stop, served, new_replies) = (stop.clone(), served.clone(), new_replies.clone());
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut failures = Vec::new();
-                for i in 0..100_000u64 {
-                    if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
-                        break;
-                    }
-                    let reply = std::panic::catch_unwind(|| {
-                        let mut client = Client::connect(addr);
-                        client.send(b"ping\nquit\n");
-                        client.read_all()
-                    });
-                    match reply {
-                        // The echo ends with the quit line, the tracer
-                        // says `bye` after it.
-                        Ok(reply) if reply.contains("You said 'ping'\r\nYou said 'quit'\r\n") => {
-                            served.fetch_add(1, Ordering::SeqCst);
-                            if reply.contains("peer=") {
-                                new_replies.fetch_add(1, Ordering::SeqCst);
-                            }
-                        }
-                        Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
-                        Err(_) => failures.push(format!("#{i}: connection failed")),
-                    }
+fn hup_under_load_loses_no_client_and_serves_the_new_module(personality: &str) {
+    let module = module_copy(&format!("{personality}.wasm"), guests::ECHO);
+    let mut server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        module.to_str().unwrap(),
+        "--min-servers",
+        "2",
+    ]);
+    let addr = server.addr;
+    let pid = server.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let new_replies = Arc::new(AtomicU64::new(0));
+    // A continuous load of short connections, bounded in count and time.
+    let load = {
+        let (stop, served, new_replies) = (stop.clone(), served.clone(), new_replies.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut failures = Vec::new();
+            for i in 0..100_000u64 {
+                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
+                    break;
                 }
-                failures
-            })
-        };
-        let wait_for = |what: &str, counter: &AtomicU64, at_least: u64| {
-            let deadline = Instant::now() + PATIENCE;
-            while counter.load(Ordering::SeqCst) < at_least {
-                assert!(
-                    Instant::now() < deadline,
-                    "{personality}: {what} (served {}, new {}, children {:?})",
+                let reply = std::panic::catch_unwind(|| {
+                    let mut client = Client::connect(addr);
+                    client.send(b"ping\nquit\n");
+                    client.read_all()
+                });
+                match reply {
+                    // The echo ends with the quit line, the tracer
+                    // says `bye` after it.
+                    Ok(reply) if reply.contains("You said 'ping'\r\nYou said 'quit'\r\n") => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                        if reply.contains("peer=") {
+                            new_replies.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
+                    Err(_) => failures.push(format!("#{i}: connection failed")),
+                }
+            }
+            failures
+        })
+    };
+    let wait_for = |server: &Server, what: &str, counter: &AtomicU64, at_least: u64| {
+        server.eventually(&format!("{personality}: {what}"), || {
+            if counter.load(Ordering::SeqCst) >= at_least {
+                Ok(())
+            } else {
+                Err(format!(
+                    "served {}, new {}, children {:?}",
                     served.load(Ordering::SeqCst),
                     new_replies.load(Ordering::SeqCst),
                     children(pid)
-                );
-                std::thread::sleep(Duration::from_millis(10));
+                ))
             }
-        };
-        wait_for("no load before HUP", &served, 20);
-        // The new module: the hook tracer, whose replies say `peer=`.
-        replace(&module, guests::HOOK_TRACE);
-        server.signal("HUP");
-        server.wait_for_log("Received HUP: restarting");
-        server.wait_for_log("(inherited across a restart)");
-        wait_for("the new module never answered", &new_replies, 20);
-        let before = served.load(Ordering::SeqCst);
-        wait_for("no load after HUP", &served, before + 20);
-        stop.store(true, Ordering::SeqCst);
-        let failures = load.join().unwrap();
-        assert!(
-            failures.is_empty(),
-            "{personality}: {} of {} connections failed across HUP: {:?}\nlog:\n{}",
-            failures.len(),
-            served.load(Ordering::SeqCst),
-            &failures[..failures.len().min(5)],
-            server.log().join("\n")
-        );
-    }
+        })
+    };
+    wait_for(&server, "load before HUP", &served, 20);
+    // The new module: the hook tracer, whose replies say `peer=`.
+    replace(&module, guests::HOOK_TRACE);
+    server.signal("HUP");
+    server.wait_for_log("Received HUP: restarting");
+    server.wait_for_log("(inherited across a restart)");
+    wait_for(&server, "the new module to answer", &new_replies, 20);
+    let before = served.load(Ordering::SeqCst);
+    wait_for(&server, "load after HUP", &served, before + 20);
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{personality}: {} of {} connections failed across HUP: {:?}\nlog:\n{}",
+        failures.len(),
+        served.load(Ordering::SeqCst),
+        &failures[..failures.len().min(5)],
+        server.log().join("\n")
+    );
 }
+per_personality!(hup_under_load_loses_no_client_and_serves_the_new_module: multiplex, prefork);
 
 #[test]
 fn hup_with_a_broken_configuration_keeps_serving() {
@@ -567,71 +543,75 @@ fn hup_with_a_broken_configuration_keeps_serving() {
     echo_session(&mut server.connect());
 }
 
-#[test]
-fn per_worker_instance_runs_child_init_once_and_finish_at_the_end() {
-    for personality in ["single", "multiplex"] {
-        let mut server = Server::start(&[
-            "--server-type",
-            personality,
-            "--module",
-            guests::HOOK_TRACE,
-            "--instance",
-            "per-worker",
-        ]);
-        for _ in 0..3 {
-            let mut client = server.connect();
-            client.send(b"ping\nquit\n");
-            assert!(client.read_all().contains("You said 'ping'"));
-        }
-        server.wait_for_log("hook post-client-connection-hook");
-        server.signal("QUIT");
-        assert_eq!(server.wait_exit(), Some(0));
-        let count = |hook: &str| {
-            server
-                .log()
-                .iter()
-                .filter(|l| l.ends_with(&format!("hook {hook}")))
-                .count()
-        };
-        assert_eq!(count("child-init-hook"), 1, "{personality}");
-        assert_eq!(count("post-accept-hook"), 3, "{personality}");
-        assert_eq!(count("child-finish-hook"), 1, "{personality}");
+fn per_worker_instance_runs_child_init_once_and_finish_at_the_end(personality: &str) {
+    let mut server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        guests::HOOK_TRACE,
+        "--instance",
+        "per-worker",
+    ]);
+    for _ in 0..3 {
+        let mut client = server.connect();
+        client.send(b"ping\nquit\n");
+        assert!(client.read_all().contains("You said 'ping'"));
+    }
+    server.wait_for_log("hook post-client-connection-hook");
+    server.signal("QUIT");
+    assert_eq!(server.wait_exit(), Some(0));
+    let count = |hook: &str| {
+        server
+            .log()
+            .iter()
+            .filter(|l| l.ends_with(&format!("hook {hook}")))
+            .count()
+    };
+    assert_eq!(count("child-init-hook"), 1, "{personality}");
+    assert_eq!(count("post-accept-hook"), 3, "{personality}");
+    assert_eq!(count("child-finish-hook"), 1, "{personality}");
+}
+per_personality!(per_worker_instance_runs_child_init_once_and_finish_at_the_end: single, multiplex);
+
+fn no_byte_of_one_client_reaches_the_next_on_a_shared_instance(personality: &str) {
+    let server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        guests::MISBEHAVE,
+        "--property",
+        "mode=oneline",
+        "--instance",
+        "per-worker",
+    ]);
+    for round in 0..5 {
+        // One write: the guest's buffered stdin holds the secret when
+        // it returns after the first line.
+        let mut first = server.connect();
+        first.send(format!("first{round}\nsecret{round}\nmore secret\n").as_bytes());
+        assert_eq!(first.read_all(), format!("got first{round}\r\n"));
+        let mut next = server.connect();
+        next.send(format!("next{round}\n").as_bytes());
+        assert_eq!(
+            next.read_all(),
+            format!("got next{round}\r\n"),
+            "{personality}: a client's unread bytes reached the next client"
+        );
     }
 }
+per_personality!(no_byte_of_one_client_reaches_the_next_on_a_shared_instance: single, multiplex);
 
-#[test]
-fn no_byte_of_one_client_reaches_the_next_on_a_shared_instance() {
-    for personality in ["single", "multiplex"] {
-        let server = Server::start(&[
-            "--server-type",
-            personality,
-            "--module",
-            guests::MISBEHAVE,
-            "--property",
-            "mode=oneline",
-            "--instance",
-            "per-worker",
-        ]);
-        for round in 0..5 {
-            // One write: the guest's buffered stdin holds the secret when
-            // it returns after the first line.
-            let mut first = server.connect();
-            first.send(format!("first{round}\nsecret{round}\nmore secret\n").as_bytes());
-            assert_eq!(first.read_all(), format!("got first{round}\r\n"));
-            let mut next = server.connect();
-            next.send(format!("next{round}\n").as_bytes());
-            assert_eq!(
-                next.read_all(),
-                format!("got next{round}\r\n"),
-                "{personality}: a client's unread bytes reached the next client"
-            );
-        }
-    }
-}
-
-#[test]
-fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
-    let mut server = Server::start(&["--module", guests::HOOK_TRACE, "--check-for-dequeue", "0.2"]);
+/// Every personality with a master runs the guest's `dequeue` in a process
+/// of its own every `check_for_dequeue` seconds, while it serves clients.
+fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients(personality: &str) {
+    let mut server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        guests::HOOK_TRACE,
+        "--check-for-dequeue",
+        "0.2",
+    ]);
     server.wait_for_log("hook dequeue");
     echo_session_traced(&mut server.connect());
     // And again, in a new process each time.
@@ -642,12 +622,20 @@ fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients() {
             .filter(|l| l.contains("dequeue{service=hook_trace}: hook dequeue"))
             .count()
     };
-    let deadline = Instant::now() + PATIENCE;
-    while runs() < 3 {
-        assert!(Instant::now() < deadline, "dequeue ran {} times", runs());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    server.eventually(&format!("{personality}: dequeue to run 3 times"), || {
+        let runs = runs();
+        if runs >= 3 {
+            Ok(())
+        } else {
+            Err(format!("it ran {runs} times"))
+        }
+    });
 }
+per_personality!(dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients:
+    multiplex,
+    prefork,
+    fork,
+);
 
 fn echo_session_traced(client: &mut Client) {
     client.send(b"hi\nquit\n");
@@ -703,23 +691,59 @@ fn systemd_socket_activation_serves_the_handed_socket() {
     server.wait_for_log("inherited from systemd");
 }
 
-#[test]
-fn sig_passthrough_passes_signals_to_the_workers() {
-    let mut server = Server::start(&[
+/// `sig_passthrough`: the master passes the signal on to its workers,
+/// which have no use for it and go on serving. A conversation is held open
+/// throughout, so that `fork`, whose children live only while they serve a
+/// client, has a worker to pass it to. `pool`: the number of children the
+/// personality keeps with `args`, where it is fixed.
+fn sig_passthrough_passes_signals_to_the_workers(
+    personality: &str,
+    args: &[&str],
+    pool: Option<usize>,
+) {
+    let passthrough = [
         "--server-type",
-        "prefork-simple",
-        "--max-servers",
-        "2",
+        personality,
         "--sig-passthrough",
         "USR2,WINCH",
-    ]);
-    wait_children(&server, "2", |c| c.len() == 2);
+    ];
+    let mut server = Server::start(&[&passthrough[..], args].concat());
+    let mut held = server.connect();
+    held.send(b"before\r\n");
+    assert_eq!(held.read_line(), "You said 'before'\r\n", "{personality}");
+    if let Some(pool) = pool {
+        wait_children(&server, &pool.to_string(), |c| c.len() == pool);
+    }
     server.signal("USR2");
-    server.wait_for_log("passing USR2 to 2 workers");
-    // The workers have no use for it and go on serving.
+    let line = server.wait_for_log("passing USR2 to ");
+    let passed: usize = line
+        .split_once("passing USR2 to ")
+        .and_then(|(_, rest)| rest.split_once(" workers"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{personality}: no number of workers in {line:?}"));
+    match pool {
+        Some(pool) => assert_eq!(passed, pool, "{personality}: {line}"),
+        None => assert!(passed >= 1, "{personality}: {line}"),
+    }
+    // The workers have no use for it and go on serving, the held
+    // conversation too.
     echo_session(&mut server.connect());
-    assert_eq!(children(server.pid()).len(), 2);
+    held.send(b"after\r\nquit\r\n");
+    assert_eq!(
+        held.read_all(),
+        "You said 'after'\r\nYou said 'quit'\r\n",
+        "{personality}"
+    );
+    if let Some(pool) = pool {
+        assert_eq!(children(server.pid()).len(), pool, "{personality}");
+    }
 }
+per_personality!(sig_passthrough_passes_signals_to_the_workers:
+    prefork_simple(&["--max-servers", "2"], Some(2)),
+    prefork(&["--min-servers", "1", "--max-servers", "2"], None),
+    multiplex(&[], None),
+    fork(&[], None),
+);
 
 #[test]
 fn leave_children_open_on_hup_keeps_the_old_workers() {
@@ -740,26 +764,29 @@ fn leave_children_open_on_hup_keeps_the_old_workers() {
     echo_session(&mut server.connect());
 }
 
-#[test]
-fn a_stop_signal_right_after_hup_stops_the_server_cleanly() {
-    // Sent at once or a little later, the stop signal lands while the old
-    // master checks the configuration, as it re-executes itself, or while
-    // the new master starts: wherever, it is the new master's to act on,
-    // and the server ends as that signal says (status 0), not killed by it.
-    for (personality, stop) in [("multiplex", "TERM"), ("prefork", "INT"), ("fork", "QUIT")] {
-        for delay_ms in [0, 10, 40, 120] {
-            let mut server = Server::start(&["--server-type", personality]);
-            echo_session(&mut server.connect());
-            server.signal("HUP");
-            std::thread::sleep(Duration::from_millis(delay_ms));
-            server.signal(stop);
-            let status = server.wait_exit();
-            assert_eq!(
-                status,
-                Some(0),
-                "{personality}, {stop} {delay_ms} ms after HUP; log:\n{}",
-                server.log().join("\n")
-            );
-        }
+/// Sent at once or a little later, the stop signal lands while the old
+/// master checks the configuration, as it re-executes itself, or while the
+/// new master starts: wherever, it is the new master's to act on, and the
+/// server ends as that signal says (status 0), not killed by it.
+fn a_stop_signal_right_after_hup_stops_the_server_cleanly(personality: &str, stop: &str) {
+    for delay_ms in [0, 10, 40, 120] {
+        let mut server = Server::start(&["--server-type", personality]);
+        echo_session(&mut server.connect());
+        server.signal("HUP");
+        // Where the signal lands (the test passes wherever it does).
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.signal(stop);
+        let status = server.wait_exit();
+        assert_eq!(
+            status,
+            Some(0),
+            "{personality}, {stop} {delay_ms} ms after HUP; log:\n{}",
+            server.log().join("\n")
+        );
     }
 }
+per_personality!(a_stop_signal_right_after_hup_stops_the_server_cleanly:
+    multiplex("TERM"),
+    prefork("INT"),
+    fork("QUIT"),
+);

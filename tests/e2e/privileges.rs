@@ -1,11 +1,12 @@
-//! Dropping root after binding, for real (the tests run as root): the
-//! process serving clients runs as nobody, chroot takes effect, and root is
-//! kept only when asked for.
+//! Dropping root after binding, for real (as root; as another user these
+//! tests are skipped): the process serving clients runs as nobody, chroot
+//! takes effect, and root is kept only when asked for.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU16, Ordering};
 
-use crate::util::{Server, run};
+use crate::util::{Server, per_personality, require_root, run};
 
 pub const NOBODY: u32 = 65534;
 
@@ -41,9 +42,12 @@ fn nogroup() -> u32 {
         .map_or(NOBODY, |g| g.gid.as_raw())
 }
 
-/// A free port below 1024 on 127.0.0.1.
+/// A free port below 1024 on 127.0.0.1, never the same twice in this
+/// process (the tests that ask run in parallel).
 fn low_port() -> u16 {
-    (900..1000)
+    static NEXT: AtomicU16 = AtomicU16::new(900);
+    std::iter::from_fn(|| Some(NEXT.fetch_add(1, Ordering::SeqCst)))
+        .take_while(|p| *p < 1000)
         .find(|p| TcpListener::bind(("127.0.0.1", *p)).is_ok())
         .expect("a free port below 1024")
 }
@@ -54,43 +58,46 @@ fn echo_works(server: &Server) {
     assert_eq!(client.read_all(), "You said 'hi'\r\nYou said 'quit'\r\n");
 }
 
-#[test]
-fn root_on_a_low_port_serves_as_nobody() {
-    assert!(nix::unistd::geteuid().is_root(), "these tests run as root");
-    for server_type in ["multiplex", "prefork", "fork"] {
-        let port = low_port();
-        let mut server = Server::start_on(
-            &format!("127.0.0.1:{port}"),
-            &["--server-type", server_type],
-        );
-        assert_eq!(server.addr.port(), port);
-        echo_works(&server);
-        let gid = nogroup();
-        let all = |id: u32| vec![id; 4];
-        // The master dropped root too (it binds nothing after the start).
+fn root_on_a_low_port_serves_as_nobody(server_type: &str) {
+    if !require_root() {
+        return;
+    }
+    let port = low_port();
+    let mut server = Server::start_on(
+        &format!("127.0.0.1:{port}"),
+        &["--server-type", server_type],
+    );
+    assert_eq!(server.addr.port(), port);
+    echo_works(&server);
+    let gid = nogroup();
+    let all = |id: u32| vec![id; 4];
+    // The master dropped root too (it binds nothing after the start).
+    assert_eq!(
+        ids(server.pid()),
+        (all(NOBODY), all(gid), vec![gid]),
+        "{server_type} master"
+    );
+    if server_type != "fork" {
+        let pid = worker(&mut server);
         assert_eq!(
-            ids(server.pid()),
+            ids(pid),
             (all(NOBODY), all(gid), vec![gid]),
-            "{server_type} master"
-        );
-        if server_type != "fork" {
-            let pid = worker(&mut server);
-            assert_eq!(
-                ids(pid),
-                (all(NOBODY), all(gid), vec![gid]),
-                "{server_type} worker"
-            );
-        }
-        let log = server.log().join("\n");
-        assert!(
-            log.contains(&format!("Setting uid to \"{NOBODY}\"")),
-            "{log}"
+            "{server_type} worker"
         );
     }
+    let log = server.log().join("\n");
+    assert!(
+        log.contains(&format!("Setting uid to \"{NOBODY}\"")),
+        "{log}"
+    );
 }
+per_personality!(root_on_a_low_port_serves_as_nobody: multiplex, prefork, fork);
 
 #[test]
 fn a_fork_child_serving_a_client_runs_as_nobody() {
+    if !require_root() {
+        return;
+    }
     let mut server = Server::start(&["--server-type", "fork"]);
     let mut client = server.connect();
     // While the child holds the connection, read its ids.
@@ -110,6 +117,9 @@ fn a_fork_child_serving_a_client_runs_as_nobody() {
 
 #[test]
 fn user_and_group_are_taken_as_configured() {
+    if !require_root() {
+        return;
+    }
     let mut server = Server::start(&["--user", "daemon", "--group", "daemon"]);
     echo_works(&server);
     let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap();
@@ -123,6 +133,9 @@ fn user_and_group_are_taken_as_configured() {
 
 #[test]
 fn root_only_when_asked_for() {
+    if !require_root() {
+        return;
+    }
     let mut server = Server::start(&["--user", "root"]);
     echo_works(&server);
     let pid = worker(&mut server);
@@ -132,6 +145,9 @@ fn root_only_when_asked_for() {
 
 #[test]
 fn chroot_takes_effect() {
+    if !require_root() {
+        return;
+    }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chroot");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -151,6 +167,9 @@ fn chroot_takes_effect() {
 
 #[test]
 fn users_the_server_cannot_become_are_refused_before_binding() {
+    if !require_root() {
+        return;
+    }
     for (args, needle) in [
         (vec!["--user", "no-such-user-here"], "no-such-user-here"),
         (vec!["--group", "no-such-group-here"], "no-such-group-here"),

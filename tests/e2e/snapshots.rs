@@ -8,12 +8,11 @@
 //! and review the diff.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::util::{BIN, PATIENCE, guests};
+use crate::util::{BIN, eventually, guests};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/config");
 
@@ -52,9 +51,24 @@ fn twin(dir: &Path, conf: &str, ext: &str) -> PathBuf {
     dir.join(format!("{conf}.{ext}"))
 }
 
-/// Runs `netserver-host ARGS` in `dir`, killed after [`PATIENCE`].
+/// A child process, killed (by PID) if it is dropped still running.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `program ARGS` in `dir` to its end (at most [`PATIENCE`]: it is
+/// killed, and the test fails, if it runs longer).
+///
+/// [`PATIENCE`]: crate::util::PATIENCE
 fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -62,15 +76,12 @@ fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run netserver-host");
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > PATIENCE {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    let mut running = Running(Some(child));
+    let child = running.0.as_mut().unwrap();
+    eventually(&format!("{program} {args:?} to exit"), || {
+        child.try_wait().unwrap().is_some()
+    });
+    running.0.take().unwrap().wait_with_output().unwrap()
 }
 
 #[test]

@@ -14,6 +14,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_netserver-host");
 /// (start, log a line): a bound against hanging, not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(10);
+
 /// Guests built by host/build.rs.
 // Generated: a constant per guest, not every one used here.
 #[allow(dead_code)]
@@ -165,7 +168,9 @@ impl Server {
     }
 
     /// Waits until `n` log lines satisfy `hit` and returns them, in order;
-    /// panics with the log, saying it found no `what`, after [`PATIENCE`].
+    /// panics with the log, as [`Server::eventually`] does, after
+    /// [`PATIENCE`] or when the log ends first. It needs no polling: it
+    /// wakes at each new line.
     fn wait_for_lines(&mut self, what: &str, n: usize, hit: impl Fn(&str) -> bool) -> Vec<String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -174,9 +179,14 @@ impl Server {
                 return hits;
             }
             // Each line is in `log()` before it is sent here.
-            let left = deadline.checked_duration_since(Instant::now());
-            if left.is_none_or(|left| self.lines.recv_timeout(left).is_err()) {
-                panic!("no {what}; log:\n{}", self.log().join("\n"));
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => timed_out(what, None, Some(&self.log())),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "the server's log ended (it exited) before {what}; log:\n{}",
+                    self.log().join("\n")
+                ),
             }
         }
     }
@@ -222,7 +232,7 @@ impl Server {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("the server did not exit; log:\n{}", self.log().join("\n"))
+                    timed_out("the server to exit", None, Some(&self.log()))
                 }
             }
         }
@@ -232,6 +242,12 @@ impl Server {
     /// Whether the server process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// [`eventually`], with the server's log in the panic: waits until
+    /// `condition` holds and returns what it found.
+    pub fn eventually<O: Outcome>(&self, what: &str, condition: impl FnMut() -> O) -> O::Value {
+        poll(what, condition, || Some(self.log()))
     }
 }
 
@@ -243,6 +259,72 @@ impl Drop for Server {
             eprintln!("--- netserver-host log ---\n{}", self.log().join("\n"));
         }
     }
+}
+
+/// What a condition given to [`eventually`] returns: `bool`; `Option<T>`,
+/// to hand back what it found; or `Result<T, E>`, whose error says what it
+/// saw instead (and is shown if it never comes).
+pub trait Outcome {
+    /// What [`eventually`] returns.
+    type Value;
+    /// The value once the condition holds; otherwise what was seen, if
+    /// anything is worth telling.
+    fn ready(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), Option<String>> {
+        if self { Ok(()) } else { Err(None) }
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T, E: std::fmt::Display> Outcome for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, Option<String>> {
+        self.map_err(|seen| Some(seen.to_string()))
+    }
+}
+
+/// Waits until `condition` holds, looking again every few milliseconds,
+/// and returns what it found; after [`PATIENCE`] (a bound against hanging,
+/// not a timing assertion), panics saying it was waiting for `what`.
+/// Where a server is involved, [`Server::eventually`] adds its log.
+pub fn eventually<O: Outcome>(what: &str, condition: impl FnMut() -> O) -> O::Value {
+    poll(what, condition, || None)
+}
+
+fn poll<O: Outcome>(
+    what: &str,
+    mut condition: impl FnMut() -> O,
+    log: impl FnOnce() -> Option<Vec<String>>,
+) -> O::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = match condition().ready() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            timed_out(what, seen, log().as_deref());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The panic of a wait that ran out of [`PATIENCE`]: what it waited for,
+/// what it saw last, and the server's log.
+fn timed_out(what: &str, seen: Option<String>, log: Option<&[String]>) -> ! {
+    let seen = seen.map_or(String::new(), |seen| format!(" (last seen: {seen})"));
+    let log = log.map_or(String::new(), |log| format!("; log:\n{}", log.join("\n")));
+    panic!("timed out after {PATIENCE:?} waiting for {what}{seen}{log}");
 }
 
 /// Calls `each` with every line written to the file at `path`, following
@@ -420,3 +502,86 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Set to `1` (as `.ci/run` does), a test that cannot run here fails
+/// instead of being skipped.
+const TEST_ALL: &str = "NETSERVER_TEST_ALL";
+
+/// Whether the running test may go on: it needs root (to drop privileges,
+/// chroot, bind low ports, give files to nobody). As another user it says
+/// so in one line on stderr and returns false (the test then returns
+/// early), unless `NETSERVER_TEST_ALL=1`, where it fails.
+pub fn require_root() -> bool {
+    nix::unistd::geteuid().is_root() || skip("needs root")
+}
+
+/// The path of `program`, found on `PATH`; when it is not there, the
+/// running test says so in one line on stderr and gets `None` (and returns
+/// early), unless `NETSERVER_TEST_ALL=1`, where it fails.
+pub fn require_command(program: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        skip(&format!("needs {program}, which is not on PATH"));
+    }
+    found
+}
+
+/// Skips the running test, saying `why` on stderr, or fails it when
+/// `NETSERVER_TEST_ALL=1`; returns false.
+fn skip(why: &str) -> bool {
+    // libtest names each test's thread after the test.
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
+    if std::env::var_os(TEST_ALL).is_some_and(|v| v == "1") {
+        panic!("{test} {why}, and {TEST_ALL}=1 makes that a failure");
+    }
+    // Straight to stderr: libtest captures `eprintln!` of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test} {why} (run .ci/run, or set {TEST_ALL}=1 to make this a failure)"
+    );
+    false
+}
+
+/// One `#[test]` per personality, each calling a shared body function with
+/// the personality's name (`prefork_simple` gives `"prefork-simple"`) and
+/// the arguments given in parentheses, if any:
+///
+/// ```text
+/// fn body(personality: &str) { … }
+/// per_personality!(body: multiplex, prefork_simple);
+///
+/// fn other(personality: &str, signal: &str) { … }
+/// per_personality!(other: fork("TERM"), two_workers as multiplex("INT"));
+/// ```
+///
+/// makes the tests `body::multiplex`, calling `body("multiplex")`,
+/// `body::prefork_simple`, calling `body("prefork-simple")`,
+/// `other::fork`, calling `other("fork", "TERM")`, and
+/// `other::two_workers`, calling `other("multiplex", "INT")`. So a failure
+/// names its personality, and the cases run in parallel. The arguments are
+/// evaluated inside the module the macro makes: name the test module's
+/// items through `super::`.
+macro_rules! per_personality {
+    ($body:ident: $($case:ident $(as $personality:ident)? $(($($arg:expr),* $(,)?))?),+ $(,)?) => {
+        mod $body {
+            $(
+                #[test]
+                fn $case() {
+                    super::$body(
+                        &$crate::util::per_personality!(@name $case $($personality)?)
+                            .replace('_', "-")
+                        $($(, $arg)*)?
+                    );
+                }
+            )+
+        }
+    };
+    (@name $case:ident) => { stringify!($case) };
+    (@name $case:ident $personality:ident) => { stringify!($personality) };
+}
+pub(crate) use per_personality;
