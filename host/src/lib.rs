@@ -55,6 +55,7 @@ pub fn run() -> Result<ExitCode> {
     let mut handed = listen::inherit::Handed::from_env()?;
     let cli = cli::Cli::parse_args()?;
     let config = config::Config::resolve(cli.settings, cli.conf_file.as_deref())?;
+    listen::check_services(&config.services)?;
     let inetd = config.process.server_type == config::ServerType::Inetd;
     let to_stderr = cli.check || matches!(config.log_target, log::Target::Stderr);
     if inetd && to_stderr && stderr_is_the_client() {
@@ -73,7 +74,7 @@ pub fn run() -> Result<ExitCode> {
     if cli.check {
         log::check_target(&config.log_target)?;
         let (report, bind_error) = check_report(&config, &handlers);
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_report(&report)?;
         // The report is complete either way; a socket that could not be
         // bound here fails the check as it would fail the start.
         return match bind_error {
@@ -124,6 +125,20 @@ pub fn run() -> Result<ExitCode> {
     // Removed as the server ends (not across a HUP: `exec` keeps it).
     drop(pid_file);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `--check`'s report on standard output. A reader that went away
+/// (`--check | head -1`) is not an error: what it wanted, it got.
+fn print_report(report: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(report)?;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("writing the report"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// After binding (and leaving the terminal): writes the pid file, as the

@@ -17,6 +17,9 @@ pub const MAX_HEADER: usize = 4096;
 /// The first 12 bytes of every v2 header.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
+/// How every v1 header starts.
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
+
 /// How long a proxy may take to send the whole header.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,6 +55,9 @@ pub enum Parsed {
     Invalid(String),
 }
 
+/// The longest v1 header, its CRLF included.
+pub const MAX_V1_HEADER: usize = 107;
+
 /// Parses the start of a connection. Never panics, whatever the input.
 pub fn parse(bytes: &[u8]) -> Parsed {
     // The v2 signature decides the version, so that a bad v2 header is
@@ -60,6 +66,21 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     let result: HeaderResult<'_> = if bytes[..v2] == V2_SIGNATURE[..v2] {
         ppp::v2::Header::try_from(bytes).into()
     } else {
+        // A v1 header is a line: whatever its words so far, it is not
+        // whole before its CRLF (ppp's word-by-word verdict on a part of
+        // one can be wrong), and there is none past 107 bytes.
+        let seen = bytes.len().min(V1_PREFIX.len());
+        if bytes[..seen] != V1_PREFIX[..seen] {
+            return Parsed::Invalid("not a PROXY header: it does not start with PROXY".to_owned());
+        }
+        let line = bytes.iter().take(MAX_V1_HEADER).position(|&b| b == b'\n');
+        if line.is_none() {
+            return if bytes.len() < MAX_V1_HEADER {
+                Parsed::Incomplete
+            } else {
+                Parsed::Invalid(format!("no PROXY v1 header within {MAX_V1_HEADER} bytes"))
+            };
+        }
         ppp::v1::Header::try_from(bytes).into()
     };
     if result.is_incomplete() {
@@ -223,6 +244,21 @@ mod tests {
                 Parsed::Incomplete,
             ),
             (b"P".to_vec(), Parsed::Incomplete),
+            // Split after a space: the rest may yet make it whole.
+            (
+                b"PROXY TCP4 192.0.2.7 10.0.0.1 1111 ".to_vec(),
+                Parsed::Incomplete,
+            ),
+            (
+                b"PROXY TCP4 192.0.2.7 10.0.0.1 1111".to_vec(),
+                Parsed::Incomplete,
+            ),
+            (b"PROXY ".to_vec(), Parsed::Incomplete),
+            (b"PROXY TCP6 ".to_vec(), Parsed::Incomplete),
+            (
+                b"PROXY TCP4 192.0.2.7 10.0.0.1 4000 25\r".to_vec(),
+                Parsed::Incomplete,
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse(&input), want, "{:?}", String::from_utf8_lossy(&input));
@@ -244,6 +280,10 @@ mod tests {
             v2(0x21, 0x11, &v4_body()[..6]),
             huge,
             vec![b'P'; MAX_HEADER],
+            b"PROXX".to_vec(),
+            b"HELLO".to_vec(),
+            [b"PROXY ".as_slice(), &[b'x'; 101]].concat(),
+            b"PROXY TCP4 192.0.2.7 10.0.0.1 1111 \r\n".to_vec(),
         ];
         for input in cases {
             assert!(
@@ -259,6 +299,26 @@ mod tests {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
             let _ = parse(&bytes);
+        }
+
+        /// Every way of cutting a valid v1 header gives `Incomplete`
+        /// before the cut and the header after it.
+        #[test]
+        fn a_v1_header_cut_anywhere_is_incomplete_until_whole(
+            a in proptest::array::uniform4(proptest::num::u8::ANY),
+            b in proptest::array::uniform4(proptest::num::u8::ANY),
+            ports in (proptest::num::u16::ANY, proptest::num::u16::ANY),
+        ) {
+            let line = format!(
+                "PROXY TCP4 {}.{}.{}.{} {}.{}.{}.{} {} {}\r\n",
+                a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], ports.0, ports.1
+            );
+            let bytes = line.as_bytes();
+            for cut in 0..bytes.len() {
+                proptest::prop_assert_eq!(parse(&bytes[..cut]), Parsed::Incomplete, "{:?}", &line[..cut]);
+            }
+            let whole = matches!(parse(bytes), Parsed::Header { len, .. } if len == bytes.len());
+            proptest::prop_assert!(whole, "{:?}", line);
         }
 
         #[test]

@@ -8,6 +8,7 @@ mod conf;
 mod daemon;
 mod echo;
 mod faults;
+mod hardening;
 mod logging;
 mod modules;
 mod personalities;

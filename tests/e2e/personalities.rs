@@ -11,32 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, PATIENCE, Server, guests, kill, per_personality};
-
-/// The pids of the processes whose parent is `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid …`: comm may hold spaces; split after it.
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == pid && state != "Z" {
-            found.push(child);
-        }
-    }
-    found.sort_unstable();
-    found
-}
+use crate::util::{BIN, Client, PATIENCE, Server, children, guests, kill, per_personality};
 
 /// Waits (at most [`PATIENCE`]) until the server's children satisfy
 /// `want`; returns them.

@@ -8,11 +8,11 @@
 //! and review the diff.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{BIN, eventually, guests};
+use crate::util::{BIN, guests, run_in};
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/config");
 
@@ -49,39 +49,6 @@ fn update() -> bool {
 /// The snapshot twin of a conf file: `x.conf` → `x.conf.json`.
 fn twin(dir: &Path, conf: &str, ext: &str) -> PathBuf {
     dir.join(format!("{conf}.{ext}"))
-}
-
-/// A child process, killed (by PID) if it is dropped still running.
-struct Running(Option<Child>);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Runs `program ARGS` in `dir` to its end (at most [`PATIENCE`]: it is
-/// killed, and the test fails, if it runs longer).
-///
-/// [`PATIENCE`]: crate::util::PATIENCE
-fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
-    let child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run netserver-host");
-    let mut running = Running(Some(child));
-    let child = running.0.as_mut().unwrap();
-    eventually(&format!("{program} {args:?} to exit"), || {
-        child.try_wait().unwrap().is_some()
-    });
-    running.0.take().unwrap().wait_with_output().unwrap()
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
@@ -585,3 +586,59 @@ macro_rules! per_personality {
     (@name $case:ident $personality:ident) => { stringify!($personality) };
 }
 pub(crate) use per_personality;
+
+/// A child process, killed (by PID) if it is dropped still running.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `program ARGS` in `dir` to its end (at most [`PATIENCE`]: it is
+/// killed, and the test fails, if it runs longer).
+pub fn run_in(dir: &Path, program: &str, args: &[&str]) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run netserver-host");
+    let mut running = Running(Some(child));
+    let child = running.0.as_mut().unwrap();
+    eventually(&format!("{program} {args:?} to exit"), || {
+        child.try_wait().unwrap().is_some()
+    });
+    running.0.take().unwrap().wait_with_output().unwrap()
+}
+
+/// The pids of the processes whose parent is `pid`, from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces; split after it.
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == pid && state != "Z" {
+            found.push(child);
+        }
+    }
+    found.sort_unstable();
+    found
+}

@@ -14,7 +14,7 @@
 //! | `resolve` | the typed [`Config`], read through the option table |
 //! | [`port`] | the port grammar, without I/O |
 
-mod files;
+pub mod files;
 pub mod options;
 pub mod port;
 mod raw;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use super::files::io_reason;
+use super::files::{self, io_reason};
 
 /// The kind of value an option takes, and how it is checked.
 #[derive(Clone, Copy, Debug)]
@@ -894,25 +894,17 @@ pub fn parse_env_grant(text: &str) -> Result<(String, String), String> {
 pub const SYSLOG: &str = "Sys::Syslog";
 
 fn check_readable(path: &str) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| io_reason(&e))?;
-    if meta.is_dir() {
-        return Err("is a directory".to_owned());
-    }
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| io_reason(&e))
+    files::check_regular(std::path::Path::new(path))
 }
 
 /// A file to write needs a directory that exists, and must not itself be a
-/// directory.
+/// directory, a fifo or a socket.
 fn check_file_to_write(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Err("must not be empty".to_owned());
     }
     let path = std::path::Path::new(path);
-    if path.is_dir() {
-        return Err("is a directory".to_owned());
-    }
+    files::check_writable_kind(path)?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => std::path::Path::new("."),

@@ -265,7 +265,7 @@ pub fn unknown_key(setting: &Setting) -> anyhow::Error {
     anyhow::anyhow!(
         "{}: unknown option '{}'{closest}",
         setting.source,
-        setting.key
+        shown(&setting.key, MAX_SHOWN)
     )
 }
 
@@ -273,6 +273,7 @@ pub fn unknown_key(setting: &Setting) -> anyhow::Error {
 /// option and the value.
 pub fn bad(setting: &Setting, why: &str) -> anyhow::Error {
     let Setting { key, value, source } = setting;
+    let (value, why) = (shown(value, MAX_SHOWN), shown(why, 4 * MAX_SHOWN));
     match source {
         Source::CommandLine | Source::Default => anyhow::anyhow!(
             "--{}: invalid value '{value}': {why}",
@@ -280,6 +281,32 @@ pub fn bad(setting: &Setting, why: &str) -> anyhow::Error {
         ),
         Source::File { .. } => anyhow::anyhow!("{source}: {key}: invalid value '{value}': {why}"),
     }
+}
+
+/// The most characters of a value an error line shows.
+pub const MAX_SHOWN: usize = 100;
+
+/// `text` as an error line shows it: on one line (control characters
+/// escaped) and at most `max` characters, the rest said in bytes.
+pub fn shown(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            let rest = text.len()
+                - text
+                    .char_indices()
+                    .nth(count)
+                    .map_or(text.len(), |(i, _)| i);
+            out.push_str(&format!("… ({rest} more bytes)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -338,6 +365,35 @@ mod tests {
         assert_eq!(values.text("user"), None);
         assert_eq!(values.texts("port"), ["20203"]);
         assert_eq!(values.texts("allow"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn values_are_shown_on_one_line_and_cut() {
+        let long = "x".repeat(1 << 20);
+        let cases = [
+            ("80", "80".to_owned()),
+            ("a\nb\0c", "a\\nb\\u{0}c".to_owned()),
+            (
+                &long[..],
+                format!(
+                    "{}… ({} more bytes)",
+                    &long[..MAX_SHOWN],
+                    (1 << 20) - MAX_SHOWN
+                ),
+            ),
+            ("ééé", "ééé".to_owned()),
+        ];
+        for (text, want) in cases {
+            assert_eq!(shown(text, MAX_SHOWN), want);
+        }
+        let Err(err) = Values::merge(vec![cli("log_level", &long)], Vec::new()) else {
+            panic!("a million x is no log level");
+        };
+        assert!(
+            err.to_string().len() < 1000,
+            "{} bytes",
+            err.to_string().len()
+        );
     }
 
     #[test]

@@ -250,10 +250,11 @@ impl ServiceConfig {
         let module = values.path("module");
         let name = match (values.last("service"), &module) {
             (Some(s), _) if s.value.is_empty() => return Err(bad(s, "must not be empty")),
+            (Some(s), _) if !is_service_name(&s.value) => return Err(bad(s, SERVICE_NAMES)),
             (Some(s), _) => s.value.clone(),
             (None, Some(path)) => path
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
+                .map(|s| service_name_from(&s.to_string_lossy()))
                 .unwrap_or_else(|| "handler".to_owned()),
             (None, None) => "echo".to_owned(),
         };
@@ -302,6 +303,39 @@ fn report(values: &Values) -> Report {
         *value = true.into();
     }
     report
+}
+
+/// What a service name may be: it is written into every log line of its
+/// connections, so nothing that could split or forge one.
+const SERVICE_NAMES: &str = "must be at most 64 letters, digits, '.', '_' or '-'";
+
+/// Whether `name` is a valid service name (see [`SERVICE_NAMES`]).
+fn is_service_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A service name made of a module's file name: each character a name may
+/// not hold becomes `_`, and it is cut to 64.
+fn service_name_from(stem: &str) -> String {
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() {
+        "handler".to_owned()
+    } else {
+        name
+    }
 }
 
 /// The properties: the last value of each key wins.
@@ -544,6 +578,45 @@ mod tests {
             let err = Config::from_sources(Vec::new(), conf).unwrap_err();
             assert_eq!(err.to_string(), want);
         }
+    }
+
+    #[test]
+    fn service_names_cannot_split_a_log_line() {
+        let cases = [
+            ("chat", Ok("chat")),
+            ("chat-2.v1_a", Ok("chat-2.v1_a")),
+            (
+                "a\nb",
+                Err(
+                    "--service: invalid value 'a\\nb': must be at most 64 letters, digits, '.', '_' or '-'",
+                ),
+            ),
+            (
+                "a b",
+                Err(
+                    "--service: invalid value 'a b': must be at most 64 letters, digits, '.', '_' or '-'",
+                ),
+            ),
+        ];
+        for (name, want) in cases {
+            let got = Config::from_command_line(&[("service", name)])
+                .map(|c| c.services[0].name.clone())
+                .map_err(|e| e.to_string());
+            assert_eq!(
+                got,
+                want.map(str::to_owned).map_err(str::to_owned),
+                "{name:?}"
+            );
+        }
+        let derived = [
+            ("my handler", "my_handler"),
+            ("é\u{0}x", "__x"),
+            ("", "handler"),
+        ];
+        for (stem, want) in derived {
+            assert_eq!(service_name_from(stem), want, "{stem:?}");
+        }
+        assert_eq!(service_name_from(&"x".repeat(100)).len(), 64);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::files::io_reason;
+use super::files;
 
 /// Where a value was given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,23 +104,20 @@ pub struct ServiceTable {
 /// Reads a conf file: TOML when its name ends in `.toml`, otherwise
 /// Net::Server's `key value` lines.
 pub fn read_conf_file(path: &Path) -> Result<ConfFile> {
-    let text = std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "--conf-file {}: cannot read: {}",
-            path.display(),
-            io_reason(&e)
-        )
-    })?;
+    let text = files::read_regular(path, files::MAX_CONF_FILE)
+        .map_err(|why| anyhow::anyhow!("--conf-file {}: cannot read: {why}", path.display()))?;
     let text = String::from_utf8(text)
         .map_err(|_| anyhow::anyhow!("--conf-file {}: not UTF-8 text", path.display()))?;
+    // A byte-order mark some editors write is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     if path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
     {
-        parse_toml(&text, path)
+        parse_toml(text, path)
     } else {
         Ok(ConfFile {
-            settings: parse_key_value(&text, path)?,
+            settings: parse_key_value(text, path)?,
             services: Vec::new(),
         })
     }
@@ -310,10 +307,20 @@ fn push_toml(
             .collect(),
         other => vec![other.clone()],
     };
+    // `true` and `false` are values of on/off options only: `port = true`
+    // is a mistake, not port 1. (An unknown key is reported later.)
+    let takes_bool = super::options::find(&key)
+        .is_none_or(|spec| matches!(spec.kind, super::options::Kind::Bool));
     for item in items {
+        if item.is_bool() && !takes_bool {
+            bail!(
+                "{source}: {key}: invalid value {item}: expected a string or number (true and false are for on/off options)"
+            );
+        }
         let value = scalar(&item).ok_or_else(|| {
             anyhow::anyhow!(
-                "{source}: {key}: invalid value {item}: expected a string, number or boolean"
+                "{source}: {key}: invalid value {}: expected a string, number or boolean",
+                super::raw::shown(&item.to_string(), super::raw::MAX_SHOWN)
             )
         })?;
         settings.push(Setting {
@@ -546,10 +553,33 @@ module = \"b.wasm\"
     }
 
     #[test]
+    fn booleans_are_for_on_off_options() {
+        let conf = parse_toml("background = true\nsetsid = false\n", Path::new("t.toml")).unwrap();
+        let values: Vec<&str> = conf.settings.iter().map(|s| s.value.as_str()).collect();
+        assert_eq!(values, ["1", "0"]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_key() {
+        let dir = std::env::temp_dir().join(format!("ns-bom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bom.conf");
+        std::fs::write(&path, "\u{feff}log_level 3\n").unwrap();
+        let conf = read_conf_file(&path).unwrap();
+        assert_eq!(conf.settings[0].key, "log_level");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn toml_errors_name_file_and_line() {
         let cases = [
             ("a = 1\nb = \n", "t.toml:2: invalid TOML"),
             ("x = { y = 1 }\n", "t.toml:1: x: invalid value { y = 1 }"),
+            (
+                "log_level = 2\nport = true\n",
+                "t.toml:2: port: invalid value true: expected a string or number (true and false are for on/off options)",
+            ),
+            ("port = [1, false]\n", "t.toml:1: port: invalid value false"),
         ];
         for (text, want) in cases {
             let err = parse_toml(text, Path::new("t.toml"))

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client::Local;
 use crate::config::port::{Port, Proto};
-use crate::config::{Ipv, Listener};
+use crate::config::{Ipv, Listener, ServiceConfig};
 use crate::transport::ListenSocket;
 use inherit::{Handed, Origin};
 
@@ -140,6 +140,74 @@ pub fn log_binding(local: &Local, how: &str) {
         Local::Unix(path) => {
             tracing::info!("Binding to UNIX socket file \"{}\"{how}", path.display())
         }
+    }
+}
+
+/// Refuses two services whose sockets would overlap — the same socket
+/// spelled two ways (`127.0.0.1:20999` and `localhost:20999/IPv4`), or an
+/// address and a wildcard on one port — before anything is bound (and so
+/// by `--check` too): the error names the second service's definition,
+/// both listeners and the address. Port 0 asks for a fresh port and never
+/// overlaps; a listener whose host does not resolve is reported when it
+/// is bound.
+pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
+    let planned: Vec<Vec<(Plan, Listener)>> = services
+        .iter()
+        .map(|s| plan(&s.listeners).unwrap_or_default())
+        .collect();
+    for (j, later) in services.iter().enumerate() {
+        for (i, earlier) in services[..j].iter().enumerate() {
+            for (b, listener) in &planned[j] {
+                let Some((_, theirs)) = planned[i].iter().find(|(a, _)| overlap(a, b)) else {
+                    continue;
+                };
+                bail!(
+                    "{}: service '{}': port {listener} binds {}, as port {theirs} of service '{}' does",
+                    later.source,
+                    later.name,
+                    plan_address(b),
+                    earlier.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether two planned sockets cannot both be bound.
+fn overlap(a: &Plan, b: &Plan) -> bool {
+    match (a, b) {
+        (Plan::Unix { path: x, .. }, Plan::Unix { path: y, .. }) => x == y,
+        (
+            Plan::Inet {
+                address: x,
+                proto: px,
+                dual_stack: dx,
+            },
+            Plan::Inet {
+                address: y,
+                proto: py,
+                dual_stack: dy,
+            },
+        ) => {
+            let datagram = |p: &Proto| *p == Proto::Udp;
+            let covers = |w: &SocketAddr, dual: bool, other: &SocketAddr| {
+                w.ip().is_unspecified() && (dual || w.is_ipv4() == other.is_ipv4())
+            };
+            x.port() != 0
+                && x.port() == y.port()
+                && datagram(px) == datagram(py)
+                && (x.ip() == y.ip() || covers(x, *dx, y) || covers(y, *dy, x))
+        }
+        _ => false,
+    }
+}
+
+/// A planned socket's address, as an error shows it.
+fn plan_address(plan: &Plan) -> String {
+    match plan {
+        Plan::Inet { address, .. } => address.to_string(),
+        Plan::Unix { path, .. } => path.clone(),
     }
 }
 
@@ -345,6 +413,78 @@ mod tests {
         let got = plan(&listeners).unwrap();
         // Port 0 asks for a fresh port each time.
         assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn overlapping_sockets_of_two_services_are_found() {
+        let inet = |a: &str, proto, dual_stack| Plan::Inet {
+            address: a.parse().unwrap(),
+            proto,
+            dual_stack,
+        };
+        let unix = |p: &str| Plan::Unix {
+            path: p.to_owned(),
+            proto: Proto::Unix,
+        };
+        let tcp = Proto::Tcp;
+        let cases = [
+            (
+                inet("127.0.0.1:9", tcp, false),
+                inet("127.0.0.1:9", tcp, false),
+                true,
+            ),
+            (
+                inet("127.0.0.1:9", tcp, false),
+                inet("127.0.0.1:9", Proto::Ssl, false),
+                true,
+            ),
+            (
+                inet("127.0.0.1:9", tcp, false),
+                inet("127.0.0.1:9", Proto::Udp, false),
+                false,
+            ),
+            (
+                inet("127.0.0.1:9", tcp, false),
+                inet("127.0.0.2:9", tcp, false),
+                false,
+            ),
+            (
+                inet("127.0.0.1:9", tcp, false),
+                inet("127.0.0.1:8", tcp, false),
+                false,
+            ),
+            (
+                inet("0.0.0.0:9", tcp, false),
+                inet("127.0.0.1:9", tcp, false),
+                true,
+            ),
+            (
+                inet("[::]:9", tcp, true),
+                inet("127.0.0.1:9", tcp, false),
+                true,
+            ),
+            (
+                inet("[::]:9", tcp, false),
+                inet("127.0.0.1:9", tcp, false),
+                false,
+            ),
+            (
+                inet("[::1]:9", tcp, false),
+                inet("[::]:9", tcp, false),
+                true,
+            ),
+            (
+                inet("127.0.0.1:0", tcp, false),
+                inet("127.0.0.1:0", tcp, false),
+                false,
+            ),
+            (unix("/tmp/a"), unix("/tmp/a"), true),
+            (unix("/tmp/a"), unix("/tmp/b"), false),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(overlap(&a, &b), want, "{a:?} {b:?}");
+            assert_eq!(overlap(&b, &a), want, "{b:?} {a:?}");
+        }
     }
 
     #[test]

@@ -144,9 +144,12 @@ async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration
     Ok(())
 }
 
-/// Serves one connection at a time until QUIT or `max_requests`.
+/// Serves one connection at a time until QUIT or `max_requests`. QUIT
+/// closes the listening sockets at once, even in the middle of a
+/// connection (which it lets finish): a child told to stop takes no new
+/// client, and a client that connects meanwhile goes to another child.
 async fn sequential(
-    listeners: Listening,
+    mut listeners: Listening,
     mut stop: Stop,
     max_requests: u64,
     lock: Option<std::fs::File>,
@@ -164,14 +167,16 @@ async fn sequential(
     while served < max_requests {
         let guard = match &lock {
             Some(lock) => tokio::select! {
-                guard = AcceptLock::take(lock.clone()) => Some(guard?),
+                biased;
                 () = stop.quit() => break,
+                guard = AcceptLock::take(lock.clone()) => Some(guard?),
             },
             None => None,
         };
         let accepted = tokio::select! {
-            accepted = accept_any(&listeners) => accepted,
+            biased;
             () = stop.quit() => break,
+            accepted = accept_any(&listeners) => accepted,
         };
         drop(guard);
         let (accepted, index) = match accepted {
@@ -189,7 +194,19 @@ async fn sequential(
         let thread = Thread::Alone {
             stop: stop.raised.clone(),
         };
-        connection::serve(service, accepted, thread, permit).await;
+        let serving = connection::serve(service, accepted, thread, permit);
+        tokio::pin!(serving);
+        let quit = tokio::select! {
+            () = &mut serving => false,
+            () = stop.quit() => true,
+        };
+        if quit {
+            // Stop accepting first, then let the client finish.
+            listeners.clear();
+            serving.await;
+            say(false);
+            break;
+        }
         served += 1;
         say(false);
     }

@@ -83,6 +83,14 @@ impl RawStream {
         }
     }
 
+    /// Waits until the socket may be ready for `interest`; says how.
+    pub async fn ready(&self, interest: Interest) -> io::Result<tokio::io::Ready> {
+        match self {
+            Self::Tcp(stream) => stream.ready(interest).await,
+            Self::Unix(stream) => stream.ready(interest).await,
+        }
+    }
+
     /// Waits until the socket may be writable.
     pub async fn writable(&self) -> io::Result<()> {
         match self {
@@ -148,36 +156,39 @@ impl RawStream {
     async fn proxy_header(&self) -> Result<Origin, String> {
         let why = |e: io::Error| format!("reading the PROXY header: {e}");
         let mut buf = vec![0; proxy::MAX_HEADER];
+        let fd = self.as_raw_fd();
         loop {
-            // Peek: whatever follows the header stays for the guest.
-            let seen = self.peek(&mut buf).await.map_err(why)?;
-            if seen == 0 {
-                return Err("the connection closed before a whole PROXY header".to_owned());
-            }
-            match proxy::parse(&buf[..seen]) {
-                Parsed::Header { len, origin } => {
+            let ready = self.ready(Interest::READABLE).await.map_err(why)?;
+            // Peek (whatever follows the header stays for the guest), and
+            // while the header is not whole, wait for the next bytes: the
+            // peeked ones leave the socket readable, so a `WouldBlock` from
+            // inside `try_io` makes the runtime forget that readiness —
+            // unless more came meanwhile — and the next wait is for more.
+            let peeked = self.try_io(Interest::READABLE, || {
+                let seen = recv(fd, &mut buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
+                    .map_err(io::Error::from)?;
+                match proxy::parse(&buf[..seen]) {
+                    Parsed::Incomplete if seen > 0 => Err(io::ErrorKind::WouldBlock.into()),
+                    parsed => Ok((seen, parsed)),
+                }
+            });
+            match peeked {
+                // The client's end came after a part of a header: no more
+                // will come.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                    return Err("the connection closed inside the PROXY header".to_owned());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(why(e)),
+                Ok((0, _)) => {
+                    return Err("the connection closed before a whole PROXY header".to_owned());
+                }
+                Ok((_, Parsed::Header { len, origin })) => {
                     self.consume(&mut buf[..len]).await.map_err(why)?;
                     return Ok(origin);
                 }
-                Parsed::Invalid(why) => return Err(why),
-                // The rest is on its way (the peeked bytes stay readable, so
-                // wait a little rather than for readiness).
-                Parsed::Incomplete => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
-            }
-        }
-    }
-
-    /// Waits for data and copies what has come into `buf`, leaving it in
-    /// the socket.
-    async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            self.readable().await?;
-            let fd = self.as_raw_fd();
-            match self.try_io(Interest::READABLE, || {
-                recv(fd, buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+                Ok((_, Parsed::Invalid(why))) => return Err(why),
+                Ok((_, Parsed::Incomplete)) => unreachable!("an empty peek ends above"),
             }
         }
     }
@@ -319,6 +330,16 @@ mod tests {
         server.readable().await.unwrap();
         let n = recv(server.as_raw_fd(), &mut rest, MsgFlags::empty()).unwrap();
         assert_eq!(&rest[..n], b"hello");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_inside_a_proxy_header_ends_the_wait() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = RawStream::Unix(a);
+        b.try_write(b"PROXY TCP4 192.0.2.").unwrap();
+        drop(b);
+        let err = server.read_proxy_header().await.unwrap_err();
+        assert_eq!(err, "the connection closed inside the PROXY header");
     }
 
     #[tokio::test]

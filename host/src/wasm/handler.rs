@@ -126,8 +126,11 @@ impl Handler {
     }
 }
 
+/// The module's bytes: a regular file, of at most
+/// [`files::MAX_MODULE`](crate::config::files::MAX_MODULE) bytes.
 fn read_module(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).context("cannot read")
+    use crate::config::files;
+    files::read_regular(path, files::MAX_MODULE).map_err(|why| anyhow!("cannot read: {why}"))
 }
 
 /// Checks what `bytes` are, compiles and links them.
