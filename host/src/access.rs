@@ -378,4 +378,42 @@ mod tests {
             Some("localhost")
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Any valid patterns and networks, any client: a verdict, and a
+        /// refusal only when some rule exists.
+        #[test]
+        fn any_rules_judge_any_client(
+            patterns in proptest::collection::vec("[0-9a-z.|*+?()\\\\]{0,10}", 0..4),
+            nets in proptest::collection::vec((proptest::num::u32::ANY, 0u8..=32), 0..4),
+            addr in proptest::num::u32::ANY,
+            v6 in proptest::bool::ANY,
+            host in proptest::option::of("[a-z.]{0,20}"),
+        ) {
+            let patterns: Vec<String> = patterns
+                .into_iter()
+                .filter(|p| regex::Regex::new(p).is_ok())
+                .collect();
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(ip, len)| IpNet::new(std::net::Ipv4Addr::from(ip).into(), len).unwrap())
+                .collect();
+            let half = patterns.len() / 2;
+            let rules = Rules::new(&AccessConfig {
+                deny: patterns[..half].to_vec(),
+                allow: patterns[half..].to_vec(),
+                cidr_allow: nets,
+                ..AccessConfig::default()
+            })
+            .unwrap();
+            let ip = std::net::Ipv4Addr::from(addr);
+            let addr: IpAddr = if v6 { ip.to_ipv6_mapped().into() } else { ip.into() };
+            let verdict = rules.check(Peer::Ip { addr, host: host.as_deref() });
+            if rules.is_empty() {
+                proptest::prop_assert_eq!(verdict, Verdict::Allowed(None));
+            }
+        }
+    }
 }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use crate::access::Verdict;
+use crate::capacity::Place;
 use crate::client::ClientInfo;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service};
@@ -44,6 +43,8 @@ pub enum End {
     Idle(Duration),
     /// The connection lasted its whole `connection_timeout`.
     TimedOut(Duration),
+    /// Its place was taken for a waiting client (see [`crate::capacity`]).
+    Evicted,
 }
 
 impl End {
@@ -90,6 +91,9 @@ impl fmt::Display for End {
             Self::TimedOut(after) => {
                 write!(f, "connection timeout: open for {}s", after.as_secs_f64())
             }
+            Self::Evicted => f.write_str(
+                "evicted: every place was taken (max_instances) and its address held the most",
+            ),
         }
     }
 }
@@ -111,26 +115,22 @@ pub enum Thread {
     },
 }
 
-/// Serves one accepted client of `service` on `thread`; `_permit` holds
-/// its place among the concurrent instances until the connection ends.
+/// Serves one accepted client of `service` on `thread`; `place` is its
+/// place among the concurrent instances, held until the connection ends.
 /// Before the guest sees it, the connection passes the service's admission
 /// (see [`Service::admit`]), whose verdict the hooks act on.
-pub async fn serve(
-    service: Arc<Service>,
-    accepted: Accepted,
-    thread: Thread,
-    _permit: OwnedSemaphorePermit,
-) {
+pub async fn serve(service: Arc<Service>, accepted: Accepted, thread: Thread, place: Place) {
     let Some(admitted) = service.admit(accepted).await else {
         return;
     };
     let tag = admitted.tag.clone();
-    tagged(tag, converse_with(&service, admitted, thread)).await
+    tagged(tag, converse_with(&service, admitted, thread, place)).await
 }
 
 /// The life of an admitted connection: the hooks, within the idle and
-/// connection timeouts, then its summary line.
-async fn converse_with(service: &Service, admitted: Admitted, thread: Thread) {
+/// connection timeouts (and unless evicted to make room), then its summary
+/// line.
+async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, room: Place) {
     let Admitted {
         stream,
         client,
@@ -159,6 +159,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread) {
             return;
         }
     };
+    let live = room.live(&client.peer, &socket);
     let deadline = async {
         match deadline {
             Some((limit, at)) => {
@@ -172,7 +173,9 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread) {
         end = converse(service, &socket, &client, &verdict) => end,
         () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
         limit = deadline => End::TimedOut(limit),
+        () = live.evicted() => End::Evicted,
     };
+    drop(live);
     // Give the address's place back before saying the connection ended.
     drop(place);
     let summary = Summary {

@@ -18,6 +18,7 @@
 //! | 3 | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio, loading handlers |
 //! | 3 | [`listen`] | binding the listening sockets, or taking them over |
 //! | 3 | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
+//! | 3 | [`capacity`] | a service's places in a worker; evicting to make room when one client holds them |
 //! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`] | access rules; the log; dropping root; the command line as typed |
@@ -25,6 +26,7 @@
 //! | leaf | [`client`], [`threads`], [`proxy`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser |
 
 pub mod access;
+pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -300,6 +302,7 @@ mod tests {
         ("wasm", 3),
         ("listen", 3),
         ("daemon", 3),
+        ("capacity", 3),
         ("service", 4),
         ("connection", 5),
         ("process", 6),

@@ -255,3 +255,75 @@ fn quit_stops_accepting_before_the_open_client_is_done(personality: &str) {
 }
 
 per_personality!(quit_stops_accepting_before_the_open_client_is_done: prefork_simple, prefork, single, multiplex, fork);
+
+/// With the defaults (`max_instances` 1000 per worker), one address that
+/// holds 2,000 silent connections does not keep a client from another
+/// address waiting: its own idle connections make room. (The idle timeout
+/// is an hour here, so that only eviction can make room in time.)
+#[test]
+fn one_address_holding_every_place_does_not_lock_others_out() {
+    let mut server = Server::start(&["--idle-timeout", "3600"]);
+    let target = server.addr;
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let held: Vec<Client> = (0..2000)
+        .map(|_| Client::connect_from(attacker, target))
+        .collect();
+    server.wait_for_log("all 1000 places of this worker are taken");
+    let started = std::time::Instant::now();
+    let mut client = Client::connect_from("127.0.0.3".parse().unwrap(), target);
+    client.send(b"hello\r\nquit\r\n");
+    assert_eq!(client.read_all(), "You said 'hello'\r\nYou said 'quit'\r\n");
+    eprintln!(
+        "served beside 2,000 connections of one address after {:.1?}",
+        started.elapsed()
+    );
+    server.wait_for_log("making room from the connections of 127.0.0.2, which holds");
+    drop(held);
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib << 10
+}
+
+/// Instances that grew to their `max_memory` give it back when they end:
+/// the worker's resident memory does not keep 64 MiB per finished
+/// connection until a batch of 64 is full.
+#[test]
+fn memory_of_finished_instances_is_given_back() {
+    let server = Server::start(&["--module", crate::util::guests::MISBEHAVE]);
+    let worker = server.eventually("the worker to start", || {
+        children(server.pid()).first().copied()
+    });
+    let before = resident(worker);
+    for _ in 0..40 {
+        let mut client = server.connect();
+        client.send(b"alloc\n");
+        // The guest traps at its memory limit; the connection ends.
+        client.read_until_closed();
+    }
+    let grown = 40 * (64 << 20);
+    server.eventually("the worker to give the memory back", || {
+        let now = resident(worker);
+        let kept = now.saturating_sub(before);
+        eprintln!(
+            "worker resident: {} MiB ({} MiB more)",
+            now >> 20,
+            kept >> 20
+        );
+        // Far below 40 instances of 64 MiB: what one batch may hold.
+        Ok::<_, String>(()).and_then(|()| {
+            if kept < grown / 8 {
+                Ok(())
+            } else {
+                Err(format!("{} MiB kept", kept >> 20))
+            }
+        })
+    });
+}

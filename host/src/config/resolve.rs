@@ -954,4 +954,28 @@ mod tests {
         check(syslog[..1].to_vec(), "syslog, defaults");
         check(syslog.to_vec(), "syslog, given");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(256))]
+
+        /// Any option given any value, a few at a time: a configuration,
+        /// or one line that names the option and says why.
+        #[test]
+        fn any_settings_resolve_or_give_one_line(
+            given in proptest::collection::vec(
+                (
+                    proptest::sample::select(options::OPTIONS.iter().map(|s| s.name).collect::<Vec<_>>()),
+                    "(\\PC|[0-9.:/*,| \\[\\]]){0,24}",
+                ),
+                0..4,
+            )
+        ) {
+            let settings = given.iter().map(|(k, v)| Setting::command_line(k, v)).collect();
+            if let Err(err) = Config::from_sources(settings, ConfFile::default()) {
+                let err = format!("{err:#}");
+                proptest::prop_assert!(err.starts_with("--"), "{}", err);
+                proptest::prop_assert!(!err.contains('\n'), "{}", err);
+            }
+        }
+    }
 }

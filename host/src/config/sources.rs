@@ -588,4 +588,39 @@ module = \"b.wasm\"
             assert!(err.starts_with(want), "{text:?}: {err}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Whatever a Net::Server conf file holds: settings, or one line
+        /// naming the file, the line and the key.
+        #[test]
+        fn any_conf_text_parses_or_gives_one_line(text in "(\\PC|\n|\r|#|=|:| |\t){0,200}") {
+            match parse_key_value(&text, Path::new("t.conf")) {
+                Ok(settings) => {
+                    for setting in settings {
+                        proptest::prop_assert!(!setting.key.is_empty());
+                    }
+                }
+                Err(err) => {
+                    let err = err.to_string();
+                    proptest::prop_assert!(err.starts_with("t.conf:"), "{}", err);
+                    proptest::prop_assert!(!err.contains('\n'), "{}", err);
+                }
+            }
+        }
+
+        /// Whatever a TOML conf file holds: settings and tables, or one
+        /// line naming the file and the line.
+        #[test]
+        fn any_toml_text_parses_or_gives_one_line(
+            text in "([a-z_]{1,12} = (\"[^\"\n]{0,12}\"|[0-9]{1,6}|true|false|\\[[0-9, \"a]{0,12}\\]|\\{[a-z =0-9\"]{0,12}\\})\n|\\[\\[service\\]\\]\n|\\PC{0,8}\n){0,12}"
+        ) {
+            if let Err(err) = parse_toml(&text, Path::new("t.toml")) {
+                let err = err.to_string();
+                proptest::prop_assert!(err.starts_with("t.toml:"), "{}", err);
+                proptest::prop_assert!(!err.contains('\n'), "{}", err);
+            }
+        }
+    }
 }

@@ -18,6 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use super::status::StatusWriter;
+use crate::capacity::{Capacity, Place, Room};
 use crate::connection::{self, Thread};
 use crate::service::Service;
 use crate::threads;
@@ -113,26 +114,26 @@ fn listen(services: Vec<Service>) -> Result<(Vec<Arc<Service>>, Listening)> {
 /// Serves many connections at once until QUIT, then lets them finish.
 async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration) -> Result<()> {
     let mut loops = tokio::task::JoinSet::new();
-    // Each service has its own cap: one tenant's clients cannot take
-    // another's places.
-    let mut places: Vec<(Arc<Service>, Arc<Semaphore>)> = Vec::new();
+    // Each service has its own places: one tenant's clients cannot take
+    // another's.
+    let mut places: Vec<(Arc<Service>, Arc<Capacity>)> = Vec::new();
     for (listener, service) in listeners {
-        let permits = match places.iter().find(|(s, _)| Arc::ptr_eq(s, &service)) {
-            Some((_, permits)) => permits.clone(),
+        let capacity = match places.iter().find(|(s, _)| Arc::ptr_eq(s, &service)) {
+            Some((_, capacity)) => capacity.clone(),
             None => {
-                let permits = Arc::new(Semaphore::new(service.max_instances as usize));
-                places.push((service.clone(), permits.clone()));
-                permits
+                let capacity = Capacity::new(service.name.clone(), service.max_instances);
+                places.push((service.clone(), capacity.clone()));
+                capacity
             }
         };
-        loops.spawn(accept_loop(listener, service, permits));
+        loops.spawn(accept_loop(listener, service, capacity));
     }
     stop.quit().await;
     // Stop accepting: the listening sockets close with their loops.
     loops.shutdown().await;
     let all_done = async {
-        for (service, permits) in &places {
-            let _ = permits.acquire_many(service.max_instances).await;
+        for (_, capacity) in &places {
+            capacity.all_free().await;
         }
     };
     if tokio::time::timeout(quit_timeout, all_done).await.is_err() {
@@ -190,7 +191,7 @@ async fn sequential(
         say(true);
         accepted.stream.send_at_once();
         let service = listeners[index].1.clone();
-        let permit = place.clone().acquire_owned().await?;
+        let permit = Place::alone(place.clone().acquire_owned().await?);
         let thread = Thread::Alone {
             stop: stop.raised.clone(),
         };
@@ -242,31 +243,37 @@ impl Drop for AcceptLock {
     }
 }
 
-/// Accepts on one socket while a permit (a place among the concurrent
-/// instances) is free; further clients wait in the backlog.
-async fn accept_loop(listener: Listener, service: Arc<Service>, permits: Arc<Semaphore>) {
+/// Accepts on one socket, and gives each client a place among the
+/// concurrent instances: a free one, or one made for it (see
+/// [`crate::capacity`]); while it waits, further clients wait in the
+/// backlog.
+async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Capacity>) {
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok(accepted) => {
-                // Replies are written whole by the guest: send them at once.
-                accepted.stream.send_at_once();
-                tokio::spawn(connection::serve(
-                    service.clone(),
-                    accepted,
-                    Thread::Shared,
-                    permit,
-                ));
-            }
+        let accepted = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // Out of descriptors, or a client that reset before accept:
                 // log, back off briefly, keep serving.
                 tracing::warn!("accept failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let addr = accepted.peer.as_ref().and_then(|p| p.ip_addr());
+        let place = match capacity.place(addr).await {
+            Room::Given(place) => place,
+            // Closed at once: its address has had its share.
+            Room::Refused => continue,
+            Room::Closed => return,
+        };
+        // Replies are written whole by the guest: send them at once.
+        accepted.stream.send_at_once();
+        tokio::spawn(connection::serve(
+            service.clone(),
+            accepted,
+            Thread::Shared,
+            place,
+        ));
     }
 }
 
@@ -313,9 +320,9 @@ pub fn serve_one(service: Arc<Service>, stream: StdStream) -> i32 {
     one_shot(engine, tracing::Span::none(), |stop| async move {
         let stream = stream.into_raw()?;
         stream.send_at_once();
-        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await?;
+        let place = Place::alone(Arc::new(Semaphore::new(1)).acquire_owned().await?);
         let thread = Thread::Alone { stop };
-        connection::serve(service, Accepted::new(stream), thread, permit).await;
+        connection::serve(service, Accepted::new(stream), thread, place).await;
         Ok(())
     })
 }

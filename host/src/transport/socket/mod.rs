@@ -136,6 +136,14 @@ impl ClientSocket {
         )
     }
 
+    /// How long no byte has moved.
+    pub fn idle_for(&self) -> Duration {
+        self.counters
+            .started
+            .elapsed()
+            .saturating_sub(self.counters.last_io())
+    }
+
     /// Resolves once no byte has moved for `timeout`.
     pub async fn idle(&self, timeout: Duration) {
         loop {
