@@ -471,7 +471,7 @@ pub const OPTIONS: &[Spec] = &[
         None,
         false,
         Active,
-        "the handler component or WASI command (default: built-in echo)",
+        "the handler component or WASI command, a regular file of at most 512 MiB (default: built-in echo)",
     )
     .per_service(),
     spec(
@@ -573,7 +573,7 @@ pub const OPTIONS: &[Spec] = &[
         None,
         false,
         Active,
-        "the service name (default: the module's file stem, or echo)",
+        "the service name: at most 64 letters, digits, '.', '_', '-' (default: the module's file stem, other characters as '_', or echo)",
     )
     .per_service(),
     spec(
@@ -590,7 +590,7 @@ pub const OPTIONS: &[Spec] = &[
         None,
         true,
         Active,
-        "signals the parent passes on to its children (names, separated by commas)",
+        "signals the parent passes on to its children (names, separated by commas; not KILL, STOP, ILL, FPE, SEGV)",
     ),
     spec(
         "syslog_facility",
