@@ -10,12 +10,7 @@ use crate::util::{BIN, Client, Server, children, per_personality, run_in};
 
 /// A scratch directory of this test's own.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("hardening")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    crate::util::fresh_dir("hardening", name)
 }
 
 /// Runs `netserver-host ARGS` in `dir` (bounded), and returns its exit

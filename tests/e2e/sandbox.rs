@@ -20,11 +20,7 @@ fn probe(server: &Server, lines: &[&str]) -> Vec<String> {
 
 /// A scratch directory with one file, `data.txt` (5 bytes).
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("sandbox")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::util::fresh_dir("sandbox", name);
     std::fs::write(dir.join("data.txt"), "hello").unwrap();
     dir
 }

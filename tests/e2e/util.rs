@@ -642,3 +642,13 @@ pub fn children(pid: u32) -> Vec<u32> {
     found.sort_unstable();
     found
 }
+
+/// A fresh, empty directory `group/name` under the tests' scratch space.
+pub fn fresh_dir(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -31,6 +31,22 @@ use nix::sys::signal::Signal;
 pub use port::{Ipv, Listener, Port, PortDefaults, Proto};
 pub use sources::{ConfFile, ServiceTable, Setting, Source};
 
+/// Settings as the tests of this module write them.
+#[cfg(test)]
+mod test_settings {
+    use super::Setting;
+
+    /// `key value` on the command line.
+    pub fn cli(key: &str, value: &str) -> Setting {
+        Setting::command_line(key, value)
+    }
+
+    /// `key value` on line `line` of `s.conf`.
+    pub fn file(key: &str, value: &str, line: usize) -> Setting {
+        Setting::in_file("s.conf", line, key, value)
+    }
+}
+
 /// Every option's effective value and the source it came from.
 pub type Report = BTreeMap<String, (serde_json::Value, Source)>;
 

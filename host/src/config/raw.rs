@@ -313,13 +313,7 @@ pub fn shown(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn cli(key: &str, value: &str) -> Setting {
-        Setting::command_line(key, value)
-    }
-
-    fn file(key: &str, value: &str, line: usize) -> Setting {
-        Setting::in_file("s.conf", line, key, value)
-    }
+    use crate::config::test_settings::{cli, file};
 
     #[test]
     fn command_line_replaces_a_files_values_for_its_keys() {

@@ -496,13 +496,7 @@ mod tests {
     use super::*;
     use crate::config::sources::ConfFile;
 
-    fn cli(key: &str, value: &str) -> Setting {
-        Setting::command_line(key, value)
-    }
-
-    fn file(key: &str, value: &str, line: usize) -> Setting {
-        Setting::in_file("s.conf", line, key, value)
-    }
+    use crate::config::test_settings::{cli, file};
 
     fn table(line: usize, settings: Vec<Setting>) -> sources::ServiceTable {
         sources::ServiceTable {
