@@ -110,7 +110,7 @@ pub enum Thread {
     /// timeout, or a signal (`stop` is raised by the ones that end the
     /// process). See [`Wait::InSocket`].
     Alone {
-        /// Raised by the signals that end the process.
+        /// Raised by the signals the runtime must see to (INT, TERM, QUIT).
         stop: Arc<AtomicBool>,
     },
 }

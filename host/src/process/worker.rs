@@ -281,15 +281,24 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
 /// to finish.
 struct Stop {
     quit: Signal,
-    /// Raised by INT and TERM, for a guest's read sleeping in its socket
-    /// (see [`Thread::Alone`]): the process ends when its runtime next runs.
+    /// Raised by INT, TERM and QUIT, for a guest's read sleeping in its
+    /// socket (see [`Thread::Alone`]): a read does not sleep once a signal
+    /// came that the runtime must see to — INT and TERM end the process
+    /// when it next runs, QUIT closes the listening sockets — so a signal
+    /// that came while the guest computed is not left waiting for its
+    /// client's next byte.
     raised: Arc<AtomicBool>,
 }
 
 impl Stop {
     fn new() -> Result<Self> {
         let raised = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let signals = [
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGQUIT,
+        ];
+        for signal in signals {
             signal_hook::flag::register(signal, raised.clone())?;
         }
         let mut int = signal(SignalKind::interrupt())?;

@@ -42,7 +42,7 @@ pub enum Wait {
         idle: Duration,
         /// When the connection's `connection_timeout` ends it.
         deadline: Option<Instant>,
-        /// Raised by the signals that end the process.
+        /// Raised by the signals the runtime must see to (INT, TERM, QUIT).
         stop: Arc<AtomicBool>,
     },
 }

@@ -98,8 +98,8 @@ impl Raw {
         }
     }
 
-    /// Whether a signal asked the process to end while its thread serves
-    /// this connection alone.
+    /// Whether a signal came that the runtime must see to (INT, TERM,
+    /// QUIT) while its thread serves this connection alone.
     pub(super) fn stopping(&self) -> bool {
         (self.sleeping.as_ref()).is_some_and(|sleeping| sleeping.stop.load(Ordering::Relaxed))
     }
@@ -252,7 +252,7 @@ struct Sleeping {
     idle: Duration,
     /// When, from the connection's start, its `connection_timeout` ends it.
     deadline: Option<Duration>,
-    /// Raised by the signals that end the process.
+    /// Raised by the signals the runtime must see to (INT, TERM, QUIT).
     stop: Arc<AtomicBool>,
     /// The socket's receive timeout now (`None`: not set yet).
     timeout: Mutex<Option<Duration>>,
@@ -261,9 +261,9 @@ struct Sleeping {
 impl Sleeping {
     /// How long a read starting `elapsed` into the connection, whose last
     /// byte moved at `last_io`, may sleep: until the idle timeout or the
-    /// connection's deadline, whichever is first. `None` once a signal
-    /// asked the process to end or when less than a millisecond is left:
-    /// the runtime must see to that.
+    /// connection's deadline, whichever is first. `None` once a signal came
+    /// that the runtime must see to, or when less than a millisecond is
+    /// left: the runtime must see to that.
     fn limit(&self, elapsed: Duration, last_io: Duration) -> Option<Duration> {
         if self.stop.load(Ordering::Relaxed) {
             return None;
