@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 
@@ -96,7 +96,10 @@ impl Generic {
     /// Writes as much of the pending bytes as the stream takes now.
     pub(super) fn push(&self, out: &mut Outgoing, counters: &Counters) {
         let mut cx = Context::from_waker(Waker::noop());
-        let _ = write_pending(&mut lock(&self.write), &mut cx, out, counters);
+        let mut half = lock(&self.write);
+        let _ = out.send_with(counters, |bytes| {
+            Pin::new(&mut *half).poll_write(&mut cx, bytes)
+        });
     }
 
     pub(super) fn poll_drained(
@@ -106,7 +109,9 @@ impl Generic {
         counters: &Counters,
     ) -> Poll<io::Result<()>> {
         let mut half = lock(&self.write);
-        std::task::ready!(write_pending(&mut half, cx, out, counters));
+        std::task::ready!(
+            out.send_with(counters, |bytes| Pin::new(&mut *half).poll_write(cx, bytes))
+        );
         if let Some(kind) = out.failed {
             return Poll::Ready(Err(kind.into()));
         }
@@ -146,31 +151,6 @@ impl Generic {
     pub(super) async fn shutdown(&self) -> io::Result<()> {
         poll_fn(|cx| Pin::new(&mut *lock(&self.write)).poll_shutdown(cx)).await
     }
-}
-
-/// Writes the pending bytes until none are left, writing failed (then
-/// `out.failed` says why) or the stream would wait (pending).
-fn write_pending(
-    half: &mut WriteHalf<Boxed>,
-    cx: &mut Context<'_>,
-    out: &mut Outgoing,
-    counters: &Counters,
-) -> Poll<()> {
-    while !out.pending.is_empty() && out.failed.is_none() {
-        match Pin::new(&mut *half).poll_write(cx, &out.pending) {
-            Poll::Ready(Ok(0)) => out.failed = Some(io::ErrorKind::WriteZero),
-            Poll::Ready(Ok(n)) => {
-                out.pending.advance(n);
-                counters.sent(n);
-            }
-            Poll::Ready(Err(e)) => {
-                out.failed = Some(e.kind());
-                out.pending.clear();
-            }
-            Poll::Pending => return Poll::Pending,
-        }
-    }
-    Poll::Ready(())
 }
 
 impl Reading {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 
@@ -67,6 +67,32 @@ enum Io {
 struct Outgoing {
     pending: BytesMut,
     failed: Option<io::ErrorKind>,
+}
+
+impl Outgoing {
+    /// Hands the pending bytes to `write` until none are left, writing
+    /// failed (then `failed` says why) or `write` would wait (pending).
+    fn send_with(
+        &mut self,
+        counters: &Counters,
+        mut write: impl FnMut(&[u8]) -> Poll<io::Result<usize>>,
+    ) -> Poll<()> {
+        while !self.pending.is_empty() && self.failed.is_none() {
+            match write(&self.pending) {
+                Poll::Ready(Ok(0)) => self.failed = Some(io::ErrorKind::WriteZero),
+                Poll::Ready(Ok(n)) => {
+                    self.pending.advance(n);
+                    counters.sent(n);
+                }
+                Poll::Ready(Err(e)) => {
+                    self.failed = Some(e.kind());
+                    self.pending.clear();
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(())
+    }
 }
 
 /// What moved, and when.
@@ -147,11 +173,7 @@ impl ClientSocket {
     /// Resolves once no byte has moved for `timeout`.
     pub async fn idle(&self, timeout: Duration) {
         loop {
-            let idle = self
-                .counters
-                .started
-                .elapsed()
-                .saturating_sub(self.counters.last_io());
+            let idle = self.idle_for();
             if idle >= timeout {
                 return;
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use nix::libc;
 use tokio::io::{Interest, ReadBuf};
 use wasmtime_wasi::p2::{StreamError, StreamResult};
@@ -174,19 +174,10 @@ impl Raw {
 
     /// Sends as much of the pending bytes as the socket takes now.
     pub(super) fn push(&self, out: &mut Outgoing, counters: &Counters) {
-        while !out.pending.is_empty() && out.failed.is_none() {
-            match self.send(&out.pending) {
-                Ok(n) => {
-                    out.pending.advance(n);
-                    counters.sent(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    out.failed = Some(e.kind());
-                    out.pending.clear();
-                }
-            }
-        }
+        let _ = out.send_with(counters, |bytes| match self.send(bytes) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            sent => Poll::Ready(sent),
+        });
     }
 
     pub(super) fn poll_drained(
