@@ -30,16 +30,19 @@ fn not_regular(meta: &Metadata) -> Option<&'static str> {
     })
 }
 
-/// Checks that `path` is a regular file this process can open, without
-/// opening anything else (opening a fifo would wait for a writer).
-pub fn check_regular(path: &Path) -> Result<(), String> {
+/// Opens `path` if it is a regular file, without opening anything else
+/// (opening a fifo would wait for a writer).
+fn open_regular(path: &Path) -> Result<std::fs::File, String> {
     let meta = std::fs::metadata(path).map_err(|e| io_reason(&e))?;
     if let Some(why) = not_regular(&meta) {
         return Err(why.to_owned());
     }
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| io_reason(&e))
+    std::fs::File::open(path).map_err(|e| io_reason(&e))
+}
+
+/// Checks that `path` is a regular file this process can open.
+pub fn check_regular(path: &Path) -> Result<(), String> {
+    open_regular(path).map(drop)
 }
 
 /// Checks that an existing `path` may be written to as a log or pid
@@ -60,10 +63,9 @@ pub fn check_writable_kind(path: &Path) -> Result<(), String> {
 /// Reads the regular file at `path`, at most `limit` bytes: a fifo, a
 /// device or a larger file is refused without reading it all.
 pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    check_regular(path)?;
-    let file = std::fs::File::open(path).map_err(|e| io_reason(&e))?;
     let mut bytes = Vec::new();
-    file.take(limit + 1)
+    open_regular(path)?
+        .take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_reason(&e))?;
     if bytes.len() as u64 > limit {

@@ -716,12 +716,6 @@ impl Typed {
     }
 }
 
-/// Checks `text` against `kind`; the typed value for `--check`, or why it is
-/// wrong.
-pub fn check(kind: Kind, text: &str) -> Result<Value, String> {
-    parse(kind, text).map(|typed| typed.to_json())
-}
-
 /// Checks `text` against `kind`: the typed value, or why it is wrong.
 pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
     let text = text.trim();
@@ -1083,7 +1077,7 @@ mod tests {
         for spec in OPTIONS {
             if let Some(default) = spec.default {
                 assert!(
-                    check(spec.kind, default).is_ok(),
+                    parse(spec.kind, default).is_ok(),
                     "{}: {default}",
                     spec.name
                 );
@@ -1201,11 +1195,11 @@ mod tests {
             ),
         ];
         for (kind, text, want) in cases {
-            let got = check(*kind, text);
+            let got = parse(*kind, text).map(|typed| typed.to_json());
             assert_eq!(got, want.clone().map_err(str::to_owned), "{kind:?} {text}");
         }
         assert!(
-            check(Regex, "a(")
+            parse(Regex, "a(")
                 .unwrap_err()
                 .starts_with("not a valid regex")
         );

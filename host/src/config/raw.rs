@@ -225,6 +225,28 @@ impl Values {
             .collect()
     }
 
+    /// Every value of a repeatable `KEY=VALUE` option.
+    pub fn pairs(&self, key: &str) -> Vec<(String, String)> {
+        self.typed_all(key)
+            .into_iter()
+            .map(|(typed, _)| match typed {
+                Typed::Pair(key, value) => (key, value),
+                other => mismatch(key, "pairs", Some(other)),
+            })
+            .collect()
+    }
+
+    /// Every network of a repeatable CIDR option.
+    pub fn cidrs(&self, key: &str) -> Vec<ipnet::IpNet> {
+        self.typed_all(key)
+            .into_iter()
+            .map(|(typed, _)| match typed {
+                Typed::Cidr(net) => net,
+                other => mismatch(key, "networks", Some(other)),
+            })
+            .collect()
+    }
+
     /// A path option, when set.
     pub fn path(&self, key: &str) -> Option<std::path::PathBuf> {
         match self.typed(key) {

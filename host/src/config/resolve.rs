@@ -182,16 +182,6 @@ impl ProcessConfig {
 
 impl Grants {
     fn from_values(values: &Values) -> Self {
-        let pairs = |key: &str| {
-            values
-                .typed_all(key)
-                .into_iter()
-                .map(|(typed, _)| match typed {
-                    Typed::Pair(key, value) => (key, value),
-                    other => unreachable!("{key} gives pairs, not {other:?}"),
-                })
-                .collect()
-        };
         Self {
             dirs: values
                 .typed_all("grant_dir")
@@ -201,22 +191,10 @@ impl Grants {
                     other => unreachable!("grant_dir gives directories, not {other:?}"),
                 })
                 .collect(),
-            env: pairs("grant_env"),
-            connect: cidrs(values, "grant_connect"),
+            env: values.pairs("grant_env"),
+            connect: values.cidrs("grant_connect"),
         }
     }
-}
-
-/// Every network of a repeatable CIDR option.
-fn cidrs(values: &Values, key: &str) -> Vec<ipnet::IpNet> {
-    values
-        .typed_all(key)
-        .into_iter()
-        .map(|(typed, _)| match typed {
-            Typed::Cidr(net) => net,
-            other => unreachable!("{key} gives networks, not {other:?}"),
-        })
-        .collect()
 }
 
 /// A second service may not take an existing one's name or port.
@@ -274,7 +252,8 @@ impl ServiceConfig {
             cpu_limit: values.secs("cpu_limit"),
             max_memory: values.size("max_memory"),
             max_instances: values.int("max_instances"),
-            properties: properties(values),
+            // The last value of each key wins.
+            properties: values.pairs("property").into_iter().collect(),
             instance: match values.choice("instance") {
                 "per-worker" => InstanceMode::PerWorker,
                 _ => InstanceMode::PerConnection,
@@ -284,7 +263,7 @@ impl ServiceConfig {
             connection_timeout: values.opt_secs("connection_timeout"),
             grants: Grants::from_values(values),
             access: access(values),
-            proxy_from: cidrs(values, "proxy_from"),
+            proxy_from: values.cidrs("proxy_from"),
             max_conn_per_ip: values.int("max_conn_per_ip"),
             max_rate_per_ip: values.int("max_rate_per_ip"),
             source,
@@ -309,12 +288,14 @@ fn report(values: &Values) -> Report {
 /// connections, so nothing that could split or forge one.
 const SERVICE_NAMES: &str = "must be at most 64 letters, digits, '.', '_' or '-'";
 
+/// Whether `c` may be part of a service name.
+fn in_service_name(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
 /// Whether `name` is a valid service name (see [`SERVICE_NAMES`]).
 fn is_service_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    (1..=64).contains(&name.len()) && name.chars().all(in_service_name)
 }
 
 /// A service name made of a module's file name: each character a name may
@@ -322,13 +303,7 @@ fn is_service_name(name: &str) -> bool {
 fn service_name_from(stem: &str) -> String {
     let name: String = stem
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if in_service_name(c) { c } else { '_' })
         .take(64)
         .collect();
     if name.is_empty() {
@@ -336,18 +311,6 @@ fn service_name_from(stem: &str) -> String {
     } else {
         name
     }
-}
-
-/// The properties: the last value of each key wins.
-fn properties(values: &Values) -> BTreeMap<String, String> {
-    values
-        .typed_all("property")
-        .into_iter()
-        .map(|(typed, _)| match typed {
-            Typed::Pair(key, value) => (key, value),
-            other => unreachable!("property gives pairs, not {other:?}"),
-        })
-        .collect()
 }
 
 /// Where the log goes: stderr, a file, or syslog as the `syslog_*`
@@ -427,9 +390,9 @@ fn access(values: &Values) -> AccessConfig {
     let double_reverse_lookups = values.flag("double_reverse_lookups");
     AccessConfig {
         deny: values.texts("deny"),
-        cidr_deny: cidrs(values, "cidr_deny"),
+        cidr_deny: values.cidrs("cidr_deny"),
         allow: values.texts("allow"),
-        cidr_allow: cidrs(values, "cidr_allow"),
+        cidr_allow: values.cidrs("cidr_allow"),
         allow_uid,
         reverse_lookups: values.flag("reverse_lookups") || double_reverse_lookups,
         double_reverse_lookups,
