@@ -2,7 +2,7 @@
 //! read through the option table (see `raw`), so an option's type, range
 //! and default are the ones `--check` reports and the documentation lists.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
@@ -197,27 +197,17 @@ impl Grants {
     }
 }
 
-/// A second service may not take an existing one's name or port.
+/// A second service may not take an existing one's name (that it may not
+/// take its sockets either is checked once they are planned:
+/// `listen::check_services`).
 fn check_distinct(services: &[ServiceConfig], new: &ServiceConfig) -> Result<()> {
-    for old in services {
-        if old.name == new.name {
-            bail!(
-                "{}: service '{}' is already defined at {}",
-                new.source,
-                new.name,
-                old.source
-            );
-        }
-        // Port 0 asks the kernel for a fresh port each time: never shared.
-        let shared = |l: &&Listener| l.port != Port::Number(0) && old.listeners.contains(l);
-        if let Some(listener) = new.listeners.iter().find(shared) {
-            bail!(
-                "{}: service '{}': port {listener} is already served by service '{}'",
-                new.source,
-                new.name,
-                old.name
-            );
-        }
+    if let Some(old) = services.iter().find(|old| old.name == new.name) {
+        bail!(
+            "{}: service '{}' is already defined at {}",
+            new.source,
+            new.name,
+            old.source
+        );
     }
     Ok(())
 }
@@ -454,6 +444,7 @@ fn listeners(values: &Values) -> Result<Vec<Listener>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use super::*;

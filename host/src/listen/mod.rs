@@ -143,13 +143,13 @@ pub fn log_binding(local: &Local, how: &str) {
     }
 }
 
-/// Refuses two services whose sockets would overlap — the same socket
-/// spelled two ways (`127.0.0.1:20999` and `localhost:20999/IPv4`), or an
-/// address and a wildcard on one port — before anything is bound (and so
-/// by `--check` too): the error names the second service's definition,
-/// both listeners and the address. Port 0 asks for a fresh port and never
-/// overlaps; a listener whose host does not resolve is reported when it
-/// is bound.
+/// Refuses two services whose sockets would overlap — the same port
+/// given twice, the same socket spelled two ways (`127.0.0.1:20999` and
+/// `localhost:20999/IPv4`), or an address and a wildcard on one port —
+/// before anything is bound (and so by `--check` too): the error names the
+/// second service's definition, both listeners and, spelled differently,
+/// the address. Port 0 asks for a fresh port and never overlaps; a
+/// listener whose host does not resolve is reported when it is bound.
 pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
     let planned: Vec<Vec<(Plan, Listener)>> = services
         .iter()
@@ -161,6 +161,14 @@ pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
                 let Some((_, theirs)) = planned[i].iter().find(|(a, _)| overlap(a, b)) else {
                     continue;
                 };
+                if listener == theirs {
+                    bail!(
+                        "{}: service '{}': port {listener} is already served by service '{}'",
+                        later.source,
+                        later.name,
+                        earlier.name
+                    );
+                }
                 bail!(
                     "{}: service '{}': port {listener} binds {}, as port {theirs} of service '{}' does",
                     later.source,
