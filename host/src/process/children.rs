@@ -13,3 +13,15 @@ pub struct Child {
     /// Told to finish, for being spare.
     pub retiring: bool,
 }
+
+impl Child {
+    /// A child forked now: idle (a worker, until it says otherwise) or
+    /// not (a `fork` child, which serves its client).
+    pub fn new(idle: bool) -> Self {
+        Self {
+            idle,
+            born: Instant::now(),
+            retiring: false,
+        }
+    }
+}

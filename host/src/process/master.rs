@@ -300,14 +300,7 @@ impl<'a> Master<'a> {
             worker::run_worker(services, mode, process.quit_timeout)
         })?;
         tracing::debug!("worker {pid} started");
-        self.children.insert(
-            pid,
-            Child {
-                idle: true,
-                born: Instant::now(),
-                retiring: false,
-            },
-        );
+        self.children.insert(pid, Child::new(true));
         Ok(())
     }
 
@@ -330,14 +323,7 @@ impl<'a> Master<'a> {
             let pid = self
                 .fork_child(|master| worker::serve_one(Arc::new(master.take_service(s)), stream))?;
             tracing::debug!("child {pid} serves a connection");
-            self.children.insert(
-                pid,
-                Child {
-                    idle: false,
-                    born: Instant::now(),
-                    retiring: false,
-                },
-            );
+            self.children.insert(pid, Child::new(false));
         }
         Ok(())
     }

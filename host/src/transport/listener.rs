@@ -3,14 +3,12 @@
 //! connections they accept ([`Accepted`]).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{
-    AddressFamily, SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt,
-};
+use nix::sys::socket::{AddressFamily, getsockopt, sockopt};
 use tokio::net::{TcpListener, UnixListener};
 
-use super::stream::{RawStream, StdStream, credentials, local_of};
+use super::stream::{RawStream, StdStream, credentials, family_of, local_of};
 use crate::client::{Local, Peer};
 
 /// A bound, listening socket, non-blocking, not registered with any
@@ -31,10 +29,7 @@ impl ListenSocket {
         if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
             return Err("is not a listening socket".to_owned());
         }
-        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
-            .ok()
-            .and_then(|a| a.family());
-        let socket = match family {
+        let socket = match family_of(fd.as_fd()) {
             Some(AddressFamily::Inet | AddressFamily::Inet6) => Self::Tcp(fd.into()),
             Some(AddressFamily::Unix) => Self::Unix(fd.into()),
             _ => return Err("is not a TCP or unix socket".to_owned()),
@@ -53,15 +48,6 @@ impl ListenSocket {
     /// The address it is bound to (the real port when 0 was asked).
     pub fn local(&self) -> io::Result<Local> {
         local_of(self.as_fd())
-    }
-
-    /// A second handle on the same socket (each sequential worker
-    /// registers its own with its runtime).
-    pub fn try_clone(&self) -> io::Result<Self> {
-        Ok(match self {
-            Self::Tcp(socket) => Self::Tcp(socket.try_clone()?),
-            Self::Unix(socket) => Self::Unix(socket.try_clone()?),
-        })
     }
 
     /// Accepts a waiting client without waiting (the `fork` master, which

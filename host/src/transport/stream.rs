@@ -253,6 +253,13 @@ pub(super) fn local_of(fd: BorrowedFd<'_>) -> io::Result<Local> {
     Err(io::Error::other("not an IP or unix socket"))
 }
 
+/// The address family of the socket `fd`, if it is one.
+pub(super) fn family_of(fd: BorrowedFd<'_>) -> Option<nix::sys::socket::AddressFamily> {
+    getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| a.family())
+}
+
 /// A connected socket not yet registered with a runtime: the connection
 /// a `fork` child or `inetd` serves.
 #[derive(Debug)]
@@ -273,10 +280,7 @@ impl StdStream {
             Ok(_) => return Err("is not a stream socket".to_owned()),
             Err(_) => return Err("is not a socket".to_owned()),
         }
-        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
-            .ok()
-            .and_then(|a| a.family());
-        let stream = match family {
+        let stream = match family_of(fd.as_fd()) {
             Some(AddressFamily::Unix) => Self::Unix(fd.into()),
             Some(AddressFamily::Inet | AddressFamily::Inet6) => Self::Tcp(fd.into()),
             _ => return Err("is not a TCP or unix socket".to_owned()),
