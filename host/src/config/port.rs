@@ -49,17 +49,6 @@ pub enum Ipv {
 }
 
 impl Ipv {
-    /// Parses `4`, `6`, `*`, with or without an `IPv` prefix, any case.
-    pub fn parse(text: &str) -> Option<Self> {
-        let lower = text.to_ascii_lowercase();
-        match lower.strip_prefix("ipv").unwrap_or(&lower) {
-            "4" => Some(Self::V4),
-            "6" => Some(Self::V6),
-            "*" => Some(Self::Any),
-            _ => None,
-        }
-    }
-
     /// Parses one word of an `ipv` option value, any case: versions (`4`,
     /// `6`, `*`), each with or without an `IPv` or `v` prefix, one or
     /// several run together (`IPv4`, `v6`, `IPv4v6`, `v4v6`, `46`). The
