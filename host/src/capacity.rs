@@ -199,6 +199,13 @@ impl Capacity {
         }
     }
 
+    /// The first place to come free, evicting nothing (for a datagram,
+    /// whose sender may be forged); `None` once the service stops serving.
+    pub async fn free_place(self: &Arc<Self>) -> Option<Place> {
+        let permit = self.permits.clone().acquire_owned().await.ok()?;
+        Some(self.place_of(permit))
+    }
+
     /// Connections live from `addr`.
     fn held_by(&self, addr: Option<IpAddr>) -> u32 {
         self.registry().held.get(&addr).copied().unwrap_or(0)

@@ -92,6 +92,7 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::Cidr => "CIDR",
         Kind::User => "USER",
         Kind::Group => "GROUP",
+        Kind::Mode => "MODE",
         Kind::Port => "SPEC",
         Kind::KeyValue => "KEY=VALUE",
         Kind::Text => "VALUE",

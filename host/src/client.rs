@@ -131,14 +131,21 @@ impl ClientInfo {
     }
 
     /// The variables a WASI command handler finds in its environment,
-    /// named as in ucspi-tcp (`TCPREMOTEIP`, …) and ucspi-unix
-    /// (`UNIXREMOTEEUID`, …), plus `PROTO`.
+    /// named as in ucspi-tcp (`TCPREMOTEIP`, …; `UDPREMOTEIP`, … for a
+    /// datagram, the prefix being `PROTO` as ucspi's convention has it) and
+    /// ucspi-unix (`UNIXREMOTEEUID`, …), plus `PROTO`.
     pub fn environment(&self) -> Vec<(&'static str, String)> {
         let mut env = vec![("PROTO", self.proto.to_ascii_uppercase())];
+        let udp = self.proto == "udp";
+        let (remote_ip, remote_port, local_ip, local_port) = if udp {
+            ("UDPREMOTEIP", "UDPREMOTEPORT", "UDPLOCALIP", "UDPLOCALPORT")
+        } else {
+            ("TCPREMOTEIP", "TCPREMOTEPORT", "TCPLOCALIP", "TCPLOCALPORT")
+        };
         match &self.peer {
             Peer::Ip(addr) => {
-                env.push(("TCPREMOTEIP", addr.ip().to_string()));
-                env.push(("TCPREMOTEPORT", addr.port().to_string()));
+                env.push((remote_ip, addr.ip().to_string()));
+                env.push((remote_port, addr.port().to_string()));
             }
             Peer::Unix { cred, .. } => {
                 if let Some(cred) = cred {
@@ -150,9 +157,11 @@ impl ClientInfo {
         }
         match &self.local {
             Local::Ip(addr) => {
-                env.push(("TCPLOCALIP", addr.ip().to_string()));
-                env.push(("TCPLOCALPORT", addr.port().to_string()));
+                env.push((local_ip, addr.ip().to_string()));
+                env.push((local_port, addr.port().to_string()));
             }
+            // Pipes have no path.
+            Local::Unix(path) if path.as_os_str().is_empty() => {}
             Local::Unix(path) => env.push(("UNIXLOCALPATH", path.display().to_string())),
         }
         if let Some(host) = &self.peer_host {
@@ -209,6 +218,22 @@ mod tests {
                 "TCPREMOTEPORT=4000",
                 "TCPLOCALIP=127.0.0.1",
                 "TCPLOCALPORT=20203"
+            ]
+        );
+        let udp = ClientInfo::new(
+            Peer::ip("127.0.0.1:4000".parse().unwrap()),
+            Local::ip("127.0.0.1:53".parse().unwrap()),
+            "udp",
+            "dns".into(),
+        );
+        assert_eq!(
+            env(&udp),
+            [
+                "PROTO=UDP",
+                "UDPREMOTEIP=127.0.0.1",
+                "UDPREMOTEPORT=4000",
+                "UDPLOCALIP=127.0.0.1",
+                "UDPLOCALPORT=53"
             ]
         );
         let unix = ClientInfo::new(

@@ -13,7 +13,7 @@ use crate::capacity::Place;
 use crate::client::ClientInfo;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service};
-use crate::transport::{Accepted, ClientSocket, Stream, Wait};
+use crate::transport::{ClientSocket, Incoming, Wait};
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
 
@@ -39,6 +39,9 @@ pub enum End {
     Instantiate(anyhow::Error),
     /// The client went away while the guest was still writing to it.
     ClientGone,
+    /// A reply datagram could not be sent (the sender's socket is gone, or
+    /// not writable by the server's user).
+    ReplyFailed(std::io::Error),
     /// No byte moved for the idle timeout.
     Idle(Duration),
     /// The connection lasted its whole `connection_timeout`.
@@ -87,6 +90,7 @@ impl fmt::Display for End {
             }
             Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
             Self::ClientGone => f.write_str("the client went away"),
+            Self::ReplyFailed(why) => write!(f, "cannot send the reply: {why}"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
             Self::TimedOut(after) => {
                 write!(f, "connection timeout: open for {}s", after.as_secs_f64())
@@ -115,12 +119,13 @@ pub enum Thread {
     },
 }
 
-/// Serves one accepted client of `service` on `thread`; `place` is its
-/// place among the concurrent instances, held until the connection ends.
-/// Before the guest sees it, the connection passes the service's admission
-/// (see [`Service::admit`]), whose verdict the hooks act on.
-pub async fn serve(service: Arc<Service>, accepted: Accepted, thread: Thread, place: Place) {
-    let Some(admitted) = service.admit(accepted).await else {
+/// Serves one client of `service` on `thread` — a connection, or a
+/// datagram as one; `place` is its place among the concurrent instances,
+/// held until it ends. Before the guest sees it, the client passes the
+/// service's admission (see [`Service::admit`]), whose verdict the hooks
+/// act on.
+pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, place: Place) {
+    let Some(admitted) = service.admit(incoming).await else {
         return;
     };
     let tag = admitted.tag.clone();
@@ -152,7 +157,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
             stop,
         },
     };
-    let socket = match ClientSocket::new(Stream::Raw(stream), wait) {
+    let socket = match ClientSocket::new(stream, wait) {
         Ok(socket) => socket,
         Err(why) => {
             tracing::warn!("closed the connection: cannot set up its socket: {why}");
@@ -183,6 +188,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
         host: client.peer_host.as_deref(),
         bytes: socket.bytes(),
         end: &end,
+        capped: socket.reply_capped(),
     };
     // Formatted only when the line is written.
     if end.is_fault() {
@@ -203,6 +209,8 @@ struct Summary<'a> {
     host: Option<&'a str>,
     bytes: (u64, u64),
     end: &'a End,
+    /// Whether the amplification cap dropped some of a datagram's reply.
+    capped: bool,
 }
 
 impl fmt::Display for Summary<'_> {
@@ -212,7 +220,11 @@ impl fmt::Display for Summary<'_> {
             write!(f, " ({host})")?;
         }
         let (read, written) = self.bytes;
-        write!(f, ", {read} bytes in, {written} bytes out: {}", self.end)
+        write!(f, ", {read} bytes in, {written} bytes out: {}", self.end)?;
+        if self.capped {
+            f.write_str(" (reply capped: udp_amplification)")?;
+        }
+        Ok(())
     }
 }
 
@@ -316,6 +328,7 @@ async fn connection_hooks(
         .post_accept_hook()
         .await
         .map_err(trap("post-accept-hook"))?;
+    socket.end_of_hook();
     let mut end = End::Served;
     let allowed = match verdict {
         Verdict::Denied(rule) => {
@@ -327,17 +340,23 @@ async fn connection_hooks(
                 .allow_deny_hook()
                 .await
                 .map_err(trap("allow-deny-hook"))?;
+            socket.end_of_hook();
             if !allowed {
                 end = End::Denied("allow-deny-hook".to_owned());
             }
             allowed
         }
     };
+    if !allowed {
+        // A datagram's sender may be forged: a refused one gets no reply.
+        socket.discard_replies();
+    }
     if allowed {
         let served = instance
             .process_request()
             .await
             .map_err(trap("process-request"))?;
+        socket.end_of_hook();
         if let Err(why) = served {
             end = End::HandlerError(why);
         }
@@ -351,9 +370,16 @@ async fn connection_hooks(
         .post_process_request_hook()
         .await
         .map_err(trap("post-process-request-hook"))?;
+    socket.end_of_hook();
     io.detach();
-    if socket.close().await.is_err() && matches!(end, End::Served) {
-        end = End::ClientGone;
+    if let Err(why) = socket.close().await
+        && matches!(end, End::Served)
+    {
+        end = if socket.is_datagram() {
+            End::ReplyFailed(why)
+        } else {
+            End::ClientGone
+        };
     }
     instance
         .post_client_connection_hook()

@@ -100,6 +100,18 @@ pub fn run() -> Result<ExitCode> {
         daemon::check_pid_file(path)?;
     }
     let services = service::bind_all(&config, handlers, &mut handed)?;
+    for (service, settings) in services.iter().zip(&config.services) {
+        for path in service.sockets.iter().filter_map(|b| b.file.as_deref()) {
+            privileges.hand_over_socket(path, settings.sockets.socket_group)?;
+        }
+    }
+    // Removed as the server ends (not across a HUP: `exec` keeps them).
+    let socket_files = listen::files::SocketFiles::new(
+        services
+            .iter()
+            .flat_map(|s| &s.sockets)
+            .filter_map(|b| b.file.clone()),
+    );
     // Bound (so that a port in use is reported here, status 2) and still
     // without threads: leave the terminal, then become the server's user.
     let launcher = daemon::detach(&config.daemon, &config.log_target, handed.restarted)?;
@@ -124,8 +136,9 @@ pub fn run() -> Result<ExitCode> {
         launcher.ready();
     }
     process::master::run(&config, services, handed)?;
-    // Removed as the server ends (not across a HUP: `exec` keeps it).
+    // Removed as the server ends (not across a HUP: `exec` keeps them).
     drop(pid_file);
+    drop(socket_files);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -113,6 +113,19 @@ impl Plan {
         Ok(())
     }
 
+    /// Gives a unix socket file the server bound to the user it becomes,
+    /// as Net::Server does, so that it can remove the file at exit (in a
+    /// sticky directory such as /tmp only the owner may); its group stays
+    /// `group` (`socket_group`) when given, else the user's group.
+    pub fn hand_over_socket(&self, path: &Path, group: Option<u32>) -> Result<()> {
+        if self.stays_root() {
+            return Ok(());
+        }
+        let group = group.map(nix::unistd::Gid::from_raw).or(self.gid);
+        nix::unistd::chown(path, self.uid, group)
+            .with_context(|| format!("cannot give {} to the server's user", path.display()))
+    }
+
     /// Enters the chroot, then sets the groups, the group and the user, and
     /// checks that every id changed for good.
     pub fn apply(&self) -> Result<()> {

@@ -15,7 +15,8 @@ use crate::gate::{Gate, Place};
 use crate::listen::{self, Bound, inherit::Handed};
 use crate::log::tag::{ConnTag, tagged};
 use crate::proxy::Origin;
-use crate::transport::{Accepted, RawStream};
+use crate::transport::datagram::{RecvSettings, ReplyCap};
+use crate::transport::{Accepted, Incoming, Stream};
 use crate::wasm::{GuestKind, Handler, Instance};
 
 /// One service ready to serve.
@@ -36,6 +37,10 @@ pub struct Service {
     pub connection_timeout: Option<Duration>,
     /// How often its `dequeue` runs, and at most how many at once.
     pub dequeue: Option<(Duration, u32)>,
+    /// How its datagram sockets are read (`udp_recv_len`, `udp_recv_flags`).
+    pub recv: RecvSettings,
+    /// The amplification cap on its UDP replies (`udp_amplification`).
+    pub reply_cap: Arc<ReplyCap>,
     /// `instance per-worker`: the instance this process's connections
     /// share, in turn (made at the first connection after the fork).
     worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
@@ -52,7 +57,15 @@ impl Service {
             );
         }
         let shared = per_worker && handler.kind() == GuestKind::Handler;
+        let name = handler.service_name().clone();
         Ok(Self {
+            recv: RecvSettings {
+                len: config.sockets.udp_recv_len,
+                flags: nix::sys::socket::MsgFlags::from_bits_truncate(
+                    config.sockets.udp_recv_flags,
+                ),
+            },
+            reply_cap: ReplyCap::new(name, config.sockets.udp_amplification),
             name: handler.service_name().clone(),
             gate: Gate::new(config)?,
             worker_instance: shared.then(|| tokio::sync::Mutex::new(None)),
@@ -86,13 +99,77 @@ impl Service {
         }
     }
 
-    /// The admission prefix of a connection, for any kind of guest: its
-    /// two ends, the PROXY header from a trusted proxy, a place under the
-    /// per-address limits, and the access rules' verdict (after a reverse
-    /// lookup when asked). `None` when the connection ends here: the
-    /// client left, the header was bad (logged), or a limit refused it
-    /// (logged at `debug`).
-    pub async fn admit(&self, accepted: Accepted) -> Option<Admitted> {
+    /// The admission prefix of a client, for any kind of guest: its two
+    /// ends, the PROXY header from a trusted proxy (on a stream), a place
+    /// under the per-address limits, and the access rules' verdict (after
+    /// a reverse lookup when asked). `None` when the client ends here: it
+    /// left, the header was bad (logged), a limit refused it (logged at
+    /// `debug`), or it is a datagram the rules refuse (dropped before any
+    /// instance is made: its sender may be forged, and gets no reply).
+    pub async fn admit(&self, incoming: Incoming) -> Option<Admitted> {
+        let (stream, peer, local) = match incoming {
+            Incoming::Stream(accepted) => self.admit_stream(accepted).await?,
+            Incoming::Datagram(received) => {
+                let Some(local) = received.local.clone() else {
+                    tracing::debug!("dropped a datagram: its socket's address is unknown");
+                    return None;
+                };
+                if received.truncated {
+                    tracing::debug!(
+                        service = %self.name,
+                        "a datagram from {} was longer than udp_recv_len {}: cut to it",
+                        received.peer,
+                        self.recv.len
+                    );
+                }
+                let peer = received.peer.clone();
+                let cap = (received.proto() == "udp").then(|| self.reply_cap.clone());
+                (Stream::Datagram(Box::new(received), cap), peer, local)
+            }
+            Incoming::Pipe(stream) => {
+                let stream = Stream::Wrapped {
+                    stream,
+                    proto: "pipe",
+                };
+                let nobody = Peer::Unix {
+                    path: None,
+                    cred: None,
+                };
+                (stream, nobody, Local::Unix(std::path::PathBuf::new()))
+            }
+        };
+        let datagram = matches!(stream, Stream::Datagram(..));
+        let proto = stream.proto();
+        let mut client = ClientInfo::new(peer, local, proto, self.name.clone());
+        let tag = ConnTag::new(client.service.clone(), client.peer.clone());
+        tagged(tag.clone(), async move {
+            let place = match self.gate.admit(&client.peer) {
+                Ok(place) => place,
+                Err(why) => {
+                    tracing::debug!("refused: {why}");
+                    return None;
+                }
+            };
+            let started = Instant::now();
+            let verdict = self.gate.judge(&mut client).await;
+            if datagram && let Verdict::Denied(rule) = &verdict {
+                tracing::debug!("dropped a datagram: denied by {rule}");
+                return None;
+            }
+            Some(Admitted {
+                stream,
+                client,
+                verdict,
+                tag,
+                place,
+                started,
+            })
+        })
+        .await
+    }
+
+    /// A stream's ends and its PROXY header.
+    async fn admit_stream(&self, accepted: Accepted) -> Option<(Stream, Peer, Local)> {
         let Ok((mut peer, mut local)) = accepted.ends() else {
             // The client left between accept and here.
             return None;
@@ -113,35 +190,14 @@ impl Service {
                 }
             }
         }
-        let mut client = ClientInfo::new(peer, local, stream.proto(), self.name.clone());
-        let tag = ConnTag::new(client.service.clone(), client.peer.clone());
-        tagged(tag.clone(), async move {
-            let place = match self.gate.admit(&client.peer) {
-                Ok(place) => place,
-                Err(why) => {
-                    tracing::debug!("refused: {why}");
-                    return None;
-                }
-            };
-            let started = Instant::now();
-            let verdict = self.gate.judge(&mut client).await;
-            Some(Admitted {
-                stream,
-                client,
-                verdict,
-                tag,
-                place,
-                started,
-            })
-        })
-        .await
+        Some((Stream::Raw(stream), peer, local))
     }
 }
 
-/// A connection that passed the admission prefix.
+/// A client that passed the admission prefix.
 pub struct Admitted {
-    /// The client's stream.
-    pub stream: RawStream,
+    /// The client's stream, or its datagram.
+    pub stream: Stream,
     /// What the host knows of the client.
     pub client: ClientInfo,
     /// The access rules' verdict, which the hooks act on.
@@ -171,7 +227,12 @@ pub fn bind_all(
         let sockets = if activated && !service.port_given {
             Vec::new()
         } else {
-            listen::bind_all(&service.listeners, config.listen_backlog, handed)?
+            listen::bind_all(
+                &service.listeners,
+                &service.sockets,
+                config.listen_backlog,
+                handed,
+            )?
         };
         services.push(Service::new(service, handler, sockets)?);
     }
@@ -179,11 +240,14 @@ pub fn bind_all(
     match services.as_mut_slice() {
         [only] => {
             for inherited in rest {
-                listen::log_binding(&inherited.local, " (inherited from systemd)");
+                let proto = inherited.socket.proto();
+                listen::log_binding(&inherited.local, proto, " (inherited from systemd)");
+                let listener = listen::listener_of(&inherited.socket, &inherited.local);
                 only.sockets.push(Bound {
-                    listener: listen::listener_of(&inherited.local),
+                    listener,
                     socket: inherited.socket,
                     local: inherited.local,
+                    file: None,
                 });
             }
         }

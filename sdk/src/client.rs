@@ -23,7 +23,8 @@ pub struct ClientInfo {
     pub local_addr: String,
     /// The port the client connected to (`sockport`).
     pub local_port: u16,
-    /// The protocol of the listening socket, lower case: `tcp`.
+    /// The protocol of the socket, lower case: `tcp`, `unix`, `udp`,
+    /// `unixdgram` or `pipe` (see [`is_datagram`](Self::is_datagram)).
     pub proto: String,
     /// The client's host name from a reverse lookup (`peerhost`): `None`
     /// unless the host's `reverse_lookups` is on and the lookup succeeded.
@@ -33,6 +34,13 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// Whether the request is one datagram (`udp`, `unixdgram`): stdin
+    /// reads it, then end of file, and each flush of stdout sends one reply
+    /// datagram.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.proto.as_str(), "udp" | "unixdgram")
+    }
+
     /// The client's address, parsed.
     pub fn peer_ip(&self) -> Option<IpAddr> {
         self.peer_addr.parse().ok()
@@ -76,6 +84,30 @@ impl From<wit::ClientInfo> for ClientInfo {
 /// loop.
 pub fn client() -> Option<ClientInfo> {
     wit::info().map(ClientInfo::from)
+}
+
+/// Who a client on a unix socket is, as the kernel says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct Credentials {
+    /// The client's process id.
+    pub pid: i32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its group id.
+    pub gid: u32,
+}
+
+/// The credentials of the client being served, on a unix socket (stream
+/// or datagram): `None` for an IP client, outside the connection hooks, or
+/// when the kernel gave none. Needs a host that serves
+/// `netserver:handler@0.1.1`.
+pub fn credentials() -> Option<Credentials> {
+    wit::credentials().map(|c| Credentials {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
 }
 
 #[cfg(test)]

@@ -44,6 +44,25 @@ pub fn serve(mut input: impl BufRead, mut output: impl Write) -> io::Result<()> 
     }
 }
 
+/// Net::Server's echo for one datagram: reads all of `input` and answers
+/// `You said "DATA"` (no line end) in one flush, one reply datagram.
+///
+/// ```
+/// let mut reply = Vec::new();
+/// netserver_sdk::echo::answer_datagram(&b"hello"[..], &mut reply).unwrap();
+/// assert_eq!(reply, b"You said \"hello\"");
+/// ```
+pub fn answer_datagram(mut input: impl io::Read, mut output: impl Write) -> io::Result<()> {
+    let mut data = Vec::new();
+    input.read_to_end(&mut data)?;
+    let mut reply = Vec::with_capacity(data.len() + 12);
+    reply.extend_from_slice(b"You said \"");
+    reply.extend_from_slice(&data);
+    reply.extend_from_slice(b"\"");
+    output.write_all(&reply)?;
+    output.flush()
+}
+
 /// `line` without a trailing `\n` and one `\r` right before it.
 fn strip_line_end(line: &[u8]) -> &[u8] {
     match line.strip_suffix(b"\n") {

@@ -165,12 +165,12 @@ pub mod log;
 mod properties;
 mod reply;
 
-pub use client::{ClientInfo, client};
+pub use client::{ClientInfo, Credentials, client, credentials};
 use defaults::Hook;
 pub use error::Error;
 pub use log::{Level, enabled, log};
 pub use properties::{properties, property};
-pub use reply::{Reply, reply};
+pub use reply::{Reply, end_datagram, reply};
 
 /// Net::Server's hooks, each with a default that does what Net::Server's
 /// does: implement only the ones your protocol needs.
@@ -235,9 +235,14 @@ pub trait Handler {
     /// open until this returns. An error is logged (at `err`) as the reason
     /// the connection ended.
     ///
-    /// The default is Net::Server's: the echo server of [`echo::serve`].
+    /// The default is Net::Server's: the echo server of [`echo::serve`],
+    /// or for a datagram [`echo::answer_datagram`].
     fn process_request() -> Result<(), Error> {
-        echo::serve(std::io::stdin().lock(), reply())?;
+        if client().is_some_and(|c| c.is_datagram()) {
+            echo::answer_datagram(std::io::stdin().lock(), reply())?;
+        } else {
+            echo::serve(std::io::stdin().lock(), reply())?;
+        }
         Ok(())
     }
 

@@ -92,6 +92,20 @@ impl Drop for Reply {
     }
 }
 
+/// Ends the reply datagram being written, when the request is a datagram
+/// (see [`ClientInfo::is_datagram`](crate::ClientInfo::is_datagram)): what
+/// was written since the last one goes to the client as one datagram now.
+/// Without it, all a hook writes is one datagram (cut at 65,507 bytes),
+/// sent when the hook returns. On a stream it only waits until the host has
+/// taken what was written. Flush a [`Reply`] first.
+pub fn end_datagram() -> io::Result<()> {
+    STDOUT.with(|cell| {
+        cell.get_or_init(get_stdout)
+            .blocking_flush()
+            .map_err(to_io_error)
+    })
+}
+
 /// Writes `data` to stdout and waits until the host has taken it.
 fn send(data: &[u8]) -> io::Result<()> {
     STDOUT.with(|cell| {

@@ -13,6 +13,7 @@ mod logging;
 mod modules;
 mod personalities;
 mod privileges;
+mod protocols;
 mod sandbox;
 mod signals;
 mod snapshots;

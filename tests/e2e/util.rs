@@ -147,6 +147,14 @@ impl Server {
             .collect()
     }
 
+    /// The addresses of the server's first `n` sockets of `proto` (`TCP`,
+    /// `UDP`), from its `Binding to PROTO port N` lines.
+    pub fn bound_of(&mut self, proto: &str, n: usize) -> Vec<SocketAddr> {
+        let needle = format!("Binding to {proto} port");
+        let lines = self.wait_for_log_lines(&needle, n);
+        lines.iter().take(n).map(|l| parse_binding(l)).collect()
+    }
+
     /// Waits until the log has a line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         let what = format!("a log line containing {needle:?}");
@@ -381,10 +389,7 @@ pub fn kill(name: &str, pid: u32) -> bool {
 
 /// `... Binding to TCP port N on host H with IPvX` → H:N.
 fn parse_binding(line: &str) -> SocketAddr {
-    let rest = line
-        .split("Binding to TCP port ")
-        .nth(1)
-        .expect("binding line");
+    let rest = line.split(" port ").nth(1).expect("binding line");
     let mut words = rest.split_whitespace();
     let port: u16 = words.next().unwrap().parse().unwrap();
     let host = words.nth(2).expect("host");

@@ -1,20 +1,30 @@
 //! An inetd-style handler: a plain WASI command (`wasi:cli/run`) that uses
 //! no SDK. The host runs it once per connection with stdin and stdout
 //! connected to the client and the client's addresses in the environment,
-//! under ucspi-tcp's names.
+//! under ucspi-tcp's names (`UDP…` for a datagram).
 
 use std::env;
 use std::io::{self, BufRead, Write};
 
 fn main() -> io::Result<()> {
     let mut out = io::stdout().lock();
-    let vars = [
-        "TCPREMOTEIP",
-        "TCPREMOTEPORT",
-        "TCPLOCALIP",
-        "TCPLOCALPORT",
-        "PROTO",
-    ];
+    let vars = if env::var("PROTO").as_deref() == Ok("UDP") {
+        [
+            "UDPREMOTEIP",
+            "UDPREMOTEPORT",
+            "UDPLOCALIP",
+            "UDPLOCALPORT",
+            "PROTO",
+        ]
+    } else {
+        [
+            "TCPREMOTEIP",
+            "TCPREMOTEPORT",
+            "TCPLOCALIP",
+            "TCPLOCALPORT",
+            "PROTO",
+        ]
+    };
     let fields: Vec<String> = vars
         .iter()
         .map(|name| format!("{name}={}", env::var(name).as_deref().unwrap_or("-")))

@@ -1,7 +1,8 @@
 //! Net::Server's default echo server, as a netserver handler.
 //!
 //! Every line the client sends is answered with `You said '<line>'`; a line
-//! containing `quit` is answered and then ends the connection.
+//! containing `quit` is answered and then ends the connection. A datagram
+//! is answered with `You said "<datagram>"`.
 //!
 //! ```sh
 //! cargo build --target wasm32-wasip2 --release
@@ -35,10 +36,16 @@ impl Handler for Echo {
 
     /// Serves the client. Stdin and stdout are the connection, as STDIN and
     /// STDOUT are in Net::Server; `reply()` is stdout written with one host
-    /// call per reply. This is what the default `process_request` does; it
-    /// is spelled out here to show where a protocol goes.
+    /// call per reply. A datagram (UDP, unix datagram) is answered as
+    /// Net::Server's default answers one: `You said "DATA"`. This is what
+    /// the default `process_request` does; it is spelled out here to show
+    /// where a protocol goes.
     fn process_request() -> Result<(), Error> {
-        netserver_sdk::echo::serve(stdin().lock(), netserver_sdk::reply())?;
+        if client().is_some_and(|c| c.is_datagram()) {
+            netserver_sdk::echo::answer_datagram(stdin().lock(), netserver_sdk::reply())?;
+        } else {
+            netserver_sdk::echo::serve(stdin().lock(), netserver_sdk::reply())?;
+        }
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! A test guest: logs `hook <name>` at level notice in every hook, shows the
-//! client info and a property, refuses clients when property `deny` is `yes`.
+//! client info (and a unix client's credentials) and a property, refuses
+//! clients when property `deny` is `yes`.
 
 use std::io::{Write, stdin, stdout};
 
-use netserver_sdk::{Error, Handler, Level, client, log, property};
+use netserver_sdk::{Error, Handler, Level, client, credentials, log, property};
 
 struct HookTrace;
 
@@ -31,6 +32,12 @@ impl Handler for HookTrace {
             say(&format!(
                 "peer={}:{} local={}:{} proto={} service={} host={host}",
                 c.peer_addr, c.peer_port, c.local_addr, c.local_port, c.proto, c.service
+            ));
+        }
+        if let Some(cred) = credentials() {
+            say(&format!(
+                "uid={} gid={} pid={}",
+                cred.uid, cred.gid, cred.pid
             ));
         }
         let greeting = property("greeting");

@@ -238,6 +238,8 @@ pub struct ServiceConfig {
     /// New connections per second one client address may open (0: no
     /// limit).
     pub max_rate_per_ip: u32,
+    /// How its sockets are set up beyond their address.
+    pub sockets: SocketSettings,
     /// Where the service is defined: its `[[service]]` table, or the
     /// top level.
     pub source: Source,
@@ -254,6 +256,32 @@ impl ServiceConfig {
             _ => format!("--module {shown}"),
         }
     }
+}
+
+/// The `recv` flags a datagram socket may be given (`udp_recv_flags`):
+/// `MSG_TRUNC` and `MSG_DONTWAIT` change nothing here (truncation is
+/// always detected, every socket is non-blocking); any other flag would
+/// change what a request is (`MSG_PEEK` would read one datagram forever).
+pub const RECV_FLAGS_ALLOWED: i32 = nix::libc::MSG_TRUNC | nix::libc::MSG_DONTWAIT;
+
+/// How a service's sockets are set up beyond their address: datagram
+/// sockets' receive settings and reply cap, unix socket files' mode and
+/// group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketSettings {
+    /// `udp_recv_len`: bytes read of each datagram.
+    pub udp_recv_len: usize,
+    /// `udp_recv_flags`: extra `recv` flags (only harmless ones).
+    pub udp_recv_flags: i32,
+    /// `udp_amplification`: the cap on a UDP reply, as a multiple of its
+    /// request (0: none).
+    pub udp_amplification: u32,
+    /// `udp_broadcast`: `SO_BROADCAST` on UDP sockets.
+    pub udp_broadcast: bool,
+    /// `socket_mode`: the permissions of unix socket files.
+    pub socket_mode: Option<u32>,
+    /// `socket_group`: the group of unix socket files (a gid).
+    pub socket_group: Option<u32>,
 }
 
 /// The access rules of a service as given (`allow`, `deny`, `cidr_allow`,

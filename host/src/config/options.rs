@@ -36,6 +36,8 @@ pub enum Kind {
     User,
     /// A group name or gid that exists on this machine.
     Group,
+    /// A file mode, octal (`0660`).
+    Mode,
     /// A port specification (see `config::port`).
     Port,
     /// `KEY=VALUE`.
@@ -154,7 +156,7 @@ pub const OPTIONS: &[Spec] = &[
         User,
         None,
         true,
-        Planned,
+        Active,
         "a user whose unix-socket clients are served (by SO_PEERCRED)",
     )
     .per_service(),
@@ -593,6 +595,24 @@ pub const OPTIONS: &[Spec] = &[
         "signals the parent passes on to its children (names, separated by commas; not KILL, STOP, ILL, FPE, SEGV)",
     ),
     spec(
+        "socket_group",
+        Group,
+        None,
+        false,
+        Active,
+        "the group of the service's unix socket files (chgrp after binding)",
+    )
+    .per_service(),
+    spec(
+        "socket_mode",
+        Mode,
+        None,
+        false,
+        Active,
+        "the permissions of the service's unix socket files, octal (e.g. 0660; default: from the umask)",
+    )
+    .per_service(),
+    spec(
         "syslog_facility",
         Text,
         Some("daemon"),
@@ -624,6 +644,42 @@ pub const OPTIONS: &[Spec] = &[
         Active,
         "syslog socket when log_file is Sys::Syslog: unix, inet, tcp or a socket path (list: try in order)",
     ),
+    spec(
+        "udp_amplification",
+        Int(0, 1000),
+        Some("3"),
+        false,
+        Active,
+        "a UDP reply may take at most this many times its request's bytes on the wire, 28 bytes of headers counted per datagram (0: no cap)",
+    )
+    .per_service(),
+    spec(
+        "udp_broadcast",
+        Bool,
+        Some("0"),
+        false,
+        Active,
+        "set SO_BROADCAST on UDP sockets (replies to broadcast addresses)",
+    )
+    .per_service(),
+    spec(
+        "udp_recv_flags",
+        Int(0, 0xffff),
+        Some("0"),
+        false,
+        Active,
+        "recv flags for datagram sockets: 0, or MSG_TRUNC (32) and MSG_DONTWAIT (64), which change nothing here",
+    )
+    .per_service(),
+    spec(
+        "udp_recv_len",
+        Int(1, 65535),
+        Some("4096"),
+        false,
+        Active,
+        "bytes read of each datagram (UDP and unix datagram); the rest of a longer one is lost",
+    )
+    .per_service(),
     spec(
         "user",
         User,
@@ -750,6 +806,11 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
         Cidr => parse_cidr(text).map(Typed::Cidr),
         User => lookup_user(text).map(Typed::Name),
         Group => lookup_group(text).map(Typed::Name),
+        Mode => u32::from_str_radix(text, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .map(|m| Typed::Text(format!("{m:04o}")))
+            .ok_or_else(|| "must be an octal file mode, 0000 to 7777 (e.g. 0660)".to_owned()),
         KeyValue => match text.split_once('=') {
             Some((key, value)) if !key.trim().is_empty() => {
                 Ok(Typed::Pair(key.trim().to_owned(), value.to_owned()))
@@ -1016,6 +1077,7 @@ fn describe(kind: Kind) -> String {
         Cidr => "CIDR".to_owned(),
         User => "user".to_owned(),
         Group => "group".to_owned(),
+        Mode => "octal mode".to_owned(),
         Port => "port spec".to_owned(),
         KeyValue => "KEY=VALUE".to_owned(),
         ReadableFile => "file".to_owned(),

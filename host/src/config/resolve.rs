@@ -14,6 +14,7 @@ use super::{
     Listener, LogTarget, Port, PortDefaults, Privileges, ProcessConfig, Report, ServerType,
     ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
 };
+use super::{RECV_FLAGS_ALLOWED, SocketSettings};
 
 impl Config {
     /// Resolves the command line's `settings` and, when given, the conf
@@ -256,10 +257,40 @@ impl ServiceConfig {
             proxy_from: values.cidrs("proxy_from"),
             max_conn_per_ip: values.int("max_conn_per_ip"),
             max_rate_per_ip: values.int("max_rate_per_ip"),
+            sockets: socket_settings(values)?,
             source,
             options,
         })
     }
+}
+
+/// How a service's sockets are set up beyond their address: the
+/// datagram options (`udp_*`) and unix socket files' permissions.
+fn socket_settings(values: &Values) -> Result<SocketSettings> {
+    let flags: i32 = values.int("udp_recv_flags");
+    if flags & !RECV_FLAGS_ALLOWED != 0 {
+        let setting = values.last("udp_recv_flags").expect("checked above");
+        return Err(bad(
+            setting,
+            "only MSG_TRUNC (32) and MSG_DONTWAIT (64) may be given: other recv flags would change what a request is",
+        ));
+    }
+    let group = values.text("socket_group").map(|name| {
+        nix::unistd::Group::from_name(&name)
+            .ok()
+            .flatten()
+            .map_or(0, |g| g.gid.as_raw())
+    });
+    Ok(SocketSettings {
+        udp_recv_len: values.int("udp_recv_len"),
+        udp_recv_flags: flags,
+        udp_amplification: values.int("udp_amplification"),
+        udp_broadcast: values.flag("udp_broadcast"),
+        socket_mode: values
+            .text("socket_mode")
+            .and_then(|m| u32::from_str_radix(&m, 8).ok()),
+        socket_group: group,
+    })
 }
 
 /// What `--check` reports: every option's value, and the values other

@@ -2,13 +2,14 @@
 //! `netserver-host` across a HUP (`NETSERVER_LISTEN_FDS`), or by systemd's
 //! socket activation (`LISTEN_PID`, `LISTEN_FDS`).
 
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 
 use anyhow::{Result, bail};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
+use super::Plan;
 use crate::client::Local;
+use crate::config::port::Proto;
 use crate::transport::ListenSocket;
 
 /// The variable naming the sockets a HUP hands to the new process:
@@ -101,21 +102,30 @@ impl Handed {
         Ok(handed)
     }
 
-    /// The inherited socket for a planned address: the same address, or —
-    /// for port 0, which asked for any port — the socket that was bound for
-    /// the same listener on the same IP.
-    pub fn take(&mut self, addr: SocketAddr, spec: &str) -> Option<Inherited> {
+    /// The inherited socket for a planned socket: of the same kind (stream
+    /// or datagram) on the same address or path, or — for port 0, which
+    /// asked for any port — the socket that was bound for the same listener
+    /// on the same IP.
+    pub fn take(&mut self, plan: &Plan, spec: &str) -> Option<Inherited> {
         let at = self.sockets.iter().position(|s| {
-            let Local::Ip(have) = s.local else {
-                return false;
-            };
-            have == addr
-                || (addr.port() == 0 && have.ip() == addr.ip() && s.spec.as_deref() == Some(spec))
+            let datagram = s.socket.is_datagram();
+            match (plan, &s.local) {
+                (Plan::Inet { address, proto, .. }, Local::Ip(have)) => {
+                    datagram == (*proto == Proto::Udp)
+                        && (*have == *address
+                            || (address.port() == 0
+                                && have.ip() == address.ip()
+                                && s.spec.as_deref() == Some(spec)))
+                }
+                (Plan::Unix { path, proto }, Local::Unix(have)) => {
+                    datagram == (*proto == Proto::UnixDgram) && have.as_os_str() == path.as_str()
+                }
+                _ => false,
+            }
         })?;
         Some(self.sockets.remove(at))
     }
-
-    /// Whether systemd handed over sockets.
+    // Whether systemd handed over sockets.
     pub fn has_systemd_sockets(&self) -> bool {
         self.sockets.iter().any(|s| s.origin == Origin::Systemd)
     }

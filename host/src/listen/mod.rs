@@ -6,7 +6,10 @@
 
 pub mod inherit;
 
+pub mod files;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
@@ -14,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client::Local;
 use crate::config::port::{Port, Proto};
-use crate::config::{Ipv, Listener, ServiceConfig};
+use crate::config::{Ipv, Listener, ServiceConfig, SocketSettings};
 use crate::transport::ListenSocket;
 use inherit::{Handed, Origin};
 
@@ -54,6 +57,24 @@ pub struct Bound {
     pub local: Local,
     /// The spec it came from.
     pub listener: Listener,
+    /// The socket file the server removes as it exits: one it bound, or
+    /// took over across a HUP (systemd's are systemd's).
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Bound {
+    fn new(socket: ListenSocket, local: Local, listener: Listener, ours: bool) -> Self {
+        let file = match &local {
+            Local::Unix(path) if ours => Some(path.clone()),
+            _ => None,
+        };
+        Self {
+            socket,
+            local,
+            listener,
+            file,
+        }
+    }
 }
 
 /// The sockets `listeners` bind, names and services resolved; a socket two
@@ -72,73 +93,87 @@ pub fn plan(listeners: &[Listener]) -> Result<Vec<(Plan, Listener)>> {
     Ok(plans)
 }
 
-/// Binds every listener with a listen queue of `backlog`, logging one line
-/// per socket in Net::Server's words; a socket handed over (across a HUP,
-/// or by systemd) is used instead of binding its address again. Only TCP
-/// is served so far: any other protocol fails before anything is bound.
-pub fn bind_all(listeners: &[Listener], backlog: u32, handed: &mut Handed) -> Result<Vec<Bound>> {
+/// Binds every listener (stream sockets with a listen queue of
+/// `backlog`, set up as `settings` say), logging one line per socket in
+/// Net::Server's words; a socket handed over (across a HUP, or by
+/// systemd) is used instead of binding its address again. TLS is not
+/// served yet: it fails before anything is bound.
+pub fn bind_all(
+    listeners: &[Listener],
+    settings: &SocketSettings,
+    backlog: u32,
+    handed: &mut Handed,
+) -> Result<Vec<Bound>> {
     let plans = plan(listeners)?;
-    if let Some((_, other)) = plans.iter().find(|(_, l)| l.proto != Proto::Tcp) {
+    if let Some((_, other)) = plans.iter().find(|(_, l)| l.proto == Proto::Ssl) {
         bail!("port {other}: proto {} is not served yet", other.proto);
     }
     let mut bound = Vec::new();
     for (plan, listener) in plans {
-        let Plan::Inet {
-            address,
-            dual_stack,
-            ..
-        } = plan
-        else {
-            unreachable!("only TCP gets here");
-        };
-        if let Some(inherited) = handed.take(address, &listener.to_string()) {
+        if let Some(inherited) = handed.take(&plan, &listener.to_string()) {
             let how = match inherited.origin {
                 Origin::Restart => " (inherited across a restart)",
                 Origin::Systemd => " (inherited from systemd)",
             };
-            log_binding(&inherited.local, how);
-            bound.push(Bound {
-                socket: inherited.socket,
-                local: inherited.local,
+            log_binding(&inherited.local, inherited.socket.proto(), how);
+            let ours = inherited.origin == Origin::Restart;
+            bound.push(Bound::new(
+                inherited.socket,
+                inherited.local,
                 listener,
-            });
+                ours,
+            ));
             continue;
         }
-        let only_v6 = address.is_ipv6() && !dual_stack;
-        let socket = bind(address, only_v6, backlog).with_context(|| {
-            format!(
-                "port {listener}: cannot bind to TCP port {} on host {}",
-                address.port(),
-                address.ip()
-            )
-        })?;
-        let local = socket.local()?;
-        let how = if dual_stack {
-            " (serves IPv4 too: net.ipv6.bindv6only = 0)"
-        } else {
-            ""
+        let (socket, how) = match &plan {
+            Plan::Inet {
+                address,
+                proto,
+                dual_stack,
+            } => {
+                let only_v6 = address.is_ipv6() && !dual_stack;
+                let datagram = *proto == Proto::Udp;
+                let socket = bind_inet(*address, only_v6, datagram, backlog, settings)
+                    .with_context(|| {
+                        format!(
+                            "port {listener}: cannot bind to {} port {} on host {}",
+                            if datagram { "UDP" } else { "TCP" },
+                            address.port(),
+                            address.ip()
+                        )
+                    })?;
+                let how = if *dual_stack {
+                    " (serves IPv4 too: net.ipv6.bindv6only = 0)"
+                } else {
+                    ""
+                };
+                (socket, how)
+            }
+            Plan::Unix { path, proto } => {
+                let socket = bind_unix(Path::new(path), *proto, backlog, settings)
+                    .with_context(|| format!("port {listener}: cannot bind"))?;
+                (socket, "")
+            }
         };
-        log_binding(&local, how);
-        bound.push(Bound {
-            socket,
-            local,
-            listener,
-        });
+        let local = socket.local()?;
+        log_binding(&local, socket.proto(), how);
+        bound.push(Bound::new(socket, local, listener, true));
     }
     Ok(bound)
 }
 
 /// Logs a bound socket in Net::Server's words, `how` said after them.
-pub fn log_binding(local: &Local, how: &str) {
+pub fn log_binding(local: &Local, proto: &str, how: &str) {
+    let proto = proto.to_ascii_uppercase();
     match local {
         Local::Ip(addr) => tracing::info!(
-            "Binding to TCP port {} on host {} with IPv{}{how}",
+            "Binding to {proto} port {} on host {} with IPv{}{how}",
             addr.port(),
             addr.ip(),
             if addr.is_ipv4() { 4 } else { 6 },
         ),
         Local::Unix(path) => {
-            tracing::info!("Binding to UNIX socket file \"{}\"{how}", path.display())
+            tracing::info!("Binding to {proto} socket file \"{}\"{how}", path.display())
         }
     }
 }
@@ -220,18 +255,23 @@ fn plan_address(plan: &Plan) -> String {
 }
 
 /// The listener a socket handed over without one (by systemd) stands for.
-pub fn listener_of(local: &Local) -> Listener {
+pub fn listener_of(socket: &ListenSocket, local: &Local) -> Listener {
+    let datagram = socket.is_datagram();
     match local {
         Local::Ip(addr) => Listener {
             host: addr.ip().to_string(),
             port: Port::Number(addr.port()),
-            proto: Proto::Tcp,
+            proto: if datagram { Proto::Udp } else { Proto::Tcp },
             ipv: Ipv::Any,
         },
         Local::Unix(path) => Listener {
             host: "*".to_owned(),
             port: Port::Path(path.display().to_string()),
-            proto: Proto::Unix,
+            proto: if datagram {
+                Proto::UnixDgram
+            } else {
+                Proto::Unix
+            },
             ipv: Ipv::Any,
         },
     }
@@ -316,15 +356,58 @@ fn ipv6_available() -> bool {
     Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).is_ok()
 }
 
-fn bind(addr: SocketAddr, only_v6: bool, backlog: u32) -> std::io::Result<ListenSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+/// Binds a TCP socket and listens, or a UDP socket (`datagram`), as
+/// Net::Server does: `SO_REUSEADDR`, and `SO_BROADCAST` on UDP when
+/// `udp_broadcast` asks.
+fn bind_inet(
+    addr: SocketAddr,
+    only_v6: bool,
+    datagram: bool,
+    backlog: u32,
+    settings: &SocketSettings,
+) -> std::io::Result<ListenSocket> {
+    let (kind, protocol) = if datagram {
+        (Type::DGRAM, Protocol::UDP)
+    } else {
+        (Type::STREAM, Protocol::TCP)
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(only_v6)?;
     }
+    if datagram && settings.udp_broadcast {
+        socket.set_broadcast(true)?;
+    }
     socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    if !datagram {
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    }
     ListenSocket::adopt(socket.into()).map_err(std::io::Error::other)
+}
+
+/// Binds a unix socket file at `path` — a stale socket there is removed
+/// first (see [`files::clear_stale`]) — then gives it the mode and group
+/// asked for.
+fn bind_unix(
+    path: &Path,
+    proto: Proto,
+    backlog: u32,
+    settings: &SocketSettings,
+) -> Result<ListenSocket> {
+    files::clear_stale(path)?;
+    let datagram = proto == Proto::UnixDgram;
+    let kind = if datagram { Type::DGRAM } else { Type::STREAM };
+    let socket = Socket::new(Domain::UNIX, kind, None)?;
+    let addr = socket2::SockAddr::unix(path)?;
+    socket
+        .bind(&addr)
+        .with_context(|| format!("cannot create socket file {}", path.display()))?;
+    if !datagram {
+        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    }
+    files::set_owner_and_mode(path, settings)?;
+    ListenSocket::adopt(socket.into()).map_err(|why| anyhow!("{}: {why}", path.display()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The `inetd` personality: the connection is already open on stdin and
-//! stdout (inetd, xinetd, systemd `Accept=yes`); serve it and exit.
+//! stdout (inetd, xinetd, systemd `Accept=yes`: a TCP or unix stream
+//! socket), or stdin and stdout are pipes (a client with no address);
+//! serve it and exit.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::worker;
 use crate::config::Config;
 use crate::service::Service;
-use crate::transport::StdStream;
+use crate::transport::{StdIncoming, StdStream};
 use crate::wasm::Handler;
 
 /// Serves the connection on stdin with the first service's handler.
@@ -18,11 +20,23 @@ pub fn run(config: &Config, handlers: Vec<Handler>) -> Result<i32> {
         .as_fd()
         .try_clone_to_owned()
         .context("inetd: no stdin")?;
-    let stream = match StdStream::from_fd(stdin) {
-        Ok(stream) => stream,
-        Err(why) if why == "is not a socket" => bail!(
-            "server_type inetd: stdin is not a socket (run me from inetd, xinetd or systemd Accept=yes)"
-        ),
+    let incoming = match StdStream::from_fd(stdin.try_clone()?) {
+        Ok(stream) => StdIncoming::Stream(stream),
+        Err(why) if why == "is not a socket" => {
+            let stdout = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("inetd: no stdout")?;
+            if !is_pipe(&stdin) || !is_pipe(&stdout) {
+                bail!(
+                    "server_type inetd: stdin and stdout are neither a connected socket nor pipes (run me from inetd, xinetd, systemd Accept=yes, or a pipe)"
+                );
+            }
+            StdIncoming::Pipes {
+                input: stdin,
+                output: stdout,
+            }
+        }
         Err(why) => bail!("server_type inetd: stdin {why}"),
     };
     let (Some(config), Some(handler)) = (config.services.first(), handlers.into_iter().next())
@@ -30,5 +44,11 @@ pub fn run(config: &Config, handlers: Vec<Handler>) -> Result<i32> {
         bail!("inetd: no service to serve");
     };
     let service = Service::new(config, handler, Vec::new())?;
-    Ok(worker::serve_one(Arc::new(service), stream))
+    Ok(worker::serve_one(Arc::new(service), incoming))
+}
+
+/// Whether `fd` is a pipe or FIFO.
+fn is_pipe(fd: &std::os::fd::OwnedFd) -> bool {
+    use nix::libc::{S_IFIFO, S_IFMT};
+    nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & S_IFMT == S_IFIFO)
 }

@@ -311,8 +311,9 @@ impl<'a> Master<'a> {
             if !self.has_room() {
                 break;
             }
-            let stream = match self.services[s].sockets[b].socket.accept_now() {
-                Ok(stream) => stream,
+            let recv = self.services[s].recv;
+            let incoming = match self.services[s].sockets[b].socket.take_now(recv) {
+                Ok(incoming) => incoming,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => {
                     tracing::warn!("accept failed: {err}");
@@ -320,8 +321,9 @@ impl<'a> Master<'a> {
                 }
             };
             // The child serves its client only: no listening socket.
-            let pid = self
-                .fork_child(|master| worker::serve_one(Arc::new(master.take_service(s)), stream))?;
+            let pid = self.fork_child(|master| {
+                worker::serve_one(Arc::new(master.take_service(s)), incoming)
+            })?;
             tracing::debug!("child {pid} serves a connection");
             self.children.insert(pid, Child::new(false));
         }

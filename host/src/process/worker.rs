@@ -22,7 +22,7 @@ use crate::capacity::{Capacity, Place, Room};
 use crate::connection::{self, Thread};
 use crate::service::Service;
 use crate::threads;
-use crate::transport::{Accepted, Listener, StdStream};
+use crate::transport::{Incoming, Listener, StdIncoming};
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::ticker;
 
@@ -174,14 +174,14 @@ async fn sequential(
             },
             None => None,
         };
-        let accepted = tokio::select! {
+        let incoming = tokio::select! {
             biased;
             () = stop.quit() => break,
-            accepted = accept_any(&listeners) => accepted,
+            incoming = next_any(&listeners) => incoming,
         };
         drop(guard);
-        let (accepted, index) = match accepted {
-            Ok(accepted) => accepted,
+        let (incoming, index) = match incoming {
+            Ok(incoming) => incoming,
             Err(err) => {
                 tracing::warn!("accept failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -189,13 +189,13 @@ async fn sequential(
             }
         };
         say(true);
-        accepted.stream.send_at_once();
+        send_at_once(&incoming);
         let service = listeners[index].1.clone();
         let permit = Place::alone(place.clone().acquire_owned().await?);
         let thread = Thread::Alone {
             stop: stop.raised.clone(),
         };
-        let serving = connection::serve(service, accepted, thread, permit);
+        let serving = connection::serve(service, incoming, thread, permit);
         tokio::pin!(serving);
         let quit = tokio::select! {
             () = &mut serving => false,
@@ -214,14 +214,21 @@ async fn sequential(
     Ok(())
 }
 
-/// Accepts the first client to arrive on any of `listeners`; says which
-/// one took it.
-async fn accept_any(listeners: &Listening) -> std::io::Result<(Accepted, usize)> {
-    let accepts = listeners
+/// Takes the first client to arrive on any of `listeners` (a connection
+/// or a datagram); says which one took it.
+async fn next_any(listeners: &Listening) -> std::io::Result<(Incoming, usize)> {
+    let nexts = listeners
         .iter()
-        .map(|(listener, _)| Box::pin(listener.accept()));
-    let (result, index, _) = select_all(accepts).await;
-    result.map(|accepted| (accepted, index))
+        .map(|(listener, service)| Box::pin(listener.next(service.recv)));
+    let (result, index, _) = select_all(nexts).await;
+    result.map(|incoming| (incoming, index))
+}
+
+/// Replies are written whole by the guest: a connection sends them at once.
+fn send_at_once(incoming: &Incoming) {
+    if let Incoming::Stream(accepted) = incoming {
+        accepted.stream.send_at_once();
+    }
 }
 
 /// An exclusive `flock` on the accept lock file, released when dropped.
@@ -243,14 +250,38 @@ impl Drop for AcceptLock {
     }
 }
 
-/// Accepts on one socket, and gives each client a place among the
-/// concurrent instances: a free one, or one made for it (see
+/// Serves one socket, and gives each client a place among the concurrent
+/// instances. A connection gets a free place or one made for it (see
 /// [`crate::capacity`]); while it waits, further clients wait in the
-/// backlog.
+/// backlog. A datagram gets a free place only — it evicts no connection —
+/// and while it waits, further datagrams wait in the socket's receive
+/// buffer, which the kernel drops from when full: the host queues nothing.
 async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Capacity>) {
+    let datagrams = listener.is_datagram();
     loop {
-        let accepted = match listener.accept().await {
-            Ok(accepted) => accepted,
+        if datagrams {
+            // Receive only with a place to serve the datagram in.
+            let Some(place) = capacity.free_place().await else {
+                return;
+            };
+            match listener.next(service.recv).await {
+                Ok(incoming) => {
+                    tokio::spawn(connection::serve(
+                        service.clone(),
+                        incoming,
+                        Thread::Shared,
+                        place,
+                    ));
+                }
+                Err(err) => {
+                    tracing::warn!("receive failed: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            continue;
+        }
+        let incoming = match listener.next(service.recv).await {
+            Ok(incoming) => incoming,
             Err(err) => {
                 // Out of descriptors, or a client that reset before accept:
                 // log, back off briefly, keep serving.
@@ -259,18 +290,16 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
                 continue;
             }
         };
-        let addr = accepted.peer.as_ref().and_then(|p| p.ip_addr());
-        let place = match capacity.place(addr).await {
+        let place = match capacity.place(incoming.peer_ip()).await {
             Room::Given(place) => place,
             // Closed at once: its address has had its share.
             Room::Refused => continue,
             Room::Closed => return,
         };
-        // Replies are written whole by the guest: send them at once.
-        accepted.stream.send_at_once();
+        send_at_once(&incoming);
         tokio::spawn(connection::serve(
             service.clone(),
-            accepted,
+            incoming,
             Thread::Shared,
             place,
         ));
@@ -321,17 +350,16 @@ impl Stop {
     }
 }
 
-/// Serves the one connection `stream` of `service` on a runtime of its own
-/// (a `fork` child, or `inetd`), then returns the exit status. INT and TERM
-/// end it at once.
-pub fn serve_one(service: Arc<Service>, stream: StdStream) -> i32 {
+/// Serves the one client `incoming` of `service` — a connection, or a
+/// datagram — on a runtime of its own (a `fork` child, or `inetd`), then
+/// returns the exit status. INT and TERM end it at once.
+pub fn serve_one(service: Arc<Service>, incoming: StdIncoming) -> i32 {
     let engine = service.handler.engine().clone();
     one_shot(engine, tracing::Span::none(), |stop| async move {
-        let stream = stream.into_raw()?;
-        stream.send_at_once();
+        let incoming = incoming.into_incoming()?;
         let place = Place::alone(Arc::new(Semaphore::new(1)).acquire_owned().await?);
         let thread = Thread::Alone { stop };
-        connection::serve(service, Accepted::new(stream), thread, place).await;
+        connection::serve(service, incoming, thread, place).await;
         Ok(())
     })
 }

@@ -1,38 +1,58 @@
 //! Listening sockets: bound ([`ListenSocket`], before any runtime exists),
-//! then accepting ([`Listener`], in a worker's runtime), and the
-//! connections they accept ([`Accepted`]).
+//! then serving ([`Listener`], in a worker's runtime), and what comes in
+//! on them ([`Incoming`]): a connection accepted on a stream socket
+//! ([`Accepted`]), or a datagram received on a datagram socket
+//! ([`Received`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 
-use nix::sys::socket::{AddressFamily, getsockopt, sockopt};
-use tokio::net::{TcpListener, UnixListener};
+use nix::sys::socket::{AddressFamily, SockType, getsockopt, setsockopt, sockopt};
+use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 
-use super::stream::{RawStream, StdStream, credentials, family_of, local_of};
+use super::datagram::{DgramSocket, Received, RecvSettings, StdReceived};
+use super::stream::{AsyncStream, RawStream, StdStream, credentials, family_of, local_of};
 use crate::client::{Local, Peer};
 
-/// A bound, listening socket, non-blocking, not registered with any
-/// runtime (the master binds before it forks).
+/// A bound socket, listening (stream) or not (datagram), non-blocking,
+/// not registered with any runtime (the master binds before it forks).
 #[derive(Debug)]
 pub enum ListenSocket {
     /// TCP.
     Tcp(std::net::TcpListener),
     /// A unix stream socket.
     Unix(std::os::unix::net::UnixListener),
+    /// UDP.
+    Udp(std::net::UdpSocket),
+    /// A unix datagram socket.
+    UnixDgram(std::os::unix::net::UnixDatagram),
 }
 
 impl ListenSocket {
-    /// Takes a bound and listening socket (just bound, handed over across
-    /// a HUP, or by systemd), made non-blocking; an error says why it
-    /// cannot be served.
+    /// Takes a bound socket (just bound, handed over across a HUP, or by
+    /// systemd): a listening stream socket or a datagram socket, made
+    /// non-blocking (a unix datagram socket is told to pass its senders'
+    /// credentials); an error says why it cannot be served.
     pub fn adopt(fd: OwnedFd) -> Result<Self, String> {
-        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+        let datagram = match getsockopt(&fd, sockopt::SockType) {
+            Ok(SockType::Datagram) => true,
+            Ok(SockType::Stream) => false,
+            Ok(_) => return Err("is neither a stream nor a datagram socket".to_owned()),
+            Err(_) => return Err("is not a listening socket".to_owned()),
+        };
+        if !datagram && !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
             return Err("is not a listening socket".to_owned());
         }
-        let socket = match family_of(fd.as_fd()) {
-            Some(AddressFamily::Inet | AddressFamily::Inet6) => Self::Tcp(fd.into()),
-            Some(AddressFamily::Unix) => Self::Unix(fd.into()),
-            _ => return Err("is not a TCP or unix socket".to_owned()),
+        let socket = match (family_of(fd.as_fd()), datagram) {
+            (Some(AddressFamily::Inet | AddressFamily::Inet6), false) => Self::Tcp(fd.into()),
+            (Some(AddressFamily::Unix), false) => Self::Unix(fd.into()),
+            (Some(AddressFamily::Inet | AddressFamily::Inet6), true) => Self::Udp(fd.into()),
+            (Some(AddressFamily::Unix), true) => {
+                setsockopt(&fd, sockopt::PassCred, &true).map_err(|e| e.to_string())?;
+                Self::UnixDgram(fd.into())
+            }
+            _ => return Err("is not an IP or unix socket".to_owned()),
         };
         socket.set_nonblocking().map_err(|e| e.to_string())?;
         Ok(socket)
@@ -42,6 +62,23 @@ impl ListenSocket {
         match self {
             Self::Tcp(socket) => socket.set_nonblocking(true),
             Self::Unix(socket) => socket.set_nonblocking(true),
+            Self::Udp(socket) => socket.set_nonblocking(true),
+            Self::UnixDgram(socket) => socket.set_nonblocking(true),
+        }
+    }
+
+    /// Whether it receives datagrams rather than accepting connections.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, Self::Udp(_) | Self::UnixDgram(_))
+    }
+
+    /// Its protocol, as a port spec names it.
+    pub fn proto(&self) -> &'static str {
+        match self {
+            Self::Tcp(_) => "tcp",
+            Self::Unix(_) => "unix",
+            Self::Udp(_) => "udp",
+            Self::UnixDgram(_) => "unixdgram",
         }
     }
 
@@ -50,16 +87,23 @@ impl ListenSocket {
         local_of(self.as_fd())
     }
 
-    /// Accepts a waiting client without waiting (the `fork` master, which
-    /// polls the sockets itself).
-    pub fn accept_now(&self) -> io::Result<StdStream> {
+    /// Takes a waiting client without waiting (the `fork` master, which
+    /// polls the sockets itself): a connection accepted, or a datagram
+    /// received (its first `recv.len` bytes).
+    pub fn take_now(&self, recv: RecvSettings) -> io::Result<StdIncoming> {
+        let local = self.local().ok();
         Ok(match self {
-            Self::Tcp(socket) => StdStream::Tcp(socket.accept()?.0),
-            Self::Unix(socket) => StdStream::Unix(socket.accept()?.0),
+            Self::Tcp(socket) => StdIncoming::Stream(StdStream::Tcp(socket.accept()?.0)),
+            Self::Unix(socket) => StdIncoming::Stream(StdStream::Unix(socket.accept()?.0)),
+            Self::Udp(_) | Self::UnixDgram(_) => {
+                let mut got = StdReceived::receive_now(self.as_fd(), recv)?;
+                got.received.local = local;
+                StdIncoming::Datagram(Box::new(got))
+            }
         })
     }
 
-    /// Registers the socket with the current runtime to accept on it.
+    /// Registers the socket with the current runtime to serve it.
     pub fn into_listener(self) -> io::Result<Listener> {
         let fixed = self.local().ok().filter(|local| match local {
             // A wildcard's connections each have their own local address.
@@ -69,6 +113,12 @@ impl ListenSocket {
         let kind = match self {
             Self::Tcp(socket) => Kind::Tcp(TcpListener::from_std(socket)?),
             Self::Unix(socket) => Kind::Unix(UnixListener::from_std(socket)?),
+            Self::Udp(socket) => {
+                Kind::Datagram(Arc::new(DgramSocket::Udp(UdpSocket::from_std(socket)?)))
+            }
+            Self::UnixDgram(socket) => {
+                Kind::Datagram(Arc::new(DgramSocket::Unix(UnixDatagram::from_std(socket)?)))
+            }
         };
         Ok(Listener { kind, fixed })
     }
@@ -79,11 +129,49 @@ impl AsFd for ListenSocket {
         match self {
             Self::Tcp(socket) => socket.as_fd(),
             Self::Unix(socket) => socket.as_fd(),
+            Self::Udp(socket) => socket.as_fd(),
+            Self::UnixDgram(socket) => socket.as_fd(),
         }
     }
 }
 
-/// A listening socket registered with a worker's runtime.
+/// A client not yet registered with a runtime: what a `fork` master takes
+/// from a socket for the child it forks, or what `inetd` finds on stdin.
+#[derive(Debug)]
+pub enum StdIncoming {
+    /// A connection.
+    Stream(StdStream),
+    /// A datagram.
+    Datagram(Box<StdReceived>),
+    /// Two pipes, read from and written to (`inetd` run from a pipe).
+    Pipes {
+        /// What the client sends.
+        input: OwnedFd,
+        /// Where the replies go.
+        output: OwnedFd,
+    },
+}
+
+impl StdIncoming {
+    /// The client, registered with the current runtime.
+    pub fn into_incoming(self) -> io::Result<Incoming> {
+        Ok(match self {
+            Self::Stream(stream) => {
+                let stream = stream.into_raw()?;
+                stream.send_at_once();
+                Incoming::Stream(Accepted::new(stream))
+            }
+            Self::Datagram(received) => Incoming::Datagram(received.into_received()?),
+            Self::Pipes { input, output } => {
+                let input = tokio::net::unix::pipe::Receiver::from_owned_fd(input)?;
+                let output = tokio::net::unix::pipe::Sender::from_owned_fd(output)?;
+                Incoming::Pipe(Box::new(tokio::io::join(input, output)))
+            }
+        })
+    }
+}
+
+/// A bound socket registered with a worker's runtime.
 #[derive(Debug)]
 pub struct Listener {
     kind: Kind,
@@ -97,10 +185,58 @@ pub struct Listener {
 enum Kind {
     Tcp(TcpListener),
     Unix(UnixListener),
+    Datagram(Arc<DgramSocket>),
+}
+
+/// A client to serve: what came in on a socket, or inetd's pipes.
+pub enum Incoming {
+    /// A connection, accepted.
+    Stream(Accepted),
+    /// A datagram, received.
+    Datagram(Received),
+    /// Pipes (`inetd` run from a pipe): a client with no address.
+    Pipe(Box<dyn AsyncStream>),
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream(accepted) => f.debug_tuple("Stream").field(accepted).finish(),
+            Self::Datagram(received) => f.debug_tuple("Datagram").field(received).finish(),
+            Self::Pipe(_) => f.write_str("Pipe"),
+        }
+    }
+}
+
+impl Incoming {
+    /// The client's IP address, when already known.
+    pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Self::Stream(accepted) => accepted.peer.as_ref().and_then(Peer::ip_addr),
+            Self::Datagram(received) => received.peer.ip_addr(),
+            Self::Pipe(_) => None,
+        }
+    }
 }
 
 impl Listener {
-    /// Waits for the next client.
+    /// Waits for the next client: a connection, or a datagram (its first
+    /// `recv.len` bytes).
+    pub async fn next(&self, recv: RecvSettings) -> io::Result<Incoming> {
+        if let Kind::Datagram(socket) = &self.kind {
+            let mut received = socket.recv(recv.len, recv.flags).await?;
+            received.local = self.fixed.clone();
+            return Ok(Incoming::Datagram(received));
+        }
+        self.accept().await.map(Incoming::Stream)
+    }
+
+    /// Whether it receives datagrams.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.kind, Kind::Datagram(_))
+    }
+
+    /// Waits for the next connection (a stream socket only).
     pub async fn accept(&self) -> io::Result<Accepted> {
         let (stream, peer) = match &self.kind {
             Kind::Tcp(listener) => {
@@ -114,6 +250,9 @@ impl Listener {
                     cred: credentials(&stream),
                 };
                 (RawStream::Unix(stream), Some(peer))
+            }
+            Kind::Datagram(_) => {
+                return Err(io::Error::other("a datagram socket accepts no connection"));
             }
         };
         Ok(Accepted {

@@ -17,14 +17,16 @@
 //!
 //! | module | concern |
 //! | --- | --- |
-//! | `listener` | bound and accepting sockets, and the connections they accept |
+//! | `listener` | bound sockets, and what comes in on them: connections accepted, datagrams received |
+//! | `datagram` | datagram sockets: a request received, its reply's way back, the amplification cap |
 //! | `stream` | accepted streams, raw or wrapped; the PROXY header at their start |
 //! | `socket` | a client's stream as its guest's stdin and stdout use it |
 
+pub mod datagram;
 mod listener;
 mod socket;
 mod stream;
 
-pub use listener::{Accepted, ListenSocket, Listener};
+pub use listener::{Accepted, Incoming, ListenSocket, Listener, StdIncoming};
 pub use socket::{CHUNK, ClientSocket, Wait};
 pub use stream::{AsyncStream, RawStream, StdStream, Stream};

@@ -1,14 +1,17 @@
 //! Accepted streams: a raw socket (TCP or unix stream), or a stream that
-//! wraps one (TLS); and the PROXY header read from a raw socket's start.
+//! wraps one (TLS, or inetd's pipes); a datagram request served as one;
+//! and the PROXY header read from a raw socket's start.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use nix::sys::socket::{MsgFlags, SockaddrLike, SockaddrStorage, getsockname, recv};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::datagram::{Received, ReplyCap};
 use crate::client::{Credentials, Local, Peer};
 use crate::proxy::{self, Origin, Parsed};
 
@@ -18,19 +21,39 @@ pub trait AsyncStream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> AsyncStream for T {}
 
-/// An accepted client stream.
+/// What a client's guest reads and writes: an accepted stream, or one
+/// datagram and its reply.
 pub enum Stream {
     /// A raw socket: read and written with `recv` and `send`.
     Raw(RawStream),
-    /// A stream wrapping a socket.
-    Wrapped(Box<dyn AsyncStream>),
+    /// A stream wrapping a socket (TLS), or pipes.
+    Wrapped {
+        /// The stream.
+        stream: Box<dyn AsyncStream>,
+        /// Its protocol's name, as the client info gives it.
+        proto: &'static str,
+    },
+    /// A datagram request, and its service's cap on the reply.
+    Datagram(Box<Received>, Option<Arc<ReplyCap>>),
+}
+
+impl Stream {
+    /// The protocol's name, lower case, as the client info gives it.
+    pub fn proto(&self) -> &'static str {
+        match self {
+            Self::Raw(raw) => raw.proto(),
+            Self::Wrapped { proto, .. } => proto,
+            Self::Datagram(received, _) => received.proto(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Raw(raw) => f.debug_tuple("Raw").field(raw).finish(),
-            Self::Wrapped(_) => f.write_str("Wrapped"),
+            Self::Wrapped { proto, .. } => write!(f, "Wrapped({proto})"),
+            Self::Datagram(received, _) => f.debug_tuple("Datagram").field(received).finish(),
         }
     }
 }

@@ -11,7 +11,9 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::netserver::handler::hooks::Guest as Hooks;
-pub use netserver::handler::client::{ClientInfo as WitClientInfo, Host as ClientHost};
+pub use netserver::handler::client::{
+    ClientInfo as WitClientInfo, Host as ClientHost, PeerCredentials as WitCredentials,
+};
 pub use netserver::handler::hook_hints::{Hook as WitHook, Host as HookHintsHost};
 pub use netserver::handler::log::{Host as LogHost, Level as WitLevel};
 pub use netserver::handler::properties::Host as PropertiesHost;

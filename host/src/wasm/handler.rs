@@ -23,8 +23,19 @@ use super::stdio::GuestIo;
 use crate::client::ClientInfo;
 use crate::config::ServiceConfig;
 
-/// The export that makes a component a handler.
-const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.0";
+/// The export that makes a component a handler: this version's, or that
+/// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.1";
+/// The hooks versions served, as errors name them.
+const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.1";
+
+/// Whether `export` is the hooks of a version this host serves.
+fn serves(export: &str) -> bool {
+    export
+        .strip_prefix("netserver:handler/hooks@0.1.")
+        .and_then(|patch| patch.parse::<u32>().ok())
+        .is_some_and(|patch| patch <= 1)
+}
 /// The export that makes a component a WASI command.
 const RUN_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
 
@@ -165,17 +176,16 @@ fn prepare(
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    if exports.iter().any(|e| e == HOOKS_EXPORT) {
-        let pre = HandlerPre::new(pre).map_err(|e| {
-            anyhow!("its {HOOKS_EXPORT} export does not match the WIT contract: {e:#}")
-        })?;
+    if let Some(hooks) = exports.iter().find(|e| serves(e)) {
+        let pre = HandlerPre::new(pre)
+            .map_err(|e| anyhow!("its {hooks} export does not match the WIT contract: {e:#}"))?;
         return Ok(Pre::Handler(pre));
     }
     if let Some(other) = exports
         .iter()
         .find(|e| e.starts_with("netserver:handler/hooks"))
     {
-        bail!("exports {other}, but this host serves {HOOKS_EXPORT}");
+        bail!("exports {other}, but this host serves {HOOKS_SERVED}");
     }
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
         let pre = CommandPre::new(pre)

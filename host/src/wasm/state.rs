@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientInfo, WitLevel,
+    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientInfo, WitCredentials, WitLevel,
 };
 use super::hints::{Hook, IdleHooks};
 use super::sandbox::{self, CpuMeter};
@@ -170,6 +170,20 @@ impl ClientHost for State {
                 peer_host: c.peer_host.clone(),
                 service: c.service.to_string(),
             }
+        })
+    }
+
+    fn credentials(&mut self) -> Option<WitCredentials> {
+        let Peer::Unix {
+            cred: Some(cred), ..
+        } = &self.client.as_ref()?.peer
+        else {
+            return None;
+        };
+        Some(WitCredentials {
+            pid: cred.pid,
+            uid: cred.uid,
+            gid: cred.gid,
         })
     }
 }

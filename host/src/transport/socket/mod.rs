@@ -6,8 +6,10 @@
 //!
 //! A raw socket is read and written with system calls straight into the
 //! guest's buffers (`raw`); a wrapped stream through its `AsyncRead` and
-//! `AsyncWrite` (`generic`). What the guest sees is the same.
+//! `AsyncWrite` (`generic`). What the guest sees is the same. A datagram
+//! request is read from memory and its reply sent as datagrams (`dgram`).
 
+mod dgram;
 mod generic;
 mod raw;
 
@@ -59,6 +61,7 @@ pub struct ClientSocket {
 enum Io {
     Raw(raw::Raw),
     Generic(generic::Generic),
+    Datagram(Box<dgram::Dgram>),
 }
 
 /// Bytes the guest wrote that the stream did not take yet, and the error
@@ -145,7 +148,10 @@ impl ClientSocket {
         let started = Instant::now();
         let io = match stream {
             Stream::Raw(stream) => Io::Raw(raw::Raw::new(stream, wait, started)?),
-            Stream::Wrapped(stream) => Io::Generic(generic::Generic::new(stream)),
+            Stream::Wrapped { stream, .. } => Io::Generic(generic::Generic::new(stream)),
+            Stream::Datagram(received, cap) => {
+                Io::Datagram(Box::new(dgram::Dgram::new(*received, cap)))
+            }
         };
         Ok(Arc::new(Self {
             io,
@@ -183,12 +189,36 @@ impl ClientSocket {
 
     /// Whether writing to the client failed (it reset or went away).
     pub fn write_failed(&self) -> Option<io::ErrorKind> {
-        self.outgoing().failed
+        match &self.io {
+            Io::Datagram(dgram) => dgram.failed(),
+            _ => self.outgoing().failed,
+        }
+    }
+
+    /// Whether the amplification cap dropped some of a datagram's reply.
+    pub fn reply_capped(&self) -> bool {
+        matches!(&self.io, Io::Datagram(dgram) if dgram.capped())
+    }
+
+    /// Whether the client is one datagram, its reply datagrams.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.io, Io::Datagram(_))
+    }
+
+    /// Drops whatever the guest writes from now on: a datagram request
+    /// refused gets no reply (its sender may be forged).
+    pub fn discard_replies(&self) {
+        if let Io::Datagram(dgram) = &self.io {
+            dgram.discard();
+        }
     }
 
     /// Writes what the guest left buffered, then ends the stream (a
     /// half-close: the client reads end of file).
     pub async fn close(&self) -> io::Result<()> {
+        if let Io::Datagram(dgram) = &self.io {
+            return dgram.close(&self.counters).await;
+        }
         self.drain().await;
         if let Some(kind) = self.write_failed() {
             return Err(kind.into());
@@ -196,6 +226,7 @@ impl ClientSocket {
         match &self.io {
             Io::Raw(raw) => raw.shutdown(),
             Io::Generic(generic) => generic.shutdown().await,
+            Io::Datagram(_) => unreachable!("returned above"),
         }
     }
 
@@ -213,6 +244,7 @@ impl ClientSocket {
         match &self.io {
             Io::Raw(raw) => raw.read(size, &self.counters),
             Io::Generic(generic) => generic.read(size, &self.counters),
+            Io::Datagram(dgram) => dgram.read(size, &self.counters),
         }
     }
 
@@ -247,11 +279,16 @@ impl ClientSocket {
         match &self.io {
             Io::Raw(raw) => raw.readable().await,
             Io::Generic(generic) => generic.readable(&self.counters).await,
+            // The request, or its end, is always there.
+            Io::Datagram(_) => Ok(()),
         }
     }
 
     /// How much the guest may write now; sends what it can first.
     pub fn check_write(&self) -> StreamResult<usize> {
+        if let Io::Datagram(dgram) = &self.io {
+            return dgram.check_write(&self.counters);
+        }
         let mut out = self.outgoing();
         self.push(&mut out);
         match out.failed {
@@ -262,6 +299,9 @@ impl ClientSocket {
 
     /// Queues `bytes` and sends what the stream takes now.
     pub fn write(&self, bytes: Bytes) -> StreamResult<()> {
+        if let Io::Datagram(dgram) = &self.io {
+            return dgram.write(bytes, &self.counters);
+        }
         let mut out = self.outgoing();
         if let Some(kind) = out.failed {
             return Err(stream_error(kind.into()));
@@ -284,11 +324,29 @@ impl ClientSocket {
         }
     }
 
+    /// A hook returned: a datagram reply written meanwhile is cut (see the
+    /// `dgram` path).
+    pub fn end_of_hook(&self) {
+        if let Io::Datagram(dgram) = &self.io {
+            dgram.flush(&self.counters);
+        }
+    }
+
+    /// `flush`: a datagram reply is cut here (see the `dgram` path); a
+    /// stream sends what it can now. Completion is seen through `drain`.
+    pub fn flush(&self) -> StreamResult<()> {
+        if let Io::Datagram(dgram) = &self.io {
+            dgram.flush(&self.counters);
+        }
+        self.check_write().map(drop)
+    }
+
     /// Sends as much of the pending bytes as the stream takes now.
     fn push(&self, out: &mut Outgoing) {
         match &self.io {
             Io::Raw(raw) => raw.push(out, &self.counters),
             Io::Generic(generic) => generic.push(out, &self.counters),
+            Io::Datagram(_) => {}
         }
     }
 
@@ -308,7 +366,7 @@ impl ClientSocket {
                     self.outgoing().failed = Some(io::ErrorKind::BrokenPipe);
                 }
             },
-            Io::Generic(_) => {
+            Io::Generic(_) | Io::Datagram(_) => {
                 let _ = std::future::poll_fn(|cx| self.poll_drained(cx)).await;
             }
         }
@@ -317,10 +375,14 @@ impl ClientSocket {
     /// Polls until every pending byte was sent (and flushed) or writing
     /// failed (the error).
     pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Io::Datagram(dgram) = &self.io {
+            return dgram.poll_drained(cx, &self.counters);
+        }
         let mut out = self.outgoing();
         match &self.io {
             Io::Raw(raw) => raw.poll_drained(cx, &mut out, &self.counters),
             Io::Generic(generic) => generic.poll_drained(cx, &mut out, &self.counters),
+            Io::Datagram(_) => unreachable!("returned above"),
         }
     }
 
@@ -330,6 +392,7 @@ impl ClientSocket {
         match &self.io {
             Io::Raw(raw) => raw.poll_read(cx, buf, &self.counters),
             Io::Generic(generic) => generic.poll_read(cx, buf, &self.counters),
+            Io::Datagram(dgram) => dgram.poll_read(buf, &self.counters),
         }
     }
 }
@@ -358,7 +421,14 @@ mod tests {
         let (a, b) = tokio::net::UnixStream::pair().unwrap();
         let raw = ClientSocket::new(Stream::Raw(RawStream::Unix(a)), Wait::Runtime).unwrap();
         let (c, d) = tokio::net::UnixStream::pair().unwrap();
-        let wrapped = ClientSocket::new(Stream::Wrapped(Box::new(c)), Wait::Runtime).unwrap();
+        let wrapped = ClientSocket::new(
+            Stream::Wrapped {
+                stream: Box::new(c),
+                proto: "unix",
+            },
+            Wait::Runtime,
+        )
+        .unwrap();
         vec![("raw", raw, b), ("wrapped", wrapped, d)]
     }
 

@@ -117,7 +117,10 @@ impl OutputStream for GuestStdout {
 
     fn flush(&mut self) -> StreamResult<()> {
         // Completion is observed through `ready`, which waits for the drain.
-        self.check_write().map(drop)
+        match self.0.client() {
+            Some(client) => client.flush(),
+            None => Ok(()),
+        }
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
@@ -159,7 +162,12 @@ impl AsyncWrite for GuestStdout {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.0.client() {
-            Some(client) => client.poll_drained(cx),
+            Some(client) => {
+                // A datagram reply is cut at the first poll; later polls
+                // find nothing more to cut.
+                client.flush().map_err(io::Error::other)?;
+                client.poll_drained(cx)
+            }
             None => Poll::Ready(Ok(())),
         }
     }
