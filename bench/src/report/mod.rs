@@ -338,51 +338,34 @@ pub(crate) mod tests {
     /// Records over UDP and a unix socket: native, netserver (a fresh
     /// instance per datagram, and per worker) and Perl.
     pub fn sockets() -> Vec<Record> {
-        let over = |transport, instance, record: Record| Record {
-            transport,
-            instance,
-            ..record
-        };
-        let (udp, unix) = (Transport::Udp, Transport::Unix);
-        let fresh = Some(Instance::PerConnection);
-        let worker = Some(Instance::PerWorker);
-        vec![
-            over(
-                udp,
-                fresh,
-                record("ns", Group::Netserver, Mode::Udp, 32, 5000.0),
-            ),
-            over(
-                udp,
+        use {Group::*, Transport::*};
+        let (fresh, worker) = (Some(Instance::PerConnection), Some(Instance::PerWorker));
+        [
+            (Udp, fresh, "ns", Netserver, Mode::Udp, 32, 5000.0),
+            (
+                Udp,
                 worker,
-                record("ns, per worker", Group::Netserver, Mode::Udp, 32, 7000.0),
+                "ns, per worker",
+                Netserver,
+                Mode::Udp,
+                32,
+                7000.0,
             ),
-            over(
-                udp,
-                None,
-                record("native", Group::Native, Mode::Udp, 32, 10000.0),
-            ),
-            over(
-                udp,
-                None,
-                record("perl", Group::Perl, Mode::Udp, 32, 3000.0),
-            ),
-            over(
-                unix,
-                None,
-                record("ns", Group::Netserver, Mode::Roundtrip, 8, 9000.0),
-            ),
-            over(
-                unix,
-                None,
-                record("native", Group::Native, Mode::Roundtrip, 8, 10000.0),
-            ),
-            over(
-                unix,
-                None,
-                record("perl", Group::Perl, Mode::Roundtrip, 8, 5000.0),
-            ),
+            (Udp, None, "native", Native, Mode::Udp, 32, 10000.0),
+            (Udp, None, "perl", Perl, Mode::Udp, 32, 3000.0),
+            (Unix, None, "ns", Netserver, Mode::Roundtrip, 8, 9000.0),
+            (Unix, None, "native", Native, Mode::Roundtrip, 8, 10000.0),
+            (Unix, None, "perl", Perl, Mode::Roundtrip, 8, 5000.0),
         ]
+        .into_iter()
+        .map(
+            |(transport, instance, target, group, mode, clients, rate)| Record {
+                transport,
+                instance,
+                ..record(target, group, mode, clients, rate)
+            },
+        )
+        .collect()
     }
 
     #[test]
