@@ -4,9 +4,11 @@
 # end of input, the connection closes.
 #
 #   perl bench/perl/prefork.pl --port 127.0.0.1:0
+#   perl bench/perl/prefork.pl --port '/tmp/echo.sock|unix'
 #
 # Net::Server logs "Binding to TCP port 0 ..." for port 0; once bound, this
-# logs "Bound to TCP port N on host H" with the port the kernel chose.
+# logs "Bound to TCP port N on host H" with the port the kernel chose. On a
+# unix socket Net::Server logs "Binding to UNIX socket file "PATH"".
 package BenchPreFork;
 
 use strict;
@@ -15,7 +17,7 @@ use base qw(Net::Server::PreFork);
 
 sub post_bind_hook {
     my $self = shift;
-    for my $sock (@{ $self->{server}->{sock} }) {
+    for my $sock (grep { $_->NS_proto eq 'TCP' } @{ $self->{server}->{sock} }) {
         $self->log(0, sprintf('Bound to TCP port %d on host %s', $sock->sockport, $sock->sockhost));
     }
 }

@@ -1,14 +1,17 @@
 //! The native echo server: the line-echo protocol on plain tokio, with no
-//! sandbox, no processes and no logging per connection. It is the limit a
-//! sandboxed server can approach.
+//! sandbox, no processes and no logging per connection, over TCP or a unix
+//! stream socket; and the UDP echo (`You said "D"` per datagram). It is the
+//! limit a sandboxed server can approach.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
-use crate::protocol::{MAX_LINE, is_quit, push_reply, strip_line_end};
+use crate::protocol::{
+    MAX_DATAGRAM, MAX_LINE, is_quit, push_reply, push_udp_reply, strip_line_end,
+};
 
 /// Accepts connections on `listener` and serves each in a task of its own,
 /// until the process is stopped. Accept errors (such as running out of file
@@ -22,10 +25,49 @@ pub async fn serve(listener: TcpListener) -> io::Result<()> {
                     let _ = handle(stream).await;
                 });
             }
-            Err(err) => {
-                eprintln!("native-echo: accept: {err}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+/// [`serve`] on a unix stream socket.
+pub async fn serve_unix(listener: UnixListener) -> io::Result<()> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(async move {
+                    let _ = handle_unix(stream).await;
+                });
             }
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+async fn accept_failed(err: io::Error) {
+    eprintln!("native-echo: accept: {err}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// Answers each datagram `D` on `socket` with `You said "D"`, in this one
+/// task, until the process is stopped. Errors are reported on stderr (a
+/// reply that cannot be sent is dropped, as a datagram may be).
+pub async fn serve_udp(socket: UdpSocket) -> io::Result<()> {
+    let mut request = vec![0; MAX_DATAGRAM];
+    let mut reply = Vec::with_capacity(256);
+    loop {
+        let (n, peer) = match socket.recv_from(&mut request).await {
+            Ok(received) => received,
+            Err(err) => {
+                eprintln!("native-echo: recv_from: {err}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        reply.clear();
+        push_udp_reply(&mut reply, &request[..n]);
+        if let Err(err) = socket.send_to(&reply, peer).await {
+            eprintln!("native-echo: send_to {peer}: {err}");
         }
     }
 }
@@ -35,7 +77,17 @@ pub async fn serve(listener: TcpListener) -> io::Result<()> {
 /// closed. Replies to lines that arrived together are sent in one write.
 pub async fn handle(stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    lines(read, write).await
+}
+
+/// [`handle`] for a unix stream connection.
+pub async fn handle_unix(stream: UnixStream) -> io::Result<()> {
+    let (read, write) = stream.into_split();
+    lines(read, write).await
+}
+
+async fn lines(read: impl AsyncRead + Unpin, mut write: impl AsyncWrite + Unpin) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
     let mut out = Vec::new();
@@ -97,5 +149,40 @@ mod tests {
             b"You said 'one'\r\nYou said 'please quit'\r\n"
         );
         assert_eq!(exchange(b"").await, b"");
+    }
+
+    #[tokio::test]
+    async fn serves_a_unix_socket() {
+        let dir = std::env::temp_dir().join(format!("native-echo-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("echo.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = tokio::spawn(serve_unix(UnixListener::bind(&path).unwrap()));
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        client.write_all(b"over unix\r\nquit\n").await.unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"You said 'over unix'\r\nYou said 'quit'\r\n");
+        server.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn answers_datagrams_like_net_server() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let server = tokio::spawn(serve_udp(socket));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(addr).await.unwrap();
+        let mut reply = [0; 64];
+        for request in [&b"hello-0-1"[..], b"a line\r\n", b""] {
+            client.send(request).await.unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut reply))
+                .await
+                .expect("a reply in time")
+                .unwrap();
+            assert_eq!(&reply[..n], crate::protocol::udp_reply(request));
+        }
+        server.abort();
     }
 }

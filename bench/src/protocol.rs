@@ -1,6 +1,10 @@
 //! The line-echo protocol of netserver-host's built-in handler (Net::Server's
 //! default `process_request`): each line `L` is answered `You said 'L'\r\n`;
 //! a line containing `quit` is answered, then the connection closes.
+//!
+//! Over UDP each datagram `D` is answered with one datagram `You said "D"`
+//! (Net::Server's default `process_request` for `proto udp`, which
+//! netserver's built-in echo gives too): no line ends, no `quit`.
 
 /// The most bytes one line (or one reply) may have here; longer ones are a
 /// protocol error for the load generator and close the connection in the
@@ -23,6 +27,27 @@ pub fn push_reply(out: &mut Vec<u8>, line: &[u8]) {
     out.extend_from_slice(b"You said '");
     out.extend_from_slice(line);
     out.extend_from_slice(b"'\r\n");
+}
+
+/// The most bytes one datagram may have.
+pub const MAX_DATAGRAM: usize = 65_536;
+
+/// The datagram the server must send for the datagram `request`.
+///
+/// ```
+/// assert_eq!(netserver_bench::protocol::udp_reply(b"hi-1-2"), b"You said \"hi-1-2\"");
+/// ```
+pub fn udp_reply(request: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(request.len() + 11);
+    push_udp_reply(&mut out, request);
+    out
+}
+
+/// Appends the reply for the datagram `request` to `out`.
+pub fn push_udp_reply(out: &mut Vec<u8>, request: &[u8]) {
+    out.extend_from_slice(b"You said \"");
+    out.extend_from_slice(request);
+    out.push(b'"');
 }
 
 /// `line` without a trailing `\n` and one `\r` right before it (Perl's

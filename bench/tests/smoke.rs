@@ -1,16 +1,28 @@
-//! CI smoke test of the harness: `native-echo` on port 0, `loadgen` briefly
-//! against it in both modes. No timing is asserted, only that requests were
-//! served and every reply was exact.
+//! CI smoke test of the harness: `native-echo` on port 0 (TCP and UDP) and
+//! on a unix socket, `loadgen` briefly against it in every mode. No timing
+//! is asserted, only that requests were served and every reply was exact.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use netserver_bench::loadgen::{Mode, Summary};
+use netserver_bench::loadgen::{Mode, Summary, Transport};
 
-/// A running `native-echo`, killed (by PID) when dropped.
+/// A child process, killed (by PID) when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `native-echo` on an IP address, killed when dropped.
 struct NativeEcho {
-    child: Child,
+    _child: Running,
     addr: SocketAddr,
 }
 
@@ -23,36 +35,63 @@ fn first_line(pipe: impl std::io::Read) -> String {
     line
 }
 
+/// Starts `native-echo` with `args` (and one thread); returns it with the
+/// first line it logs.
+fn spawn_native_echo(args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_native-echo"))
+        .args(args)
+        .args(["--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn native-echo");
+    let line = first_line(child.stderr.take().expect("stderr"));
+    (child, line)
+}
+
 impl NativeEcho {
     fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_native-echo"))
-            .args(["--port", "0", "--threads", "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn native-echo");
-        let line = first_line(child.stderr.take().expect("stderr"));
+        Self::start_ip("TCP", &[])
+    }
+
+    /// Serving `proto` (`TCP` or `UDP`) on port 0.
+    fn start_ip(proto: &str, args: &[&str]) -> Self {
+        let (child, line) = spawn_native_echo(&[&["--port", "0"][..], args].concat());
         // Binding to TCP port N on host H with IPvX
         let words: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(
             words.get(..4),
-            Some(&["Binding", "to", "TCP", "port"][..]),
+            Some(&["Binding", "to", proto, "port"][..]),
             "{line}"
         );
         let port: u16 = words[4].parse().expect("port");
         let host = words[7];
         Self {
-            child,
+            _child: Running(child),
             addr: format!("{host}:{port}").parse().expect("address"),
         }
     }
 }
 
-impl Drop for NativeEcho {
+/// A directory of this test's own, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "netserver-bench-smoke-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -64,36 +103,118 @@ fn loadgen(args: &[&str]) -> std::process::Output {
         .expect("run loadgen")
 }
 
+/// Runs `loadgen` briefly (4 clients, one thread) with `args`; checks that
+/// it succeeded and returns its summary.
+fn brief_loadgen(args: &[&str]) -> Summary {
+    let brief = [
+        "--clients",
+        "4",
+        "--warmup",
+        "0.1",
+        "--duration",
+        "0.3",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    let out = loadgen(&[args, &brief[..]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON summary")
+}
+
+fn assert_clean(summary: &Summary) {
+    assert_eq!(summary.errors, 0, "{summary:?}");
+    assert!(summary.requests > 0, "{summary:?}");
+    assert!(summary.latency_us.p50 > 0.0, "{summary:?}");
+}
+
+#[test]
+fn loadgen_udp_against_native_echo() {
+    let server = NativeEcho::start_ip("UDP", &["--udp"]);
+    let summary = brief_loadgen(&["--addr", &server.addr.to_string(), "--mode", "udp"]);
+    assert_eq!(summary.mode, Mode::Udp);
+    assert_eq!(summary.transport, Transport::Udp);
+    assert_clean(&summary);
+}
+
+#[test]
+fn loadgen_unix_against_native_echo() {
+    let dir = TempDir::new("unix");
+    let path = dir.0.join("echo.sock");
+    let path_text = path.to_str().expect("a UTF-8 path");
+    let (child, line) = spawn_native_echo(&["--unix", path_text]);
+    let _server = Running(child);
+    assert_eq!(
+        line,
+        format!("Binding to UNIX socket file \"{path_text}\"\n")
+    );
+    for (mode, name) in [(Mode::Connect, "connect"), (Mode::Roundtrip, "roundtrip")] {
+        let summary = brief_loadgen(&["--unix", path_text, "--mode", name]);
+        assert_eq!(summary.mode, mode);
+        assert_eq!(summary.transport, Transport::Unix);
+        assert_eq!(summary.addr, path_text);
+        assert_clean(&summary);
+    }
+}
+
+#[test]
+fn loadgen_udp_without_a_server_ends_with_errors() {
+    // A port nothing listens on: every datagram is refused or unanswered,
+    // and the run still ends on time.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port();
+    let began = Instant::now();
+    let out = loadgen(&[
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "udp",
+        "--clients",
+        "2",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.3",
+        "--timeout",
+        "0.2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Summary = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(summary.requests, 0, "{summary:?}");
+    assert!(summary.errors > 0, "{summary:?}");
+}
+
+#[test]
+fn loadgen_refuses_udp_over_unix() {
+    let out = loadgen(&["--unix", "/nonexistent.sock", "--mode", "udp"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs an IP address"), "{stderr}");
+}
+
 #[test]
 fn loadgen_against_native_echo_in_both_modes() {
     let server = NativeEcho::start();
     let addr = server.addr.to_string();
     for (mode, name) in [(Mode::Connect, "connect"), (Mode::Roundtrip, "roundtrip")] {
-        let out = loadgen(&[
-            "--addr",
-            &addr,
-            "--mode",
-            name,
-            "--clients",
-            "4",
-            "--warmup",
-            "0.1",
-            "--duration",
-            "0.3",
-            "--threads",
-            "1",
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let summary: Summary = serde_json::from_slice(&out.stdout).expect("JSON summary");
+        let summary = brief_loadgen(&["--addr", &addr, "--mode", name]);
         assert_eq!(summary.mode, mode);
-        assert_eq!(summary.errors, 0, "{summary:?}");
-        assert!(summary.requests > 0, "{summary:?}");
-        assert!(summary.latency_us.p50 > 0.0, "{summary:?}");
+        assert_eq!(summary.transport, Transport::Tcp);
+        assert_clean(&summary);
     }
 }
 

@@ -1,28 +1,38 @@
-//! `loadgen`: a load generator for line protocols, loopback targets only.
+//! `loadgen`: a load generator for line protocols (TCP or a unix stream
+//! socket) and UDP request/reply, loopback targets only.
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:20203 --mode roundtrip --clients 32 --duration 5 --json
+//! loadgen --unix /tmp/echo.sock --mode roundtrip --clients 8
+//! loadgen --addr 127.0.0.1:20203 --mode udp --clients 32
 //! ```
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use netserver_bench::loadgen::{self, Config, Mode, Summary};
+use netserver_bench::loadgen::{self, Config, Mode, Summary, Target, Transport};
 use netserver_bench::loopback::parse_loopback;
 
 /// Sends `LINE\r\n` requests to a loopback line-echo server and checks that
-/// each reply is exactly `You said 'LINE'\r\n`; reports requests/s, errors
-/// and latency percentiles.
+/// each reply is exactly `You said 'LINE'\r\n` (in UDP mode: datagrams
+/// `LINE-CLIENT-SEQ`, each answered `You said "LINE-CLIENT-SEQ"`); reports
+/// requests/s, errors and latency percentiles.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// The server, IP:PORT; only loopback addresses are accepted.
-    #[arg(long, value_parser = parse_loopback)]
-    addr: std::net::SocketAddr,
+    #[arg(long, value_parser = parse_loopback, required_unless_present = "unix")]
+    addr: Option<std::net::SocketAddr>,
+    /// The server's unix stream socket, instead of --addr (connect and
+    /// roundtrip modes).
+    #[arg(long, value_name = "PATH", conflicts_with = "addr")]
+    unix: Option<PathBuf>,
     /// `connect`: a new connection per request; `roundtrip`: persistent
-    /// connections doing request/reply round trips.
+    /// connections doing request/reply round trips; `udp`: a UDP socket per
+    /// client, one datagram per request.
     #[arg(long, value_enum, default_value = "roundtrip")]
     mode: Mode,
     /// Concurrent clients.
@@ -38,12 +48,13 @@ struct Args {
     /// a timeout.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
-    /// The request line (no CR, LF or `quit`).
+    /// The request line (no CR, LF or `quit`; in UDP mode, what each
+    /// datagram starts with, and no `dump`).
     #[arg(long, default_value = "hello")]
     line: String,
     /// Source addresses to take turns with (127.0.0.1 to 127.0.0.N, IPv4
-    /// targets): each has its own ephemeral ports, so TIME_WAIT does not cap
-    /// the connect mode; 1 lets the kernel choose.
+    /// TCP targets): each has its own ephemeral ports, so TIME_WAIT does not
+    /// cap the connect mode; 1 lets the kernel choose.
     #[arg(long, default_value_t = 16)]
     source_ips: usize,
     /// Runtime threads (default: one per CPU this process may use; 1 runs
@@ -61,8 +72,13 @@ fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let target = match (args.addr, args.unix) {
+        (Some(addr), _) => Target::Ip(addr),
+        (None, Some(path)) => Target::Unix(path),
+        (None, None) => anyhow::bail!("--addr or --unix is needed"),
+    };
     let config = Config {
-        addr: args.addr,
+        target,
         mode: args.mode,
         clients: args.clients,
         warmup: seconds(args.warmup, "warmup")?,
@@ -86,9 +102,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn print_human(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
+    let over = match s.transport {
+        Transport::Unix => " over a unix socket",
+        Transport::Tcp | Transport::Udp => "",
+    };
     writeln!(
         out,
-        "{:?} x{} against {}: {} requests in {:.1} s = {:.0} requests/s",
+        "{:?}{over} x{} against {}: {} requests in {:.1} s = {:.0} requests/s",
         s.mode, s.clients, s.addr, s.requests, s.duration_s, s.requests_per_s
     )?;
     let l = &s.latency_us;

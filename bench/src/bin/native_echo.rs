@@ -1,18 +1,26 @@
 //! `native-echo`: the line-echo protocol on plain tokio, the no-sandbox
-//! limit the benchmarks compare against.
+//! limit the benchmarks compare against; over TCP (the default), a unix
+//! stream socket (`--unix PATH`) or UDP (`--udp`: `You said "D"` per
+//! datagram, Net::Server's default UDP answer).
 //!
-//! It logs `Binding to TCP port N on host H with IPvX` on stderr once bound,
-//! as netserver-host does, so scripts read the port the same way.
+//! Once bound it logs on stderr, in Net::Server's words as netserver-host
+//! does, so scripts read the port or path the same way:
+//! `Binding to TCP port N on host H with IPvX`,
+//! `Binding to UDP port N on host H with IPvX` or
+//! `Binding to UNIX socket file "PATH"`.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use tokio::net::TcpListener;
+use netserver_bench::echo_server;
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
 
 /// Answers each line `L` with `You said 'L'\r\n`; a line containing `quit`
-/// is answered, then the connection closes.
+/// is answered, then the connection closes. With `--udp`, answers each
+/// datagram `D` with the datagram `You said "D"`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -22,9 +30,32 @@ struct Args {
     /// The port to bind; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Serve UDP (one task: `recv_from`, `send_to`) instead of TCP.
+    #[arg(long, conflicts_with = "unix")]
+    udp: bool,
+    /// Serve the line protocol on a unix stream socket created at PATH
+    /// (which must not exist) instead of TCP.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port"])]
+    unix: Option<PathBuf>,
     /// Runtime threads (default: one per CPU this process may use).
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// Writes the binding line on stderr, at once.
+fn log_binding(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut stderr = std::io::stderr().lock();
+    writeln!(stderr, "{line}")?;
+    stderr.flush()
+}
+
+fn ip_binding(proto: &str, bound: SocketAddr) -> std::io::Result<()> {
+    let version = if bound.is_ipv4() { 4 } else { 6 };
+    log_binding(format_args!(
+        "Binding to {proto} port {} on host {} with IPv{version}",
+        bound.port(),
+        bound.ip()
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,23 +64,29 @@ fn main() -> anyhow::Result<()> {
         bail!("--host {}: only loopback addresses may be bound", args.host);
     }
     let runtime = netserver_bench::runtime(args.threads)?;
+    let addr = SocketAddr::new(args.host, args.port);
     runtime.block_on(async {
-        let addr = SocketAddr::new(args.host, args.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("bind {addr}"))?;
-        let bound = listener.local_addr()?;
-        let version = if bound.is_ipv4() { 4 } else { 6 };
-        let mut stderr = std::io::stderr().lock();
-        writeln!(
-            stderr,
-            "Binding to TCP port {} on host {} with IPv{version}",
-            bound.port(),
-            bound.ip()
-        )?;
-        stderr.flush()?;
-        drop(stderr);
-        netserver_bench::echo_server::serve(listener).await?;
+        if let Some(path) = &args.unix {
+            let listener =
+                UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
+            log_binding(format_args!(
+                "Binding to UNIX socket file \"{}\"",
+                path.display()
+            ))?;
+            echo_server::serve_unix(listener).await?;
+        } else if args.udp {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}/udp"))?;
+            ip_binding("UDP", socket.local_addr()?)?;
+            echo_server::serve_udp(socket).await?;
+        } else {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?;
+            ip_binding("TCP", listener.local_addr()?)?;
+            echo_server::serve(listener).await?;
+        }
         Ok(())
     })
 }

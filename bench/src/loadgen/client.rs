@@ -1,14 +1,20 @@
-//! One client's requests: a connection per request, or round trips on a
-//! persistent connection.
+//! One client's requests: a connection per request, round trips on a
+//! persistent connection (TCP or a unix stream socket), or datagrams on a
+//! UDP socket of its own.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket, UnixStream};
 
+use super::Target;
 use super::stats::ErrorKind;
-use crate::protocol::MAX_LINE;
+use crate::protocol::{MAX_DATAGRAM, MAX_LINE, push_udp_reply};
 
 /// What a request sends and must get back, byte for byte.
 #[derive(Debug, Clone)]
@@ -31,10 +37,27 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Connect
     stream
         .set_nodelay(true)
         .map_err(|e| (ErrorKind::Connect, format!("TCP_NODELAY: {e}")))?;
-    Ok(Connection {
-        stream: BufReader::new(stream),
-        reply: Vec::with_capacity(64),
-    })
+    Ok(Connection::new(Stream::Tcp(stream)))
+}
+
+/// Opens a connection to the unix stream socket at `path`.
+pub async fn connect_unix(path: &Path) -> Result<Connection, Failure> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        (
+            ErrorKind::Connect,
+            format!("connect {}: {e}", path.display()),
+        )
+    })?;
+    Ok(Connection::new(Stream::Unix(stream)))
+}
+
+/// Opens a connection to `target`: [`connect`] (from `source` when given)
+/// or [`connect_unix`].
+pub async fn connect_to(target: &Target, source: Option<IpAddr>) -> Result<Connection, Failure> {
+    match target {
+        Target::Ip(addr) => connect(*addr, source).await,
+        Target::Unix(path) => connect_unix(path).await,
+    }
 }
 
 async fn open(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
@@ -67,14 +90,68 @@ fn bind_address_no_port(_: &TcpSocket) -> io::Result<()> {
     Ok(())
 }
 
+/// A connected stream socket of either kind.
+#[derive(Debug)]
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// A connection doing request/reply round trips.
 #[derive(Debug)]
 pub struct Connection {
-    stream: BufReader<TcpStream>,
+    stream: BufReader<Stream>,
     reply: Vec<u8>,
 }
 
 impl Connection {
+    fn new(stream: Stream) -> Self {
+        Self {
+            stream: BufReader::new(stream),
+            reply: Vec::with_capacity(64),
+        }
+    }
+
     /// Sends the request, reads one reply line and checks it.
     pub async fn round_trip(&mut self, exchange: &Exchange) -> Result<(), Failure> {
         let io_err = |what: &str, e: io::Error| (ErrorKind::Io, format!("{what}: {e}"));
@@ -110,10 +187,158 @@ impl Connection {
 /// A request on a connection of its own (from `source` when given):
 /// connect, one round trip, close.
 pub async fn connect_once(
-    addr: SocketAddr,
+    target: &Target,
     source: Option<IpAddr>,
     exchange: &Exchange,
 ) -> Result<(), Failure> {
-    let mut connection = connect(addr, source).await?;
+    let mut connection = connect_to(target, source).await?;
     connection.round_trip(exchange).await
+}
+
+/// One client's UDP socket, connected to the server: each request is the
+/// datagram `LINE-CLIENT-SEQ` (SEQ counting from 0), and its reply must be
+/// the datagram `You said "LINE-CLIENT-SEQ"`.
+#[derive(Debug)]
+pub struct Datagrams {
+    socket: UdpSocket,
+    /// `LINE-CLIENT-`: what every request of this client starts with.
+    prefix: Vec<u8>,
+    seq: u64,
+    request: Vec<u8>,
+    expected: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+impl Datagrams {
+    /// Binds a socket on the loopback address of `addr`'s family and
+    /// connects it to `addr`, for client number `client` sending `line`.
+    pub async fn open(addr: SocketAddr, line: &[u8], client: usize) -> Result<Self, Failure> {
+        let local: IpAddr = if addr.is_ipv4() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        };
+        let fail = |e: io::Error| (ErrorKind::Connect, format!("UDP socket to {addr}: {e}"));
+        let socket = UdpSocket::bind(SocketAddr::new(local, 0))
+            .await
+            .map_err(fail)?;
+        socket.connect(addr).await.map_err(fail)?;
+        let mut prefix = line.to_vec();
+        let _ = write!(prefix, "-{client}-");
+        Ok(Self {
+            socket,
+            prefix,
+            seq: 0,
+            request: Vec::with_capacity(64),
+            expected: Vec::with_capacity(80),
+            reply: vec![0; MAX_DATAGRAM],
+        })
+    }
+
+    /// Sends the next request and waits for its reply. Late replies to
+    /// this client's earlier requests (answered after their timeout) are
+    /// skipped; the caller bounds the wait, and a request given up on is
+    /// not sent again (the next one has the next number).
+    pub async fn request(&mut self) -> Result<(), Failure> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.request.clear();
+        self.request.extend_from_slice(&self.prefix);
+        let _ = write!(self.request, "{seq}");
+        self.expected.clear();
+        push_udp_reply(&mut self.expected, &self.request);
+        let io_err = |what: &str, e: io::Error| (ErrorKind::Io, format!("{what}: {e}"));
+        self.socket
+            .send(&self.request)
+            .await
+            .map_err(|e| io_err("send", e))?;
+        loop {
+            let n = self
+                .socket
+                .recv(&mut self.reply)
+                .await
+                .map_err(|e| io_err("recv", e))?;
+            let reply = &self.reply[..n];
+            if reply == self.expected {
+                return Ok(());
+            }
+            if earlier_reply(reply, &self.prefix, seq) {
+                continue;
+            }
+            return Err((
+                ErrorKind::Mismatch,
+                format!(
+                    "expected {:?}, got {:?}",
+                    self.expected.escape_ascii().to_string(),
+                    reply.escape_ascii().to_string()
+                ),
+            ));
+        }
+    }
+}
+
+/// Whether `reply` is the answer to a request `PREFIX<n>` with `n < seq`.
+fn earlier_reply(reply: &[u8], prefix: &[u8], seq: u64) -> bool {
+    let Some(number) = reply
+        .strip_prefix(&b"You said \""[..])
+        .and_then(|r| r.strip_prefix(prefix))
+        .and_then(|r| r.strip_suffix(b"\""))
+    else {
+        return false;
+    };
+    !number.is_empty()
+        && number.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(number)
+            .ok()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n < seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_late_replies_from_wrong_ones() {
+        let prefix = b"hello-3-";
+        assert!(earlier_reply(b"You said \"hello-3-7\"", prefix, 9));
+        assert!(!earlier_reply(b"You said \"hello-3-9\"", prefix, 9));
+        assert!(!earlier_reply(b"You said \"hello-4-7\"", prefix, 9));
+        assert!(!earlier_reply(b"You said \"hello-3-\"", prefix, 9));
+        assert!(!earlier_reply(b"You said \"hello-3-+1\"", prefix, 9));
+        assert!(!earlier_reply(b"You said 'hello-3-7'", prefix, 9));
+    }
+
+    #[tokio::test]
+    async fn datagrams_skip_late_replies() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut client = Datagrams::open(server.local_addr().unwrap(), b"hi", 2)
+            .await
+            .unwrap();
+        let answer = async {
+            let mut buf = [0; 64];
+            // The first request goes unanswered until the second arrives;
+            // then both are answered, the late one first.
+            let (n, peer) = server.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"hi-2-0");
+            let (n, _) = server.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"hi-2-1");
+            server.send_to(b"You said \"hi-2-0\"", peer).await.unwrap();
+            server.send_to(b"You said \"hi-2-1\"", peer).await.unwrap();
+            let (n, _) = server.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"hi-2-2");
+            server
+                .send_to(b"You said \"something else\"", peer)
+                .await
+                .unwrap();
+        };
+        let requests = async {
+            let short = std::time::Duration::from_millis(50);
+            assert!(tokio::time::timeout(short, client.request()).await.is_err());
+            client.request().await.unwrap();
+            let (kind, _) = client.request().await.unwrap_err();
+            assert_eq!(kind, ErrorKind::Mismatch);
+        };
+        tokio::join!(answer, requests);
+    }
 }

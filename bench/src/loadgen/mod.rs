@@ -1,6 +1,7 @@
 //! The load generator: `clients` concurrent clients sending line requests to
-//! a loopback server for a warm-up and then a measured duration, checking
-//! every reply byte for byte.
+//! a loopback server (TCP or a unix stream socket), or datagrams to a UDP
+//! server, for a warm-up and then a measured duration, checking every reply
+//! byte for byte.
 //!
 //! Every loop ends: no request starts after the measured duration, each one
 //! is bounded by a per-request timeout, and the whole run is cut off a
@@ -9,7 +10,9 @@
 pub mod client;
 mod stats;
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -21,6 +24,50 @@ pub use stats::{ErrorCounts, ErrorKind, Latency, Stats, Window};
 
 use crate::loopback::check_loopback;
 use crate::protocol::{is_sendable, reply};
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A loopback IP address and port (TCP, or UDP in [`Mode::Udp`]).
+    Ip(SocketAddr),
+    /// A unix stream socket's path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Ip(addr) => addr.fmt(f),
+            Target::Unix(path) => path.display().fmt(f),
+        }
+    }
+}
+
+/// The kind of socket the clients talk over.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// TCP (the connect and round-trip modes to an IP address).
+    #[default]
+    Tcp,
+    /// UDP ([`Mode::Udp`]).
+    Udp,
+    /// A unix stream socket (the connect and round-trip modes to a path).
+    Unix,
+}
 
 /// How the clients use connections.
 #[derive(
@@ -42,13 +89,18 @@ pub enum Mode {
     Connect,
     /// One persistent connection per client doing request/reply round trips.
     Roundtrip,
+    /// One UDP socket per client, connected to the server: a datagram
+    /// `LINE-CLIENT-SEQ` per request, answered `You said "LINE-CLIENT-SEQ"`
+    /// (Net::Server's default UDP answer); a datagram without an answer in
+    /// time counts as a timeout and the client goes on with the next.
+    Udp,
 }
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The server (loopback only).
-    pub addr: SocketAddr,
+    pub target: Target,
     /// How the clients use connections.
     pub mode: Mode,
     /// Concurrent clients.
@@ -93,12 +145,27 @@ pub fn source_addresses(target: SocketAddr, n: usize) -> Vec<Option<IpAddr>> {
         .collect()
 }
 
+impl Config {
+    /// The socket the clients talk over: UDP in [`Mode::Udp`], else TCP or
+    /// unix by the target.
+    pub fn transport(&self) -> Transport {
+        match (self.mode, &self.target) {
+            (Mode::Udp, _) => Transport::Udp,
+            (_, Target::Ip(_)) => Transport::Tcp,
+            (_, Target::Unix(_)) => Transport::Unix,
+        }
+    }
+}
+
 /// The result of a run, as `--json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// How the clients used connections.
     pub mode: Mode,
-    /// The server.
+    /// The socket the clients talked over.
+    #[serde(default)]
+    pub transport: Transport,
+    /// The server: IP:PORT, or a unix socket's path.
     pub addr: String,
     /// Concurrent clients.
     pub clients: usize,
@@ -124,7 +191,9 @@ pub struct Summary {
 
 /// Checks `config` and runs it.
 pub async fn run(config: Config) -> anyhow::Result<Summary> {
-    check_loopback(config.addr)?;
+    if let Target::Ip(addr) = config.target {
+        check_loopback(addr)?;
+    }
     if config.clients == 0 {
         bail!("--clients must be at least 1");
     }
@@ -140,6 +209,11 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     if !is_sendable(&config.line) {
         bail!("the request line must not contain CR, LF or `quit`, and must be short");
     }
+    if config.mode == Mode::Udp && config.line.windows(4).any(|w| w == b"dump") {
+        // Net::Server answers a datagram containing `dump` with a dump of
+        // its server object.
+        bail!("the UDP request must not contain `dump`");
+    }
     let mut request = config.line.clone();
     request.extend_from_slice(b"\r\n");
     let exchange = Exchange {
@@ -153,20 +227,29 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     };
     let hard_stop = window.until + config.request_timeout + Duration::from_secs(1);
 
-    let sources = source_addresses(config.addr, config.source_ips);
+    let sources = match (&config.target, config.transport()) {
+        (Target::Ip(addr), Transport::Tcp) => source_addresses(*addr, config.source_ips),
+        _ => vec![None],
+    };
     let mut clients = JoinSet::new();
     for i in 0..config.clients {
         let client = Client {
-            addr: config.addr,
+            target: config.target.clone(),
             sources: sources.clone(),
             first_source: i,
             exchange: exchange.clone(),
             window,
             timeout: config.request_timeout,
         };
-        match config.mode {
-            Mode::Connect => clients.spawn(client.connect_per_request()),
-            Mode::Roundtrip => clients.spawn(client.round_trips()),
+        match (config.mode, &config.target) {
+            (Mode::Connect, _) => clients.spawn(client.connect_per_request()),
+            (Mode::Roundtrip, _) => clients.spawn(client.round_trips()),
+            (Mode::Udp, Target::Ip(addr)) => {
+                clients.spawn(client.datagrams(*addr, config.line.clone(), i))
+            }
+            (Mode::Udp, Target::Unix(_)) => {
+                bail!("--mode udp needs an IP address (--addr), not a unix socket")
+            }
         };
     }
     let mut total = Stats::default();
@@ -193,7 +276,8 @@ fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
     let errors = total.errors();
     Summary {
         mode: config.mode,
-        addr: config.addr.to_string(),
+        transport: config.transport(),
+        addr: config.target.to_string(),
         clients: config.clients,
         source_ips,
         warmup_s: config.warmup.as_secs_f64(),
@@ -213,7 +297,7 @@ const ERROR_PAUSE: Duration = Duration::from_millis(1);
 
 /// One client: where it connects from and to, what it sends, and when.
 struct Client {
-    addr: SocketAddr,
+    target: Target,
     sources: Vec<Option<IpAddr>>,
     first_source: usize,
     exchange: Exchange,
@@ -233,7 +317,7 @@ impl Client {
         let mut stats = Stats::default();
         let mut n = 0;
         while Instant::now() < window.until {
-            let request = client::connect_once(self.addr, self.source(n), &self.exchange);
+            let request = client::connect_once(&self.target, self.source(n), &self.exchange);
             n += 1;
             let began = Instant::now();
             let result = tokio::time::timeout(timeout, request).await;
@@ -260,7 +344,7 @@ impl Client {
         while Instant::now() < window.until {
             let began = Instant::now();
             let Some(conn) = connection.as_mut() else {
-                let opening = client::connect(self.addr, self.source(n));
+                let opening = client::connect_to(&self.target, self.source(n));
                 n += 1;
                 match tokio::time::timeout(timeout, opening).await {
                     Ok(Ok(conn)) => connection = Some(conn),
@@ -289,6 +373,42 @@ impl Client {
                     stats.error(&window, ended, ErrorKind::Timeout, timed_out(timeout));
                     connection = None;
                 }
+            }
+        }
+        stats
+    }
+
+    /// UDP mode: datagrams to `addr` from a socket of this client's own
+    /// (client number `id`), each sent when the last was answered or timed
+    /// out, until the window ends.
+    async fn datagrams(self, addr: SocketAddr, line: Vec<u8>, id: usize) -> Stats {
+        let (window, timeout) = (self.window, self.timeout);
+        let mut stats = Stats::default();
+        let mut socket = None;
+        while Instant::now() < window.until {
+            let Some(datagrams) = socket.as_mut() else {
+                match client::Datagrams::open(addr, &line, id).await {
+                    Ok(opened) => socket = Some(opened),
+                    Err((kind, detail)) => {
+                        stats.error(&window, Instant::now(), kind, detail);
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                }
+                continue;
+            };
+            let began = Instant::now();
+            let result = tokio::time::timeout(timeout, datagrams.request()).await;
+            let ended = Instant::now();
+            match result {
+                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Err((kind, detail))) => {
+                    stats.error(&window, ended, kind, detail);
+                    if kind == ErrorKind::Io {
+                        // Such as ECONNREFUSED: nothing listens (yet).
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                }
+                Err(_) => stats.error(&window, ended, ErrorKind::Timeout, timed_out(timeout)),
             }
         }
         stats

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Group, Scenario, Table, median};
-use crate::loadgen::Mode;
+use crate::loadgen::{Mode, Transport};
 
 /// What the report says besides the numbers.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +27,18 @@ const NATIVE_TARGETS: [(Mode, usize, f64); 2] =
 /// How far ahead of the best Net::Server personality netserver must be.
 const AHEAD_OF_PERL: f64 = 1.5;
 
+/// Issue 22's least ratios to native: UDP with a fresh instance per
+/// datagram, UDP with an instance per worker, unix stream round trips.
+const UDP_FRESH: f64 = 0.6;
+const UDP_PER_WORKER: f64 = 0.8;
+const UNIX_ROUND_TRIPS: f64 = 0.8;
+
+/// The TCP scenarios (the tables of issue 5), and the others (UDP and unix
+/// sockets, issue 22).
+fn by_socket(table: &Table) -> (Vec<Scenario>, Vec<Scenario>) {
+    (table.scenarios.iter()).partition(|s| s.transport == Transport::Tcp)
+}
+
 /// Renders the whole report.
 pub fn render(table: &Table, context: &Context) -> String {
     let mut out = String::new();
@@ -45,6 +57,7 @@ pub fn render(table: &Table, context: &Context) -> String {
     }
     throughput(&mut out, table);
     goals(&mut out, table);
+    sockets(&mut out, table);
     for section in &context.sections {
         out.push_str(section.trim_end());
         out.push_str("\n\n");
@@ -69,17 +82,24 @@ pub fn render(table: &Table, context: &Context) -> String {
 }
 
 fn throughput(out: &mut String, table: &Table) {
+    let (scenarios, _) = by_socket(table);
+    if scenarios.is_empty() {
+        return;
+    }
     out.push_str("## Throughput\n\nRequests/s (median), and × native.\n\n| target |");
-    for s in &table.scenarios {
+    for s in &scenarios {
         let _ = write!(out, " {} | × native |", s.label());
     }
     out.push_str(" errors |\n|---|");
-    out.push_str(&"---:|---:|".repeat(table.scenarios.len()));
+    out.push_str(&"---:|---:|".repeat(scenarios.len()));
     out.push_str("---:|\n");
     for (i, (name, _)) in table.targets.iter().enumerate() {
+        if !table.ran_in(i, &scenarios) {
+            continue;
+        }
         let _ = write!(out, "| {name} |");
         let mut errors = 0;
-        for &s in &table.scenarios {
+        for &s in &scenarios {
             let rate = table.rate(i, s).map_or("—".into(), thousands);
             let ratio = table.ratio(i, s).map_or("—".into(), |r| format!("{r:.2}"));
             let _ = write!(out, " {rate} | {ratio} |");
@@ -91,7 +111,7 @@ fn throughput(out: &mut String, table: &Table) {
 }
 
 fn goals(out: &mut String, table: &Table) {
-    let scenario = |mode, clients| Scenario { mode, clients };
+    let scenario = Scenario::tcp;
     let present: Vec<_> = NATIVE_TARGETS
         .iter()
         .filter(|(m, c, _)| table.scenarios.contains(&scenario(*m, *c)))
@@ -118,8 +138,9 @@ fn goals(out: &mut String, table: &Table) {
         );
     }
     let _ = writeln!(out, "\n|---|{}", "---:|".repeat(present.len() * 2));
+    let (scenarios, _) = by_socket(table);
     for (i, (name, group)) in table.targets.iter().enumerate() {
-        if *group != Group::Netserver {
+        if *group != Group::Netserver || !table.ran_in(i, &scenarios) {
             continue;
         }
         let _ = write!(out, "| {name} |");
@@ -128,14 +149,83 @@ fn goals(out: &mut String, table: &Table) {
             let _ = write!(out, " {} |", verdict(ratio, *least));
         }
         for (mode, clients, _) in &present {
-            let s = scenario(*mode, *clients);
-            let ahead = match (table.rate(i, s), table.best_perl(s)) {
-                (Some(ours), Some((_, perl))) if perl > 0.0 => Some(ours / perl),
-                _ => None,
-            };
+            let ahead = table.perl_ratio(i, scenario(*mode, *clients));
             let _ = write!(out, " {} |", verdict(ahead, AHEAD_OF_PERL));
         }
         out.push('\n');
+    }
+    out.push('\n');
+}
+
+/// The least ratio to native issue 22 asks of `target` in `scenario`, for
+/// netserver targets over UDP and unix sockets.
+fn least_native(table: &Table, target: usize, scenario: Scenario) -> Option<f64> {
+    if table.targets[target].1 != Group::Netserver {
+        return None;
+    }
+    match (scenario.transport, scenario.mode) {
+        (_, Mode::Udp) if table.per_worker(target) => Some(UDP_PER_WORKER),
+        (_, Mode::Udp) => Some(UDP_FRESH),
+        (Transport::Unix, Mode::Roundtrip) => Some(UNIX_ROUND_TRIPS),
+        _ => None,
+    }
+}
+
+/// The UDP and unix socket scenarios (issue 22): a row per target and
+/// scenario, with the ratios to native and to Perl and the targets.
+fn sockets(out: &mut String, table: &Table) {
+    let (_, scenarios) = by_socket(table);
+    if scenarios.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "## UDP and unix sockets (issue 22)\n\n\
+         The same echo over other sockets, against native tokio on the same \
+         kind of socket and Perl Net::Server (`proto udp`, `proto unix`). UDP: \
+         each client has a socket of its own connected to the server and sends \
+         the datagram `hello-CLIENT-SEQ` once the last was answered; the answer \
+         must be `You said \"hello-CLIENT-SEQ\"` (Net::Server's default UDP \
+         answer), and a datagram not answered in time counts as an error. Unix: \
+         the round trips of the TCP tables over a unix stream socket. Requests/s \
+         are medians over the rounds; × native is to the native server in the \
+         same scenario, × Net::Server to the faster Perl personality there. \
+         Targets for netserver-host: UDP ≥ {UDP_FRESH}× native with a fresh \
+         instance per datagram and ≥ {UDP_PER_WORKER}× with an instance per \
+         worker, unix round trips ≥ {UNIX_ROUND_TRIPS}× native, and all ≥ \
+         {AHEAD_OF_PERL}× Net::Server; ✓ met, ✗ not met.\n\n\
+         | target | scenario | requests/s | × native | target | × Net::Server | target | p50 / p99 µs | errors |\n\
+         |---|---|---:|---:|---|---:|---|---:|---:|\n"
+    );
+    for &s in &scenarios {
+        for (i, (name, group)) in table.targets.iter().enumerate() {
+            let Some(cell) = table.cell(i, s) else {
+                continue;
+            };
+            let rate = cell.rate().map_or("—".into(), thousands);
+            let ratio = table.ratio(i, s);
+            let perl = table.perl_ratio(i, s);
+            let number = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
+            let goal = |least: Option<f64>, r: Option<f64>| match (least, r) {
+                (None, _) => String::new(),
+                (Some(least), Some(r)) if r >= least => format!("≥ {least} ✓"),
+                (Some(least), Some(_)) => format!("≥ {least} ✗"),
+                (Some(least), None) => format!("≥ {least} —"),
+            };
+            let ahead = (*group == Group::Netserver).then_some(AHEAD_OF_PERL);
+            let latency = (median(&cell.p50s).zip(median(&cell.p99s)))
+                .map_or("—".into(), |(p50, p99)| format!("{p50:.0} / {p99:.0}"));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {rate} | {} | {} | {} | {} | {latency} | {} |",
+                s.label(),
+                number(ratio),
+                goal(least_native(table, i, s), ratio),
+                number(perl),
+                goal(ahead, perl),
+                cell.errors,
+            );
+        }
     }
     out.push('\n');
 }
@@ -149,17 +239,24 @@ fn verdict(ratio: Option<f64>, least: f64) -> String {
 }
 
 fn latency(out: &mut String, table: &Table) {
+    let (scenarios, _) = by_socket(table);
+    if scenarios.is_empty() {
+        return;
+    }
     out.push_str(
         "## Latency\n\nMicroseconds per request (connect included in connect mode), \
          p50 / p99, medians over the rounds.\n\n| target |",
     );
-    for s in &table.scenarios {
+    for s in &scenarios {
         let _ = write!(out, " {} |", s.short());
     }
-    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(table.scenarios.len()));
+    let _ = writeln!(out, "\n|---|{}", "---:|".repeat(scenarios.len()));
     for (i, (name, _)) in table.targets.iter().enumerate() {
+        if !table.ran_in(i, &scenarios) {
+            continue;
+        }
         let _ = write!(out, "| {name} |");
-        for &s in &table.scenarios {
+        for &s in &scenarios {
             let text = table
                 .cell(i, s)
                 .and_then(|c| Some((median(&c.p50s)?, median(&c.p99s)?)))
@@ -214,7 +311,7 @@ pub fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::sample;
+    use crate::report::tests::{sample, sockets};
 
     #[test]
     fn renders_tables_and_verdicts() {
@@ -246,5 +343,40 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("- a note"));
+        assert!(!text.contains("## UDP and unix sockets"));
+    }
+
+    #[test]
+    fn renders_udp_and_unix_beside_tcp() {
+        let tcp_only = render(&Table::from_records(&sample()), &Context::default());
+        let mut records = sample();
+        records.extend(sockets());
+        let text = render(&Table::from_records(&records), &Context::default());
+        // The TCP tables are as without the other sockets.
+        let tcp_part = |t: &str| t[..t.find("## Latency").unwrap()].to_owned();
+        let before_sockets = &text[..text.find("## UDP and unix sockets").unwrap()];
+        assert_eq!(before_sockets, tcp_part(&tcp_only), "{text}");
+        assert!(!before_sockets.contains("per worker"), "{text}");
+        for row in [
+            "| ns | UDP requests/s, 32 clients | 5,000 | 0.50 | ≥ 0.6 ✗ | 1.67 | ≥ 1.5 ✓ | 0 / 0 | 0 |",
+            "| ns, per worker | UDP requests/s, 32 clients | 7,000 | 0.70 | ≥ 0.8 ✗ | 2.33 | ≥ 1.5 ✓ | 0 / 0 | 0 |",
+            "| native | UDP requests/s, 32 clients | 10,000 | 1.00 |  | 3.33 |  | 0 / 0 | 0 |",
+            "| perl | UDP requests/s, 32 clients | 3,000 | 0.30 |  | 1.00 |  | 0 / 0 | 0 |",
+            "| ns | unix round trips/s, 8 clients | 9,000 | 0.90 | ≥ 0.8 ✓ | 1.80 | ≥ 1.5 ✓ | 0 / 0 | 0 |",
+        ] {
+            assert!(text.contains(row), "{row} missing:\n{text}");
+        }
+        let latency = &text[text.find("## Latency").unwrap()..];
+        assert!(!latency[..latency.find("## Every").unwrap()].contains("UDP"));
+        assert!(text.contains("| ns, per worker | UDP, 32 clients | 7,000 |"));
+    }
+
+    #[test]
+    fn renders_udp_and_unix_alone() {
+        let text = render(&Table::from_records(&sockets()), &Context::default());
+        for absent in ["## Throughput", "## Targets (issue 5)", "## Latency"] {
+            assert!(!text.contains(absent), "{absent}:\n{text}");
+        }
+        assert!(text.contains("## UDP and unix sockets (issue 22)"));
     }
 }

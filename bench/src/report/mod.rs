@@ -5,12 +5,12 @@
 pub mod markdown;
 pub mod plot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::loadgen::{Mode, Summary};
+use crate::loadgen::{Mode, Summary, Transport};
 
 /// What kind of server a target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,13 +24,30 @@ pub enum Group {
     Perl,
 }
 
+/// How a netserver target makes handler instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Instance {
+    /// A fresh instance per connection (per datagram over UDP): the default.
+    PerConnection,
+    /// One instance per worker, serving every connection or datagram.
+    PerWorker,
+}
+
 /// One load-generator run against one target, as a JSON line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// The target's name, as the report shows it.
+    /// The target's name, as the report shows it. Servers of one program
+    /// on different sockets share a name, and so a row of the report.
     pub target: String,
     /// What kind of server it is.
     pub group: Group,
+    /// The socket the load generator talked over (TCP when absent).
+    #[serde(default)]
+    pub transport: Transport,
+    /// How a netserver target makes instances, when `bench/run` says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
     /// The load generator's mode.
     pub mode: Mode,
     /// Concurrent clients.
@@ -46,9 +63,12 @@ pub struct Record {
     pub failure: Option<String>,
 }
 
-/// A mode and a number of clients: one column group of the report.
+/// A socket type, a mode and a number of clients: one column group of the
+/// report. TCP scenarios sort first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Scenario {
+    /// The socket the load generator talked over.
+    pub transport: Transport,
     /// The load generator's mode.
     pub mode: Mode,
     /// Concurrent clients.
@@ -56,19 +76,42 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// A short human name: `new connections/s, 8 clients`.
-    pub fn label(&self) -> String {
-        match self.mode {
-            Mode::Connect => format!("new connections/s, {} clients", self.clients),
-            Mode::Roundtrip => format!("round trips/s, {} clients", self.clients),
+    /// A TCP scenario.
+    pub fn tcp(mode: Mode, clients: usize) -> Self {
+        Self {
+            transport: Transport::Tcp,
+            mode,
+            clients,
         }
     }
 
-    /// A shorter name for plots: `connect, 8 clients`.
+    /// A short human name: `new connections/s, 8 clients`, `unix round
+    /// trips/s, 8 clients`, `UDP requests/s, 32 clients`.
+    pub fn label(&self) -> String {
+        let what = match self.mode {
+            Mode::Connect => "new connections/s",
+            Mode::Roundtrip => "round trips/s",
+            Mode::Udp => return format!("UDP requests/s, {} clients", self.clients),
+        };
+        format!("{}{what}, {} clients", self.prefix(), self.clients)
+    }
+
+    /// A shorter name for plots: `connect, 8 clients`, `unix round trip, 8
+    /// clients`, `UDP, 32 clients`.
     pub fn short(&self) -> String {
-        match self.mode {
-            Mode::Connect => format!("connect, {} clients", self.clients),
-            Mode::Roundtrip => format!("round trip, {} clients", self.clients),
+        let what = match self.mode {
+            Mode::Connect => "connect",
+            Mode::Roundtrip => "round trip",
+            Mode::Udp => return format!("UDP, {} clients", self.clients),
+        };
+        format!("{}{what}, {} clients", self.prefix(), self.clients)
+    }
+
+    fn prefix(&self) -> &'static str {
+        match self.transport {
+            Transport::Tcp => "",
+            Transport::Udp => "UDP ",
+            Transport::Unix => "unix ",
         }
     }
 }
@@ -100,9 +143,11 @@ impl Cell {
 pub struct Table {
     /// Targets in the order they were first run.
     pub targets: Vec<(String, Group)>,
-    /// Scenarios, connect first, then by clients.
+    /// Scenarios: TCP first, then UDP, then unix; connect first, then by
+    /// clients.
     pub scenarios: Vec<Scenario>,
     cells: BTreeMap<(usize, Scenario), Cell>,
+    per_worker: BTreeSet<usize>,
 }
 
 impl Table {
@@ -117,7 +162,11 @@ impl Table {
                     table.targets.len() - 1
                 }
             };
+            if record.instance == Some(Instance::PerWorker) {
+                table.per_worker.insert(index);
+            }
             let scenario = Scenario {
+                transport: record.transport,
                 mode: record.mode,
                 clients: record.clients,
             };
@@ -153,16 +202,37 @@ impl Table {
         self.cell(target, scenario)?.rate()
     }
 
-    /// The index of the native baseline, if it ran.
-    pub fn native(&self) -> Option<usize> {
-        self.targets.iter().position(|(_, g)| *g == Group::Native)
+    /// The index of the native baseline in `scenario`: the first native
+    /// target with a result there.
+    pub fn native(&self, scenario: Scenario) -> Option<usize> {
+        (0..self.targets.len())
+            .find(|&i| self.targets[i].1 == Group::Native && self.rate(i, scenario).is_some())
     }
 
     /// `target`'s median requests/s divided by the native baseline's in the
     /// same scenario.
     pub fn ratio(&self, target: usize, scenario: Scenario) -> Option<f64> {
-        let native = self.rate(self.native()?, scenario)?;
+        let native = self.rate(self.native(scenario)?, scenario)?;
         (native > 0.0).then(|| self.rate(target, scenario).map(|r| r / native))?
+    }
+
+    /// `target`'s median requests/s divided by the best Perl target's in
+    /// the same scenario.
+    pub fn perl_ratio(&self, target: usize, scenario: Scenario) -> Option<f64> {
+        let (_, perl) = self.best_perl(scenario)?;
+        (perl > 0.0).then(|| self.rate(target, scenario).map(|r| r / perl))?
+    }
+
+    /// Whether `target` is a netserver target with one instance per worker.
+    pub fn per_worker(&self, target: usize) -> bool {
+        self.per_worker.contains(&target)
+    }
+
+    /// Whether `target` ran (or failed to) in any of `scenarios`.
+    pub fn ran_in(&self, target: usize, scenarios: &[Scenario]) -> bool {
+        scenarios
+            .iter()
+            .any(|&s| self.cells.contains_key(&(target, s)))
     }
 
     /// The best median requests/s of any Perl Net::Server target in
@@ -222,11 +292,14 @@ pub(crate) mod tests {
         Record {
             target: target.into(),
             group,
+            transport: Transport::Tcp,
+            instance: None,
             mode,
             clients,
             round: 1,
             summary: Some(Summary {
                 mode,
+                transport: Transport::Tcp,
                 addr: "127.0.0.1:1".into(),
                 clients,
                 source_ips: 1,
@@ -262,6 +335,66 @@ pub(crate) mod tests {
         records
     }
 
+    /// Records over UDP and a unix socket: native, netserver (a fresh
+    /// instance per datagram, and per worker) and Perl.
+    pub fn sockets() -> Vec<Record> {
+        use {Group::*, Transport::*};
+        let (fresh, worker) = (Some(Instance::PerConnection), Some(Instance::PerWorker));
+        [
+            (Udp, fresh, "ns", Netserver, Mode::Udp, 32, 5000.0),
+            (
+                Udp,
+                worker,
+                "ns, per worker",
+                Netserver,
+                Mode::Udp,
+                32,
+                7000.0,
+            ),
+            (Udp, None, "native", Native, Mode::Udp, 32, 10000.0),
+            (Udp, None, "perl", Perl, Mode::Udp, 32, 3000.0),
+            (Unix, None, "ns", Netserver, Mode::Roundtrip, 8, 9000.0),
+            (Unix, None, "native", Native, Mode::Roundtrip, 8, 10000.0),
+            (Unix, None, "perl", Perl, Mode::Roundtrip, 8, 5000.0),
+        ]
+        .into_iter()
+        .map(
+            |(transport, instance, target, group, mode, clients, rate)| Record {
+                transport,
+                instance,
+                ..record(target, group, mode, clients, rate)
+            },
+        )
+        .collect()
+    }
+
+    #[test]
+    fn scenarios_by_socket() {
+        let mut records = sample();
+        records.extend(sockets());
+        let table = Table::from_records(&records);
+        let labels: Vec<String> = table.scenarios.iter().map(Scenario::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "new connections/s, 8 clients",
+                "round trips/s, 32 clients",
+                "UDP requests/s, 32 clients",
+                "unix round trips/s, 8 clients"
+            ]
+        );
+        // One row per program, whatever the socket; ratios to the native
+        // server of the same scenario.
+        assert_eq!(table.targets.len(), 4);
+        let (udp, unix) = (table.scenarios[2], table.scenarios[3]);
+        assert_eq!(table.native(udp), Some(0));
+        assert!((table.ratio(1, udp).unwrap() - 0.5).abs() < 1e-9);
+        assert!((table.ratio(1, unix).unwrap() - 0.9).abs() < 1e-9);
+        assert!((table.perl_ratio(3, udp).unwrap() - 7.0 / 3.0).abs() < 1e-9);
+        assert!(table.per_worker(3) && !table.per_worker(1));
+        assert!(!table.ran_in(3, &table.scenarios[..2]));
+    }
+
     #[test]
     fn medians_and_ratios() {
         let table = Table::from_records(&sample());
@@ -282,5 +415,18 @@ pub(crate) mod tests {
             .map(|r| serde_json::to_string(r).unwrap() + "\n")
             .collect();
         assert_eq!(parse_records(&text).unwrap(), sample());
+        let text: String = sockets()
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        assert_eq!(parse_records(&text).unwrap(), sockets());
+    }
+
+    #[test]
+    fn records_without_a_transport_are_tcp() {
+        let line = r#"{"target":"t","group":"native","mode":"roundtrip","clients":8,"round":1,"failure":"x"}"#;
+        let records = parse_records(line).unwrap();
+        assert_eq!(records[0].transport, Transport::Tcp);
+        assert_eq!(records[0].instance, None);
     }
 }

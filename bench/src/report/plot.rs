@@ -6,18 +6,31 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Group, Table};
 
-/// Pixel size of the plot.
+/// Pixel size of the plot, at least: wider when there are more bars than
+/// fit (see [`size`]).
 const SIZE: (u32, u32) = (1100, 540);
 /// Width of the legend on the right.
 const LEGEND_WIDTH: u32 = 300;
+/// The least width of one bar with its value above it, and of the axis.
+const BAR_WIDTH: u32 = 26;
+const AXIS_WIDTH: u32 = 100;
+
+/// The plot's size: [`SIZE`], wider when every target in every scenario
+/// (TCP, UDP, unix) would not leave each bar [`BAR_WIDTH`].
+fn size(table: &Table) -> (u32, u32) {
+    let bars = (table.scenarios.len() * table.targets.len()) as u32;
+    let plot = (SIZE.0 - LEGEND_WIDTH).max(bars * BAR_WIDTH + AXIS_WIDTH);
+    (plot + LEGEND_WIDTH, SIZE.1)
+}
 
 /// Renders the plot as an SVG document titled `title`.
 pub fn render_svg(table: &Table, title: &str) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let size = size(table);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         root.fill(&WHITE)?;
-        let (plot_area, legend_area) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+        let (plot_area, legend_area) = root.split_horizontally(size.0 - LEGEND_WIDTH);
         draw_bars(table, title, &plot_area)?;
         draw_legend(table, &legend_area)?;
         root.present()?;
@@ -136,7 +149,7 @@ fn color(table: &Table, target: usize, group: Group) -> RGBColor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::sample;
+    use crate::report::tests::{sample, sockets};
 
     #[test]
     fn draws_an_svg_with_every_target() {
@@ -146,5 +159,25 @@ mod tests {
         for name in ["native", "ns", "perl", "0.80", "connect, 8 clients"] {
             assert!(svg.contains(name), "{name} missing");
         }
+        assert_eq!(size(&table), SIZE);
+    }
+
+    #[test]
+    fn widens_for_more_bars() {
+        let mut records = sample();
+        records.extend(sockets());
+        let table = Table::from_records(&records);
+        // 4 scenarios × 4 targets fit; a full run's 6 × 9 do not.
+        assert_eq!(size(&table), SIZE);
+        let svg = render_svg(&table, "test").unwrap();
+        assert!(svg.contains("UDP, 32 clients") && svg.contains("unix round trip, 8 clients"));
+        let mut wide = Table::from_records(&records);
+        wide.targets
+            .extend((0..5).map(|i| (format!("t{i}"), Group::Netserver)));
+        wide.scenarios.extend(wide.scenarios.clone());
+        assert_eq!(
+            size(&wide),
+            (8 * 9 * BAR_WIDTH + AXIS_WIDTH + LEGEND_WIDTH, SIZE.1)
+        );
     }
 }
