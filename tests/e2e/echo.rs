@@ -1,6 +1,6 @@
 //! The built-in echo handler and handler hooks, seen by a client.
 
-use crate::util::{Server, guests, per_personality};
+use crate::util::{HOOKS_IN_ORDER, Server, guests, per_personality};
 
 #[test]
 fn builtin_echo_answers_and_quit_closes() {
@@ -135,15 +135,7 @@ fn hooks_run_in_net_server_order_with_client_info() {
         .iter()
         .filter_map(|l| l.split("hook ").nth(1).map(str::to_owned))
         .collect();
-    let one = [
-        "child-init-hook",
-        "post-accept-hook",
-        "allow-deny-hook",
-        "process-request",
-        "post-process-request-hook",
-        "post-client-connection-hook",
-        "child-finish-hook",
-    ];
+    let one = HOOKS_IN_ORDER;
     assert_eq!(order, [one, one].concat());
     let skipped: Vec<String> = server
         .log()

@@ -116,7 +116,8 @@ fn inetd_serves_the_connection_on_stdin() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("stdin is not a socket"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("stdin and stdout are neither a connected socket nor pipes"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

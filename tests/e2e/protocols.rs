@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::util::{self, BIN, Server, eventually, fresh_dir, guests, per_personality};
+use crate::util::{
+    self, BIN, HOOKS_IN_ORDER, Server, eventually, fresh_dir, guests, per_personality,
+};
 
 /// How long a client waits for a datagram reply: a bound, not a timing
 /// assertion (a reply that must not come is waited for this long too).
@@ -492,18 +494,7 @@ fn a_handler_built_against_0_1_0_keeps_working() {
         .iter()
         .filter_map(|l| l.split(": hook ").nth(1).map(str::to_owned))
         .collect();
-    assert_eq!(
-        hooks,
-        [
-            "child-init-hook",
-            "post-accept-hook",
-            "allow-deny-hook",
-            "process-request",
-            "post-process-request-hook",
-            "post-client-connection-hook",
-            "child-finish-hook",
-        ]
-    );
+    assert_eq!(hooks, HOOKS_IN_ORDER);
 }
 
 #[test]
@@ -533,4 +524,91 @@ fn bad_datagram_and_socket_file_options_are_refused() {
         assert!(stderr.contains(want), "{arg}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{arg}: {stderr}");
     }
+}
+
+#[test]
+fn hup_keeps_udp_and_unix_sockets_and_their_files() {
+    let dir = fresh_dir("protocols", "hup");
+    let stream = dir.join("s.sock");
+    let spec = format!("{}|unix", stream.display());
+    let mut server = Server::start(&["--port", "127.0.0.1:0/udp", "--port", &spec]);
+    let udp = server.bound_of("UDP", 1)[0];
+    server.wait_for_log("Serving built-in echo");
+    assert_eq!(ask(&udp_client(udp), b"before"), said(b"before"));
+    server.signal("HUP");
+    server.wait_for_log_lines("(inherited across a restart)", 3);
+    server.wait_for_log_lines("Serving built-in echo", 2);
+    // The same port and the same file serve on: the file was not removed.
+    assert_eq!(ask(&udp_client(udp), b"after"), said(b"after"));
+    assert_eq!(
+        unix_round_trip(&stream, "after"),
+        "You said 'after'\r\nYou said 'quit'\r\n"
+    );
+    let bound = server.bound_of("UDP", 2);
+    assert_eq!(bound[1], udp, "the UDP socket was taken over");
+}
+
+#[test]
+fn systemd_hands_over_udp_and_unix_sockets() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = fresh_dir("protocols", "systemd");
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = udp.local_addr().unwrap();
+    let stream = dir.join("s.sock");
+    let unix = UnixListener::bind(&stream).unwrap();
+    let dgram = dir.join("d.sock");
+    let unix_dgram = UnixDatagram::bind(&dgram).unwrap();
+    let fds = [
+        tcp.as_raw_fd(),
+        udp.as_raw_fd(),
+        unix.as_raw_fd(),
+        unix_dgram.as_raw_fd(),
+    ];
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "LISTEN_PID=$$ LISTEN_FDS=4 exec \"$0\" \"$@\""])
+        .arg(BIN)
+        .args(["--log-level", "4", "--server-type", "prefork"]);
+    // SAFETY: between fork and exec only async-signal-safe calls: each
+    // socket is moved out of the way, then to descriptors 3 to 6 as
+    // systemd passes them, their close-on-exec flags cleared.
+    unsafe {
+        command.pre_exec(move || {
+            for (i, fd) in fds.iter().enumerate() {
+                if nix::libc::dup2(*fd, 200 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for i in 0..fds.len() as i32 {
+                if nix::libc::dup2(200 + i, 3 + i) < 0
+                    || nix::libc::fcntl(3 + i, nix::libc::F_SETFD, 0) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                nix::libc::close(200 + i);
+            }
+            Ok(())
+        });
+    }
+    let mut server = Server::spawn(command);
+    server.wait_for_log_lines("inherited from systemd", 4);
+    server.wait_for_log("Serving built-in echo");
+    drop((tcp, udp, unix, unix_dgram));
+    server.assert_echoes("tcp", "the TCP socket");
+    assert_eq!(ask(&udp_client(udp_addr), b"udp"), said(b"udp"));
+    assert_eq!(
+        unix_round_trip(&stream, "unix"),
+        "You said 'unix'\r\nYou said 'quit'\r\n"
+    );
+    let client = unix_dgram_client(&dir);
+    client.send_to(b"dgram", &dgram).unwrap();
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], said(b"dgram").as_slice());
+    // systemd's socket files are systemd's to remove.
+    server.signal("TERM");
+    server.wait_exit();
+    assert!(stream.exists() && dgram.exists());
 }

@@ -15,6 +15,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_netserver-host");
 /// (start, log a line): a bound against hanging, not a timing assertion.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The hooks of one client on a fresh instance, in Net::Server's order, as
+/// the hook-trace guest logs them (`hook NAME`).
+pub const HOOKS_IN_ORDER: [&str; 7] = [
+    "child-init-hook",
+    "post-accept-hook",
+    "allow-deny-hook",
+    "process-request",
+    "post-process-request-hook",
+    "post-client-connection-hook",
+    "child-finish-hook",
+];
+
 /// How often [`eventually`] looks again.
 const POLL: Duration = Duration::from_millis(10);
 

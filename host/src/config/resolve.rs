@@ -748,6 +748,17 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+            "socket_group" => json!(s.sockets.socket_group.map(|gid| {
+                nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                    .unwrap()
+                    .unwrap()
+                    .name
+            })),
+            "socket_mode" => json!(s.sockets.socket_mode.map(|m| format!("{m:04o}"))),
+            "udp_amplification" => json!(s.sockets.udp_amplification),
+            "udp_broadcast" => json!(s.sockets.udp_broadcast),
+            "udp_recv_flags" => json!(s.sockets.udp_recv_flags),
+            "udp_recv_len" => json!(s.sockets.udp_recv_len),
             "syslog_facility" => json!(syslog.map(|s| format!("{:?}", s.facility))),
             "syslog_ident" => json!(syslog.map(|s| s.ident.clone())),
             "syslog_logopt" => json!(syslog.map(|s| s.pid)),
@@ -894,6 +905,12 @@ mod tests {
             "syslog_facility" | "syslog_ident" | "syslog_logopt" | "syslog_logsock" => {
                 return None;
             }
+            "socket_group" => "root",
+            "socket_mode" => "0660",
+            "udp_amplification" => "5",
+            "udp_broadcast" => "1",
+            "udp_recv_flags" => "32",
+            "udp_recv_len" => "512",
             "user" => "root",
             "workers" => "3",
             other => panic!("no other value for option {other}: add one here"),
