@@ -324,10 +324,16 @@ fn socket_files_get_their_mode_and_are_removed_at_exit() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let spec = format!("{}|unix", path.display());
     let mut server = Server::start(&["--port", &spec, "--socket-mode", "0660"]);
-    server.wait_for_log("Serving built-in echo");
+    let root = nix::unistd::geteuid().is_root();
+    // The file is the user's before the server becomes that user.
+    server.wait_for_log(if root {
+        "Setting uid to"
+    } else {
+        "Serving built-in echo"
+    });
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o660);
-    if nix::unistd::geteuid().is_root() {
+    if root {
         use std::os::unix::fs::MetadataExt;
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         assert_eq!(

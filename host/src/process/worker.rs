@@ -265,6 +265,11 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
                 return;
             };
             match listener.next(service.recv).await {
+                // One instance serves the worker's datagrams in turn: serve
+                // this one here, the next waiting in the socket meanwhile.
+                Ok(incoming) if service.worker_instance().is_some() => {
+                    connection::serve(service.clone(), incoming, Thread::Shared, place).await;
+                }
                 Ok(incoming) => {
                     tokio::spawn(connection::serve(
                         service.clone(),

@@ -378,7 +378,7 @@ impl StdReceived {
     /// Receives a waiting datagram on `fd` without waiting.
     pub fn receive_now(fd: BorrowedFd<'_>, settings: RecvSettings) -> io::Result<Self> {
         let mut buf = BytesMut::zeroed(settings.len);
-        let unix = super::stream::family_of(fd) == Some(nix::sys::socket::AddressFamily::Unix);
+        let unix = super::addr::family_of(fd) == Some(nix::sys::socket::AddressFamily::Unix);
         let got = recv_one(fd.as_raw_fd(), &mut buf, settings.flags, unix)?;
         Ok(Self {
             received: got.into_received(buf, None),
@@ -393,7 +393,7 @@ impl StdReceived {
             mut received,
             socket,
         } = self;
-        let socket = match super::stream::family_of(socket.as_fd()) {
+        let socket = match super::addr::family_of(socket.as_fd()) {
             Some(nix::sys::socket::AddressFamily::Unix) => {
                 let socket = std::os::unix::net::UnixDatagram::from(socket);
                 socket.set_nonblocking(true)?;

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use nix::sys::socket::{AddressFamily, SockType, getsockopt, setsockopt, sockopt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 
+use super::addr::{credentials, family_of, local_of};
 use super::datagram::{DgramSocket, Received, RecvSettings, StdReceived};
-use super::stream::{AsyncStream, RawStream, StdStream, credentials, family_of, local_of};
+use super::stream::{AsyncStream, RawStream, StdStream};
 use crate::client::{Local, Peer};
 
 /// A bound socket, listening (stream) or not (datagram), non-blocking,

@@ -18,10 +18,12 @@
 //! | module | concern |
 //! | --- | --- |
 //! | `listener` | bound sockets, and what comes in on them: connections accepted, datagrams received |
+//! | `addr` | what the kernel says of a socket: local address, family, a unix peer's credentials |
 //! | `datagram` | datagram sockets: a request received, its reply's way back, the amplification cap |
 //! | `stream` | accepted streams, raw or wrapped; the PROXY header at their start |
 //! | `socket` | a client's stream as its guest's stdin and stdout use it |
 
+mod addr;
 pub mod datagram;
 mod listener;
 mod socket;
