@@ -122,6 +122,13 @@ impl Service {
                         self.recv.len
                     );
                 }
+                if received.reply_to().is_none() {
+                    tracing::debug!(
+                        service = %self.name,
+                        "a datagram from {}, a sender with no address: no reply can reach it",
+                        received.peer
+                    );
+                }
                 let peer = received.peer.clone();
                 let cap = (received.proto() == "udp").then(|| self.reply_cap.clone());
                 (Stream::Datagram(Box::new(received), cap), peer, local)

@@ -260,7 +260,9 @@ fn allow_uid_accepts_and_refuses_unix_clients() {
         unix_round_trip(&path, "hi"),
         "You said 'hi'\r\nYou said 'quit'\r\n"
     );
-    drop(allowed);
+    // Stopped in order: its workers end, and the file goes with them.
+    allowed.signal("TERM");
+    allowed.wait_exit();
     let mut refused = Server::start(&["--port", &spec, "--allow-uid", "nobody"]);
     refused.wait_for_log("Serving built-in echo");
     assert_eq!(unix_round_trip(&path, "hi"), "");
@@ -323,7 +325,14 @@ fn socket_files_get_their_mode_and_are_removed_at_exit() {
     let dir = path.parent().unwrap();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let spec = format!("{}|unix", path.display());
-    let mut server = Server::start(&["--port", &spec, "--socket-mode", "0660"]);
+    let mut server = Server::start(&[
+        "--port",
+        &spec,
+        "--socket-mode",
+        "0660",
+        "--socket-group",
+        "root",
+    ]);
     let root = nix::unistd::geteuid().is_root();
     // The file is the user's before the server becomes that user.
     server.wait_for_log(if root {
@@ -341,7 +350,15 @@ fn socket_files_get_their_mode_and_are_removed_at_exit() {
             nobody.uid.as_raw(),
             "given to the server's user"
         );
+        // socket_group, not the user's group (nogroup).
+        assert_eq!(meta.gid(), 0, "socket_group root");
     }
+    // Served: the master has its signal handlers (a TERM before them
+    // ends the process without its clean-up, as any program's default).
+    assert_eq!(
+        unix_round_trip(&path, "x"),
+        "You said 'x'\r\nYou said 'quit'\r\n"
+    );
     server.signal("TERM");
     server.wait_exit();
     assert!(!path.exists(), "removed at exit");
@@ -377,7 +394,20 @@ fn unix_datagram_echo_and_an_unnamed_sender() {
     let unnamed = UnixDatagram::unbound().unwrap();
     unnamed.send_to(b"anyone?", &path).unwrap();
     let uid = nix::unistd::geteuid().as_raw();
+    server.wait_for_log("a sender with no address: no reply can reach it");
     server.wait_for_log_all(&[&format!("peer=unix:uid={uid}"), "0 bytes out: served"]);
+    if nix::unistd::geteuid().is_root() {
+        // A sender whose socket the server's user (nobody) may not write
+        // to: its reply fails, logged, and the next sender is answered.
+        let private = fresh_dir("protocols", "unixdgram-private");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let closed = UnixDatagram::bind(private.join("c.sock")).unwrap();
+        closed.send_to(b"to no one", &path).unwrap();
+        server.wait_for_log("cannot send the reply: permission denied");
+        client.send_to(b"again", &path).unwrap();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], said(b"again").as_slice());
+    }
 }
 
 /// One server of `personality` serving TCP, UDP, a unix stream socket and

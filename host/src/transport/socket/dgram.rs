@@ -113,11 +113,6 @@ impl Dgram {
     pub(super) fn check_write(&self, counters: &Counters) -> StreamResult<usize> {
         let mut out = self.reply();
         self.send_queued(&mut out, counters);
-        if let Some(kind) = out.failed {
-            return Err(StreamError::LastOperationFailed(
-                io::Error::from(kind).into(),
-            ));
-        }
         if out.queued.len() >= QUEUED_MAX {
             return Ok(0);
         }
@@ -189,9 +184,12 @@ impl Dgram {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    // The sender's socket is gone (a unix path removed, an
-                    // ICMP error): nothing more can reach it.
+                    // The sender's socket is gone or not ours to write to
+                    // (a unix path removed, its mode): nothing more can
+                    // reach it. The guest writes on, to no one; the
+                    // connection's log line says why.
                     out.failed = Some(e.kind());
+                    out.discard = true;
                     out.queued.clear();
                     return;
                 }
