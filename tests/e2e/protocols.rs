@@ -648,3 +648,69 @@ fn systemd_hands_over_udp_and_unix_sockets() {
     server.wait_exit();
     assert!(stream.exists() && dgram.exists());
 }
+
+/// The kernel's count of datagrams it dropped for the UDP socket on
+/// 127.0.0.1:`port` (the last column of /proc/net/udp).
+fn kernel_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+        .and_then(|line| line.split_whitespace().last()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_burst_beyond_the_workers_is_dropped_by_the_kernel_not_queued_in_the_host() {
+    // One place, taken by a guest that computes until its CPU limit: the
+    // worker receives nothing more meanwhile.
+    let (server, addr) = udp_server(
+        "127.0.0.1:0/udp",
+        &[
+            "--module",
+            guests::MISBEHAVE,
+            "--max-instances",
+            "1",
+            "--cpu-limit",
+            "3",
+            "--udp-amplification",
+            "0",
+        ],
+    );
+    let socket = udp_client(addr);
+    assert_eq!(ask(&socket, b"hello\n"), b"ok hello\r\n");
+    let worker = eventually("the worker", || {
+        util::children(server.pid()).first().copied()
+    });
+    let before = rss_kib(worker);
+    socket.send(b"spin\n").unwrap();
+    // 20,000 datagrams of 1 KB: 80 MB of receive buffers, were the host to
+    // take them all.
+    let filler = vec![b'x'; 1000];
+    for _ in 0..20_000 {
+        let _ = socket.send(&filler);
+    }
+    eventually("the kernel to drop what the worker did not take", || {
+        kernel_drops(addr.port()) > 0
+    });
+    let grown = rss_kib(worker).saturating_sub(before);
+    eprintln!(
+        "kernel drops {}, worker grew {grown} KiB",
+        kernel_drops(addr.port())
+    );
+    assert!(
+        grown < 16 * 1024,
+        "the worker grew by {grown} KiB during the burst"
+    );
+}
