@@ -347,10 +347,6 @@ async fn connection_hooks(
             allowed
         }
     };
-    if !allowed {
-        // A datagram's sender may be forged: a refused one gets no reply.
-        socket.discard_replies();
-    }
     if allowed {
         let served = instance
             .process_request()
@@ -361,6 +357,8 @@ async fn connection_hooks(
             end = End::HandlerError(why);
         }
     } else {
+        // A datagram's sender may be forged: a refused one gets no reply.
+        socket.discard_replies();
         instance
             .request_denied_hook()
             .await

@@ -59,14 +59,14 @@ impl Service {
         let shared = per_worker && handler.kind() == GuestKind::Handler;
         let name = handler.service_name().clone();
         Ok(Self {
+            reply_cap: ReplyCap::new(name.clone(), config.sockets.udp_amplification),
+            name,
             recv: RecvSettings {
                 len: config.sockets.udp_recv_len,
                 flags: nix::sys::socket::MsgFlags::from_bits_truncate(
                     config.sockets.udp_recv_flags,
                 ),
             },
-            reply_cap: ReplyCap::new(name, config.sockets.udp_amplification),
-            name: handler.service_name().clone(),
             gate: Gate::new(config)?,
             worker_instance: shared.then(|| tokio::sync::Mutex::new(None)),
             handler,
@@ -122,7 +122,7 @@ impl Service {
                         self.recv.len
                     );
                 }
-                if received.reply_to().is_none() {
+                if !received.answerable() {
                     tracing::debug!(
                         service = %self.name,
                         "a datagram from {}, a sender with no address: no reply can reach it",

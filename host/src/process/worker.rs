@@ -259,48 +259,41 @@ impl Drop for AcceptLock {
 async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Capacity>) {
     let datagrams = listener.is_datagram();
     loop {
-        if datagrams {
-            // Receive only with a place to serve the datagram in.
-            let Some(place) = capacity.free_place().await else {
-                return;
-            };
-            match listener.next(service.recv).await {
-                // One instance serves the worker's datagrams in turn: serve
-                // this one here, the next waiting in the socket meanwhile.
-                Ok(incoming) if service.worker_instance().is_some() => {
-                    connection::serve(service.clone(), incoming, Thread::Shared, place).await;
-                }
-                Ok(incoming) => {
-                    tokio::spawn(connection::serve(
-                        service.clone(),
-                        incoming,
-                        Thread::Shared,
-                        place,
-                    ));
-                }
-                Err(err) => {
-                    tracing::warn!("receive failed: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+        // A datagram is received only with a place to serve it in.
+        let free = if datagrams {
+            match capacity.free_place().await {
+                Some(place) => Some(place),
+                None => return,
             }
-            continue;
-        }
+        } else {
+            None
+        };
         let incoming = match listener.next(service.recv).await {
             Ok(incoming) => incoming,
             Err(err) => {
                 // Out of descriptors, or a client that reset before accept:
                 // log, back off briefly, keep serving.
-                tracing::warn!("accept failed: {err}");
+                let what = if datagrams { "receive" } else { "accept" };
+                tracing::warn!("{what} failed: {err}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let place = match capacity.place(incoming.peer_ip()).await {
-            Room::Given(place) => place,
-            // Closed at once: its address has had its share.
-            Room::Refused => continue,
-            Room::Closed => return,
+        let place = match free {
+            Some(place) => place,
+            None => match capacity.place(incoming.peer_ip()).await {
+                Room::Given(place) => place,
+                // Closed at once: its address has had its share.
+                Room::Refused => continue,
+                Room::Closed => return,
+            },
         };
+        if datagrams && service.worker_instance().is_some() {
+            // One instance serves the worker's datagrams in turn: serve
+            // this one here, the next waiting in the socket meanwhile.
+            connection::serve(service.clone(), incoming, Thread::Shared, place).await;
+            continue;
+        }
         send_at_once(&incoming);
         tokio::spawn(connection::serve(
             service.clone(),

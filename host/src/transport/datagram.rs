@@ -243,6 +243,11 @@ impl Received {
         self.socket.as_ref().map_or("udp", |s| s.proto())
     }
 
+    /// Whether the sender has an address a reply can go to.
+    pub fn answerable(&self) -> bool {
+        self.to.is_some()
+    }
+
     /// Where the reply goes, when the sender can be answered.
     pub fn reply_to(&self) -> Option<ReplyTo> {
         Some(ReplyTo {
@@ -365,7 +370,8 @@ impl ReplyCap {
 }
 
 /// A datagram received by a `fork` master, which has no runtime: the
-/// child it forks serves it ([`StdReceived::into_received`]).
+/// child it forks serves it, its socket registered there (see
+/// `StdIncoming::into_incoming`).
 #[derive(Debug)]
 pub struct StdReceived {
     /// The datagram; its reply socket is set in the child.
@@ -375,38 +381,15 @@ pub struct StdReceived {
 }
 
 impl StdReceived {
-    /// Receives a waiting datagram on `fd` without waiting.
-    pub fn receive_now(fd: BorrowedFd<'_>, settings: RecvSettings) -> io::Result<Self> {
+    /// Receives a waiting datagram on `fd` (a unix socket when `unix`)
+    /// without waiting.
+    pub fn receive_now(fd: BorrowedFd<'_>, unix: bool, settings: RecvSettings) -> io::Result<Self> {
         let mut buf = BytesMut::zeroed(settings.len);
-        let unix = super::addr::family_of(fd) == Some(nix::sys::socket::AddressFamily::Unix);
         let got = recv_one(fd.as_raw_fd(), &mut buf, settings.flags, unix)?;
         Ok(Self {
             received: got.into_received(buf, None),
             socket: fd.try_clone_to_owned()?,
         })
-    }
-
-    /// The datagram, its replies sent through its socket registered with
-    /// the current runtime.
-    pub fn into_received(self) -> io::Result<Received> {
-        let Self {
-            mut received,
-            socket,
-        } = self;
-        let socket = match super::addr::family_of(socket.as_fd()) {
-            Some(nix::sys::socket::AddressFamily::Unix) => {
-                let socket = std::os::unix::net::UnixDatagram::from(socket);
-                socket.set_nonblocking(true)?;
-                DgramSocket::Unix(UnixDatagram::from_std(socket)?)
-            }
-            _ => {
-                let socket = std::net::UdpSocket::from(socket);
-                socket.set_nonblocking(true)?;
-                DgramSocket::Udp(UdpSocket::from_std(socket)?)
-            }
-        };
-        received.reply_through(Arc::new(socket));
-        Ok(received)
     }
 }
 

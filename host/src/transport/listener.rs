@@ -97,7 +97,8 @@ impl ListenSocket {
             Self::Tcp(socket) => StdIncoming::Stream(StdStream::Tcp(socket.accept()?.0)),
             Self::Unix(socket) => StdIncoming::Stream(StdStream::Unix(socket.accept()?.0)),
             Self::Udp(_) | Self::UnixDgram(_) => {
-                let mut got = StdReceived::receive_now(self.as_fd(), recv)?;
+                let unix = matches!(self, Self::UnixDgram(_));
+                let mut got = StdReceived::receive_now(self.as_fd(), unix, recv)?;
                 got.received.local = local;
                 StdIncoming::Datagram(Box::new(got))
             }
@@ -162,7 +163,21 @@ impl StdIncoming {
                 stream.send_at_once();
                 Incoming::Stream(Accepted::new(stream))
             }
-            Self::Datagram(received) => Incoming::Datagram(received.into_received()?),
+            Self::Datagram(got) => {
+                let StdReceived {
+                    mut received,
+                    socket,
+                } = *got;
+                // The socket it came in on, as a worker registers it.
+                let listener = ListenSocket::adopt(socket)
+                    .map_err(io::Error::other)?
+                    .into_listener()?;
+                let Kind::Datagram(socket) = listener.kind else {
+                    return Err(io::Error::other("not a datagram socket"));
+                };
+                received.reply_through(socket);
+                Incoming::Datagram(received)
+            }
             Self::Pipes { input, output } => {
                 let input = tokio::net::unix::pipe::Receiver::from_owned_fd(input)?;
                 let output = tokio::net::unix::pipe::Sender::from_owned_fd(output)?;

@@ -216,17 +216,25 @@ impl ClientSocket {
     /// Writes what the guest left buffered, then ends the stream (a
     /// half-close: the client reads end of file).
     pub async fn close(&self) -> io::Result<()> {
-        if let Io::Datagram(dgram) = &self.io {
-            return dgram.close(&self.counters).await;
-        }
-        self.drain().await;
-        if let Some(kind) = self.write_failed() {
-            return Err(kind.into());
-        }
         match &self.io {
-            Io::Raw(raw) => raw.shutdown(),
-            Io::Generic(generic) => generic.shutdown().await,
-            Io::Datagram(_) => unreachable!("returned above"),
+            Io::Raw(raw) => {
+                self.drained().await?;
+                raw.shutdown()
+            }
+            Io::Generic(generic) => {
+                self.drained().await?;
+                generic.shutdown().await
+            }
+            Io::Datagram(dgram) => dgram.close(&self.counters).await,
+        }
+    }
+
+    /// Writes what the guest left buffered; the error that ended writing.
+    async fn drained(&self) -> io::Result<()> {
+        self.drain().await;
+        match self.write_failed() {
+            Some(kind) => Err(kind.into()),
+            None => Ok(()),
         }
     }
 
@@ -380,14 +388,10 @@ impl ClientSocket {
     /// Polls until every pending byte was sent (and flushed) or writing
     /// failed (the error).
     pub fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let Io::Datagram(dgram) = &self.io {
-            return dgram.poll_drained(cx, &self.counters);
-        }
-        let mut out = self.outgoing();
         match &self.io {
-            Io::Raw(raw) => raw.poll_drained(cx, &mut out, &self.counters),
-            Io::Generic(generic) => generic.poll_drained(cx, &mut out, &self.counters),
-            Io::Datagram(_) => unreachable!("returned above"),
+            Io::Raw(raw) => raw.poll_drained(cx, &mut self.outgoing(), &self.counters),
+            Io::Generic(generic) => generic.poll_drained(cx, &mut self.outgoing(), &self.counters),
+            Io::Datagram(dgram) => dgram.poll_drained(cx, &self.counters),
         }
     }
 
