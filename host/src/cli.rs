@@ -68,6 +68,10 @@ pub fn command() -> Command {
         if dashed != spec.name {
             arg = arg.alias(spec.name);
         }
+        if let Some(rest) = spec.name.strip_prefix("ssl_") {
+            // Net::Server's spelling: `--SSL_cert_file`.
+            arg = arg.alias(format!("SSL_{rest}"));
+        }
         if matches!(spec.kind, Kind::Bool) {
             // `--background` alone means `--background 1`, also when
             // another option follows (a 0 or 1 never starts with `-`).
@@ -101,6 +105,11 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::DirGrant => "HOST[:GUEST][:ro|rw]",
         Kind::EnvGrant => "KEY[=VALUE]",
         Kind::Signals => "SIGNALS",
+        Kind::VerifyMode => "0|1|3",
+        Kind::TlsVersion => "VERSION",
+        Kind::CipherList => "SUITES",
+        Kind::Alpn => "PROTOCOLS",
+        Kind::ServerName => "NAME",
     }
 }
 

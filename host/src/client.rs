@@ -17,6 +17,33 @@ pub struct Credentials {
     pub gid: u32,
 }
 
+/// What a client's TLS handshake settled (the client served over an
+/// `ssl` port).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The version, as OpenSSL names it: `TLSv1.2`, `TLSv1.3`.
+    pub version: &'static str,
+    /// The cipher suite, by its rustls (IANA-like) name.
+    pub cipher: String,
+    /// The server name the client asked for (SNI), lower case.
+    pub server_name: Option<String>,
+    /// The application protocol agreed by ALPN.
+    pub alpn: Option<String>,
+    /// The client certificate, when one was presented and verified.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Its subject's distinguished name (RFC 4514 style, `CN=…, O=…`).
+    pub subject: String,
+    /// Its issuer's distinguished name.
+    pub issuer: String,
+    /// The SHA-256 of its DER encoding, 64 lower-case hex digits.
+    pub sha256: String,
+}
+
 /// The client's end of a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -111,6 +138,8 @@ pub struct ClientInfo {
     pub peer_host: Option<String>,
     /// The service serving the client.
     pub service: Arc<str>,
+    /// What its TLS handshake settled, over an `ssl` port.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl ClientInfo {
@@ -122,6 +151,7 @@ impl ClientInfo {
             proto,
             peer_host: None,
             service,
+            tls: None,
         }
     }
 
@@ -167,7 +197,53 @@ impl ClientInfo {
         if let Some(host) = &self.peer_host {
             env.push(("TCPREMOTEHOST", host.clone()));
         }
+        if self.proto == "ssl" {
+            self.tls_environment(&mut env);
+        }
         env
+    }
+
+    /// A TLS client's variables: ucspi-ssl's `SSL`-prefixed copies of the
+    /// `TCP` ones, and mod_ssl's names for what the handshake settled
+    /// (`SSL_PROTOCOL`, `SSL_CIPHER`, `SSL_SERVER_NAME`, `SSL_ALPN`,
+    /// `SSL_CLIENT_VERIFY`, `SSL_CLIENT_S_DN`, `SSL_CLIENT_I_DN`,
+    /// `SSL_CLIENT_CERT_SHA256`).
+    fn tls_environment(&self, env: &mut Vec<(&'static str, String)>) {
+        let copies: Vec<(&'static str, String)> = env
+            .iter()
+            .filter_map(|(key, value)| {
+                let ssl = match *key {
+                    "TCPREMOTEIP" => "SSLREMOTEIP",
+                    "TCPREMOTEPORT" => "SSLREMOTEPORT",
+                    "TCPLOCALIP" => "SSLLOCALIP",
+                    "TCPLOCALPORT" => "SSLLOCALPORT",
+                    "TCPREMOTEHOST" => "SSLREMOTEHOST",
+                    _ => return None,
+                };
+                Some((ssl, value.clone()))
+            })
+            .collect();
+        env.extend(copies);
+        let Some(tls) = &self.tls else {
+            return;
+        };
+        env.push(("SSL_PROTOCOL", tls.version.to_owned()));
+        env.push(("SSL_CIPHER", tls.cipher.clone()));
+        if let Some(name) = &tls.server_name {
+            env.push(("SSL_SERVER_NAME", name.clone()));
+        }
+        if let Some(alpn) = &tls.alpn {
+            env.push(("SSL_ALPN", alpn.clone()));
+        }
+        match &tls.client_cert {
+            Some(cert) => {
+                env.push(("SSL_CLIENT_VERIFY", "SUCCESS".to_owned()));
+                env.push(("SSL_CLIENT_S_DN", cert.subject.clone()));
+                env.push(("SSL_CLIENT_I_DN", cert.issuer.clone()));
+                env.push(("SSL_CLIENT_CERT_SHA256", cert.sha256.clone()));
+            }
+            None => env.push(("SSL_CLIENT_VERIFY", "NONE".to_owned())),
+        }
     }
 }
 
@@ -257,6 +333,51 @@ mod tests {
                 "UNIXREMOTEEGID=100",
                 "UNIXREMOTEPID=42",
                 "UNIXLOCALPATH=/run/echo.sock"
+            ]
+        );
+        let mut tls = ClientInfo::new(
+            Peer::ip("127.0.0.1:4000".parse().unwrap()),
+            Local::ip("127.0.0.1:443".parse().unwrap()),
+            "ssl",
+            "web".into(),
+        );
+        assert_eq!(
+            env(&tls),
+            [
+                "PROTO=SSL",
+                "TCPREMOTEIP=127.0.0.1",
+                "TCPREMOTEPORT=4000",
+                "TCPLOCALIP=127.0.0.1",
+                "TCPLOCALPORT=443",
+                "SSLREMOTEIP=127.0.0.1",
+                "SSLREMOTEPORT=4000",
+                "SSLLOCALIP=127.0.0.1",
+                "SSLLOCALPORT=443",
+            ],
+            "refused before its handshake: no TLS variables"
+        );
+        tls.tls = Some(Arc::new(TlsInfo {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+            server_name: Some("a.example".into()),
+            alpn: Some("h2".into()),
+            client_cert: Some(ClientCert {
+                subject: "CN=alice".into(),
+                issuer: "CN=ca".into(),
+                sha256: "ab".repeat(32),
+            }),
+        }));
+        assert_eq!(
+            env(&tls)[9..],
+            [
+                "SSL_PROTOCOL=TLSv1.3".to_owned(),
+                "SSL_CIPHER=TLS13_AES_128_GCM_SHA256".to_owned(),
+                "SSL_SERVER_NAME=a.example".to_owned(),
+                "SSL_ALPN=h2".to_owned(),
+                "SSL_CLIENT_VERIFY=SUCCESS".to_owned(),
+                "SSL_CLIENT_S_DN=CN=alice".to_owned(),
+                "SSL_CLIENT_I_DN=CN=ca".to_owned(),
+                format!("SSL_CLIENT_CERT_SHA256={}", "ab".repeat(32)),
             ]
         );
     }

@@ -21,7 +21,7 @@
 //! | 3 | [`capacity`] | a service's places in a worker; evicting to make room when one client holds them |
 //! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
-//! | 1 | [`access`], [`log`], [`privileges`], [`cli`] | access rules; the log; dropping root; the command line as typed |
+//! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
 //! | leaf | [`client`], [`threads`], [`proxy`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser |
 
@@ -40,6 +40,7 @@ pub mod process;
 pub mod proxy;
 pub mod service;
 pub mod threads;
+pub mod tls;
 pub mod transport;
 pub mod wasm;
 
@@ -71,6 +72,8 @@ pub fn run() -> Result<ExitCode> {
     }
     config.warn_planned();
     let handlers = load_handlers(&config)?;
+    // Certificates and keys are read and checked before anything is bound.
+    let tls = tls::load_all(&config.services)?;
     // Who to become is settled before anything is bound.
     let privileges = privileges::plan(&config.privileges, nix::unistd::geteuid())?;
     if cli.check {
@@ -93,13 +96,13 @@ pub fn run() -> Result<ExitCode> {
         }
         // The connection is already open: drop root before serving it.
         privileges.apply()?;
-        let status = process::inetd::run(&config, handlers)?;
+        let status = process::inetd::run(&config, handlers, tls)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
     if let Some(path) = &config.daemon.pid_file {
         daemon::check_pid_file(path)?;
     }
-    let services = service::bind_all(&config, handlers, &mut handed)?;
+    let services = service::bind_all(&config, handlers, tls, &mut handed)?;
     for (service, settings) in services.iter().zip(&config.services) {
         for path in service.sockets.iter().filter_map(|b| b.file.as_deref()) {
             privileges.hand_over_socket(path, settings.sockets.socket_group)?;
@@ -310,6 +313,7 @@ mod tests {
         ("log", 1),
         ("privileges", 1),
         ("cli", 1),
+        ("tls", 1),
         ("transport", 2),
         ("gate", 2),
         ("wasm", 3),

@@ -16,7 +16,11 @@ use crate::listen::{self, Bound, inherit::Handed};
 use crate::log::tag::{ConnTag, tagged};
 use crate::proxy::Origin;
 use crate::transport::datagram::{RecvSettings, ReplyCap};
-use crate::transport::{Accepted, Incoming, Stream};
+use crate::config::port::Proto;
+use crate::config::tls::{NamePattern, pick};
+use crate::tls::Tls;
+use crate::transport::tls::{Greeted, Hello, read_hello};
+use crate::transport::{Accepted, Incoming, RawStream, Stream};
 use crate::wasm::{GuestKind, Handler, Instance};
 
 /// One service ready to serve.
@@ -41,14 +45,22 @@ pub struct Service {
     pub recv: RecvSettings,
     /// The amplification cap on its UDP replies (`udp_amplification`).
     pub reply_cap: Arc<ReplyCap>,
+    /// Its TLS, for its `ssl` ports.
+    pub tls: Option<Arc<Tls>>,
     /// `instance per-worker`: the instance this process's connections
     /// share, in turn (made at the first connection after the fork).
     worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
 }
 
 impl Service {
-    /// The service `config` describes, served by `handler` on `sockets`.
-    pub fn new(config: &ServiceConfig, handler: Handler, sockets: Vec<Bound>) -> Result<Self> {
+    /// The service `config` describes, served by `handler` on `sockets`,
+    /// with `tls` on its `ssl` ports.
+    pub fn new(
+        config: &ServiceConfig,
+        handler: Handler,
+        tls: Option<Arc<Tls>>,
+        sockets: Vec<Bound>,
+    ) -> Result<Self> {
         let per_worker = config.instance == InstanceMode::PerWorker;
         if per_worker && handler.kind() == GuestKind::Command {
             tracing::warn!(
@@ -70,6 +82,7 @@ impl Service {
             gate: Gate::new(config)?,
             worker_instance: shared.then(|| tokio::sync::Mutex::new(None)),
             handler,
+            tls,
             sockets,
             max_instances: config.max_instances,
             idle_timeout: config.idle_timeout,
@@ -78,6 +91,11 @@ impl Service {
                 .check_for_dequeue
                 .map(|every| (every, config.max_dequeue)),
         })
+    }
+
+    /// Its `server_name` patterns (none without TLS).
+    pub fn tls_names(&self) -> &[NamePattern] {
+        self.tls.as_ref().map_or(&[], |t| t.names.as_slice())
     }
 
     /// With `instance per-worker`, the instance this process's connections
@@ -100,15 +118,22 @@ impl Service {
     }
 
     /// The admission prefix of a client, for any kind of guest: its two
-    /// ends, the PROXY header from a trusted proxy (on a stream), a place
-    /// under the per-address limits, and the access rules' verdict (after
-    /// a reverse lookup when asked). `None` when the client ends here: it
-    /// left, the header was bad (logged), a limit refused it (logged at
+    /// ends, the PROXY header from a trusted proxy (on a stream), on a TLS
+    /// port its ClientHello, a place under the per-address limits, the
+    /// access rules' verdict (after a reverse lookup when asked), and then
+    /// the rest of the TLS handshake — for a client the rules allow only:
+    /// a refused one costs no handshake, and its hooks see a closed
+    /// stream. `None` when the client ends here: it left, the header or
+    /// the handshake failed (logged), a limit refused it (logged at
     /// `debug`), or it is a datagram the rules refuse (dropped before any
     /// instance is made: its sender may be forged, and gets no reply).
     pub async fn admit(&self, incoming: Incoming) -> Option<Admitted> {
-        let (stream, peer, local) = match incoming {
+        let (pending, peer, local) = match incoming {
             Incoming::Stream(accepted) => self.admit_stream(accepted).await?,
+            Incoming::Greeted(greeted) => {
+                let Greeted { hello, peer, local } = *greeted;
+                (Pending::Handshake(hello), peer, local)
+            }
             Incoming::Datagram(received) => {
                 let Some(local) = received.local.clone() else {
                     tracing::debug!("dropped a datagram: its socket's address is unknown");
@@ -131,7 +156,8 @@ impl Service {
                 }
                 let peer = received.peer.clone();
                 let cap = (received.proto() == "udp").then(|| self.reply_cap.clone());
-                (Stream::Datagram(Box::new(received), cap), peer, local)
+                let stream = Stream::Datagram(Box::new(received), cap);
+                (Pending::Ready(stream), peer, local)
             }
             Incoming::Pipe(stream) => {
                 let stream = Stream::Wrapped {
@@ -142,11 +168,14 @@ impl Service {
                     path: None,
                     cred: None,
                 };
-                (stream, nobody, Local::Unix(std::path::PathBuf::new()))
+                let local = Local::Unix(std::path::PathBuf::new());
+                (Pending::Ready(stream), nobody, local)
             }
         };
-        let datagram = matches!(stream, Stream::Datagram(..));
-        let proto = stream.proto();
+        let (datagram, proto) = match &pending {
+            Pending::Ready(stream) => (matches!(stream, Stream::Datagram(..)), stream.proto()),
+            Pending::Handshake(_) => (false, TLS_PROTO),
+        };
         let mut client = ClientInfo::new(peer, local, proto, self.name.clone());
         let tag = ConnTag::new(client.service.clone(), client.peer.clone());
         tagged(tag.clone(), async move {
@@ -163,6 +192,10 @@ impl Service {
                 tracing::debug!("dropped a datagram: denied by {rule}");
                 return None;
             }
+            let stream = match pending {
+                Pending::Ready(stream) => stream,
+                Pending::Handshake(hello) => self.handshake(hello, &verdict, &mut client).await?,
+            };
             Some(Admitted {
                 stream,
                 client,
@@ -175,8 +208,40 @@ impl Service {
         .await
     }
 
-    /// A stream's ends and its PROXY header.
-    async fn admit_stream(&self, accepted: Accepted) -> Option<(Stream, Peer, Local)> {
+    /// A stream's ends, its PROXY header, and on a TLS port its
+    /// ClientHello (whose server name must be one this service answers).
+    async fn admit_stream(&self, accepted: Accepted) -> Option<(Pending, Peer, Local)> {
+        let tls = accepted.tls;
+        let started = Instant::now();
+        let (stream, peer, local) = self.origin(accepted).await?;
+        if !tls {
+            return Some((Pending::Ready(Stream::Raw(stream)), peer, local));
+        }
+        let Some(config) = &self.tls else {
+            tracing::error!(service = %self.name, "a TLS port without TLS settings");
+            return None;
+        };
+        let hello = match read_hello(stream, started + config.handshake_timeout).await {
+            Ok(hello) => hello,
+            Err(why) => {
+                tracing::info!(service = %self.name, "closed the connection from {peer}: {why}");
+                return None;
+            }
+        };
+        if !config.accepts(hello.server_name.as_deref()) {
+            tracing::info!(
+                service = %self.name,
+                "closed the connection from {peer}: TLS server name {} is not one of server_name",
+                shown_name(hello.server_name.as_deref())
+            );
+            return None;
+        }
+        Some((Pending::Handshake(hello), peer, local))
+    }
+
+    /// A stream's ends and its PROXY header, read when it comes from a
+    /// trusted proxy.
+    async fn origin(&self, accepted: Accepted) -> Option<(RawStream, Peer, Local)> {
         let Ok((mut peer, mut local)) = accepted.ends() else {
             // The client left between accept and here.
             return None;
@@ -197,7 +262,147 @@ impl Service {
                 }
             }
         }
-        Some((Stream::Raw(stream), peer, local))
+        Some((stream, peer, local))
+    }
+
+    /// The rest of a TLS client's handshake, when the access rules allow
+    /// it; a refused client is closed without one, and its hooks see a
+    /// stream with nothing to read that takes no reply. A failed
+    /// handshake ends the connection with one line at `info`.
+    async fn handshake(
+        &self,
+        hello: Hello,
+        verdict: &Verdict,
+        client: &mut ClientInfo,
+    ) -> Option<Stream> {
+        let closed = || Stream::Wrapped {
+            stream: Box::new(tokio::io::empty()),
+            proto: TLS_PROTO,
+        };
+        if let Verdict::Denied(_) = verdict {
+            drop(hello);
+            return Some(closed());
+        }
+        let tls = self.tls.as_ref()?;
+        match hello.finish(tls).await {
+            Ok((stream, info)) => {
+                client.tls = Some(Arc::new(info));
+                Some(Stream::Wrapped {
+                    stream,
+                    proto: TLS_PROTO,
+                })
+            }
+            Err(why) => {
+                tracing::info!("closed the connection: {why}");
+                None
+            }
+        }
+    }
+}
+
+/// The protocol name a TLS client's info gives (Net::Server's `SSL`).
+const TLS_PROTO: &str = "ssl";
+
+/// A server name as a log line shows it.
+fn shown_name(name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("'{name}'"),
+        None => "(none sent)".to_owned(),
+    }
+}
+
+/// What a client is before the admission's verdict: ready to serve, or a
+/// TLS client whose handshake waits for it.
+enum Pending {
+    Ready(Stream),
+    Handshake(Hello),
+}
+
+/// Several services on one TLS port, each with its own certificate, the
+/// client's server name (SNI) picking its service (see
+/// [`crate::config::tls::pick`]). The first service, which binds the
+/// port, reads the PROXY header (the services that share a port share
+/// `proxy_from`) and sets the time allowed for the ClientHello.
+pub struct SharedPort {
+    services: Vec<Arc<Service>>,
+}
+
+impl SharedPort {
+    /// The port `services` share, the first of which binds it.
+    pub fn new(services: Vec<Arc<Service>>) -> Self {
+        Self { services }
+    }
+
+    /// The services, the one that binds the port first.
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    /// Reads what comes before the choice — PROXY header, ClientHello —
+    /// and picks the client's service; the client, greeted, goes to it.
+    /// `None` (logged at `info`) when it left, sent no ClientHello in
+    /// time, or named no service and the port has no default.
+    pub async fn route(&self, incoming: Incoming) -> Option<(usize, Incoming)> {
+        let Incoming::Stream(accepted) = incoming else {
+            return Some((0, incoming));
+        };
+        let first = &self.services[0];
+        let started = Instant::now();
+        let (stream, peer, local) = first.origin(accepted).await?;
+        let timeout = first.tls.as_ref()?.handshake_timeout;
+        let hello = match read_hello(stream, started + timeout).await {
+            Ok(hello) => hello,
+            Err(why) => {
+                tracing::info!("closed the connection from {peer}: {why}");
+                return None;
+            }
+        };
+        let names: Vec<&[NamePattern]> = self.services.iter().map(|s| s.tls_names()).collect();
+        let defaults: Vec<bool> = self
+            .services
+            .iter()
+            .map(|s| s.tls.as_ref().is_some_and(|t| t.sni_default))
+            .collect();
+        let Some(index) = pick(hello.server_name.as_deref(), &names, &defaults) else {
+            tracing::info!(
+                "closed the connection from {peer}: TLS server name {} matches no service on {local}",
+                shown_name(hello.server_name.as_deref())
+            );
+            return None;
+        };
+        let greeted = Greeted { hello, peer, local };
+        Some((index, Incoming::Greeted(Box::new(greeted))))
+    }
+}
+
+/// Who serves what comes in on one listening socket.
+#[derive(Clone)]
+pub enum Route {
+    /// One service.
+    One(Arc<Service>),
+    /// Several, on a TLS port, by server name.
+    Shared(Arc<SharedPort>),
+}
+
+impl Route {
+    /// The service that binds the socket (the first of a shared port).
+    pub fn first(&self) -> &Arc<Service> {
+        match self {
+            Self::One(service) => service,
+            Self::Shared(port) => &port.services[0],
+        }
+    }
+
+    /// The client's service, and the client as it goes to it (see
+    /// [`SharedPort::route`]).
+    pub async fn pick(&self, incoming: Incoming) -> Option<(Arc<Service>, Incoming)> {
+        match self {
+            Self::One(service) => Some((service.clone(), incoming)),
+            Self::Shared(port) => {
+                let (index, incoming) = port.route(incoming).await?;
+                Some((port.services[index].clone(), incoming))
+            }
+        }
     }
 }
 
@@ -217,31 +422,46 @@ pub struct Admitted {
     pub started: Instant,
 }
 
-/// Makes every service of `config` with its handler (`handlers` are in the
-/// order of `config.services`) and binds (or takes over) its sockets.
-/// Under systemd socket activation only ports given are bound; the sockets
-/// systemd handed over that no listener names go to the only service (with
-/// several, they are closed with a warning).
+/// Makes every service of `config` with its handler and TLS (`handlers`
+/// and `tls` are in the order of `config.services`) and binds (or takes
+/// over) its sockets. A TLS port a later service shares with an earlier
+/// one is bound once, by the first, and routed by server name (see
+/// [`SharedPort`]). Under systemd socket activation only ports given are
+/// bound; the sockets systemd handed over that no listener names go to
+/// the only service (with several, they are closed with a warning).
 pub fn bind_all(
     config: &Config,
     handlers: Vec<Handler>,
+    tls: Vec<Option<Arc<Tls>>>,
     handed: &mut Handed,
 ) -> Result<Vec<Service>> {
-    let mut services = Vec::new();
+    let mut services: Vec<Service> = Vec::new();
     // Under socket activation, ports nobody configured are systemd's to give.
     let activated = handed.has_systemd_sockets();
-    for (service, handler) in config.services.iter().zip(handlers) {
+    for (j, ((service, handler), tls)) in config.services.iter().zip(handlers).zip(tls).enumerate()
+    {
+        let mut own = Vec::new();
+        for listener in &service.listeners {
+            let binder = config.services[..j].iter().enumerate().find_map(|(i, earlier)| {
+                listen::shared_port(&earlier.listeners, listener).map(|theirs| (i, theirs))
+            });
+            match binder {
+                Some((i, theirs)) => {
+                    for bound in services[i].sockets.iter_mut() {
+                        if bound.listener == *theirs {
+                            bound.shares.push(j);
+                        }
+                    }
+                }
+                None => own.push(listener.clone()),
+            }
+        }
         let sockets = if activated && !service.port_given {
             Vec::new()
         } else {
-            listen::bind_all(
-                &service.listeners,
-                &service.sockets,
-                config.listen_backlog,
-                handed,
-            )?
+            listen::bind_all(&own, &service.sockets, config.listen_backlog, handed)?
         };
-        services.push(Service::new(service, handler, sockets)?);
+        services.push(Service::new(service, handler, tls, sockets)?);
     }
     let rest = handed.take_systemd_rest();
     match services.as_mut_slice() {
@@ -255,6 +475,7 @@ pub fn bind_all(
                     socket: inherited.socket,
                     local: inherited.local,
                     file: None,
+                    shares: Vec::new(),
                 });
             }
         }
@@ -267,13 +488,21 @@ pub fn bind_all(
             }
         }
     }
-    for service in &services {
+    for (j, service) in services.iter().enumerate() {
         let handler = &service.handler;
-        let addrs: Vec<String> = service
-            .sockets
-            .iter()
-            .map(|b| b.local.to_string())
-            .collect();
+        let shown = |b: &Bound| match b.listener.proto {
+            Proto::Ssl => format!("{} (TLS)", b.local),
+            _ => b.local.to_string(),
+        };
+        let mut addrs: Vec<String> = service.sockets.iter().map(shown).collect();
+        for (i, binder) in services.iter().enumerate() {
+            for bound in binder.sockets.iter().filter(|b| b.shares.contains(&j)) {
+                addrs.push(format!(
+                    "{} (TLS, shared with service {} by server name)",
+                    bound.local, services[i].name
+                ));
+            }
+        }
         tracing::info!(
             "Serving {} ({}) as service {} on {}",
             handler.source(),

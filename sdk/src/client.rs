@@ -150,3 +150,48 @@ mod tests {
         assert_eq!(unix.local_socket_addr(), None);
     }
 }
+
+/// What the TLS handshake of a client on an `ssl` port settled (the host
+/// terminates TLS: stdin and stdout carry plaintext).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// The version: `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// The cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    /// The server name the client asked for (SNI), lower case.
+    pub server_name: Option<String>,
+    /// The application protocol agreed by ALPN.
+    pub alpn: Option<String>,
+    /// The client certificate, when one was presented and verified.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// A verified client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// Its subject's distinguished name (`CN=alice, O=Example`).
+    pub subject: String,
+    /// Its issuer's distinguished name.
+    pub issuer: String,
+    /// The SHA-256 of its DER encoding, 64 lower-case hex digits.
+    pub sha256: String,
+}
+
+/// The TLS of the client being served: `None` for a client not on an
+/// `ssl` port, outside the connection hooks, or for a client the access
+/// rules refused (closed before its handshake). Needs a host that serves
+/// `netserver:handler@0.1.2`.
+pub fn tls() -> Option<Tls> {
+    wit::tls().map(|t| Tls {
+        version: t.version,
+        cipher: t.cipher,
+        server_name: t.server_name,
+        alpn: t.alpn,
+        client_certificate: t.client_certificate.map(|c| ClientCertificate {
+            subject: c.subject,
+            issuer: c.issuer,
+            sha256: c.sha256,
+        }),
+    })
+}

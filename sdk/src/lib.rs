@@ -165,7 +165,7 @@ pub mod log;
 mod properties;
 mod reply;
 
-pub use client::{ClientInfo, Credentials, client, credentials};
+pub use client::{ClientCertificate, ClientInfo, Credentials, Tls, client, credentials, tls};
 use defaults::Hook;
 pub use error::Error;
 pub use log::{Level, enabled, log};

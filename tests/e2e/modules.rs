@@ -79,7 +79,7 @@ fn component_exporting_neither_world() {
     let path = component("empty.wasm", "(component)");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports neither netserver:handler/hooks@0.1.1 (a handler) nor wasi:cli/run",
+        "exports neither netserver:handler/hooks@0.1.2 (a handler) nor wasi:cli/run",
     );
 }
 
@@ -114,7 +114,7 @@ fn other_hooks_version() {
     let path = half_hooks("future.wasm", "netserver:handler/hooks@9.0.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.1",
+        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.2",
     );
 }
 

@@ -13,6 +13,7 @@
 //! | `raw` | the values of every option as given, merged by precedence, each with its source |
 //! | `resolve` | the typed [`Config`], read through the option table |
 //! | [`port`] | the port grammar, without I/O |
+//! | [`tls`] | the TLS settings (`SSL_*`), cipher and version names, SNI name patterns |
 
 pub mod files;
 pub mod options;
@@ -20,6 +21,7 @@ pub mod port;
 mod raw;
 mod resolve;
 pub mod sources;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -240,6 +242,8 @@ pub struct ServiceConfig {
     pub max_rate_per_ip: u32,
     /// How its sockets are set up beyond their address.
     pub sockets: SocketSettings,
+    /// Its TLS settings, for its `ssl` ports.
+    pub tls: tls::TlsSettings,
     /// Where the service is defined: its `[[service]]` table, or the
     /// top level.
     pub source: Source,
@@ -251,9 +255,20 @@ impl ServiceConfig {
     /// Where its `module` was given, as an error about it should name it:
     /// `file:line: module PATH`, or `--module PATH`.
     pub fn module_origin(&self, shown: &str) -> String {
-        match self.options.get("module") {
-            Some((_, given @ Source::File { .. })) => format!("{given}: module {shown}"),
-            _ => format!("--module {shown}"),
+        self.origin("module", shown)
+    }
+
+    /// Where option `key` was given with value `shown`, as an error about
+    /// it should name it: `file:line: KEY VALUE`, or `--KEY VALUE`
+    /// (`ssl_*` options in Net::Server's spelling, `SSL_cert_file`).
+    pub fn origin(&self, key: &str, shown: &str) -> String {
+        let name = match key.strip_prefix("ssl_") {
+            Some(rest) => format!("SSL_{rest}"),
+            None => key.to_owned(),
+        };
+        match self.options.get(key) {
+            Some((_, given @ Source::File { .. })) => format!("{given}: {name} {shown}"),
+            _ => format!("--{name} {shown}"),
         }
     }
 }

@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::files::{self, io_reason};
+use super::tls;
 
 /// The kind of value an option takes, and how it is checked.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,16 @@ pub enum Kind {
     EnvGrant,
     /// Signal names (`USR1`, `SIGHUP`), several separated by `,` or spaces.
     Signals,
+    /// `SSL_verify_mode`: 0, 1 or 3.
+    VerifyMode,
+    /// `SSL_version`: the lowest TLS version served.
+    TlsVersion,
+    /// `SSL_cipher_list`: cipher suite names.
+    CipherList,
+    /// `SSL_alpn`: application protocol names.
+    Alpn,
+    /// A DNS name, or `*.` and one.
+    ServerName,
 }
 
 /// Whether an option belongs to the whole server or to each hosted service
@@ -562,6 +573,15 @@ pub const OPTIONS: &[Spec] = &[
         "prefork: how accept is serialized across several ports",
     ),
     spec(
+        "server_name",
+        ServerName,
+        None,
+        true,
+        Active,
+        "a TLS server name (SNI) this service answers on a port it shares with other services: a DNS name or *.name",
+    )
+    .per_service(),
+    spec(
         "server_type",
         Choice(SERVER_TYPES),
         Some("multiplex"),
@@ -595,6 +615,15 @@ pub const OPTIONS: &[Spec] = &[
         "signals the parent passes on to its children (names, separated by commas; not KILL, STOP, ILL, FPE, SEGV)",
     ),
     spec(
+        "sni_default",
+        Bool,
+        Some("0"),
+        false,
+        Active,
+        "take the clients of a shared TLS port whose server name matches no service's server_name",
+    )
+    .per_service(),
+    spec(
         "socket_group",
         Group,
         None,
@@ -610,6 +639,87 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "the permissions of the service's unix socket files, octal (e.g. 0660; default: from the umask)",
+    )
+    .per_service(),
+    spec(
+        "ssl_alpn",
+        Alpn,
+        None,
+        false,
+        Active,
+        "application protocols offered by ALPN, in order of preference (e.g. h2,http/1.1)",
+    )
+    .per_service(),
+    spec(
+        "ssl_ca_file",
+        ReadableFile,
+        None,
+        false,
+        Active,
+        "PEM certificates trusted to sign client certificates",
+    )
+    .per_service(),
+    spec(
+        "ssl_ca_path",
+        Directory,
+        None,
+        false,
+        Active,
+        "a directory of PEM files of certificates trusted to sign client certificates",
+    )
+    .per_service(),
+    spec(
+        "ssl_cert_file",
+        ReadableFile,
+        None,
+        false,
+        Active,
+        "the server's certificate chain (PEM), for its ssl ports",
+    )
+    .per_service(),
+    spec(
+        "ssl_cipher_list",
+        CipherList,
+        None,
+        false,
+        Active,
+        "the cipher suites allowed (rustls, IANA or OpenSSL names; default: all of rustls's)",
+    )
+    .per_service(),
+    spec(
+        "ssl_handshake_timeout",
+        Seconds,
+        Some("10"),
+        false,
+        Active,
+        "how long a TLS client may take from connecting to the end of its handshake",
+    )
+    .per_service(),
+    spec(
+        "ssl_key_file",
+        ReadableFile,
+        None,
+        false,
+        Active,
+        "the private key of ssl_cert_file (PEM: PKCS#8, PKCS#1 or SEC1)",
+    )
+    .per_service(),
+    spec(
+        "ssl_verify_mode",
+        VerifyMode,
+        Some("0"),
+        false,
+        Active,
+        "client certificates: 0 not asked for, 1 verified if sent, 3 required (against ssl_ca_file/ssl_ca_path)",
+    )
+    .per_service(),
+    spec(
+        "ssl_version",
+        TlsVersion,
+        Some("TLSv1_2"),
+        false,
+        Active,
+        "the lowest TLS version served: TLSv1_2 or TLSv1_3",
     )
     .per_service(),
     spec(
@@ -829,6 +939,11 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
         LogTarget if text.eq_ignore_ascii_case(SYSLOG) => Ok(Typed::Log(None)),
         LogTarget => check_file_to_write(text).map(|()| Typed::Log(Some(text.into()))),
         Signals => parse_signals(text).map(Typed::Signals),
+        VerifyMode => tls::Verify::parse(text).map(|v| Typed::Int(v.bits().into())),
+        TlsVersion => tls::TlsVersion::parse(text).map(|v| Typed::Choice(v.name())),
+        CipherList => tls::parse_cipher_list(text).map(|s| Typed::Text(s.join(":"))),
+        Alpn => tls::parse_alpn(text).map(|p| Typed::Text(p.join(","))),
+        ServerName => tls::NamePattern::parse(text).map(|p| Typed::Text(p.to_string())),
     }
 }
 
@@ -1087,6 +1202,11 @@ fn describe(kind: Kind) -> String {
         DirGrant => "HOST[:GUEST][:ro\\|rw]".to_owned(),
         EnvGrant => "KEY[=VALUE]".to_owned(),
         Signals => "signal names".to_owned(),
+        VerifyMode => "0, 1 or 3".to_owned(),
+        TlsVersion => "TLSv1_2, TLSv1_3".to_owned(),
+        CipherList => "suite names".to_owned(),
+        Alpn => "protocol names".to_owned(),
+        ServerName => "DNS name or *.name".to_owned(),
     }
 }
 

@@ -14,6 +14,8 @@ use super::{
     Listener, LogTarget, Port, PortDefaults, Privileges, ProcessConfig, Report, ServerType,
     ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
 };
+use super::port::Proto;
+use super::tls::{self, NamePattern, TlsSettings, TlsVersion, Verify};
 use super::{RECV_FLAGS_ALLOWED, SocketSettings};
 
 impl Config {
@@ -234,7 +236,7 @@ impl ServiceConfig {
         if let Some((value, _)) = options.get_mut("service") {
             *value = name.as_str().into();
         }
-        Ok(Self {
+        let service = Self {
             name,
             module,
             listeners,
@@ -258,9 +260,12 @@ impl ServiceConfig {
             max_conn_per_ip: values.int("max_conn_per_ip"),
             max_rate_per_ip: values.int("max_rate_per_ip"),
             sockets: socket_settings(values)?,
+            tls: tls_settings(values),
             source,
             options,
-        })
+        };
+        check_tls(&service)?;
+        Ok(service)
     }
 }
 
@@ -291,6 +296,67 @@ fn socket_settings(values: &Values) -> Result<SocketSettings> {
             .and_then(|m| u32::from_str_radix(&m, 8).ok()),
         socket_group: group,
     })
+}
+
+/// A service's TLS settings (`SSL_*`, `server_name`, `sni_default`).
+fn tls_settings(values: &Values) -> TlsSettings {
+    TlsSettings {
+        cert_file: values.path("ssl_cert_file"),
+        key_file: values.path("ssl_key_file"),
+        ca_file: values.path("ssl_ca_file"),
+        ca_path: values.path("ssl_ca_path"),
+        verify: match values.int::<u8>("ssl_verify_mode") {
+            0 => Verify::None,
+            1 => Verify::IfSent,
+            _ => Verify::Required,
+        },
+        min_version: match values.choice("ssl_version") {
+            "TLSv1_3" => TlsVersion::V1_3,
+            _ => TlsVersion::V1_2,
+        },
+        ciphers: values
+            .text("ssl_cipher_list")
+            .and_then(|list| tls::parse_cipher_list(&list).ok())
+            .unwrap_or_default(),
+        alpn: values
+            .text("ssl_alpn")
+            .and_then(|list| tls::parse_alpn(&list).ok())
+            .unwrap_or_default(),
+        server_names: values
+            .texts("server_name")
+            .iter()
+            .filter_map(|name| NamePattern::parse(name).ok())
+            .collect(),
+        sni_default: values.flag("sni_default"),
+        handshake_timeout: values.secs("ssl_handshake_timeout"),
+    }
+}
+
+/// A service with an `ssl` port has a certificate and key for it, and
+/// trust for client certificates when it asks for them.
+fn check_tls(service: &ServiceConfig) -> Result<()> {
+    let Some(port) = service.listeners.iter().find(|l| l.proto == Proto::Ssl) else {
+        return Ok(());
+    };
+    let tls = &service.tls;
+    let missing = match (&tls.cert_file, &tls.key_file) {
+        (None, None) => Some("SSL_cert_file and SSL_key_file"),
+        (None, Some(_)) => Some("SSL_cert_file"),
+        (Some(_), None) => Some("SSL_key_file"),
+        _ if tls.verify != Verify::None && tls.ca_file.is_none() && tls.ca_path.is_none() => {
+            Some("SSL_ca_file or SSL_ca_path (SSL_verify_mode asks for client certificates)")
+        }
+        _ => None,
+    };
+    match (missing, &service.source) {
+        (None, _) => Ok(()),
+        (Some(what), Source::File { .. }) => bail!(
+            "{}: service '{}': port {port} needs {what}",
+            service.source,
+            service.name
+        ),
+        (Some(what), _) => bail!("--port {port}: needs {}", what.replace("SSL_", "--SSL_")),
+    }
 }
 
 /// What `--check` reports: every option's value, and the values other
@@ -755,6 +821,29 @@ mod tests {
                     .name
             })),
             "socket_mode" => json!(s.sockets.socket_mode.map(|m| format!("{m:04o}"))),
+            "server_name" => json!(
+                s.tls
+                    .server_names
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            "sni_default" => json!(s.tls.sni_default),
+            "ssl_alpn" => {
+                json!((!s.tls.alpn.is_empty()).then(|| s.tls.alpn.join(",")))
+            }
+            "ssl_ca_file" => json!(s.tls.ca_file.as_ref().map(|p| p.display().to_string())),
+            "ssl_ca_path" => json!(s.tls.ca_path.as_ref().map(|p| p.display().to_string())),
+            "ssl_cert_file" => {
+                json!(s.tls.cert_file.as_ref().map(|p| p.display().to_string()))
+            }
+            "ssl_cipher_list" => {
+                json!((!s.tls.ciphers.is_empty()).then(|| s.tls.ciphers.join(":")))
+            }
+            "ssl_handshake_timeout" => secs(s.tls.handshake_timeout),
+            "ssl_key_file" => json!(s.tls.key_file.as_ref().map(|p| p.display().to_string())),
+            "ssl_verify_mode" => json!(s.tls.verify.bits()),
+            "ssl_version" => json!(s.tls.min_version.name()),
             "udp_amplification" => json!(s.sockets.udp_amplification),
             "udp_broadcast" => json!(s.sockets.udp_broadcast),
             "udp_recv_flags" => json!(s.sockets.udp_recv_flags),
@@ -907,6 +996,16 @@ mod tests {
             }
             "socket_group" => "root",
             "socket_mode" => "0660",
+            "server_name" => "*.Example.com",
+            "sni_default" => "1",
+            "ssl_alpn" => "h2, http/1.1",
+            "ssl_ca_file" | "ssl_cert_file" | "ssl_key_file" => "/etc/passwd",
+            "ssl_ca_path" => "/etc",
+            "ssl_cipher_list" => "TLS_AES_128_GCM_SHA256:ECDHE-RSA-AES128-GCM-SHA256",
+            "ssl_handshake_timeout" => "2.5",
+            // Asks for client certificates: needs a CA, given with it below.
+            "ssl_verify_mode" => return None,
+            "ssl_version" => "tlsv1.3",
             "udp_amplification" => "5",
             "udp_broadcast" => "1",
             "udp_recv_flags" => "32",

@@ -60,6 +60,9 @@ pub struct Bound {
     /// The socket file the server removes as it exits: one it bound, or
     /// took over across a HUP (systemd's are systemd's).
     pub file: Option<std::path::PathBuf>,
+    /// The later services that share it (a TLS port, by server name), by
+    /// their index in the configuration.
+    pub shares: Vec<usize>,
 }
 
 impl Bound {
@@ -73,6 +76,7 @@ impl Bound {
             local,
             listener,
             file,
+            shares: Vec::new(),
         }
     }
 }
@@ -96,8 +100,7 @@ pub fn plan(listeners: &[Listener]) -> Result<Vec<(Plan, Listener)>> {
 /// Binds every listener (stream sockets with a listen queue of
 /// `backlog`, set up as `settings` say), logging one line per socket in
 /// Net::Server's words; a socket handed over (across a HUP, or by
-/// systemd) is used instead of binding its address again. TLS is not
-/// served yet: it fails before anything is bound.
+/// systemd) is used instead of binding its address again.
 pub fn bind_all(
     listeners: &[Listener],
     settings: &SocketSettings,
@@ -105,9 +108,6 @@ pub fn bind_all(
     handed: &mut Handed,
 ) -> Result<Vec<Bound>> {
     let plans = plan(listeners)?;
-    if let Some((_, other)) = plans.iter().find(|(_, l)| l.proto == Proto::Ssl) {
-        bail!("port {other}: proto {} is not served yet", other.proto);
-    }
     let mut bound = Vec::new();
     for (plan, listener) in plans {
         if let Some(inherited) = handed.take(&plan, &listener.to_string()) {
@@ -115,7 +115,7 @@ pub fn bind_all(
                 Origin::Restart => " (inherited across a restart)",
                 Origin::Systemd => " (inherited from systemd)",
             };
-            log_binding(&inherited.local, inherited.socket.proto(), how);
+            log_binding(&inherited.local, shown_proto(&listener, &inherited.socket), how);
             let ours = inherited.origin == Origin::Restart;
             bound.push(Bound::new(
                 inherited.socket,
@@ -156,10 +156,46 @@ pub fn bind_all(
             }
         };
         let local = socket.local()?;
-        log_binding(&local, socket.proto(), how);
+        log_binding(&local, shown_proto(&listener, &socket), how);
         bound.push(Bound::new(socket, local, listener, true));
     }
     Ok(bound)
+}
+
+/// The listener of `earlier` that `listener` shares — a TLS port several
+/// services serve, picked by server name: both `ssl`, binding the same
+/// sockets.
+pub fn shared_port<'a>(earlier: &'a [Listener], listener: &Listener) -> Option<&'a Listener> {
+    if listener.proto != Proto::Ssl {
+        return None;
+    }
+    let sockets = |l: &Listener| -> Option<Vec<Plan>> {
+        let mut plans: Vec<Plan> = plan(std::slice::from_ref(l))
+            .ok()?
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        plans.sort_by_key(plan_address);
+        // Port 0 asks for a fresh port each time: never shared.
+        let fresh = plans
+            .iter()
+            .any(|p| matches!(p, Plan::Inet { address, .. } if address.port() == 0));
+        (!fresh && !plans.is_empty()).then_some(plans)
+    };
+    let mine = sockets(listener)?;
+    earlier
+        .iter()
+        .filter(|l| l.proto == Proto::Ssl)
+        .find(|l| sockets(l).as_ref() == Some(&mine))
+}
+
+/// The protocol a bound socket serves, as its log line names it: `ssl`
+/// for a TLS port (a TCP socket).
+fn shown_proto(listener: &Listener, socket: &ListenSocket) -> &'static str {
+    match listener.proto {
+        Proto::Ssl => "ssl",
+        _ => socket.proto(),
+    }
 }
 
 /// Logs a bound socket in Net::Server's words, `how` said after them.
@@ -196,6 +232,10 @@ pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
                 let Some((_, theirs)) = planned[i].iter().find(|(a, _)| overlap(a, b)) else {
                     continue;
                 };
+                if shared_port(std::slice::from_ref(theirs), listener).is_some() {
+                    check_sharing(earlier, later, listener)?;
+                    continue;
+                }
                 if listener == theirs {
                     bail!(
                         "{}: service '{}': port {listener} is already served by service '{}'",
@@ -213,6 +253,30 @@ pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Two services may share a TLS port when the first's PROXY settings suit
+/// the second (the first reads the header, before the server name picks
+/// a service) and the server name can tell them apart: at most one of the
+/// port's services takes the names no one lists.
+fn check_sharing(earlier: &ServiceConfig, later: &ServiceConfig, port: &Listener) -> Result<()> {
+    let at = |s: &ServiceConfig| format!("{}: service '{}': port {port}", s.source, s.name);
+    if later.proxy_from != earlier.proxy_from {
+        bail!(
+            "{}: shared with service '{}', whose proxy_from differs (the services of one TLS port share proxy_from)",
+            at(later),
+            earlier.name
+        );
+    }
+    let default = |s: &ServiceConfig| s.tls.sni_default || s.tls.server_names.is_empty();
+    if default(earlier) && default(later) {
+        bail!(
+            "{}: shared with service '{}', and both take clients whose server name neither lists (give one of them server_name, and sni_default to at most one)",
+            at(later),
+            earlier.name
+        );
     }
     Ok(())
 }

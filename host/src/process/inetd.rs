@@ -10,12 +10,15 @@ use anyhow::{Context, Result, bail};
 
 use super::worker;
 use crate::config::Config;
-use crate::service::Service;
+use crate::config::port::Proto;
+use crate::service::{Route, Service};
+use crate::tls::Tls;
 use crate::transport::{StdIncoming, StdStream};
 use crate::wasm::Handler;
 
-/// Serves the connection on stdin with the first service's handler.
-pub fn run(config: &Config, handlers: Vec<Handler>) -> Result<i32> {
+/// Serves the connection on stdin with the first service's handler; over
+/// TLS when that service's ports are `ssl` (`--proto ssl`).
+pub fn run(config: &Config, handlers: Vec<Handler>, tls: Vec<Option<Arc<Tls>>>) -> Result<i32> {
     let stdin = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
@@ -39,12 +42,17 @@ pub fn run(config: &Config, handlers: Vec<Handler>) -> Result<i32> {
         }
         Err(why) => bail!("server_type inetd: stdin {why}"),
     };
-    let (Some(config), Some(handler)) = (config.services.first(), handlers.into_iter().next())
-    else {
+    let (Some(config), Some(handler), Some(tls)) = (
+        config.services.first(),
+        handlers.into_iter().next(),
+        tls.into_iter().next(),
+    ) else {
         bail!("inetd: no service to serve");
     };
-    let service = Service::new(config, handler, Vec::new())?;
-    Ok(worker::serve_one(Arc::new(service), incoming))
+    let over_tls = tls.is_some() && config.listeners.iter().all(|l| l.proto == Proto::Ssl);
+    let service = Service::new(config, handler, tls, Vec::new())?;
+    let route = Route::One(Arc::new(service));
+    Ok(worker::serve_one(route, incoming, over_tls))
 }
 
 /// Whether `fd` is a pipe or FIFO.

@@ -32,9 +32,10 @@ use super::restart::restart;
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
 use super::spawn::spawn;
 use super::worker;
+use crate::config::port::Proto;
 use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
-use crate::service::Service;
+use crate::service::{Route, Service, SharedPort};
 
 /// How long children told to stop at once may take before they are
 /// killed; also what a drain's children get past `quit_timeout`.
@@ -312,7 +313,10 @@ impl<'a> Master<'a> {
                 break;
             }
             let recv = self.services[s].recv;
-            let incoming = match self.services[s].sockets[b].socket.take_now(recv) {
+            let bound = &self.services[s].sockets[b];
+            let tls = bound.listener.proto == Proto::Ssl;
+            let shares = bound.shares.clone();
+            let incoming = match bound.socket.take_now(recv) {
                 Ok(incoming) => incoming,
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(err) => {
@@ -322,7 +326,7 @@ impl<'a> Master<'a> {
             };
             // The child serves its client only: no listening socket.
             let pid = self.fork_child(|master| {
-                worker::serve_one(Arc::new(master.take_service(s)), incoming)
+                worker::serve_one(master.take_route(s, &shares), incoming, tls)
             })?;
             tracing::debug!("child {pid} serves a connection");
             self.children.insert(pid, Child::new(false));
@@ -463,6 +467,28 @@ impl<'a> Master<'a> {
     }
 
     /// In a child: the one service it serves, its listening sockets closed.
+    /// In a child: the route of a socket of service `first` that the
+    /// services `shares` share, without any listening socket.
+    fn take_route(&mut self, first: usize, shares: &[usize]) -> Route {
+        let mut all: Vec<Option<Service>> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut take = |i: usize| {
+            let mut service = all[i].take().expect("each service once");
+            service.sockets.clear();
+            Arc::new(service)
+        };
+        if shares.is_empty() {
+            return Route::One(take(first));
+        }
+        let port = std::iter::once(first)
+            .chain(shares.iter().copied())
+            .map(&mut take)
+            .collect();
+        Route::Shared(Arc::new(SharedPort::new(port)))
+    }
+
     fn take_service(&mut self, index: usize) -> Service {
         let mut service = std::mem::take(&mut self.services).swap_remove(index);
         service.sockets.clear();

@@ -20,7 +20,8 @@ use tokio::sync::Semaphore;
 use super::status::StatusWriter;
 use crate::capacity::{Capacity, Place, Room};
 use crate::connection::{self, Thread};
-use crate::service::Service;
+use crate::config::port::Proto;
+use crate::service::{Route, Service, SharedPort};
 use crate::threads;
 use crate::transport::{Incoming, Listener, StdIncoming};
 use crate::wasm::stdio::GuestIo;
@@ -93,20 +94,34 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
 }
 
 /// Every service's sockets, registered with this worker's runtime, each
-/// with its service.
-type Listening = Vec<(Listener, Arc<Service>)>;
+/// with who serves what comes in on it.
+type Listening = Vec<(Listener, Route)>;
 
-/// Registers every service's sockets with the runtime.
+/// Registers every service's sockets with the runtime; a TLS port several
+/// services share is routed by server name.
 fn listen(services: Vec<Service>) -> Result<(Vec<Arc<Service>>, Listening)> {
+    let mut sockets = Vec::new();
     let mut shared = Vec::new();
-    let mut listeners = Vec::new();
     for mut service in services {
-        let sockets = std::mem::take(&mut service.sockets);
-        let service = Arc::new(service);
-        for bound in sockets {
-            listeners.push((bound.socket.into_listener()?, service.clone()));
+        sockets.push(std::mem::take(&mut service.sockets));
+        shared.push(Arc::new(service));
+    }
+    let mut listeners = Vec::new();
+    for (i, bound) in sockets.into_iter().enumerate() {
+        for bound in bound {
+            let route = if bound.shares.is_empty() {
+                Route::One(shared[i].clone())
+            } else {
+                let mut port = vec![shared[i].clone()];
+                port.extend(bound.shares.iter().map(|&j| shared[j].clone()));
+                Route::Shared(Arc::new(SharedPort::new(port)))
+            };
+            let mut listener = bound.socket.into_listener()?;
+            if bound.listener.proto == Proto::Ssl {
+                listener = listener.serving_tls();
+            }
+            listeners.push((listener, route));
         }
-        shared.push(service);
     }
     Ok((shared, listeners))
 }
@@ -117,16 +132,28 @@ async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration
     // Each service has its own places: one tenant's clients cannot take
     // another's.
     let mut places: Vec<(Arc<Service>, Arc<Capacity>)> = Vec::new();
-    for (listener, service) in listeners {
-        let capacity = match places.iter().find(|(s, _)| Arc::ptr_eq(s, &service)) {
-            Some((_, capacity)) => capacity.clone(),
-            None => {
-                let capacity = Capacity::new(service.name.clone(), service.max_instances);
-                places.push((service.clone(), capacity.clone()));
-                capacity
+    let mut capacity_of = |service: &Arc<Service>| match places
+        .iter()
+        .find(|(s, _)| Arc::ptr_eq(s, service))
+    {
+        Some((_, capacity)) => capacity.clone(),
+        None => {
+            let capacity = Capacity::new(service.name.clone(), service.max_instances);
+            places.push((service.clone(), capacity.clone()));
+            capacity
+        }
+    };
+    for (listener, route) in listeners {
+        match route {
+            Route::One(service) => {
+                let capacity = capacity_of(&service);
+                loops.spawn(accept_loop(listener, service, capacity));
             }
-        };
-        loops.spawn(accept_loop(listener, service, capacity));
+            Route::Shared(port) => {
+                let capacities = port.services().iter().map(&mut capacity_of).collect();
+                loops.spawn(shared_loop(listener, port, capacities));
+            }
+        }
     }
     stop.quit().await;
     // Stop accepting: the listening sockets close with their loops.
@@ -190,7 +217,10 @@ async fn sequential(
         };
         say(true);
         send_at_once(&incoming);
-        let service = listeners[index].1.clone();
+        let Some((service, incoming)) = listeners[index].1.pick(incoming).await else {
+            say(false);
+            continue;
+        };
         let permit = Place::alone(place.clone().acquire_owned().await?);
         let thread = Thread::Alone {
             stop: stop.raised.clone(),
@@ -219,7 +249,7 @@ async fn sequential(
 async fn next_any(listeners: &Listening) -> std::io::Result<(Incoming, usize)> {
     let nexts = listeners
         .iter()
-        .map(|(listener, service)| Box::pin(listener.next(service.recv)));
+        .map(|(listener, route)| Box::pin(listener.next(route.first().recv)));
     let (result, index, _) = select_all(nexts).await;
     result.map(|incoming| (incoming, index))
 }
@@ -304,6 +334,47 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
     }
 }
 
+/// Serves a TLS port several services share: each connection's
+/// ClientHello is read in a task of its own (a slow client holds up no
+/// other), its server name picks the service, whose places it then takes
+/// as any of its connections does. At most [`ROUTING`] connections are
+/// being routed at once; further ones wait in the backlog.
+async fn shared_loop(listener: Listener, port: Arc<SharedPort>, capacities: Vec<Arc<Capacity>>) {
+    let routing = Arc::new(Semaphore::new(ROUTING));
+    let capacities = Arc::new(capacities);
+    loop {
+        let Ok(slot) = routing.clone().acquire_owned().await else {
+            return;
+        };
+        let incoming = match listener.next(port.services()[0].recv).await {
+            Ok(incoming) => incoming,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        send_at_once(&incoming);
+        let (port, capacities) = (port.clone(), capacities.clone());
+        tokio::spawn(async move {
+            let Some((index, incoming)) = port.route(incoming).await else {
+                return;
+            };
+            drop(slot);
+            let place = match capacities[index].place(incoming.peer_ip()).await {
+                Room::Given(place) => place,
+                Room::Refused | Room::Closed => return,
+            };
+            let service = port.services()[index].clone();
+            connection::serve(service, incoming, Thread::Shared, place).await;
+        });
+    }
+}
+
+/// Connections of a shared TLS port whose ClientHello is awaited at once,
+/// per worker.
+const ROUTING: usize = 1024;
+
 /// A worker's signals: INT and TERM end the process at once; QUIT asks it
 /// to finish.
 struct Stop {
@@ -348,13 +419,17 @@ impl Stop {
     }
 }
 
-/// Serves the one client `incoming` of `service` — a connection, or a
-/// datagram — on a runtime of its own (a `fork` child, or `inetd`), then
-/// returns the exit status. INT and TERM end it at once.
-pub fn serve_one(service: Arc<Service>, incoming: StdIncoming) -> i32 {
-    let engine = service.handler.engine().clone();
+/// Serves the one client `incoming` of `route` — a connection (come on a
+/// TLS port when `tls`), or a datagram — on a runtime of its own (a
+/// `fork` child, or `inetd`), then returns the exit status. INT and TERM
+/// end it at once.
+pub fn serve_one(route: Route, incoming: StdIncoming, tls: bool) -> i32 {
+    let engine = route.first().handler.engine().clone();
     one_shot(engine, tracing::Span::none(), |stop| async move {
-        let incoming = incoming.into_incoming()?;
+        let incoming = incoming.into_incoming()?.over_tls(tls);
+        let Some((service, incoming)) = route.pick(incoming).await else {
+            return Ok(());
+        };
         let place = Place::alone(Arc::new(Semaphore::new(1)).acquire_owned().await?);
         let thread = Thread::Alone { stop };
         connection::serve(service, incoming, thread, place).await;

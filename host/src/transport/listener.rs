@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use super::addr::{credentials, family_of, local_of};
 use super::datagram::{DgramSocket, Received, RecvSettings, StdReceived};
 use super::stream::{AsyncStream, RawStream, StdStream};
+use super::tls::Greeted;
 use crate::client::{Local, Peer};
 
 /// A bound socket, listening (stream) or not (datagram), non-blocking,
@@ -122,7 +123,11 @@ impl ListenSocket {
                 Kind::Datagram(Arc::new(DgramSocket::Unix(UnixDatagram::from_std(socket)?)))
             }
         };
-        Ok(Listener { kind, fixed })
+        Ok(Listener {
+            kind,
+            fixed,
+            tls: false,
+        })
     }
 }
 
@@ -195,6 +200,8 @@ pub struct Listener {
     /// bound to one address: each known here is a system call saved per
     /// connection.
     fixed: Option<Local>,
+    /// Whether it is a TLS port.
+    tls: bool,
 }
 
 #[derive(Debug)]
@@ -212,6 +219,8 @@ pub enum Incoming {
     Datagram(Received),
     /// Pipes (`inetd` run from a pipe): a client with no address.
     Pipe(Box<dyn AsyncStream>),
+    /// A client of a shared TLS port, its ClientHello read.
+    Greeted(Box<Greeted>),
 }
 
 impl std::fmt::Debug for Incoming {
@@ -220,17 +229,28 @@ impl std::fmt::Debug for Incoming {
             Self::Stream(accepted) => f.debug_tuple("Stream").field(accepted).finish(),
             Self::Datagram(received) => f.debug_tuple("Datagram").field(received).finish(),
             Self::Pipe(_) => f.write_str("Pipe"),
+            Self::Greeted(greeted) => f.debug_tuple("Greeted").field(greeted).finish(),
         }
     }
 }
 
 impl Incoming {
+    /// The same client, come on a TLS port (`tls`): a connection is
+    /// handshaken once admitted.
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        if let Self::Stream(accepted) = &mut self {
+            accepted.tls |= tls;
+        }
+        self
+    }
+
     /// The client's IP address, when already known.
     pub fn peer_ip(&self) -> Option<std::net::IpAddr> {
         match self {
             Self::Stream(accepted) => accepted.peer.as_ref().and_then(Peer::ip_addr),
             Self::Datagram(received) => received.peer.ip_addr(),
             Self::Pipe(_) => None,
+            Self::Greeted(greeted) => greeted.peer.ip_addr(),
         }
     }
 }
@@ -245,6 +265,12 @@ impl Listener {
             return Ok(Incoming::Datagram(received));
         }
         self.accept().await.map(Incoming::Stream)
+    }
+
+    /// The same listener as a TLS port: its connections are handshaken
+    /// once admitted.
+    pub fn serving_tls(self) -> Self {
+        Self { tls: true, ..self }
     }
 
     /// Whether it receives datagrams.
@@ -275,6 +301,7 @@ impl Listener {
             stream,
             peer,
             local: self.fixed.clone(),
+            tls: self.tls,
         })
     }
 
@@ -295,6 +322,9 @@ pub struct Accepted {
     pub peer: Option<Peer>,
     /// The server's end, when the listener is bound to one address.
     pub local: Option<Local>,
+    /// Whether it came on a TLS port: the host handshakes once it is
+    /// admitted.
+    pub tls: bool,
 }
 
 impl Accepted {
@@ -304,6 +334,7 @@ impl Accepted {
             stream,
             peer: None,
             local: None,
+            tls: false,
         }
     }
 

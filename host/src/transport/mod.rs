@@ -22,12 +22,14 @@
 //! | `datagram` | datagram sockets: a request received, its reply's way back, the amplification cap |
 //! | `stream` | accepted streams, raw or wrapped; the PROXY header at their start |
 //! | `socket` | a client's stream as its guest's stdin and stdout use it |
+//! | [`tls`] | the TLS handshake: the ClientHello read, then the handshake finished |
 
 mod addr;
 pub mod datagram;
 mod listener;
 mod socket;
 mod stream;
+pub mod tls;
 
 pub use listener::{Accepted, Incoming, ListenSocket, Listener, StdIncoming};
 pub use socket::{CHUNK, ClientSocket, Wait};

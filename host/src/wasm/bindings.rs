@@ -12,7 +12,8 @@ wasmtime::component::bindgen!({
 
 pub use exports::netserver::handler::hooks::Guest as Hooks;
 pub use netserver::handler::client::{
-    ClientInfo as WitClientInfo, Host as ClientHost, PeerCredentials as WitCredentials,
+    ClientCertificate as WitClientCert, ClientInfo as WitClientInfo, Host as ClientHost,
+    PeerCredentials as WitCredentials, TlsInfo as WitTlsInfo,
 };
 pub use netserver::handler::hook_hints::{Hook as WitHook, Host as HookHintsHost};
 pub use netserver::handler::log::{Host as LogHost, Level as WitLevel};

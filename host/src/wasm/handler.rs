@@ -25,16 +25,16 @@ use crate::config::ServiceConfig;
 
 /// The export that makes a component a handler: this version's, or that
 /// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
-const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.1";
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.2";
 /// The hooks versions served, as errors name them.
-const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.1";
+const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.2";
 
 /// Whether `export` is the hooks of a version this host serves.
 fn serves(export: &str) -> bool {
     export
         .strip_prefix("netserver:handler/hooks@0.1.")
         .and_then(|patch| patch.parse::<u32>().ok())
-        .is_some_and(|patch| patch <= 1)
+        .is_some_and(|patch| patch <= 2)
 }
 /// The export that makes a component a WASI command.
 const RUN_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";

@@ -10,7 +10,8 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientInfo, WitCredentials, WitLevel,
+    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert, WitClientInfo, WitCredentials,
+    WitLevel, WitTlsInfo,
 };
 use super::hints::{Hook, IdleHooks};
 use super::sandbox::{self, CpuMeter};
@@ -184,6 +185,21 @@ impl ClientHost for State {
             pid: cred.pid,
             uid: cred.uid,
             gid: cred.gid,
+        })
+    }
+
+    fn tls(&mut self) -> Option<WitTlsInfo> {
+        let tls = self.client.as_ref()?.tls.as_ref()?;
+        Some(WitTlsInfo {
+            version: tls.version.to_owned(),
+            cipher: tls.cipher.clone(),
+            server_name: tls.server_name.clone(),
+            alpn: tls.alpn.clone(),
+            client_certificate: tls.client_cert.as_ref().map(|c| WitClientCert {
+                subject: c.subject.clone(),
+                issuer: c.issuer.clone(),
+                sha256: c.sha256.clone(),
+            }),
         })
     }
 }
