@@ -71,9 +71,10 @@ pub fn run() -> Result<ExitCode> {
         log::init(config.log_level, &config.log_target)?;
     }
     config.warn_planned();
-    let handlers = load_handlers(&config)?;
-    // Certificates and keys are read and checked before anything is bound.
+    // Certificates and keys are read and checked before anything is
+    // compiled or bound.
     let tls = tls::load_all(&config.services)?;
+    let handlers = load_handlers(&config)?;
     // Who to become is settled before anything is bound.
     let privileges = privileges::plan(&config.privileges, nix::unistd::geteuid())?;
     if cli.check {

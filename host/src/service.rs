@@ -10,15 +10,15 @@ use anyhow::Result;
 
 use crate::access::Verdict;
 use crate::client::{ClientInfo, Local, Peer};
+use crate::config::port::Proto;
+use crate::config::tls::{NamePattern, pick};
 use crate::config::{Config, InstanceMode, ServiceConfig};
 use crate::gate::{Gate, Place};
 use crate::listen::{self, Bound, inherit::Handed};
 use crate::log::tag::{ConnTag, tagged};
 use crate::proxy::Origin;
-use crate::transport::datagram::{RecvSettings, ReplyCap};
-use crate::config::port::Proto;
-use crate::config::tls::{NamePattern, pick};
 use crate::tls::Tls;
+use crate::transport::datagram::{RecvSettings, ReplyCap};
 use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
 use crate::wasm::{GuestKind, Handler, Instance};
@@ -132,7 +132,7 @@ impl Service {
             Incoming::Stream(accepted) => self.admit_stream(accepted).await?,
             Incoming::Greeted(greeted) => {
                 let Greeted { hello, peer, local } = *greeted;
-                (Pending::Handshake(hello), peer, local)
+                (Pending::Handshake(Box::new(hello)), peer, local)
             }
             Incoming::Datagram(received) => {
                 let Some(local) = received.local.clone() else {
@@ -236,7 +236,7 @@ impl Service {
             );
             return None;
         }
-        Some((Pending::Handshake(hello), peer, local))
+        Some((Pending::Handshake(Box::new(hello)), peer, local))
     }
 
     /// A stream's ends and its PROXY header, read when it comes from a
@@ -271,7 +271,7 @@ impl Service {
     /// handshake ends the connection with one line at `info`.
     async fn handshake(
         &self,
-        hello: Hello,
+        hello: Box<Hello>,
         verdict: &Verdict,
         client: &mut ClientInfo,
     ) -> Option<Stream> {
@@ -315,7 +315,7 @@ fn shown_name(name: Option<&str>) -> String {
 /// TLS client whose handshake waits for it.
 enum Pending {
     Ready(Stream),
-    Handshake(Hello),
+    Handshake(Box<Hello>),
 }
 
 /// Several services on one TLS port, each with its own certificate, the
@@ -442,9 +442,12 @@ pub fn bind_all(
     {
         let mut own = Vec::new();
         for listener in &service.listeners {
-            let binder = config.services[..j].iter().enumerate().find_map(|(i, earlier)| {
-                listen::shared_port(&earlier.listeners, listener).map(|theirs| (i, theirs))
-            });
+            let binder = config.services[..j]
+                .iter()
+                .enumerate()
+                .find_map(|(i, earlier)| {
+                    listen::shared_port(&earlier.listeners, listener).map(|theirs| (i, theirs))
+                });
             match binder {
                 Some((i, theirs)) => {
                     for bound in services[i].sockets.iter_mut() {

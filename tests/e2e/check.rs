@@ -150,7 +150,7 @@ fn bad_options_exit_2_with_one_line() {
 }
 
 #[test]
-fn other_protocols_pass_check_and_ssl_is_not_served_yet() {
+fn other_protocols_pass_check_and_ssl_needs_a_certificate() {
     let got = check(&[
         "--port",
         "80/udp",
@@ -175,7 +175,7 @@ fn other_protocols_pass_check_and_ssl_is_not_served_yet() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        "netserver-host: port 127.0.0.1:0/ssl: proto ssl is not served yet\n"
+        "netserver-host: --port 127.0.0.1:0/ssl: needs --SSL_cert_file and --SSL_key_file\n"
     );
     let out = run(&["--port", "127.0.0.1:no-such-service"]);
     assert_eq!(out.status.code(), Some(2));

@@ -417,8 +417,15 @@ fn net_server_port_forms() {
             ]),
         ),
     ];
+    // An ssl port needs a certificate and its key.
+    let pki = crate::pki::Pki::new("conf-port-forms");
+    let tls = pki.server_args();
     for (args, want) in cases {
-        assert_eq!(check(args)["listeners"], *want, "{args:?}");
+        let mut all = args.to_vec();
+        if args.iter().any(|a| a.contains("SSL")) {
+            all.extend(tls.iter().map(String::as_str));
+        }
+        assert_eq!(check(&all)["listeners"], *want, "{args:?}");
     }
     // `ipv IPv4v6`, `v4v6`: both families, on the command line and in a file.
     let both = json!([

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real `netserver-host` on port 0, real sockets.
 
+mod pki;
 mod util;
 
 mod access;
@@ -17,4 +18,5 @@ mod protocols;
 mod sandbox;
 mod signals;
 mod snapshots;
+mod tls;
 mod transport;

@@ -17,8 +17,9 @@ use crate::util::{BIN, guests, run_in};
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/config");
 
 /// Copies `tests/config/KIND` into a fresh scratch directory, with the
-/// guests the conf files name (`echo.wasm`, `hook_trace.wasm`) and a file
-/// that is not WebAssembly (`notwasm.wasm`); conf files are run from there,
+/// guests the conf files name (`echo.wasm`, `hook_trace.wasm`), a file
+/// that is not WebAssembly (`notwasm.wasm`) and a test PKI's certificates
+/// and keys (see [`crate::pki::Pki::write_into`]); conf files are run from there,
 /// so errors and sources name them by their relative path.
 fn scratch(kind: &str) -> (PathBuf, Vec<String>) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -38,6 +39,8 @@ fn scratch(kind: &str) -> (PathBuf, Vec<String>) {
     std::fs::copy(guests::ECHO, dir.join("echo.wasm")).unwrap();
     std::fs::copy(guests::HOOK_TRACE, dir.join("hook_trace.wasm")).unwrap();
     std::fs::write(dir.join("notwasm.wasm"), "#!/bin/sh\n").unwrap();
+    // Certificates and keys for the TLS options (`server.pem`, …).
+    crate::pki::Pki::write_into(dir.clone());
     confs.sort();
     (dir, confs)
 }

@@ -108,7 +108,18 @@ impl Server {
     /// Starts `command`, whose log goes to the file `log_file` (followed
     /// across renames, as `tail -F` does) as well as to stderr, and waits
     /// for its `Binding to TCP port N` line.
-    pub fn spawn_logging(mut command: Command, log_file: Option<&std::path::Path>) -> Self {
+    pub fn spawn_logging(command: Command, log_file: Option<&std::path::Path>) -> Self {
+        Self::spawn_until(command, log_file, "TCP")
+    }
+
+    /// Starts `command` (its log also in `log_file`, when given) and waits
+    /// for its first `Binding to PROTO port N` line (`TCP`, `SSL`, `UDP`),
+    /// whose address becomes [`Server::addr`].
+    pub fn spawn_until(
+        mut command: Command,
+        log_file: Option<&std::path::Path>,
+        proto: &str,
+    ) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,7 +154,7 @@ impl Server {
             log,
             lines,
         };
-        let line = server.wait_for_log("Binding to TCP port");
+        let line = server.wait_for_log(&format!("Binding to {proto} port"));
         server.addr = parse_binding(&line);
         server
     }

@@ -30,6 +30,20 @@ fn main() -> io::Result<()> {
         .map(|name| format!("{name}={}", env::var(name).as_deref().unwrap_or("-")))
         .collect();
     write!(out, "{}\r\n", fields.join(" "))?;
+    if env::var("PROTO").as_deref() == Ok("SSL") {
+        // A TLS client: what the handshake settled (mod_ssl's names).
+        let tls: Vec<String> = [
+            "SSLREMOTEIP",
+            "SSL_PROTOCOL",
+            "SSL_SERVER_NAME",
+            "SSL_CLIENT_VERIFY",
+            "SSL_CLIENT_S_DN",
+        ]
+        .iter()
+        .map(|name| format!("{name}={}", env::var(name).as_deref().unwrap_or("-")))
+        .collect();
+        write!(out, "{}\r\n", tls.join(" "))?;
+    }
     out.flush()?;
     for line in io::stdin().lock().lines() {
         match line?.as_str() {

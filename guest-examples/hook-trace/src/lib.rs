@@ -1,10 +1,11 @@
 //! A test guest: logs `hook <name>` at level notice in every hook, shows the
-//! client info (and a unix client's credentials) and a property, refuses
+//! client info (a unix client's credentials, a TLS client's handshake)
+//! and a property, refuses
 //! clients when property `deny` is `yes`.
 
 use std::io::{Write, stdin, stdout};
 
-use netserver_sdk::{Error, Handler, Level, client, credentials, log, property};
+use netserver_sdk::{Error, Handler, Level, client, credentials, log, property, tls};
 
 struct HookTrace;
 
@@ -38,6 +39,19 @@ impl Handler for HookTrace {
             say(&format!(
                 "uid={} gid={} pid={}",
                 cred.uid, cred.gid, cred.pid
+            ));
+        }
+        if let Some(tls) = tls() {
+            let cert = tls.client_certificate.as_ref();
+            say(&format!(
+                "tls version={} cipher={} sni={} alpn={} subject={} issuer={} sha256={}",
+                tls.version,
+                tls.cipher,
+                tls.server_name.as_deref().unwrap_or("-"),
+                tls.alpn.as_deref().unwrap_or("-"),
+                cert.map_or("-", |c| c.subject.as_str()),
+                cert.map_or("-", |c| c.issuer.as_str()),
+                cert.map_or("-", |c| c.sha256.as_str()),
             ));
         }
         let greeting = property("greeting");

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 use super::options::{self, Scope, Typed};
+use super::port::Proto;
 use super::raw::{Values, bad};
+use super::tls::{self, NamePattern, TlsSettings, TlsVersion, Verify};
 use super::{
     AcceptSerialization, AccessConfig, CacheDir, Config, DaemonSettings, Grants, InstanceMode,
     Listener, LogTarget, Port, PortDefaults, Privileges, ProcessConfig, Report, ServerType,
     ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
 };
-use super::port::Proto;
-use super::tls::{self, NamePattern, TlsSettings, TlsVersion, Verify};
 use super::{RECV_FLAGS_ALLOWED, SocketSettings};
 
 impl Config {
@@ -348,14 +348,15 @@ fn check_tls(service: &ServiceConfig) -> Result<()> {
         }
         _ => None,
     };
-    match (missing, &service.source) {
-        (None, _) => Ok(()),
-        (Some(what), Source::File { .. }) => bail!(
-            "{}: service '{}': port {port} needs {what}",
-            service.source,
+    let Some(what) = missing else {
+        return Ok(());
+    };
+    match service.options.get("port").or(service.options.get("proto")) {
+        Some((_, given @ Source::File { .. })) => bail!(
+            "{given}: service '{}': port {port} needs {what}",
             service.name
         ),
-        (Some(what), _) => bail!("--port {port}: needs {}", what.replace("SSL_", "--SSL_")),
+        _ => bail!("--port {port}: needs {}", what.replace("SSL_", "--SSL_")),
     }
 }
 

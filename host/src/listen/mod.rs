@@ -115,7 +115,11 @@ pub fn bind_all(
                 Origin::Restart => " (inherited across a restart)",
                 Origin::Systemd => " (inherited from systemd)",
             };
-            log_binding(&inherited.local, shown_proto(&listener, &inherited.socket), how);
+            log_binding(
+                &inherited.local,
+                shown_proto(&listener, &inherited.socket),
+                how,
+            );
             let ours = inherited.origin == Origin::Restart;
             bound.push(Bound::new(
                 inherited.socket,

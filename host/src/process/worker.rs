@@ -19,8 +19,8 @@ use tokio::sync::Semaphore;
 
 use super::status::StatusWriter;
 use crate::capacity::{Capacity, Place, Room};
-use crate::connection::{self, Thread};
 use crate::config::port::Proto;
+use crate::connection::{self, Thread};
 use crate::service::{Route, Service, SharedPort};
 use crate::threads;
 use crate::transport::{Incoming, Listener, StdIncoming};
@@ -132,17 +132,15 @@ async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration
     // Each service has its own places: one tenant's clients cannot take
     // another's.
     let mut places: Vec<(Arc<Service>, Arc<Capacity>)> = Vec::new();
-    let mut capacity_of = |service: &Arc<Service>| match places
-        .iter()
-        .find(|(s, _)| Arc::ptr_eq(s, service))
-    {
-        Some((_, capacity)) => capacity.clone(),
-        None => {
-            let capacity = Capacity::new(service.name.clone(), service.max_instances);
-            places.push((service.clone(), capacity.clone()));
-            capacity
-        }
-    };
+    let mut capacity_of =
+        |service: &Arc<Service>| match places.iter().find(|(s, _)| Arc::ptr_eq(s, service)) {
+            Some((_, capacity)) => capacity.clone(),
+            None => {
+                let capacity = Capacity::new(service.name.clone(), service.max_instances);
+                places.push((service.clone(), capacity.clone()));
+                capacity
+            }
+        };
     for (listener, route) in listeners {
         match route {
             Route::One(service) => {

@@ -99,9 +99,13 @@ pub(super) fn trusted(
     let mut roots = RootCertStore::empty();
     let mut add = |key: &'static str, path: &Path, certs: Vec<CertificateDer<'static>>| {
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| (key, path.to_owned(), format!("cannot trust a certificate: {e}")))?;
+            roots.add(cert).map_err(|e| {
+                (
+                    key,
+                    path.to_owned(),
+                    format!("cannot trust a certificate: {e}"),
+                )
+            })?;
         }
         Ok(())
     };

@@ -79,6 +79,22 @@ pub fn load(service: &ServiceConfig) -> Result<Option<Arc<Tls>>> {
         .map_err(|why| anyhow!("{}: {why}", origin("ssl_cert_file", cert_file)))?;
     let key = files::private_key(key_file)
         .map_err(|why| anyhow!("{}: {why}", origin("ssl_key_file", key_file)))?;
+    if settings.min_version == TlsVersion::V1_3
+        && !settings.ciphers.is_empty()
+        && !settings
+            .ciphers
+            .iter()
+            .any(|name| name.starts_with("TLS13_"))
+    {
+        return Err(anyhow!(
+            "{}: names no TLS 1.3 suite, and SSL_version {} serves TLS 1.3 only",
+            origin(
+                "ssl_cipher_list",
+                std::path::Path::new(&settings.ciphers.join(":"))
+            ),
+            settings.min_version.name()
+        ));
+    }
     let provider = Arc::new(provider(settings));
     let versions: &[&'static rustls::SupportedProtocolVersion] = match settings.min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -116,15 +132,18 @@ pub fn load(service: &ServiceConfig) -> Result<Option<Arc<Tls>>> {
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         let why = match e {
-            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
-                "does not match the certificate of {}",
-                cert_file.display()
-            ),
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                format!("does not match the certificate of {}", cert_file.display())
+            }
             other => other.to_string(),
         };
         anyhow!("{}: {why}", origin("ssl_key_file", key_file))
     })?;
-    config.alpn_protocols = settings.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.alpn_protocols = settings
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     // Made before the workers fork: every worker takes every worker's
     // tickets, so a resuming client may land on any of them.

@@ -282,10 +282,7 @@ impl AsyncWrite for RawStream {
         Poll::Ready(Ok(()))
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(stream) => std::pin::Pin::new(stream).poll_shutdown(cx),
             Self::Unix(stream) => std::pin::Pin::new(stream).poll_shutdown(cx),

@@ -80,7 +80,10 @@ pub async fn read_hello(stream: RawStream, deadline: Instant) -> Result<Hello, S
 impl Hello {
     /// Finishes the handshake with `tls`'s configuration, by the deadline:
     /// the encrypted stream, and what the handshake settled.
-    pub async fn finish(self, tls: &Tls) -> Result<(Box<dyn AsyncStream>, TlsInfo), String> {
+    pub async fn finish(
+        self: Box<Self>,
+        tls: &Tls,
+    ) -> Result<(Box<dyn AsyncStream>, TlsInfo), String> {
         let accept = self.start.into_stream(Arc::clone(&tls.config));
         match tokio::time::timeout_at(self.deadline.into(), accept).await {
             Err(_) => Err("TLS handshake timed out".to_owned()),
