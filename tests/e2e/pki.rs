@@ -3,6 +3,7 @@
 //! certificate the CA signed, and another CA with its own client.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -17,9 +18,12 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A fresh PKI in `tls/NAME` under the tests' scratch space.
+    /// A fresh PKI in `tls/NAME-N` under the tests' scratch space (`N`
+    /// tells apart the PKIs of tests that run at once under one name).
     pub fn new(name: &str) -> Self {
-        Self::write_into(fresh_dir("tls", name))
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
+        Self::write_into(fresh_dir("tls", &format!("{name}-{n}")))
     }
 
     /// A fresh PKI's files written into `dir` (`ca.pem`, `server.pem`,
