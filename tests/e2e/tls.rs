@@ -596,3 +596,95 @@ fn certificates_are_read_again_on_hup_and_a_bad_one_keeps_the_old() {
     assert_eq!(served_certificate(&next, addr), second);
     assert!(server.is_running());
 }
+
+#[test]
+fn keys_in_pkcs1_sec1_and_pkcs8_are_taken_and_an_encrypted_one_is_named() {
+    let Some(openssl) = require_command("openssl") else {
+        return;
+    };
+    let dir = fresh_dir("tls", "key-forms");
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .current_dir(&dir)
+            .env("OPENSSL", &openssl)
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let cert =
+        "\"$OPENSSL\" req -x509 -days 60 -subj /CN=localhost -addext subjectAltName=DNS:localhost";
+    // PKCS#1 (RSA PRIVATE KEY), SEC1 (EC PRIVATE KEY), PKCS#8 (PRIVATE KEY).
+    sh(&format!(
+        "\"$OPENSSL\" genrsa -traditional -out rsa.key 2048 && {cert} -key rsa.key -out rsa.pem"
+    ));
+    sh(&format!(
+        "\"$OPENSSL\" ecparam -name prime256v1 -genkey -noout -out ec.key && {cert} -key ec.key -out ec.pem"
+    ));
+    sh(&format!(
+        "\"$OPENSSL\" genpkey -algorithm ed25519 -out ed.key && {cert} -key ed.key -out ed.pem"
+    ));
+    sh("\"$OPENSSL\" pkey -in ec.key -out enc.key -aes256 -passout pass:secret");
+    for (form, begins) in [
+        ("rsa", "-----BEGIN RSA PRIVATE KEY-----"),
+        ("ec", "-----BEGIN EC PRIVATE KEY-----"),
+        ("ed", "-----BEGIN PRIVATE KEY-----"),
+    ] {
+        let key = dir.join(format!("{form}.key"));
+        assert!(
+            std::fs::read_to_string(&key).unwrap().starts_with(begins),
+            "{form}"
+        );
+        let mut command = Command::new(BIN);
+        command
+            .args(["--port", "127.0.0.1:0/ssl", "--log-level", "4"])
+            .args([
+                "--SSL_cert_file",
+                &dir.join(format!("{form}.pem")).display().to_string(),
+            ])
+            .args(["--SSL_key_file", &key.display().to_string()]);
+        let server = Server::spawn_until(command, None, "SSL");
+        let out = Command::new(&openssl)
+            .args(["s_client", "-quiet", "-verify_return_error"])
+            .args([
+                "-connect",
+                &server.addr.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .args([
+                "-CAfile",
+                &dir.join(format!("{form}.pem")).display().to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                child.stdin.take().unwrap().write_all(b"x\r\nquit\r\n")?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), said("x"), "{form}");
+    }
+    let out = crate::util::run(&[
+        "--check",
+        "--port",
+        "127.0.0.1:0/ssl",
+        "--SSL_cert_file",
+        &dir.join("ec.pem").display().to_string(),
+        "--SSL_key_file",
+        &dir.join("enc.key").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("enc.key: holds an encrypted private key"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

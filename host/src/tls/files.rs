@@ -82,6 +82,15 @@ pub(super) fn check_validity(cert: &CertificateDer<'_>) -> Result<(), String> {
 /// The private key of a PEM file: PKCS#8, PKCS#1 or SEC1.
 pub(super) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let bytes = read(path)?;
+    if bytes
+        .windows(b"ENCRYPTED PRIVATE KEY".len())
+        .any(|w| w == b"ENCRYPTED PRIVATE KEY")
+    {
+        return Err(
+            "holds an encrypted private key, which needs a passphrase: decrypt it (openssl pkey -in KEY -out PLAIN.key) and keep that file readable by root only"
+                .to_owned(),
+        );
+    }
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => {
             "holds no private key (PEM: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)".to_owned()
