@@ -1,0 +1,111 @@
+//! TLS for the harness (issue 21): rustls with the ring provider, for the
+//! load generator's clients and the native echo server.
+//!
+//! The client trusts exactly the certificate(s) of a PEM file (the run's
+//! throwaway self-signed certificate) and keeps a session cache shared by
+//! all its connections when asked to resume sessions; otherwise resumption
+//! is disabled and every handshake is a full one. The server keeps rustls'
+//! defaults for resumption: an in-memory session store of 256 entries (TLS
+//! 1.2 session IDs, and TLS 1.3 tickets, two sent after each handshake).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use rustls::client::Resumption;
+use rustls::crypto::CryptoProvider;
+use rustls::{
+    ClientConfig, ProtocolVersion, RootCertStore, ServerConfig, SupportedProtocolVersion,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A TLS version to force (both are offered when none is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsVersion {
+    /// TLS 1.2 only.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+/// The ring provider, the one crypto provider of the workspace.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn versions(version: Option<TlsVersion>) -> &'static [&'static SupportedProtocolVersion] {
+    const TLS12: &[&SupportedProtocolVersion] = &[&rustls::version::TLS12];
+    const TLS13: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    match version {
+        None => rustls::DEFAULT_VERSIONS,
+        Some(TlsVersion::Tls12) => TLS12,
+        Some(TlsVersion::Tls13) => TLS13,
+    }
+}
+
+/// A client configuration that trusts the certificates in the PEM file
+/// `ca` (and nothing else), offers `version` (or both), and resumes
+/// sessions when `resume` is set: an in-memory session cache shared by
+/// every connection made with this configuration. Without `resume`,
+/// [`Resumption::disabled`]: no session is stored or offered, so every
+/// handshake is a full one.
+pub fn client_config(
+    ca: &Path,
+    version: Option<TlsVersion>,
+    resume: bool,
+) -> anyhow::Result<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("read the certificates of {}", ca.display()))?
+    {
+        let cert = cert.with_context(|| format!("a certificate of {}", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("trust the certificate of {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("{}: no certificate", ca.display());
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(version))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = if resume {
+        Resumption::in_memory_sessions(256)
+    } else {
+        Resumption::disabled()
+    };
+    Ok(config)
+}
+
+/// A server configuration presenting the certificate chain of the PEM file
+/// `cert` with the private key of the PEM file `key`, TLS 1.2 and 1.3, and
+/// rustls' default session resumption.
+pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("read the certificates of {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("a certificate of {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("{}: no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("read the private key of {}", key.display()))?;
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(None))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the certificate and key")
+}
+
+/// `TLS 1.3`, `TLS 1.2`, … for a negotiated version.
+pub fn version_name(version: ProtocolVersion) -> &'static str {
+    match version {
+        ProtocolVersion::TLSv1_3 => "TLS 1.3",
+        ProtocolVersion::TLSv1_2 => "TLS 1.2",
+        _ => "other",
+    }
+}
