@@ -222,6 +222,19 @@ mod tests {
         let (kind, why) = connect_tls(addr, None, &tls).await.unwrap_err();
         assert_eq!(kind, crate::loadgen::ErrorKind::Connect, "{why}");
         server.abort();
+        // Another certificate for the same name is not the one trusted.
+        let (other_cert, other_key) = (dir.join("other-cert.pem"), dir.join("other-key.pem"));
+        std::fs::write(&other_cert, OTHER_CERT).unwrap();
+        std::fs::write(&other_key, OTHER_KEY).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&other_cert, &other_key).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tls(listener, acceptor));
+        let tls = Tls::new(client_config(&cert, None, false).unwrap(), "localhost").unwrap();
+        let (kind, why) = connect_tls(addr, None, &tls).await.unwrap_err();
+        assert_eq!(kind, crate::loadgen::ErrorKind::Connect, "{why}");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        server.abort();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -264,4 +277,7 @@ mod tests {
     /// made as `bench/run` makes its own (valid until 2126).
     const TEST_CERT: &str = include_str!("../tests/data/localhost-cert.pem");
     const TEST_KEY: &str = include_str!("../tests/data/localhost-key.pem");
+    /// Another such certificate, and its key.
+    const OTHER_CERT: &str = include_str!("../tests/data/other-localhost-cert.pem");
+    const OTHER_KEY: &str = include_str!("../tests/data/other-localhost-key.pem");
 }

@@ -36,8 +36,9 @@ struct Args {
     /// starts with a TLS handshake. Needs --tls-ca.
     #[arg(long, requires = "tls_ca", conflicts_with = "unix")]
     tls: bool,
-    /// A PEM file of the certificate(s) to trust over TLS: the server's own
-    /// self-signed certificate, or its CA.
+    /// A PEM file of the certificate(s) to trust over TLS, pinned: the
+    /// server's certificate must be one of them, byte for byte, and valid
+    /// for --tls-name (a CA's certificate does not do).
     #[arg(long, value_name = "FILE", requires = "tls")]
     tls_ca: Option<PathBuf>,
     /// The server's name over TLS: sent as SNI and checked against its

@@ -134,8 +134,8 @@ pub struct Config {
 /// How the clients speak TLS.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// A PEM file of the certificates to trust: the server's own
-    /// (self-signed) certificate, or its CA.
+    /// A PEM file of the certificates to trust, pinned: the server's own
+    /// must be one of them, byte for byte (see [`crate::tls::client_config`]).
     pub ca: PathBuf,
     /// The server's name: sent as SNI, checked against the certificate.
     pub name: String,
@@ -216,6 +216,11 @@ pub struct Summary {
     /// Over TLS: what the handshakes came to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSummary>,
+    /// The load generator's own CPU time over the measured duration, in
+    /// CPUs (1.0: one CPU all the time; near it with `--threads 1`, the
+    /// load generator bounds the rate, not the server). Linux only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu: Option<f64>,
 }
 
 /// What the TLS handshakes of a run came to.
@@ -311,6 +316,13 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
             }
         };
     }
+    let duration = config.duration;
+    let cpu_probe = tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_from.into()).await;
+        let start = process_cpu_seconds()?;
+        tokio::time::sleep_until(window.until.into()).await;
+        Some((process_cpu_seconds()? - start) / duration.as_secs_f64())
+    });
     let mut total = Stats::default();
     let mut cut_off = false;
     while !clients.is_empty() {
@@ -328,7 +340,28 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     if cut_off {
         eprintln!("loadgen: clients still busy at the hard stop were cut off");
     }
-    Ok(summarize(&config, sources.len(), &total))
+    // The probe ends with the measured duration, before the clients do.
+    let client_cpu = match tokio::time::timeout(Duration::from_secs(1), cpu_probe).await {
+        Ok(Ok(cpu)) => cpu,
+        _ => None,
+    };
+    Ok(Summary {
+        client_cpu,
+        ..summarize(&config, sources.len(), &total)
+    })
+}
+
+/// The CPU time (user and system, every thread) this process has used so
+/// far, in seconds: `/proc/self/stat`, in clock ticks of 1/100 s (Linux's
+/// USER_HZ).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: state is field 3 of the
+    // line, utime and stime fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
@@ -351,6 +384,7 @@ fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
             version: total.tls_version().map(str::to_owned),
             resumed: total.resumed(),
         }),
+        client_cpu: None,
     }
 }
 
@@ -498,4 +532,24 @@ impl Client {
 
 fn timed_out(timeout: Duration) -> String {
     format!("no reply within {timeout:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let before = process_cpu_seconds().expect("/proc/self/stat");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = process_cpu_seconds().unwrap() - before;
+        assert!((0.1..2.0).contains(&used), "{used}");
+    }
 }

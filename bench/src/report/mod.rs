@@ -61,6 +61,11 @@ pub struct Record {
     /// failed).
     #[serde(default)]
     pub failure: Option<String>,
+    /// The server's CPU time (user and system, its children included) per
+    /// successful request over the measured duration, µs, when `bench/run`
+    /// measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us: Option<f64>,
 }
 
 /// A socket type, a mode and a number of clients: one column group of the
@@ -138,6 +143,10 @@ pub struct Cell {
     pub resumed: u64,
     /// Over TLS: the versions negotiated.
     pub tls_versions: BTreeSet<String>,
+    /// The server's CPU µs per request of each round that has it.
+    pub server_cpu_us: Vec<f64>,
+    /// The load generator's CPU use (in CPUs) of each round that has it.
+    pub client_cpu: Vec<f64>,
     /// Rounds that did not run, with why.
     pub failures: Vec<String>,
 }
@@ -202,6 +211,8 @@ impl Table {
                         cell.resumed += tls.resumed;
                         cell.tls_versions.extend(tls.version.clone());
                     }
+                    cell.server_cpu_us.extend(record.server_cpu_us);
+                    cell.client_cpu.extend(s.client_cpu);
                 }
                 (None, failure) => cell.failures.push(format!(
                     "round {}: {}",
@@ -334,8 +345,10 @@ pub(crate) mod tests {
                 first_error: None,
                 latency_us: Latency::default(),
                 tls: None,
+                client_cpu: None,
             }),
             failure: None,
+            server_cpu_us: None,
         }
     }
 
@@ -410,6 +423,8 @@ pub(crate) mod tests {
                 record.transport = Transport::Tls;
                 let summary = record.summary.as_mut().expect("a summary");
                 summary.transport = Transport::Tls;
+                record.server_cpu_us = Some(1e6 / rate);
+                summary.client_cpu = Some(if group == Native { 0.95 } else { 0.5 });
                 summary.tls = Some(crate::loadgen::TlsSummary {
                     version: Some("TLS 1.3".into()),
                     resumed: if mode == Mode::ConnectResumed {
