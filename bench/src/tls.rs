@@ -5,9 +5,10 @@
 //! throwaway self-signed certificate: pinned, see `Pinned`) and keeps a
 //! session cache shared by all its connections when asked to resume
 //! sessions; otherwise resumption is disabled and every handshake is a full
-//! one. The server keeps rustls'
-//! defaults for resumption: an in-memory session store of 256 entries (TLS
-//! 1.2 session IDs, and TLS 1.3 tickets, two sent after each handshake).
+//! one. The server resumes sessions as netserver-host does: stateless
+//! tickets (rustls' ring `Ticketer`, two sent after each TLS 1.3
+//! handshake) and an in-memory session store of 4,096 entries (TLS 1.2
+//! session IDs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use rustls::client::{Resumption, verify_server_name};
 use rustls::crypto::{
     CryptoProvider, WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature,
 };
-use rustls::server::ParsedCertificate;
+use rustls::server::{ParsedCertificate, ServerSessionMemoryCache};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use rustls::{ClientConfig, ProtocolVersion, ServerConfig, SupportedProtocolVersion};
 use rustls_pki_types::pem::PemObject;
@@ -146,9 +147,14 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// The sessions a server keeps for TLS 1.2 session IDs (netserver-host's
+/// number).
+const SESSION_CACHE: usize = 4096;
+
 /// A server configuration presenting the certificate chain of the PEM file
 /// `cert` with the private key of the PEM file `key`, TLS 1.2 and 1.3, and
-/// rustls' default session resumption.
+/// session resumption as netserver-host sets it: a session store of
+/// [`SESSION_CACHE`] entries and stateless tickets.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
     let chain = CertificateDer::pem_file_iter(cert)
         .with_context(|| format!("read the certificates of {}", cert.display()))?
@@ -159,11 +165,14 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<ServerConfig> {
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("read the private key of {}", key.display()))?;
-    ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(None))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .context("the certificate and key")
+        .context("the certificate and key")?;
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    config.ticketer = rustls::crypto::ring::Ticketer::new().context("session tickets")?;
+    Ok(config)
 }
 
 /// `TLS 1.3`, `TLS 1.2`, … for a negotiated version.

@@ -1,7 +1,7 @@
 //! `native-echo`: the line-echo protocol on plain tokio, the no-sandbox
 //! limit the benchmarks compare against; over TCP (the default), TLS
-//! (`--tls-cert CERT --tls-key KEY`: rustls, ring provider, default session
-//! resumption), a unix stream socket (`--unix PATH`) or UDP (`--udp`: `You
+//! (`--tls-cert CERT --tls-key KEY`: rustls, ring provider, session
+//! resumption as netserver-host sets it), a unix stream socket (`--unix PATH`) or UDP (`--udp`: `You
 //! said "D"` per datagram, Net::Server's default UDP answer).
 //!
 //! Once bound it logs on stderr, in Net::Server's words as netserver-host
