@@ -1,13 +1,14 @@
 //! The native echo server: the line-echo protocol on plain tokio, with no
-//! sandbox, no processes and no logging per connection, over TCP or a unix
-//! stream socket; and the UDP echo (`You said "D"` per datagram). It is the
-//! limit a sandboxed server can approach.
+//! sandbox, no processes and no logging per connection, over TCP, TLS
+//! (rustls) or a unix stream socket; and the UDP echo (`You said "D"` per
+//! datagram). It is the limit a sandboxed server can approach.
 
 use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::protocol::{
     MAX_DATAGRAM, MAX_LINE, is_quit, push_reply, push_udp_reply, strip_line_end,
@@ -23,6 +24,22 @@ pub async fn serve(listener: TcpListener) -> io::Result<()> {
                 tokio::spawn(async move {
                     // A client that goes away mid-line is its own business.
                     let _ = handle(stream).await;
+                });
+            }
+            Err(err) => accept_failed(err).await,
+        }
+    }
+}
+
+/// [`serve`] over TLS: each connection's handshake (with `acceptor`) and
+/// lines in a task of its own. A failed handshake ends that connection.
+pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<()> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = handle_tls(stream, &acceptor).await;
                 });
             }
             Err(err) => accept_failed(err).await,
@@ -78,6 +95,15 @@ pub async fn serve_udp(socket: UdpSocket) -> io::Result<()> {
 pub async fn handle(stream: TcpStream) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (read, write) = stream.into_split();
+    lines(read, write).await
+}
+
+/// [`handle`] over TLS: the handshake with `acceptor`, then the lines; at
+/// the end, close_notify.
+pub async fn handle_tls(stream: TcpStream, acceptor: &TlsAcceptor) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let stream = acceptor.accept(stream).await?;
+    let (read, write) = tokio::io::split(stream);
     lines(read, write).await
 }
 
@@ -152,6 +178,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn serves_tls_and_resumes_sessions() {
+        use std::sync::Arc;
+
+        use crate::loadgen::client::{Tls, connect_tls};
+        use crate::tls::{client_config, server_config};
+
+        let dir = std::env::temp_dir().join(format!("native-echo-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, TEST_CERT).unwrap();
+        std::fs::write(&key, TEST_KEY).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&cert, &key).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tls(listener, acceptor));
+        let exchange = crate::loadgen::Exchange {
+            request: b"over tls\r\n".to_vec(),
+            expected: b"You said 'over tls'\r\n".to_vec(),
+        };
+        for resume in [false, true] {
+            let tls = Tls::new(client_config(&cert, None, resume).unwrap(), "localhost").unwrap();
+            for n in 0..3 {
+                let mut connection = connect_tls(addr, None, &tls).await.unwrap();
+                connection.round_trip(&exchange).await.unwrap();
+                let handshake = connection.handshake().unwrap();
+                assert_eq!(handshake.version, "TLS 1.3");
+                assert_eq!(handshake.resumed, n > 0 && resume, "{n}");
+                connection.close().await;
+            }
+        }
+        // TLS 1.2, forced by the client, resumes too.
+        let tls12 = Some(crate::tls::TlsVersion::Tls12);
+        let tls = Tls::new(client_config(&cert, tls12, true).unwrap(), "localhost").unwrap();
+        for n in 0..2 {
+            let mut connection = connect_tls(addr, None, &tls).await.unwrap();
+            connection.round_trip(&exchange).await.unwrap();
+            let handshake = connection.handshake().unwrap();
+            assert_eq!((handshake.version, handshake.resumed), ("TLS 1.2", n > 0));
+        }
+        // Another name than the certificate's is refused.
+        let tls = Tls::new(client_config(&cert, None, false).unwrap(), "example.com").unwrap();
+        let (kind, why) = connect_tls(addr, None, &tls).await.unwrap_err();
+        assert_eq!(kind, crate::loadgen::ErrorKind::Connect, "{why}");
+        server.abort();
+        // Another certificate for the same name is not the one trusted.
+        let (other_cert, other_key) = (dir.join("other-cert.pem"), dir.join("other-key.pem"));
+        std::fs::write(&other_cert, OTHER_CERT).unwrap();
+        std::fs::write(&other_key, OTHER_KEY).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(server_config(&other_cert, &other_key).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_tls(listener, acceptor));
+        let tls = Tls::new(client_config(&cert, None, false).unwrap(), "localhost").unwrap();
+        let (kind, why) = connect_tls(addr, None, &tls).await.unwrap_err();
+        assert_eq!(kind, crate::loadgen::ErrorKind::Connect, "{why}");
+        assert!(why.contains("UnknownIssuer"), "{why}");
+        server.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn serves_a_unix_socket() {
         let dir = std::env::temp_dir().join(format!("native-echo-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -185,4 +272,12 @@ mod tests {
         }
         server.abort();
     }
+
+    /// A self-signed ECDSA P-256 certificate for `localhost` (CA:FALSE),
+    /// made as `bench/run` makes its own (valid until 2126).
+    const TEST_CERT: &str = include_str!("../tests/data/localhost-cert.pem");
+    const TEST_KEY: &str = include_str!("../tests/data/localhost-key.pem");
+    /// Another such certificate, and its key.
+    const OTHER_CERT: &str = include_str!("../tests/data/other-localhost-cert.pem");
+    const OTHER_KEY: &str = include_str!("../tests/data/other-localhost-key.pem");
 }

@@ -1,6 +1,7 @@
 //! The benchmark harness of netserver (issue 5): a load generator for line
-//! protocols, a native tokio echo server (the no-sandbox limit), and the
-//! report that `bench/run` writes to `docs/benchmarks.md`.
+//! protocols (TCP, TLS, unix stream sockets) and UDP, a native tokio echo
+//! server (the no-sandbox limit), and the report that `bench/run` writes to
+//! `docs/benchmarks.md`.
 //!
 //! Everything here talks to loopback addresses only.
 
@@ -11,6 +12,7 @@ pub mod loadgen;
 pub mod loopback;
 pub mod protocol;
 pub mod report;
+pub mod tls;
 
 /// Builds the tokio runtime the binaries run on: a current-thread runtime
 /// for `threads == 1` (the load generator pinned to one core), else a

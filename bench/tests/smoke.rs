@@ -1,6 +1,7 @@
-//! CI smoke test of the harness: `native-echo` on port 0 (TCP and UDP) and
-//! on a unix socket, `loadgen` briefly against it in every mode. No timing
-//! is asserted, only that requests were served and every reply was exact.
+//! CI smoke test of the harness: `native-echo` on port 0 (TCP, TLS and UDP)
+//! and on a unix socket, `loadgen` briefly against it in every mode. No
+//! timing is asserted, only that requests were served and every reply was
+//! exact.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ impl NativeEcho {
         Self::start_ip("TCP", &[])
     }
 
-    /// Serving `proto` (`TCP` or `UDP`) on port 0.
+    /// Serving `proto` (`TCP`, `SSL` or `UDP`) on port 0.
     fn start_ip(proto: &str, args: &[&str]) -> Self {
         let (child, line) = spawn_native_echo(&[&["--port", "0"][..], args].concat());
         // Binding to TCP port N on host H with IPvX
@@ -215,6 +216,128 @@ fn loadgen_against_native_echo_in_both_modes() {
         assert_eq!(summary.mode, mode);
         assert_eq!(summary.transport, Transport::Tcp);
         assert_clean(&summary);
+    }
+}
+
+/// The test certificate (self-signed, `localhost`) and its key.
+fn test_cert() -> (&'static str, &'static str) {
+    (
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/localhost-cert.pem"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/localhost-key.pem"),
+    )
+}
+
+#[test]
+fn loadgen_tls_against_native_echo() {
+    let (cert, key) = test_cert();
+    let server = NativeEcho::start_ip("SSL", &["--tls-cert", cert, "--tls-key", key]);
+    let addr = server.addr.to_string();
+    let tls = ["--addr", &addr, "--tls", "--tls-ca", cert];
+    for (mode, args) in [
+        (Mode::Connect, &["--mode", "connect"][..]),
+        (Mode::ConnectResumed, &["--mode", "connect", "--tls-resume"]),
+        (Mode::Roundtrip, &["--mode", "roundtrip"]),
+        (
+            Mode::Connect,
+            &["--mode", "connect", "--tls-version", "1.2"],
+        ),
+    ] {
+        let summary = brief_loadgen(&[&tls[..], args].concat());
+        assert_eq!(summary.mode, mode);
+        assert_eq!(summary.transport, Transport::Tls);
+        assert_clean(&summary);
+        let handshakes = summary.tls.as_ref().expect("TLS figures");
+        let version = if args.contains(&"1.2") {
+            "TLS 1.2"
+        } else {
+            "TLS 1.3"
+        };
+        assert_eq!(handshakes.version.as_deref(), Some(version), "{summary:?}");
+        if mode == Mode::ConnectResumed {
+            // All but the first few connections (one per client at most,
+            // before a session is cached) resume one.
+            assert!(handshakes.resumed > summary.requests / 2, "{summary:?}");
+        } else {
+            assert_eq!(handshakes.resumed, 0, "{summary:?}");
+        }
+    }
+}
+
+#[test]
+fn loadgen_tls_fails_against_another_name() {
+    let (cert, key) = test_cert();
+    let server = NativeEcho::start_ip("SSL", &["--tls-cert", cert, "--tls-key", key]);
+    let addr = server.addr.to_string();
+    let out = loadgen(&[
+        "--addr",
+        &addr,
+        "--tls",
+        "--tls-ca",
+        cert,
+        "--tls-name",
+        "example.com",
+        "--mode",
+        "connect",
+        "--clients",
+        "1",
+        "--warmup",
+        "0",
+        "--duration",
+        "0.2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let summary: Summary = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(summary.requests, 0, "{summary:?}");
+    assert!(summary.error_kinds.connect > 0, "{summary:?}");
+    let first = summary.first_error.unwrap_or_default();
+    assert!(first.contains("TLS handshake"), "{first}");
+}
+
+#[test]
+fn loadgen_refuses_tls_misuse() {
+    let (cert, _) = test_cert();
+    for (args, why) in [
+        (
+            &["--unix", "/nonexistent.sock", "--tls", "--tls-ca", cert][..],
+            "cannot be used with",
+        ),
+        (&["--addr", "127.0.0.1:1", "--tls"], "--tls-ca"),
+        (&["--addr", "127.0.0.1:1", "--tls-resume"], "--tls"),
+        (
+            &[
+                "--addr",
+                "127.0.0.1:1",
+                "--tls",
+                "--tls-ca",
+                cert,
+                "--tls-resume",
+            ],
+            "--tls-resume is for --mode connect",
+        ),
+        (
+            &[
+                "--addr",
+                "127.0.0.1:1",
+                "--tls",
+                "--tls-ca",
+                cert,
+                "--mode",
+                "udp",
+            ],
+            "does not speak TLS",
+        ),
+        (
+            &["--addr", "127.0.0.1:1", "--mode", "connect-resumed"],
+            "invalid value",
+        ),
+    ] {
+        let out = loadgen(args);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
 

@@ -1,10 +1,11 @@
-//! `loadgen`: a load generator for line protocols (TCP or a unix stream
-//! socket) and UDP request/reply, loopback targets only.
+//! `loadgen`: a load generator for line protocols (TCP, TLS over TCP or a
+//! unix stream socket) and UDP request/reply, loopback targets only.
 //!
 //! ```text
 //! loadgen --addr 127.0.0.1:20203 --mode roundtrip --clients 32 --duration 5 --json
 //! loadgen --unix /tmp/echo.sock --mode roundtrip --clients 8
 //! loadgen --addr 127.0.0.1:20203 --mode udp --clients 32
+//! loadgen --addr 127.0.0.1:20203 --tls --tls-ca cert.pem --mode connect --tls-resume
 //! ```
 
 use std::io::Write;
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use netserver_bench::loadgen::{self, Config, Mode, Summary, Target, Transport};
+use netserver_bench::loadgen::{self, Config, Mode, Summary, Target, TlsSettings, Transport};
 use netserver_bench::loopback::parse_loopback;
+use netserver_bench::tls::TlsVersion;
 
 /// Sends `LINE\r\n` requests to a loopback line-echo server and checks that
 /// each reply is exactly `You said 'LINE'\r\n` (in UDP mode: datagrams
@@ -30,9 +32,30 @@ struct Args {
     /// roundtrip modes).
     #[arg(long, value_name = "PATH", conflicts_with = "addr")]
     unix: Option<PathBuf>,
-    /// `connect`: a new connection per request; `roundtrip`: persistent
-    /// connections doing request/reply round trips; `udp`: a UDP socket per
-    /// client, one datagram per request.
+    /// Speak TLS to --addr (connect and roundtrip modes): each connection
+    /// starts with a TLS handshake. Needs --tls-ca.
+    #[arg(long, requires = "tls_ca", conflicts_with = "unix")]
+    tls: bool,
+    /// A PEM file of the certificate(s) to trust over TLS, pinned: the
+    /// server's certificate must be one of them, byte for byte, and valid
+    /// for --tls-name (a CA's certificate does not do).
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// The server's name over TLS: sent as SNI and checked against its
+    /// certificate.
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    tls_name: String,
+    /// Resume TLS sessions (connect mode): the clients share one session
+    /// cache, and a connection resumes a session when there is one. Without
+    /// it resumption is disabled, and every handshake is a full one.
+    #[arg(long, requires = "tls")]
+    tls_resume: bool,
+    /// Force the TLS version (both are offered otherwise).
+    #[arg(long, value_enum, value_name = "VERSION", requires = "tls")]
+    tls_version: Option<TlsVersion>,
+    /// `connect`: a new connection per request (over TLS, a handshake
+    /// each); `roundtrip`: persistent connections doing request/reply round
+    /// trips; `udp`: a UDP socket per client, one datagram per request.
     #[arg(long, value_enum, default_value = "roundtrip")]
     mode: Mode,
     /// Concurrent clients.
@@ -77,15 +100,30 @@ fn main() -> anyhow::Result<()> {
         (None, Some(path)) => Target::Unix(path),
         (None, None) => anyhow::bail!("--addr or --unix is needed"),
     };
+    let mode = match (args.mode, args.tls_resume) {
+        (mode, false) => mode,
+        (Mode::Connect, true) => Mode::ConnectResumed,
+        (_, true) => anyhow::bail!("--tls-resume is for --mode connect"),
+    };
+    let tls = match (args.tls, args.tls_ca) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(TlsSettings {
+            ca,
+            name: args.tls_name,
+            version: args.tls_version,
+        }),
+        (true, None) => anyhow::bail!("--tls needs --tls-ca FILE"),
+    };
     let config = Config {
         target,
-        mode: args.mode,
+        mode,
         clients: args.clients,
         warmup: seconds(args.warmup, "warmup")?,
         duration: seconds(args.duration, "duration")?,
         request_timeout: seconds(args.timeout, "timeout")?,
         line: args.line.into_bytes(),
         source_ips: args.source_ips,
+        tls,
     };
     let summary = netserver_bench::runtime(args.threads)?.block_on(loadgen::run(config))?;
     let mut out = std::io::stdout().lock();
@@ -104,6 +142,7 @@ fn main() -> anyhow::Result<()> {
 fn print_human(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
     let over = match s.transport {
         Transport::Unix => " over a unix socket",
+        Transport::Tls => " over TLS",
         Transport::Tcp | Transport::Udp => "",
     };
     writeln!(
@@ -123,6 +162,15 @@ fn print_human(out: &mut impl Write, s: &Summary) -> std::io::Result<()> {
         "errors: {} (connect {}, io {}, mismatch {}, timeout {})",
         s.errors, e.connect, e.io, e.mismatch, e.timeout
     )?;
+    if let Some(tls) = &s.tls {
+        writeln!(
+            out,
+            "TLS: {}, {} of {} requests on resumed sessions",
+            tls.version.as_deref().unwrap_or("no handshake"),
+            tls.resumed,
+            s.requests
+        )?;
+    }
     if let Some(first) = &s.first_error {
         writeln!(out, "first error: {first}")?;
     }

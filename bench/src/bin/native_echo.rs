@@ -1,26 +1,31 @@
 //! `native-echo`: the line-echo protocol on plain tokio, the no-sandbox
-//! limit the benchmarks compare against; over TCP (the default), a unix
-//! stream socket (`--unix PATH`) or UDP (`--udp`: `You said "D"` per
-//! datagram, Net::Server's default UDP answer).
+//! limit the benchmarks compare against; over TCP (the default), TLS
+//! (`--tls-cert CERT --tls-key KEY`: rustls, ring provider, session
+//! resumption as netserver-host sets it), a unix stream socket (`--unix PATH`) or UDP (`--udp`: `You
+//! said "D"` per datagram, Net::Server's default UDP answer).
 //!
 //! Once bound it logs on stderr, in Net::Server's words as netserver-host
 //! does, so scripts read the port or path the same way:
 //! `Binding to TCP port N on host H with IPvX`,
+//! `Binding to SSL port N on host H with IPvX`,
 //! `Binding to UDP port N on host H with IPvX` or
 //! `Binding to UNIX socket file "PATH"`.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use netserver_bench::echo_server;
+use netserver_bench::{echo_server, tls};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
+use tokio_rustls::TlsAcceptor;
 
 /// Answers each line `L` with `You said 'L'\r\n`; a line containing `quit`
-/// is answered, then the connection closes. With `--udp`, answers each
-/// datagram `D` with the datagram `You said "D"`.
+/// is answered, then the connection closes (over TLS too, with
+/// `--tls-cert` and `--tls-key`). With `--udp`, answers each datagram `D`
+/// with the datagram `You said "D"`.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -37,6 +42,13 @@ struct Args {
     /// (which must not exist) instead of TCP.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port"])]
     unix: Option<PathBuf>,
+    /// Serve the line protocol over TLS on the TCP port, presenting the
+    /// certificate chain of this PEM file (with --tls-key).
+    #[arg(long, value_name = "CERT", requires = "tls_key", conflicts_with_all = ["udp", "unix"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Runtime threads (default: one per CPU this process may use).
     #[arg(long)]
     threads: Option<usize>,
@@ -65,6 +77,12 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = netserver_bench::runtime(args.threads)?;
     let addr = SocketAddr::new(args.host, args.port);
+    let acceptor = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsAcceptor::from(Arc::new(tls::server_config(cert, key)?)))
+        }
+        _ => None,
+    };
     runtime.block_on(async {
         if let Some(path) = &args.unix {
             let listener =
@@ -80,6 +98,12 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("bind {addr}/udp"))?;
             ip_binding("UDP", socket.local_addr()?)?;
             echo_server::serve_udp(socket).await?;
+        } else if let Some(acceptor) = acceptor {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("bind {addr}"))?;
+            ip_binding("SSL", listener.local_addr()?)?;
+            echo_server::serve_tls(listener, acceptor).await?;
         } else {
             let listener = TcpListener::bind(addr)
                 .await

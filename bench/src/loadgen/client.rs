@@ -1,20 +1,25 @@
 //! One client's requests: a connection per request, round trips on a
-//! persistent connection (TCP or a unix stream socket), or datagrams on a
-//! UDP socket of its own.
+//! persistent connection (TCP, TLS over TCP, or a unix stream socket), or
+//! datagrams on a UDP socket of its own.
 
 use std::io;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket, UnixStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use super::Target;
 use super::stats::ErrorKind;
 use crate::protocol::{MAX_DATAGRAM, MAX_LINE, push_udp_reply};
+use crate::tls::version_name;
 
 /// What a request sends and must get back, byte for byte.
 #[derive(Debug, Clone)]
@@ -28,16 +33,91 @@ pub struct Exchange {
 /// A failed request: why, and a description.
 pub type Failure = (ErrorKind, String);
 
-/// Opens a connection to `addr` with TCP_NODELAY set, from `source` when
-/// given (the port is chosen at connect time).
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Connection, Failure> {
+/// How clients speak TLS: a connector (one client configuration, and so
+/// one session cache, shared by every client) and the name sent as SNI and
+/// checked against the certificate.
+#[derive(Clone)]
+pub struct Tls {
+    /// The connector of the shared client configuration.
+    pub connector: TlsConnector,
+    /// The server's name.
+    pub name: ServerName<'static>,
+}
+
+impl Tls {
+    /// Clients speaking TLS with `config`, to the server named `name`.
+    pub fn new(config: rustls::ClientConfig, name: &str) -> anyhow::Result<Self> {
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| anyhow::anyhow!("--tls-name {name:?}: {e}"))?;
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a TLS connection's handshake came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// The version negotiated: `TLS 1.3`, `TLS 1.2`.
+    pub version: &'static str,
+    /// Whether a session was resumed (rather than a full handshake).
+    pub resumed: bool,
+}
+
+/// Opens a TCP connection to `addr` with TCP_NODELAY set, from `source`
+/// when given (the port is chosen at connect time).
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Failure> {
     let stream = open(addr, source)
         .await
         .map_err(|e| (ErrorKind::Connect, format!("connect {addr}: {e}")))?;
     stream
         .set_nodelay(true)
         .map_err(|e| (ErrorKind::Connect, format!("TCP_NODELAY: {e}")))?;
+    Ok(stream)
+}
+
+/// Opens a connection to `addr` with TCP_NODELAY set, from `source` when
+/// given (the port is chosen at connect time).
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<Connection, Failure> {
+    let stream = connect_tcp(addr, source).await?;
     Ok(Connection::new(Stream::Tcp(stream)))
+}
+
+/// [`connect`], then a TLS handshake over the connection; a failed
+/// handshake is a connect error.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    tls: &Tls,
+) -> Result<Connection, Failure> {
+    let stream = connect_tcp(addr, source).await?;
+    let stream = tls
+        .connector
+        .connect(tls.name.clone(), stream)
+        .await
+        .map_err(|e| {
+            (
+                ErrorKind::Connect,
+                format!("TLS handshake with {addr}: {e}"),
+            )
+        })?;
+    let (_, session) = stream.get_ref();
+    let handshake = Handshake {
+        version: session.protocol_version().map_or("unknown", version_name),
+        resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+    };
+    let mut connection = Connection::new(Stream::Tls(Box::new(stream)));
+    connection.handshake = Some(handshake);
+    Ok(connection)
 }
 
 /// Opens a connection to the unix stream socket at `path`.
@@ -51,12 +131,21 @@ pub async fn connect_unix(path: &Path) -> Result<Connection, Failure> {
     Ok(Connection::new(Stream::Unix(stream)))
 }
 
-/// Opens a connection to `target`: [`connect`] (from `source` when given)
-/// or [`connect_unix`].
-pub async fn connect_to(target: &Target, source: Option<IpAddr>) -> Result<Connection, Failure> {
-    match target {
-        Target::Ip(addr) => connect(*addr, source).await,
-        Target::Unix(path) => connect_unix(path).await,
+/// Opens a connection to `target`: [`connect`] (from `source` when
+/// given), [`connect_tls`] when `tls` is given, or [`connect_unix`].
+pub async fn connect_to(
+    target: &Target,
+    source: Option<IpAddr>,
+    tls: Option<&Tls>,
+) -> Result<Connection, Failure> {
+    match (target, tls) {
+        (Target::Ip(addr), None) => connect(*addr, source).await,
+        (Target::Ip(addr), Some(tls)) => connect_tls(*addr, source, tls).await,
+        (Target::Unix(path), None) => connect_unix(path).await,
+        (Target::Unix(path), Some(_)) => Err((
+            ErrorKind::Connect,
+            format!("{}: no TLS over a unix socket here", path.display()),
+        )),
     }
 }
 
@@ -90,11 +179,12 @@ fn bind_address_no_port(_: &TcpSocket) -> io::Result<()> {
     Ok(())
 }
 
-/// A connected stream socket of either kind.
+/// A connected stream socket of either kind, or TLS over TCP.
 #[derive(Debug)]
 enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Stream {
@@ -106,6 +196,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -119,6 +210,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -126,6 +218,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -133,6 +226,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -142,6 +236,7 @@ impl AsyncWrite for Stream {
 pub struct Connection {
     stream: BufReader<Stream>,
     reply: Vec<u8>,
+    handshake: Option<Handshake>,
 }
 
 impl Connection {
@@ -149,6 +244,21 @@ impl Connection {
         Self {
             stream: BufReader::new(stream),
             reply: Vec::with_capacity(64),
+            handshake: None,
+        }
+    }
+
+    /// What the TLS handshake came to, on a TLS connection.
+    pub fn handshake(&self) -> Option<Handshake> {
+        self.handshake
+    }
+
+    /// Closes the connection: over TLS, sends close_notify first (what a
+    /// well-behaved client does; whether it arrives is not checked); else
+    /// just closes.
+    pub async fn close(mut self) {
+        if let Stream::Tls(stream) = self.stream.get_mut() {
+            let _ = stream.shutdown().await;
         }
     }
 
@@ -184,15 +294,20 @@ impl Connection {
     }
 }
 
-/// A request on a connection of its own (from `source` when given):
-/// connect, one round trip, close.
+/// A request on a connection of its own (from `source` when given, over
+/// TLS when `tls` is given): connect (with a TLS handshake), one round
+/// trip, close. Returns what the TLS handshake came to, over TLS.
 pub async fn connect_once(
     target: &Target,
     source: Option<IpAddr>,
+    tls: Option<&Tls>,
     exchange: &Exchange,
-) -> Result<(), Failure> {
-    let mut connection = connect_to(target, source).await?;
-    connection.round_trip(exchange).await
+) -> Result<Option<Handshake>, Failure> {
+    let mut connection = connect_to(target, source, tls).await?;
+    connection.round_trip(exchange).await?;
+    let handshake = connection.handshake();
+    connection.close().await;
+    Ok(handshake)
 }
 
 /// One client's UDP socket, connected to the server: each request is the

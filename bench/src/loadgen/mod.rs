@@ -1,7 +1,7 @@
 //! The load generator: `clients` concurrent clients sending line requests to
-//! a loopback server (TCP or a unix stream socket), or datagrams to a UDP
-//! server, for a warm-up and then a measured duration, checking every reply
-//! byte for byte.
+//! a loopback server (TCP, TLS over TCP, or a unix stream socket), or
+//! datagrams to a UDP server, for a warm-up and then a measured duration,
+//! checking every reply byte for byte.
 //!
 //! Every loop ends: no request starts after the measured duration, each one
 //! is bounded by a per-request timeout, and the whole run is cut off a
@@ -19,11 +19,12 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-pub use client::Exchange;
+pub use client::{Exchange, Handshake, Tls};
 pub use stats::{ErrorCounts, ErrorKind, Latency, Stats, Window};
 
 use crate::loopback::check_loopback;
 use crate::protocol::{is_sendable, reply};
+use crate::tls::{TlsVersion, client_config};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +68,8 @@ pub enum Transport {
     Udp,
     /// A unix stream socket (the connect and round-trip modes to a path).
     Unix,
+    /// TLS over TCP (the connect and round-trip modes to an IP address).
+    Tls,
 }
 
 /// How the clients use connections.
@@ -86,7 +89,15 @@ pub enum Transport {
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A new TCP connection per request: connect, send, read one reply, close.
+    /// Over TLS, each connection makes a full handshake (no session is
+    /// resumed).
     Connect,
+    /// The connect mode over TLS with sessions resumed: the clients share a
+    /// session cache, and each connection resumes a session when it can
+    /// (`--mode connect --tls-resume`).
+    #[serde(rename = "connect-resumed")]
+    #[value(skip)]
+    ConnectResumed,
     /// One persistent connection per client doing request/reply round trips.
     Roundtrip,
     /// One UDP socket per client, connected to the server: a datagram
@@ -116,6 +127,20 @@ pub struct Config {
     /// How many source addresses (127.0.0.1, 127.0.0.2, …) the clients take
     /// turns with, for an IPv4 target; 1 lets the kernel choose.
     pub source_ips: usize,
+    /// Speak TLS to an IP target (the connect and round-trip modes).
+    pub tls: Option<TlsSettings>,
+}
+
+/// How the clients speak TLS.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// A PEM file of the certificates to trust, pinned: the server's own
+    /// must be one of them, byte for byte (see [`crate::tls::client_config`]).
+    pub ca: PathBuf,
+    /// The server's name: sent as SNI, checked against the certificate.
+    pub name: String,
+    /// The version to force; both 1.2 and 1.3 are offered when none is.
+    pub version: Option<TlsVersion>,
 }
 
 /// The most source addresses [`Config::source_ips`] may ask for.
@@ -146,11 +171,12 @@ pub fn source_addresses(target: SocketAddr, n: usize) -> Vec<Option<IpAddr>> {
 }
 
 impl Config {
-    /// The socket the clients talk over: UDP in [`Mode::Udp`], else TCP or
-    /// unix by the target.
+    /// The socket the clients talk over: UDP in [`Mode::Udp`], else TCP
+    /// (TLS when [`Config::tls`] is set) or unix by the target.
     pub fn transport(&self) -> Transport {
         match (self.mode, &self.target) {
             (Mode::Udp, _) => Transport::Udp,
+            (_, Target::Ip(_)) if self.tls.is_some() => Transport::Tls,
             (_, Target::Ip(_)) => Transport::Tcp,
             (_, Target::Unix(_)) => Transport::Unix,
         }
@@ -187,6 +213,26 @@ pub struct Summary {
     pub first_error: Option<String>,
     /// Latency of the successful requests, microseconds.
     pub latency_us: Latency,
+    /// Over TLS: what the handshakes came to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSummary>,
+    /// The load generator's own CPU time over the measured duration, in
+    /// CPUs (1.0: one CPU all the time; near it with `--threads 1`, the
+    /// load generator bounds the rate, not the server). Linux only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu: Option<f64>,
+}
+
+/// What the TLS handshakes of a run came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSummary {
+    /// The version negotiated (`TLS 1.3`, `TLS 1.2`), when a handshake
+    /// succeeded.
+    pub version: Option<String>,
+    /// Of the successful requests in the measured duration, those whose
+    /// connection resumed a session (the connect modes; 0 when resumption
+    /// is disabled).
+    pub resumed: u64,
 }
 
 /// Checks `config` and runs it.
@@ -209,6 +255,19 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     if !is_sendable(&config.line) {
         bail!("the request line must not contain CR, LF or `quit`, and must be short");
     }
+    let tls = match (&config.tls, config.mode, &config.target) {
+        (None, Mode::ConnectResumed, _) => {
+            bail!("resuming TLS sessions (--tls-resume) needs --tls")
+        }
+        (None, _, _) => None,
+        (Some(_), Mode::Udp, _) => bail!("--mode udp does not speak TLS"),
+        (Some(_), _, Target::Unix(_)) => bail!("--tls needs an IP address (--addr)"),
+        (Some(settings), mode, Target::Ip(_)) => {
+            let resume = mode == Mode::ConnectResumed;
+            let tls_config = client_config(&settings.ca, settings.version, resume)?;
+            Some(Tls::new(tls_config, &settings.name)?)
+        }
+    };
     if config.mode == Mode::Udp && config.line.windows(4).any(|w| w == b"dump") {
         // Net::Server answers a datagram containing `dump` with a dump of
         // its server object.
@@ -228,7 +287,9 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     let hard_stop = window.until + config.request_timeout + Duration::from_secs(1);
 
     let sources = match (&config.target, config.transport()) {
-        (Target::Ip(addr), Transport::Tcp) => source_addresses(*addr, config.source_ips),
+        (Target::Ip(addr), Transport::Tcp | Transport::Tls) => {
+            source_addresses(*addr, config.source_ips)
+        }
         _ => vec![None],
     };
     let mut clients = JoinSet::new();
@@ -240,9 +301,12 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
             exchange: exchange.clone(),
             window,
             timeout: config.request_timeout,
+            tls: tls.clone(),
         };
         match (config.mode, &config.target) {
-            (Mode::Connect, _) => clients.spawn(client.connect_per_request()),
+            (Mode::Connect | Mode::ConnectResumed, _) => {
+                clients.spawn(client.connect_per_request())
+            }
             (Mode::Roundtrip, _) => clients.spawn(client.round_trips()),
             (Mode::Udp, Target::Ip(addr)) => {
                 clients.spawn(client.datagrams(*addr, config.line.clone(), i))
@@ -252,6 +316,13 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
             }
         };
     }
+    let duration = config.duration;
+    let cpu_probe = tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_from.into()).await;
+        let start = process_cpu_seconds()?;
+        tokio::time::sleep_until(window.until.into()).await;
+        Some((process_cpu_seconds()? - start) / duration.as_secs_f64())
+    });
     let mut total = Stats::default();
     let mut cut_off = false;
     while !clients.is_empty() {
@@ -269,7 +340,28 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     if cut_off {
         eprintln!("loadgen: clients still busy at the hard stop were cut off");
     }
-    Ok(summarize(&config, sources.len(), &total))
+    // The probe ends with the measured duration, before the clients do.
+    let client_cpu = match tokio::time::timeout(Duration::from_secs(1), cpu_probe).await {
+        Ok(Ok(cpu)) => cpu,
+        _ => None,
+    };
+    Ok(Summary {
+        client_cpu,
+        ..summarize(&config, sources.len(), &total)
+    })
+}
+
+/// The CPU time (user and system, every thread) this process has used so
+/// far, in seconds: `/proc/self/stat`, in clock ticks of 1/100 s (Linux's
+/// USER_HZ).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command name in parentheses: state is field 3 of the
+    // line, utime and stime fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i - 3)?.parse::<u64>().ok();
+    Some((ticks(14)? + ticks(15)?) as f64 / 100.0)
 }
 
 fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
@@ -288,6 +380,11 @@ fn summarize(config: &Config, source_ips: usize, total: &Stats) -> Summary {
         error_kinds: errors,
         first_error: total.first_error().map(str::to_owned),
         latency_us: total.latency(),
+        tls: config.tls.as_ref().map(|_| TlsSummary {
+            version: total.tls_version().map(str::to_owned),
+            resumed: total.resumed(),
+        }),
+        client_cpu: None,
     }
 }
 
@@ -303,6 +400,7 @@ struct Client {
     exchange: Exchange,
     window: Window,
     timeout: Duration,
+    tls: Option<Tls>,
 }
 
 impl Client {
@@ -311,19 +409,27 @@ impl Client {
         self.sources[(self.first_source + n) % self.sources.len()]
     }
 
-    /// Connect mode: a new connection per request, until the window ends.
+    /// Connect mode: a new connection per request (with a TLS handshake
+    /// over TLS), until the window ends.
     async fn connect_per_request(self) -> Stats {
         let (window, timeout) = (self.window, self.timeout);
         let mut stats = Stats::default();
         let mut n = 0;
         while Instant::now() < window.until {
-            let request = client::connect_once(&self.target, self.source(n), &self.exchange);
+            let request = client::connect_once(
+                &self.target,
+                self.source(n),
+                self.tls.as_ref(),
+                &self.exchange,
+            );
             n += 1;
             let began = Instant::now();
             let result = tokio::time::timeout(timeout, request).await;
             let ended = Instant::now();
             match result {
-                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Ok(handshake)) => {
+                    stats.handshake_success(&window, ended, ended - began, handshake)
+                }
                 Ok(Err((kind, detail))) => {
                     stats.error(&window, ended, kind, detail);
                     tokio::time::sleep(ERROR_PAUSE).await;
@@ -344,10 +450,15 @@ impl Client {
         while Instant::now() < window.until {
             let began = Instant::now();
             let Some(conn) = connection.as_mut() else {
-                let opening = client::connect_to(&self.target, self.source(n));
+                let opening = client::connect_to(&self.target, self.source(n), self.tls.as_ref());
                 n += 1;
                 match tokio::time::timeout(timeout, opening).await {
-                    Ok(Ok(conn)) => connection = Some(conn),
+                    Ok(Ok(conn)) => {
+                        if let Some(handshake) = conn.handshake() {
+                            stats.tls_handshake(handshake);
+                        }
+                        connection = Some(conn)
+                    }
                     Ok(Err((kind, detail))) => {
                         stats.error(&window, Instant::now(), kind, detail);
                         tokio::time::sleep(ERROR_PAUSE).await;
@@ -364,7 +475,9 @@ impl Client {
             let result = tokio::time::timeout(timeout, conn.round_trip(&self.exchange)).await;
             let ended = Instant::now();
             match result {
-                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Ok(())) => {
+                    stats.success(&window, ended, ended - began);
+                }
                 Ok(Err((kind, detail))) => {
                     stats.error(&window, ended, kind, detail);
                     connection = None;
@@ -400,7 +513,9 @@ impl Client {
             let result = tokio::time::timeout(timeout, datagrams.request()).await;
             let ended = Instant::now();
             match result {
-                Ok(Ok(())) => stats.success(&window, ended, ended - began),
+                Ok(Ok(())) => {
+                    stats.success(&window, ended, ended - began);
+                }
                 Ok(Err((kind, detail))) => {
                     stats.error(&window, ended, kind, detail);
                     if kind == ErrorKind::Io {
@@ -417,4 +532,24 @@ impl Client {
 
 fn timed_out(timeout: Duration) -> String {
     format!("no reply within {timeout:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let before = process_cpu_seconds().expect("/proc/self/stat");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = process_cpu_seconds().unwrap() - before;
+        assert!((0.1..2.0).contains(&used), "{used}");
+    }
 }

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::client::Handshake;
+
 /// The longest latency the histogram tells apart (longer ones saturate).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -74,6 +76,8 @@ pub struct Window {
 pub struct Stats {
     latency_ns: Histogram<u64>,
     ok: u64,
+    resumed: u64,
+    tls_version: Option<&'static str>,
     errors: ErrorCounts,
     first_error: Option<String>,
 }
@@ -84,6 +88,8 @@ impl Default for Stats {
             latency_ns: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
                 .expect("valid histogram bounds"),
             ok: 0,
+            resumed: 0,
+            tls_version: None,
             errors: ErrorCounts::default(),
             first_error: None,
         }
@@ -91,14 +97,41 @@ impl Default for Stats {
 }
 
 impl Stats {
-    /// Records a request that succeeded at `end` after `latency`.
-    pub fn success(&mut self, window: &Window, end: Instant, latency: Duration) {
+    /// Records a request that succeeded at `end` after `latency`; whether
+    /// it counted (it ended inside the measured window).
+    pub fn success(&mut self, window: &Window, end: Instant, latency: Duration) -> bool {
         if end < window.measure_from || end > window.until {
-            return;
+            return false;
         }
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency_ns.saturating_record(ns.max(1));
         self.ok += 1;
+        true
+    }
+
+    /// Records a request on a connection of its own that succeeded at `end`
+    /// after `latency`, over TLS when `handshake` is given: a resumed
+    /// handshake counts as such when the request counts.
+    pub fn handshake_success(
+        &mut self,
+        window: &Window,
+        end: Instant,
+        latency: Duration,
+        handshake: Option<Handshake>,
+    ) {
+        let counted = self.success(window, end, latency);
+        if let Some(handshake) = handshake {
+            self.tls_handshake(handshake);
+            if counted && handshake.resumed {
+                self.resumed += 1;
+            }
+        }
+    }
+
+    /// Notes the version a TLS handshake negotiated (the first one seen is
+    /// kept).
+    pub fn tls_handshake(&mut self, handshake: Handshake) {
+        self.tls_version.get_or_insert(handshake.version);
     }
 
     /// Records a request that failed at `end`, saying why in `detail`.
@@ -115,6 +148,10 @@ impl Stats {
         // Both histograms have the same bounds, so adding cannot fail.
         let _ = self.latency_ns.add(&other.latency_ns);
         self.ok += other.ok;
+        self.resumed += other.resumed;
+        if self.tls_version.is_none() {
+            self.tls_version = other.tls_version;
+        }
         self.errors.add(&other.errors);
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
@@ -124,6 +161,16 @@ impl Stats {
     /// Successful requests counted.
     pub fn ok(&self) -> u64 {
         self.ok
+    }
+
+    /// Successful requests counted whose TLS handshake was resumed.
+    pub fn resumed(&self) -> u64 {
+        self.resumed
+    }
+
+    /// The TLS version negotiated, when a TLS handshake was seen.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        self.tls_version
     }
 
     /// Errors counted, by kind.
@@ -208,5 +255,37 @@ mod tests {
         assert_eq!(a.first_error(), Some("t"));
         let latency = a.latency();
         assert!((latency.max - 30.0).abs() < 0.1, "{latency:?}");
+    }
+
+    #[test]
+    fn resumed_handshakes_count_inside_the_window() {
+        let t0 = Instant::now();
+        let window = Window {
+            measure_from: t0 + Duration::from_secs(1),
+            until: t0 + Duration::from_secs(2),
+        };
+        let inside = t0 + Duration::from_millis(1500);
+        let (full, resumed) = (
+            Handshake {
+                version: "TLS 1.3",
+                resumed: false,
+            },
+            Handshake {
+                version: "TLS 1.3",
+                resumed: true,
+            },
+        );
+        let mut a = Stats::default();
+        let latency = Duration::from_micros(100);
+        a.handshake_success(&window, t0, latency, Some(resumed)); // warm-up
+        a.handshake_success(&window, inside, latency, Some(full));
+        a.handshake_success(&window, inside, latency, Some(resumed));
+        let mut b = Stats::default();
+        b.handshake_success(&window, inside, latency, Some(resumed));
+        b.handshake_success(&window, inside, latency, None);
+        a.merge(&b);
+        assert_eq!((a.ok(), a.resumed()), (4, 2));
+        assert_eq!(a.tls_version(), Some("TLS 1.3"));
+        assert_eq!(Stats::default().tls_version(), None);
     }
 }

@@ -33,10 +33,28 @@ const UDP_FRESH: f64 = 0.6;
 const UDP_PER_WORKER: f64 = 0.8;
 const UNIX_ROUND_TRIPS: f64 = 0.8;
 
-/// The TCP scenarios (the tables of issue 5), and the others (UDP and unix
-/// sockets, issue 22).
-fn by_socket(table: &Table) -> (Vec<Scenario>, Vec<Scenario>) {
-    (table.scenarios.iter()).partition(|s| s.transport == Transport::Tcp)
+/// Issue 21's targets over TLS: the least ratios to native for round trips
+/// and for handshakes (full and resumed), and how far ahead of Perl.
+const TLS_ROUND_TRIPS: f64 = 0.8;
+const TLS_HANDSHAKES: f64 = 0.9;
+const TLS_AHEAD_OF_PERL: f64 = 2.0;
+
+/// From this share of its CPU on, the load generator is taken to bound the
+/// rate (it runs on one CPU).
+const CLIENT_SATURATED: f64 = 0.9;
+
+/// The scenarios over the sockets `transports`: TCP (the tables of issue
+/// 5), UDP and unix (issue 22), TLS (issue 21).
+fn over(table: &Table, transports: &[Transport]) -> Vec<Scenario> {
+    (table.scenarios.iter())
+        .filter(|s| transports.contains(&s.transport))
+        .copied()
+        .collect()
+}
+
+/// The scenarios of the TCP tables (issue 5).
+fn tcp(table: &Table) -> Vec<Scenario> {
+    over(table, &[Transport::Tcp])
 }
 
 /// Renders the whole report.
@@ -58,6 +76,7 @@ pub fn render(table: &Table, context: &Context) -> String {
     throughput(&mut out, table);
     goals(&mut out, table);
     sockets(&mut out, table);
+    tls(&mut out, table);
     for section in &context.sections {
         out.push_str(section.trim_end());
         out.push_str("\n\n");
@@ -82,7 +101,7 @@ pub fn render(table: &Table, context: &Context) -> String {
 }
 
 fn throughput(out: &mut String, table: &Table) {
-    let (scenarios, _) = by_socket(table);
+    let scenarios = tcp(table);
     if scenarios.is_empty() {
         return;
     }
@@ -138,7 +157,7 @@ fn goals(out: &mut String, table: &Table) {
         );
     }
     let _ = writeln!(out, "\n|---|{}", "---:|".repeat(present.len() * 2));
-    let (scenarios, _) = by_socket(table);
+    let scenarios = tcp(table);
     for (i, (name, group)) in table.targets.iter().enumerate() {
         if *group != Group::Netserver || !table.ran_in(i, &scenarios) {
             continue;
@@ -174,7 +193,7 @@ fn least_native(table: &Table, target: usize, scenario: Scenario) -> Option<f64>
 /// The UDP and unix socket scenarios (issue 22): a row per target and
 /// scenario, with the ratios to native and to Perl and the targets.
 fn sockets(out: &mut String, table: &Table) {
-    let (_, scenarios) = by_socket(table);
+    let scenarios = over(table, &[Transport::Udp, Transport::Unix]);
     if scenarios.is_empty() {
         return;
     }
@@ -206,12 +225,6 @@ fn sockets(out: &mut String, table: &Table) {
             let ratio = table.ratio(i, s);
             let perl = table.perl_ratio(i, s);
             let number = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
-            let goal = |least: Option<f64>, r: Option<f64>| match (least, r) {
-                (None, _) => String::new(),
-                (Some(least), Some(r)) if r >= least => format!("≥ {least} ✓"),
-                (Some(least), Some(_)) => format!("≥ {least} ✗"),
-                (Some(least), None) => format!("≥ {least} —"),
-            };
             let ahead = (*group == Group::Netserver).then_some(AHEAD_OF_PERL);
             let latency = (median(&cell.p50s).zip(median(&cell.p99s)))
                 .map_or("—".into(), |(p50, p99)| format!("{p50:.0} / {p99:.0}"));
@@ -230,6 +243,121 @@ fn sockets(out: &mut String, table: &Table) {
     out.push('\n');
 }
 
+/// The least ratio to native issue 21 asks of `target` in the TLS
+/// `scenario`: netserver targets only.
+fn least_native_tls(table: &Table, target: usize, scenario: Scenario) -> Option<f64> {
+    if table.targets[target].1 != Group::Netserver {
+        return None;
+    }
+    match scenario.mode {
+        Mode::Connect | Mode::ConnectResumed => Some(TLS_HANDSHAKES),
+        Mode::Roundtrip => Some(TLS_ROUND_TRIPS),
+        Mode::Udp => None,
+    }
+}
+
+/// `≥ LEAST ✓` when `ratio` is at least `least`, `≥ LEAST ✗` when not,
+/// `≥ LEAST —` without a ratio; empty without a target.
+fn goal(least: Option<f64>, ratio: Option<f64>) -> String {
+    match (least, ratio) {
+        (None, _) => String::new(),
+        (Some(least), Some(r)) if r >= least => format!("≥ {least} ✓"),
+        (Some(least), Some(_)) => format!("≥ {least} ✗"),
+        (Some(least), None) => format!("≥ {least} —"),
+    }
+}
+
+/// The TLS scenarios (issue 21): a row per target and scenario, with the
+/// ratios to native TLS and to Perl, the targets, and the share of resumed
+/// handshakes.
+fn tls(out: &mut String, table: &Table) {
+    let scenarios = over(table, &[Transport::Tls]);
+    if scenarios.is_empty() {
+        return;
+    }
+    let _ = write!(
+        out,
+        "## TLS (issue 21)\n\n\
+         The same echo over TLS, against native tokio with rustls (the same \
+         library and ring provider as netserver-host) and Perl \
+         Net::Server::PreFork with `proto ssl` (IO::Socket::SSL over OpenSSL). \
+         Full handshakes: the connect mode, every request on a new connection \
+         with a full handshake (the client keeps no session: resumption \
+         disabled), one line round trip, close_notify and close. Resumed \
+         handshakes: the same, the clients sharing one session cache, so a \
+         connection resumes a session the server issued to an earlier one; \
+         \"resumed\" is the share of the requests whose handshake was resumed. \
+         Round trips: long-lived TLS connections, one line at a time. \
+         Requests/s are medians over the rounds; × native is to native tokio \
+         over TLS in the same run, × Net::Server to Perl there. Targets for \
+         netserver-host: round trips ≥ {TLS_ROUND_TRIPS}× native, handshakes \
+         (full and resumed) ≥ {TLS_HANDSHAKES}× native, all ≥ \
+         {TLS_AHEAD_OF_PERL}× Net::Server; ✓ met, ✗ not met. Server CPU: \
+         the server's CPU time (its children's included) per request over the \
+         measured duration; load generator: the share of its one CPU the \
+         load generator used (medians over the rounds).\n\n\
+         | target | scenario | requests/s | × native | target | × Net::Server | target | resumed | server CPU µs/request | load generator CPU | p50 / p99 µs | errors |\n\
+         |---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|\n"
+    );
+    let mut saturated = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
+    for &s in &scenarios {
+        for (i, (name, group)) in table.targets.iter().enumerate() {
+            let Some(cell) = table.cell(i, s) else {
+                continue;
+            };
+            versions.extend(cell.tls_versions.iter().cloned());
+            let rate = cell.rate().map_or("—".into(), thousands);
+            let ratio = table.ratio(i, s);
+            let perl = table.perl_ratio(i, s);
+            let number = |r: Option<f64>| r.map_or("—".into(), |r| format!("{r:.2}"));
+            let ahead = (*group == Group::Netserver).then_some(TLS_AHEAD_OF_PERL);
+            let resumed = match s.mode {
+                Mode::Connect | Mode::ConnectResumed => cell
+                    .resumed_share()
+                    .map_or("—".into(), |share| format!("{:.0}%", share * 100.0)),
+                Mode::Roundtrip | Mode::Udp => "—".into(),
+            };
+            let latency = (median(&cell.p50s).zip(median(&cell.p99s)))
+                .map_or("—".into(), |(p50, p99)| format!("{p50:.0} / {p99:.0}"));
+            let server_cpu =
+                median(&cell.server_cpu_us).map_or("—".into(), |us| format!("{us:.0}"));
+            let client_cpu = median(&cell.client_cpu);
+            if *group == Group::Native && client_cpu.is_some_and(|c| c >= CLIENT_SATURATED) {
+                saturated.push(s.label());
+            }
+            let client_cpu = client_cpu.map_or("—".into(), |c| format!("{:.0}%", c * 100.0));
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {rate} | {} | {} | {} | {} | {resumed} | {server_cpu} | {client_cpu} | {latency} | {} |",
+                s.label(),
+                number(ratio),
+                goal(least_native_tls(table, i, s), ratio),
+                number(perl),
+                goal(ahead, perl),
+                cell.errors,
+            );
+        }
+    }
+    if !versions.is_empty() {
+        let versions: Vec<String> = versions.into_iter().collect();
+        let _ = write!(out, "\nVersion negotiated: {}.\n", versions.join(", "));
+    }
+    if !saturated.is_empty() {
+        let _ = write!(
+            out,
+            "\nAgainst native tokio the load generator used {:.0}% of its CPU or \
+             more in: {}. There the rate is bounded by the client's side of the \
+             handshakes as much as by the server, so the ratios to native are \
+             higher than the servers' own costs would give; the server CPU per \
+             request compares the servers themselves.\n",
+            CLIENT_SATURATED * 100.0,
+            saturated.join("; ")
+        );
+    }
+    out.push('\n');
+}
+
 fn verdict(ratio: Option<f64>, least: f64) -> String {
     match ratio {
         Some(r) if r >= least => format!("{r:.2} ✓"),
@@ -239,7 +367,7 @@ fn verdict(ratio: Option<f64>, least: f64) -> String {
 }
 
 fn latency(out: &mut String, table: &Table) {
-    let (scenarios, _) = by_socket(table);
+    let scenarios = tcp(table);
     if scenarios.is_empty() {
         return;
     }
@@ -311,7 +439,7 @@ pub fn thousands(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::tests::{sample, sockets};
+    use crate::report::tests::{sample, sockets, tls};
 
     #[test]
     fn renders_tables_and_verdicts() {
@@ -369,6 +497,50 @@ mod tests {
         let latency = &text[text.find("## Latency").unwrap()..];
         assert!(!latency[..latency.find("## Every").unwrap()].contains("UDP"));
         assert!(text.contains("| ns, per worker | UDP, 32 clients | 7,000 |"));
+    }
+
+    #[test]
+    fn renders_tls_after_the_other_sockets() {
+        let mut without = sample();
+        without.extend(sockets());
+        let before = render(&Table::from_records(&without), &Context::default());
+        let mut records = without.clone();
+        records.extend(tls());
+        let text = render(&Table::from_records(&records), &Context::default());
+        // Everything before it is as without TLS.
+        let tls_at = text.find("## TLS (issue 21)").expect("a TLS section");
+        let latency_at = |t: &str| t.find("## Latency").unwrap();
+        assert_eq!(&text[..tls_at], &before[..latency_at(&before)], "{text}");
+        assert_eq!(
+            &text[latency_at(&text)..text.find("## Every round").unwrap()],
+            &before[latency_at(&before)..before.find("## Every round").unwrap()]
+        );
+        for row in [
+            "| native | TLS full handshakes/s, 8 clients | 2,000 | 1.00 |  | 4.00 |  | 0% | 500 | 95% | 0 / 0 | 0 |",
+            "| ns | TLS full handshakes/s, 8 clients | 1,900 | 0.95 | ≥ 0.9 ✓ | 3.80 | ≥ 2 ✓ | 0% | 526 | 50% | 0 / 0 | 0 |",
+            "| ns | TLS resumed handshakes/s, 8 clients | 3,000 | 0.75 | ≥ 0.9 ✗ | 3.00 | ≥ 2 ✓ | 90% | 333 | 50% | 0 / 0 | 0 |",
+            "| ns | TLS round trips/s, 32 clients | 17,000 | 0.85 | ≥ 0.8 ✓ | 1.89 | ≥ 2 ✗ | — | 59 | 50% | 0 / 0 | 0 |",
+            "| perl | TLS round trips/s, 32 clients | 9,000 | 0.45 |  | 1.00 |  | — | 111 | 50% | 0 / 0 | 0 |",
+            "Version negotiated: TLS 1.3.",
+            "in: TLS full handshakes/s, 8 clients; TLS resumed handshakes/s, 8 clients; TLS round trips/s, 32 clients.",
+        ] {
+            assert!(text.contains(row), "{row} missing:\n{text}");
+        }
+        assert!(text.contains("| ns | TLS resumed, 8 clients | 3,000 |"));
+    }
+
+    #[test]
+    fn renders_tls_alone() {
+        let text = render(&Table::from_records(&tls()), &Context::default());
+        for absent in [
+            "## Throughput",
+            "## Targets (issue 5)",
+            "## UDP and unix",
+            "## Latency",
+        ] {
+            assert!(!text.contains(absent), "{absent}:\n{text}");
+        }
+        assert!(text.contains("## TLS (issue 21)"));
     }
 
     #[test]

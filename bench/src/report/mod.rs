@@ -61,10 +61,15 @@ pub struct Record {
     /// failed).
     #[serde(default)]
     pub failure: Option<String>,
+    /// The server's CPU time (user and system, its children included) per
+    /// successful request over the measured duration, µs, when `bench/run`
+    /// measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us: Option<f64>,
 }
 
 /// A socket type, a mode and a number of clients: one column group of the
-/// report. TCP scenarios sort first.
+/// report. TCP scenarios sort first, then UDP, unix and TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Scenario {
     /// The socket the load generator talked over.
@@ -86,21 +91,25 @@ impl Scenario {
     }
 
     /// A short human name: `new connections/s, 8 clients`, `unix round
-    /// trips/s, 8 clients`, `UDP requests/s, 32 clients`.
+    /// trips/s, 8 clients`, `UDP requests/s, 32 clients`, `TLS full
+    /// handshakes/s, 8 clients`, `TLS resumed handshakes/s, 8 clients`.
     pub fn label(&self) -> String {
-        let what = match self.mode {
-            Mode::Connect => "new connections/s",
-            Mode::Roundtrip => "round trips/s",
-            Mode::Udp => return format!("UDP requests/s, {} clients", self.clients),
+        let what = match (self.transport, self.mode) {
+            (_, Mode::Udp) => return format!("UDP requests/s, {} clients", self.clients),
+            (Transport::Tls, Mode::Connect) => "full handshakes/s",
+            (_, Mode::ConnectResumed) => "resumed handshakes/s",
+            (_, Mode::Connect) => "new connections/s",
+            (_, Mode::Roundtrip) => "round trips/s",
         };
         format!("{}{what}, {} clients", self.prefix(), self.clients)
     }
 
     /// A shorter name for plots: `connect, 8 clients`, `unix round trip, 8
-    /// clients`, `UDP, 32 clients`.
+    /// clients`, `UDP, 32 clients`, `TLS resumed, 8 clients`.
     pub fn short(&self) -> String {
         let what = match self.mode {
             Mode::Connect => "connect",
+            Mode::ConnectResumed => "resumed",
             Mode::Roundtrip => "round trip",
             Mode::Udp => return format!("UDP, {} clients", self.clients),
         };
@@ -112,6 +121,7 @@ impl Scenario {
             Transport::Tcp => "",
             Transport::Udp => "UDP ",
             Transport::Unix => "unix ",
+            Transport::Tls => "TLS ",
         }
     }
 }
@@ -127,6 +137,16 @@ pub struct Cell {
     pub p99s: Vec<f64>,
     /// Errors over all rounds.
     pub errors: u64,
+    /// Successful requests over all rounds.
+    pub requests: u64,
+    /// Over TLS: of those, the requests whose connection resumed a session.
+    pub resumed: u64,
+    /// Over TLS: the versions negotiated.
+    pub tls_versions: BTreeSet<String>,
+    /// The server's CPU µs per request of each round that has it.
+    pub server_cpu_us: Vec<f64>,
+    /// The load generator's CPU use (in CPUs) of each round that has it.
+    pub client_cpu: Vec<f64>,
     /// Rounds that did not run, with why.
     pub failures: Vec<String>,
 }
@@ -136,6 +156,12 @@ impl Cell {
     pub fn rate(&self) -> Option<f64> {
         median(&self.rates)
     }
+
+    /// Over TLS: the share of the successful requests whose connection
+    /// resumed a session, over all rounds.
+    pub fn resumed_share(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.resumed as f64 / self.requests as f64)
+    }
 }
 
 /// The results of one benchmark run: targets × scenarios.
@@ -143,8 +169,8 @@ impl Cell {
 pub struct Table {
     /// Targets in the order they were first run.
     pub targets: Vec<(String, Group)>,
-    /// Scenarios: TCP first, then UDP, then unix; connect first, then by
-    /// clients.
+    /// Scenarios: TCP first, then UDP, unix and TLS; connect first (full,
+    /// then resumed), then by clients.
     pub scenarios: Vec<Scenario>,
     cells: BTreeMap<(usize, Scenario), Cell>,
     per_worker: BTreeSet<usize>,
@@ -180,6 +206,13 @@ impl Table {
                     cell.p50s.push(s.latency_us.p50);
                     cell.p99s.push(s.latency_us.p99);
                     cell.errors += s.errors;
+                    cell.requests += s.requests;
+                    if let Some(tls) = &s.tls {
+                        cell.resumed += tls.resumed;
+                        cell.tls_versions.extend(tls.version.clone());
+                    }
+                    cell.server_cpu_us.extend(record.server_cpu_us);
+                    cell.client_cpu.extend(s.client_cpu);
                 }
                 (None, failure) => cell.failures.push(format!(
                     "round {}: {}",
@@ -311,8 +344,11 @@ pub(crate) mod tests {
                 error_kinds: ErrorCounts::default(),
                 first_error: None,
                 latency_us: Latency::default(),
+                tls: None,
+                client_cpu: None,
             }),
             failure: None,
+            server_cpu_us: None,
         }
     }
 
@@ -368,6 +404,70 @@ pub(crate) mod tests {
         .collect()
     }
 
+    /// Records over TLS: full and resumed handshakes and round trips, for
+    /// native, netserver and Perl.
+    pub fn tls() -> Vec<Record> {
+        use Group::*;
+        let mut records = Vec::new();
+        for (target, group, full, resumed, trips) in [
+            ("native", Native, 2000.0, 4000.0, 20000.0),
+            ("ns", Netserver, 1900.0, 3000.0, 17000.0),
+            ("perl", Perl, 500.0, 1000.0, 9000.0),
+        ] {
+            for (mode, clients, rate) in [
+                (Mode::Connect, 8, full),
+                (Mode::ConnectResumed, 8, resumed),
+                (Mode::Roundtrip, 32, trips),
+            ] {
+                let mut record = record(target, group, mode, clients, rate);
+                record.transport = Transport::Tls;
+                let summary = record.summary.as_mut().expect("a summary");
+                summary.transport = Transport::Tls;
+                record.server_cpu_us = Some(1e6 / rate);
+                summary.client_cpu = Some(if group == Native { 0.95 } else { 0.5 });
+                summary.tls = Some(crate::loadgen::TlsSummary {
+                    version: Some("TLS 1.3".into()),
+                    resumed: if mode == Mode::ConnectResumed {
+                        summary.requests * 9 / 10
+                    } else {
+                        0
+                    },
+                });
+                records.push(record);
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn tls_scenarios_sort_last() {
+        let mut records = tls();
+        records.extend(sockets());
+        records.extend(sample());
+        let table = Table::from_records(&records);
+        let labels: Vec<String> = table.scenarios.iter().map(Scenario::label).collect();
+        assert_eq!(
+            labels[4..],
+            [
+                "TLS full handshakes/s, 8 clients",
+                "TLS resumed handshakes/s, 8 clients",
+                "TLS round trips/s, 32 clients"
+            ]
+        );
+        let resumed = table.scenarios[5];
+        assert_eq!(resumed.short(), "TLS resumed, 8 clients");
+        let ns = table.targets.iter().position(|(t, _)| t == "ns").unwrap();
+        assert!((table.ratio(ns, resumed).unwrap() - 0.75).abs() < 1e-9);
+        assert!((table.perl_ratio(ns, resumed).unwrap() - 3.0).abs() < 1e-9);
+        let cell = table.cell(ns, resumed).unwrap();
+        assert!((cell.resumed_share().unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(cell.tls_versions.iter().collect::<Vec<_>>(), ["TLS 1.3"]);
+        assert_eq!(
+            table.cell(ns, table.scenarios[4]).unwrap().resumed_share(),
+            Some(0.0)
+        );
+    }
+
     #[test]
     fn scenarios_by_socket() {
         let mut records = sample();
@@ -420,6 +520,13 @@ pub(crate) mod tests {
             .map(|r| serde_json::to_string(r).unwrap() + "\n")
             .collect();
         assert_eq!(parse_records(&text).unwrap(), sockets());
+        let text: String = tls()
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        assert!(text.contains(r#""transport":"tls""#), "{text}");
+        assert!(text.contains(r#""mode":"connect-resumed""#), "{text}");
+        assert_eq!(parse_records(&text).unwrap(), tls());
     }
 
     #[test]
