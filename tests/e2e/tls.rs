@@ -32,6 +32,22 @@ struct Hello<'a> {
     version: Option<&'static SupportedProtocolVersion>,
 }
 
+/// A client that asks for server name `name`.
+fn sni(name: &str) -> Hello<'_> {
+    Hello {
+        name: Some(name),
+        ..Hello::default()
+    }
+}
+
+/// A client with the certificate `stem` (`client`, `other-client`).
+fn with_cert(stem: &str) -> Hello<'_> {
+    Hello {
+        cert: Some(stem),
+        ..Hello::default()
+    }
+}
+
 fn config(pki: &Pki, hello: Hello<'_>) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: Vec<&'static SupportedProtocolVersion> = match hello.version {
@@ -248,10 +264,7 @@ fn client_certificates_required_verified_and_shown() {
             &pki.path("ca.pem"),
         ],
     );
-    let alice = Hello {
-        cert: Some("client"),
-        ..Hello::default()
-    };
+    let alice = with_cert("client");
     let reply = echoes(&pki, server.addr, alice, "alice");
     let tls = reply.lines().nth(1).unwrap_or_default();
     assert!(
@@ -268,10 +281,7 @@ fn client_certificates_required_verified_and_shown() {
     assert!(!reply.contains("You said"), "{reply}");
     server.wait_for_log_all(&["TLS handshake failed", "no certificate"]);
     // A certificate from another CA: refused.
-    let mallory = Hello {
-        cert: Some("other-client"),
-        ..Hello::default()
-    };
+    let mallory = with_cert("other-client");
     let reply = echoes(&pki, server.addr, mallory, "mallory");
     assert!(!reply.contains("You said"), "{reply}");
     server.wait_for_log_all(&["TLS handshake failed", "UnknownIssuer"]);
@@ -297,17 +307,11 @@ fn a_client_certificate_is_optional_with_verify_mode_1() {
     let reply = echoes(&pki, server.addr, Hello::default(), "anonymous");
     assert!(reply.contains(" subject=- "), "{reply}");
     assert!(reply.contains("You said 'anonymous'"), "{reply}");
-    let alice = Hello {
-        cert: Some("client"),
-        ..Hello::default()
-    };
+    let alice = with_cert("client");
     let reply = echoes(&pki, server.addr, alice, "alice");
     assert!(reply.contains(" subject=CN=alice"), "{reply}");
     // One that is sent is verified.
-    let mallory = Hello {
-        cert: Some("other-client"),
-        ..Hello::default()
-    };
+    let mallory = with_cert("other-client");
     let reply = echoes(&pki, server.addr, mallory, "mallory");
     assert!(!reply.contains("You said"), "{reply}");
 }
@@ -353,25 +357,16 @@ fn two_services_on_one_tls_port_are_picked_by_server_name() {
     command.args(["--conf-file", &conf]);
     let mut server = Server::spawn_until(command, None, "SSL");
     server.wait_for_log("shared with service alpha by server name");
-    let a = Hello {
-        name: Some("a.test"),
-        ..Hello::default()
-    };
+    let a = sni("a.test");
     assert_eq!(echoes(&pki, server.addr, a, "to alpha"), said("to alpha"));
     for name in ["b.test", "x.b.test"] {
-        let b = Hello {
-            name: Some(name),
-            ..Hello::default()
-        };
+        let b = sni(name);
         let reply = echoes(&pki, server.addr, b, "to beta");
         assert!(reply.contains(" service=beta "), "{name}: {reply}");
         assert!(reply.contains(&format!(" sni={name} ")), "{name}: {reply}");
     }
     // A name no service lists, with no default: closed.
-    let other = Hello {
-        name: Some("localhost"),
-        ..Hello::default()
-    };
+    let other = sni("localhost");
     let reply = echoes(&pki, server.addr, other, "nobody");
     assert!(reply.starts_with("handshake failed"), "{reply}");
     server.wait_for_log("TLS server name 'localhost' matches no service");
@@ -385,16 +380,10 @@ fn a_shared_port_sends_unknown_names_to_its_default_service() {
     let mut command = Command::new(BIN);
     command.args(["--conf-file", &conf, "--server-type", "prefork"]);
     let server = Server::spawn_until(command, None, "SSL");
-    let other = Hello {
-        name: Some("localhost"),
-        ..Hello::default()
-    };
+    let other = sni("localhost");
     let reply = echoes(&pki, server.addr, other, "default");
     assert!(reply.contains(" service=beta "), "{reply}");
-    let a = Hello {
-        name: Some("a.test"),
-        ..Hello::default()
-    };
+    let a = sni("a.test");
     assert_eq!(
         echoes(&pki, server.addr, a, "still alpha"),
         said("still alpha")

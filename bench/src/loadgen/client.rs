@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::Target;
-use super::stats::ErrorKind;
+use super::stats::{ErrorKind, Handshake};
 use crate::protocol::{MAX_DATAGRAM, MAX_LINE, push_udp_reply};
 use crate::tls::version_name;
 
@@ -62,15 +62,6 @@ impl std::fmt::Debug for Tls {
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
-}
-
-/// What a TLS connection's handshake came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Handshake {
-    /// The version negotiated: `TLS 1.3`, `TLS 1.2`.
-    pub version: &'static str,
-    /// Whether a session was resumed (rather than a full handshake).
-    pub resumed: bool,
 }
 
 /// Opens a TCP connection to `addr` with TCP_NODELAY set, from `source`

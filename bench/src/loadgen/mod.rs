@@ -19,8 +19,8 @@ use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-pub use client::{Exchange, Handshake, Tls};
-pub use stats::{ErrorCounts, ErrorKind, Latency, Stats, Window};
+pub use client::{Exchange, Tls};
+pub use stats::{ErrorCounts, ErrorKind, Handshake, Latency, Stats, Window};
 
 use crate::loopback::check_loopback;
 use crate::protocol::{is_sendable, reply};

@@ -5,7 +5,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::client::Handshake;
+/// What a TLS connection's handshake came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// The version negotiated: `TLS 1.3`, `TLS 1.2`.
+    pub version: &'static str,
+    /// Whether a session was resumed (rather than a full handshake).
+    pub resumed: bool,
+}
 
 /// The longest latency the histogram tells apart (longer ones saturate).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
