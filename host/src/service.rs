@@ -224,12 +224,12 @@ impl Service {
         let hello = match read_hello(stream, started + config.handshake_timeout).await {
             Ok(hello) => hello,
             Err(why) => {
-                tracing::info!(service = %self.name, "closed the connection from {peer}: {why}");
+                tracing::debug!(service = %self.name, "closed the connection from {peer}: {why}");
                 return None;
             }
         };
         if !config.accepts(hello.server_name.as_deref()) {
-            tracing::info!(
+            tracing::debug!(
                 service = %self.name,
                 "closed the connection from {peer}: TLS server name {} is not one of server_name",
                 shown_name(hello.server_name.as_deref())
@@ -268,7 +268,7 @@ impl Service {
     /// The rest of a TLS client's handshake, when the access rules allow
     /// it; a refused client is closed without one, and its hooks see a
     /// stream with nothing to read that takes no reply. A failed
-    /// handshake ends the connection with one line at `info`.
+    /// handshake ends the connection with one line at Net::Server's `info` (level 3).
     async fn handshake(
         &self,
         hello: Box<Hello>,
@@ -293,7 +293,7 @@ impl Service {
                 })
             }
             Err(why) => {
-                tracing::info!("closed the connection: {why}");
+                tracing::debug!("closed the connection: {why}");
                 None
             }
         }
@@ -353,7 +353,7 @@ impl SharedPort {
         let hello = match read_hello(stream, started + timeout).await {
             Ok(hello) => hello,
             Err(why) => {
-                tracing::info!("closed the connection from {peer}: {why}");
+                tracing::debug!("closed the connection from {peer}: {why}");
                 return None;
             }
         };
@@ -364,7 +364,7 @@ impl SharedPort {
             .map(|s| s.tls.as_ref().is_some_and(|t| t.sni_default))
             .collect();
         let Some(index) = pick(hello.server_name.as_deref(), &names, &defaults) else {
-            tracing::info!(
+            tracing::debug!(
                 "closed the connection from {peer}: TLS server name {} matches no service on {local}",
                 shown_name(hello.server_name.as_deref())
             );
