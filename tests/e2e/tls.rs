@@ -677,3 +677,38 @@ fn keys_in_pkcs1_sec1_and_pkcs8_are_taken_and_an_encrypted_one_is_named() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_key_the_servers_user_cannot_read_is_named_at_start() {
+    if !crate::util::require_root() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new("unreadable");
+    let key = pki.dir.join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The directory must be searchable by nobody; the key is root's alone.
+    std::fs::set_permissions(&pki.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(BIN)
+        .args([
+            "--check",
+            "--module-cache",
+            "off",
+            "--port",
+            "127.0.0.1:0/ssl",
+        ])
+        .args(pki.server_args())
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "netserver-host: --ssl-key-file: invalid value '{}': permission denied",
+            key.display()
+        )
+    );
+}
