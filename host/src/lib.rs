@@ -261,10 +261,20 @@ pub fn check_report(
         })
         .collect();
     let listeners: Vec<config::Listener> = config.listeners().cloned().collect();
-    let bind: Vec<serde_json::Value> = services
+    // A TLS port several services share is bound once (other overlaps
+    // are refused); port 0 asks for a fresh port each time it is listed.
+    let mut bind: Vec<serde_json::Value> = Vec::new();
+    for socket in services
         .iter()
         .flat_map(|s| s["bind"].as_array().cloned().unwrap_or_default())
-        .collect();
+    {
+        let fresh = socket["address"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":0"));
+        if fresh || !bind.contains(&socket) {
+            bind.push(socket);
+        }
+    }
     let mut report = serde_json::json!({
         "listeners": listeners,
         "bind": bind,
