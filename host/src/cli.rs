@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use crate::config::options::{Kind, OPTIONS};
+use crate::config::options::{self, Kind, OPTIONS};
 use crate::config::{Setting, Source};
 
 /// What the command line said.
@@ -68,9 +68,10 @@ pub fn command() -> Command {
         if dashed != spec.name {
             arg = arg.alias(spec.name);
         }
-        if let Some(rest) = spec.name.strip_prefix("ssl_") {
+        let spelled = options::net_server_name(spec.name);
+        if spelled != spec.name {
             // Net::Server's spelling: `--SSL_cert_file`.
-            arg = arg.alias(format!("SSL_{rest}"));
+            arg = arg.alias(spelled.into_owned());
         }
         if matches!(spec.kind, Kind::Bool) {
             // `--background` alone means `--background 1`, also when

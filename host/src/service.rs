@@ -132,7 +132,7 @@ impl Service {
             Incoming::Stream(accepted) => self.admit_stream(accepted).await?,
             Incoming::Greeted(greeted) => {
                 let Greeted { hello, peer, local } = *greeted;
-                (Pending::Handshake(Box::new(hello)), peer, local)
+                (Pending::Handshake(hello), peer, local)
             }
             Incoming::Datagram(received) => {
                 let Some(local) = received.local.clone() else {
@@ -211,24 +211,16 @@ impl Service {
     /// A stream's ends, its PROXY header, and on a TLS port its
     /// ClientHello (whose server name must be one this service answers).
     async fn admit_stream(&self, accepted: Accepted) -> Option<(Pending, Peer, Local)> {
-        let tls = accepted.tls;
-        let started = Instant::now();
-        let (stream, peer, local) = self.origin(accepted).await?;
-        if !tls {
+        if !accepted.tls {
+            let (stream, peer, local) = self.origin(accepted).await?;
             return Some((Pending::Ready(Stream::Raw(stream)), peer, local));
         }
-        let Some(config) = &self.tls else {
-            tracing::error!(service = %self.name, "a TLS port without TLS settings");
-            return None;
-        };
-        let hello = match read_hello(stream, started + config.handshake_timeout).await {
-            Ok(hello) => hello,
-            Err(why) => {
-                tracing::debug!(service = %self.name, "closed the connection from {peer}: {why}");
-                return None;
-            }
-        };
-        if !config.accepts(hello.server_name.as_deref()) {
+        let Greeted { hello, peer, local } = self.greet(accepted).await?;
+        let accepted = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.accepts(hello.server_name.as_deref()));
+        if !accepted {
             tracing::debug!(
                 service = %self.name,
                 "closed the connection from {peer}: TLS server name {} is not one of server_name",
@@ -236,7 +228,26 @@ impl Service {
             );
             return None;
         }
-        Some((Pending::Handshake(Box::new(hello)), peer, local))
+        Some((Pending::Handshake(hello), peer, local))
+    }
+
+    /// A TLS client's ends, PROXY header and ClientHello, read within this
+    /// service's `ssl_handshake_timeout` of now (the accept). `None` when
+    /// it left, or sent no ClientHello in time (logged).
+    async fn greet(&self, accepted: Accepted) -> Option<Greeted> {
+        let started = Instant::now();
+        let Some(tls) = &self.tls else {
+            tracing::error!(service = %self.name, "a TLS port without TLS settings");
+            return None;
+        };
+        let (stream, peer, local) = self.origin(accepted).await?;
+        match read_hello(stream, started + tls.handshake_timeout).await {
+            Ok(hello) => Some(Greeted { hello, peer, local }),
+            Err(why) => {
+                tracing::debug!(service = %self.name, "closed the connection from {peer}: {why}");
+                None
+            }
+        }
     }
 
     /// A stream's ends and its PROXY header, read when it comes from a
@@ -346,31 +357,23 @@ impl SharedPort {
         let Incoming::Stream(accepted) = incoming else {
             return Some((0, incoming));
         };
-        let first = &self.services[0];
-        let started = Instant::now();
-        let (stream, peer, local) = first.origin(accepted).await?;
-        let timeout = first.tls.as_ref()?.handshake_timeout;
-        let hello = match read_hello(stream, started + timeout).await {
-            Ok(hello) => hello,
-            Err(why) => {
-                tracing::debug!("closed the connection from {peer}: {why}");
-                return None;
-            }
-        };
+        let greeted = self.services[0].greet(accepted).await?;
         let names: Vec<&[NamePattern]> = self.services.iter().map(|s| s.tls_names()).collect();
         let defaults: Vec<bool> = self
             .services
             .iter()
             .map(|s| s.tls.as_ref().is_some_and(|t| t.sni_default))
             .collect();
-        let Some(index) = pick(hello.server_name.as_deref(), &names, &defaults) else {
+        let name = greeted.hello.server_name.as_deref();
+        let Some(index) = pick(name, &names, &defaults) else {
             tracing::debug!(
-                "closed the connection from {peer}: TLS server name {} matches no service on {local}",
-                shown_name(hello.server_name.as_deref())
+                "closed the connection from {}: TLS server name {} matches no service on {}",
+                greeted.peer,
+                shown_name(name),
+                greeted.local
             );
             return None;
         };
-        let greeted = Greeted { hello, peer, local };
         Some((index, Incoming::Greeted(Box::new(greeted))))
     }
 }
@@ -385,6 +388,16 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route of a socket `first` binds and the services `sharing`
+    /// share (by server name); `first` alone when none does.
+    pub fn new(first: Arc<Service>, sharing: Vec<Arc<Service>>) -> Self {
+        if sharing.is_empty() {
+            return Self::One(first);
+        }
+        let port = std::iter::once(first).chain(sharing).collect();
+        Self::Shared(Arc::new(SharedPort::new(port)))
+    }
+
     /// The service that binds the socket (the first of a shared port).
     pub fn first(&self) -> &Arc<Service> {
         match self {

@@ -262,10 +262,7 @@ impl ServiceConfig {
     /// it should name it: `file:line: KEY VALUE`, or `--KEY VALUE`
     /// (`ssl_*` options in Net::Server's spelling, `SSL_cert_file`).
     pub fn origin(&self, key: &str, shown: &str) -> String {
-        let name = match key.strip_prefix("ssl_") {
-            Some(rest) => format!("SSL_{rest}"),
-            None => key.to_owned(),
-        };
+        let name = options::net_server_name(key);
         match self.options.get(key) {
             Some((_, given @ Source::File { .. })) => format!("{given}: {name} {shown}"),
             _ => format!("--{name} {shown}"),

@@ -808,6 +808,15 @@ pub const OPTIONS: &[Spec] = &[
     ),
 ];
 
+/// An option's name as Net::Server's users write it: the `ssl_*` options
+/// in IO::Socket::SSL's spelling (`SSL_cert_file`), the others as named.
+pub fn net_server_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.strip_prefix("ssl_") {
+        Some(rest) => format!("SSL_{rest}").into(),
+        None => name.into(),
+    }
+}
+
 /// The option named `name` (underscores).
 pub fn find(name: &str) -> Option<&'static Spec> {
     OPTIONS.iter().find(|s| s.name == name)

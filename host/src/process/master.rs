@@ -35,7 +35,7 @@ use super::worker;
 use crate::config::port::Proto;
 use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
-use crate::service::{Route, Service, SharedPort};
+use crate::service::{Route, Service};
 
 /// How long children told to stop at once may take before they are
 /// killed; also what a drain's children get past `quit_timeout`.
@@ -479,14 +479,8 @@ impl<'a> Master<'a> {
             service.sockets.clear();
             Arc::new(service)
         };
-        if shares.is_empty() {
-            return Route::One(take(first));
-        }
-        let port = std::iter::once(first)
-            .chain(shares.iter().copied())
-            .map(&mut take)
-            .collect();
-        Route::Shared(Arc::new(SharedPort::new(port)))
+        let first = take(first);
+        Route::new(first, shares.iter().map(|&i| take(i)).collect())
     }
 
     fn take_service(&mut self, index: usize) -> Service {

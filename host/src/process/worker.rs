@@ -109,13 +109,8 @@ fn listen(services: Vec<Service>) -> Result<(Vec<Arc<Service>>, Listening)> {
     let mut listeners = Vec::new();
     for (i, bound) in sockets.into_iter().enumerate() {
         for bound in bound {
-            let route = if bound.shares.is_empty() {
-                Route::One(shared[i].clone())
-            } else {
-                let mut port = vec![shared[i].clone()];
-                port.extend(bound.shares.iter().map(|&j| shared[j].clone()));
-                Route::Shared(Arc::new(SharedPort::new(port)))
-            };
+            let sharing = bound.shares.iter().map(|&j| shared[j].clone()).collect();
+            let route = Route::new(shared[i].clone(), sharing);
             let mut listener = bound.socket.into_listener()?;
             if bound.listener.proto == Proto::Ssl {
                 listener = listener.serving_tls();

@@ -37,7 +37,7 @@ impl std::fmt::Debug for Hello {
 #[derive(Debug)]
 pub struct Greeted {
     /// Its ClientHello.
-    pub hello: Hello,
+    pub hello: Box<Hello>,
     /// The client's end (from the PROXY header, when one came).
     pub peer: Peer,
     /// The server's end.
@@ -58,7 +58,7 @@ fn failed(step: &str, err: &std::io::Error) -> String {
 }
 
 /// Reads the ClientHello of `stream`, by `deadline`.
-pub async fn read_hello(stream: RawStream, deadline: Instant) -> Result<Hello, String> {
+pub async fn read_hello(stream: RawStream, deadline: Instant) -> Result<Box<Hello>, String> {
     let acceptor = LazyConfigAcceptor::new(Acceptor::default(), stream);
     match tokio::time::timeout_at(deadline.into(), acceptor).await {
         Err(_) => Err("TLS handshake timed out: no ClientHello".to_owned()),
@@ -68,11 +68,11 @@ pub async fn read_hello(stream: RawStream, deadline: Instant) -> Result<Hello, S
                 .client_hello()
                 .server_name()
                 .map(str::to_ascii_lowercase);
-            Ok(Hello {
+            Ok(Box::new(Hello {
                 start,
                 server_name,
                 deadline,
-            })
+            }))
         }
     }
 }
