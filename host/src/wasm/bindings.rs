@@ -1,6 +1,8 @@
-//! The one `bindgen!` of the `netserver:handler/handler` world. Generated
-//! types stay in this module: the rest of the host uses [`crate::client`] and
-//! [`crate::wasm::Level`].
+//! The `bindgen!`s of the `netserver:handler` package's two worlds:
+//! `handler` (Net::Server's hooks) and `mux-handler` (Net::Server::
+//! Multiplex's callbacks), which share the `client`, `log` and
+//! `properties` interfaces. Generated types stay in this module: the rest
+//! of the host uses [`crate::client`] and [`crate::wasm::Level`].
 
 wasmtime::component::bindgen!({
     world: "handler",
@@ -10,7 +12,24 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+/// The `mux-handler` world, its shared interfaces those of `handler`.
+pub mod mux {
+    wasmtime::component::bindgen!({
+        world: "mux-handler",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "netserver:handler/client": super::netserver::handler::client,
+            "netserver:handler/log": super::netserver::handler::log,
+            "netserver:handler/properties": super::netserver::handler::properties,
+        },
+    });
+}
+
 pub use exports::netserver::handler::hooks::Guest as Hooks;
+pub use mux::MuxHandler;
+pub use mux::MuxHandlerPre;
+pub use mux::netserver::handler::connections::Host as ConnectionsHost;
 pub use netserver::handler::client::{
     ClientCertificate as WitClientCert, ClientInfo as WitClientInfo, Host as ClientHost,
     PeerCredentials as WitCredentials, TlsInfo as WitTlsInfo,
