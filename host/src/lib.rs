@@ -207,11 +207,45 @@ fn stderr_is_the_client() -> bool {
 pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
     let engine = wasm::engine::build(config)?;
     let cache = wasm::cache::ModuleCache::configured(&config.module_cache);
-    config
+    let handlers = config
         .services
         .iter()
         .map(|service| wasm::Handler::load(&engine, service, cache.as_ref()))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    check_worlds(config, &handlers)?;
+    Ok(handlers)
+}
+
+/// Refuses what a mux handler cannot be served by: one instance per
+/// worker holds every connection, so the worker must serve many at once
+/// (`server_type multiplex`), over streams (no datagram port).
+fn check_worlds(config: &config::Config, handlers: &[wasm::Handler]) -> Result<()> {
+    use config::{Proto, ServerType};
+    for (service, handler) in config.services.iter().zip(handlers) {
+        if handler.kind() != wasm::GuestKind::Mux {
+            continue;
+        }
+        let server_type = config.process.server_type;
+        if server_type != ServerType::Multiplex {
+            anyhow::bail!(
+                "{}: a mux handler is served by server_type multiplex only, not {}",
+                service.module_origin(handler.source()),
+                server_type.name()
+            );
+        }
+        if let Some(listener) = service
+            .listeners
+            .iter()
+            .find(|l| matches!(l.proto, Proto::Udp | Proto::UnixDgram))
+        {
+            anyhow::bail!(
+                "{}: a mux handler ({}) serves stream sockets only (tcp, ssl, unix), not datagrams",
+                service.origin("port", &listener.to_string()),
+                handler.source()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What `--check` prints: every listener as parsed, the sockets they bind,

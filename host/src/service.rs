@@ -3,7 +3,7 @@
 //! and `dequeue` — in one [`Service`]; and the admission prefix every
 //! connection passes before any guest sees it ([`Service::admit`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -21,6 +21,7 @@ use crate::tls::Tls;
 use crate::transport::datagram::{RecvSettings, ReplyCap};
 use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
+use crate::wasm::mux::Event;
 use crate::wasm::{GuestKind, Handler, Instance};
 
 /// One service ready to serve.
@@ -50,7 +51,26 @@ pub struct Service {
     /// `instance per-worker`: the instance this process's connections
     /// share, in turn (made at the first connection after the fork).
     worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
+    /// A mux handler's settings, and the way to its driver in this worker.
+    pub mux: Option<MuxPlan>,
 }
+
+/// How a service of the mux world is served (see
+/// [`crate::connection::mux`]).
+#[derive(Debug)]
+pub struct MuxPlan {
+    /// How often `dequeue` runs on the worker's instance.
+    pub dequeue: Option<Duration>,
+    /// Output queued for one client beyond which it is cut off.
+    pub write_cap: u64,
+    /// Input left unconsumed beyond which a connection closes.
+    pub input_cap: u64,
+    /// The way to this worker's driver, once it started.
+    pub door: OnceLock<Door>,
+}
+
+/// The way from a connection to its service's mux driver.
+pub type Door = tokio::sync::mpsc::Sender<Event>;
 
 impl Service {
     /// The service `config` describes, served by `handler` on `sockets`,
@@ -70,6 +90,12 @@ impl Service {
         }
         let shared = per_worker && handler.kind() == GuestKind::Handler;
         let name = handler.service_name().clone();
+        let mux = (handler.kind() == GuestKind::Mux).then(|| MuxPlan {
+            dequeue: config.check_for_dequeue,
+            write_cap: config.mux_write_cap,
+            input_cap: config.mux_input_cap,
+            door: OnceLock::new(),
+        });
         Ok(Self {
             reply_cap: ReplyCap::new(name.clone(), config.sockets.udp_amplification),
             name,
@@ -87,9 +113,13 @@ impl Service {
             max_instances: config.max_instances,
             idle_timeout: config.idle_timeout,
             connection_timeout: config.connection_timeout,
+            // A mux handler's `dequeue` runs on the worker's instance: no
+            // process is forked for it.
             dequeue: config
                 .check_for_dequeue
+                .filter(|_| mux.is_none())
                 .map(|every| (every, config.max_dequeue)),
+            mux,
         })
     }
 
@@ -107,6 +137,13 @@ impl Service {
     /// Ends this process's shared instance, if it has one: its
     /// `child-finish-hook` runs.
     pub async fn retire(&self) {
+        if let Some(door) = self.mux.as_ref().and_then(|m| m.door.get()) {
+            let (done, retired) = tokio::sync::oneshot::channel();
+            if door.send(Event::Retire(done)).await.is_ok() {
+                let _ = retired.await;
+            }
+            return;
+        }
         let Some(slot) = &self.worker_instance else {
             return;
         };

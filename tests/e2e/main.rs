@@ -12,6 +12,7 @@ mod faults;
 mod hardening;
 mod logging;
 mod modules;
+mod mux;
 mod personalities;
 mod privileges;
 mod protocols;

@@ -218,6 +218,10 @@ pub struct ServiceConfig {
     pub max_memory: u64,
     /// Instances (connections) of this service served at once.
     pub max_instances: u32,
+    /// Mux world: output queued for one client beyond which it is cut off.
+    pub mux_write_cap: u64,
+    /// Mux world: input left unconsumed beyond which a connection closes.
+    pub mux_input_cap: u64,
     /// Properties handed to the handler.
     pub properties: BTreeMap<String, String>,
     /// A fresh instance per connection, or one per worker.

@@ -496,6 +496,24 @@ pub const OPTIONS: &[Spec] = &[
         "directory of compiled modules kept between starts (default /var/cache/netserver as root, ~/.cache/netserver otherwise; off: none)",
     ),
     spec(
+        "mux_input_cap",
+        Size,
+        Some("64K"),
+        false,
+        Active,
+        "mux world: input a connection's guest left unconsumed beyond which it is closed",
+    )
+    .per_service(),
+    spec(
+        "mux_write_cap",
+        Size,
+        Some("256K"),
+        false,
+        Active,
+        "mux world: output queued for a client beyond which it is cut off (its input pauses from half of it)",
+    )
+    .per_service(),
+    spec(
         "no_close_by_child",
         Bool,
         Some("0"),

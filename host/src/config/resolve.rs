@@ -245,6 +245,8 @@ impl ServiceConfig {
             cpu_limit: values.secs("cpu_limit"),
             max_memory: values.size("max_memory"),
             max_instances: values.int("max_instances"),
+            mux_write_cap: values.size("mux_write_cap"),
+            mux_input_cap: values.size("mux_input_cap"),
             // The last value of each key wins.
             properties: values.pairs("property").into_iter().collect(),
             instance: match values.choice("instance") {

@@ -68,6 +68,10 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
             ticker::start(first.handler.engine().clone())?;
         }
         let (services, listeners) = listen(services)?;
+        // A mux service's instance serves all of this worker's clients.
+        for service in &services {
+            connection::mux::start(service);
+        }
         let served = match mode {
             Mode::Concurrent => concurrent(listeners, stop, quit_timeout).await,
             Mode::Sequential {

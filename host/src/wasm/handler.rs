@@ -1,10 +1,12 @@
 //! Loading a handler once (read, check, compile, link, pre-instantiate) and
 //! making instances of it.
 //!
-//! Two kinds of guest are served: a component of the `handler` world (its
-//! hooks are called in Net::Server's order) and a plain WASI command
-//! (`wasi:cli/run`), run once per connection as inetd would, with the
-//! client's addresses in its environment.
+//! Three kinds of guest are served: a component of the `handler` world
+//! (its hooks are called in Net::Server's order), one of the `mux-handler`
+//! world (Net::Server::Multiplex's callbacks, on one instance per worker)
+//! and a plain WASI command (`wasi:cli/run`), run once per connection as
+//! inetd would, with the client's addresses in its environment. The host
+//! tells them apart by what the component exports.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,27 +17,40 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 
-use super::bindings::{self, HandlerPre};
+use super::bindings::{self, HandlerPre, MuxHandlerPre};
 use super::embedded;
 use super::hints::Hook;
-use super::state::{self, Shared, State};
+use super::mux::{ConnId, MuxTable};
+use super::state::{self, Shared, State, wit_info};
 use super::stdio::GuestIo;
 use crate::client::ClientInfo;
 use crate::config::ServiceConfig;
 
 /// The export that makes a component a handler: this version's, or that
 /// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
-const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.2";
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.3";
 /// The hooks versions served, as errors name them.
-const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.2";
+const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.3";
 
 /// Whether `export` is the hooks of a version this host serves.
 fn serves(export: &str) -> bool {
     export
         .strip_prefix("netserver:handler/hooks@0.1.")
         .and_then(|patch| patch.parse::<u32>().ok())
-        .is_some_and(|patch| patch <= 2)
+        .is_some_and(|patch| patch <= 3)
 }
+/// The export that makes a component a mux handler: this version's, or a
+/// later 0.1.x one's.
+const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3";
+
+/// Whether `export` is the mux callbacks of a version this host serves.
+fn serves_mux(export: &str) -> bool {
+    export
+        .strip_prefix("netserver:handler/mux@0.1.")
+        .and_then(|patch| patch.parse::<u32>().ok())
+        .is_some_and(|patch| patch == 3)
+}
+
 /// The export that makes a component a WASI command.
 const RUN_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
 
@@ -45,6 +60,9 @@ const RUN_EXPORT_PREFIX: &str = "wasi:cli/run@0.2";
 pub enum GuestKind {
     /// The `netserver:handler/handler` world: Net::Server's hooks.
     Handler,
+    /// The `netserver:handler/mux-handler` world: Net::Server::Multiplex's
+    /// callbacks, one instance per worker holding its connections.
+    Mux,
     /// A WASI command (`wasi:cli/run`), served inetd-style.
     Command,
 }
@@ -53,6 +71,7 @@ impl std::fmt::Display for GuestKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Handler => "a netserver handler",
+            Self::Mux => "a netserver mux handler",
             Self::Command => "a WASI command, inetd-style",
         })
     }
@@ -60,6 +79,7 @@ impl std::fmt::Display for GuestKind {
 
 enum Pre {
     Handler(HandlerPre<State>),
+    Mux(MuxHandlerPre<State>),
     Command(CommandPre<State>),
 }
 
@@ -102,6 +122,7 @@ impl Handler {
     pub fn kind(&self) -> GuestKind {
         match self.pre {
             Pre::Handler(_) => GuestKind::Handler,
+            Pre::Mux(_) => GuestKind::Mux,
             Pre::Command(_) => GuestKind::Command,
         }
     }
@@ -131,6 +152,7 @@ impl Handler {
         let mut store = state::new_store(&self.engine, self.shared.clone(), io, &env)?;
         let guest = match &self.pre {
             Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
+            Pre::Mux(pre) => Guest::Mux(pre.instantiate_async(&mut store).await?),
             Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),
         };
         Ok(Instance { store, guest })
@@ -166,6 +188,10 @@ fn prepare(
     let mut linker = Linker::<State>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     bindings::Handler::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
+    bindings::mux::netserver::handler::connections::add_to_linker::<State, HasSelf<State>>(
+        &mut linker,
+        |state| state,
+    )?;
     // Every import is resolved now, before anything is bound: a handler
     // that needs what this host does not provide is refused at start.
     let pre = linker
@@ -181,11 +207,22 @@ fn prepare(
             .map_err(|e| anyhow!("its {hooks} export does not match the WIT contract: {e:#}"))?;
         return Ok(Pre::Handler(pre));
     }
+    if let Some(mux) = exports.iter().find(|e| serves_mux(e)) {
+        let pre = MuxHandlerPre::new(pre)
+            .map_err(|e| anyhow!("its {mux} export does not match the WIT contract: {e:#}"))?;
+        return Ok(Pre::Mux(pre));
+    }
     if let Some(other) = exports
         .iter()
         .find(|e| e.starts_with("netserver:handler/hooks"))
     {
         bail!("exports {other}, but this host serves {HOOKS_SERVED}");
+    }
+    if let Some(other) = exports
+        .iter()
+        .find(|e| e.starts_with("netserver:handler/mux"))
+    {
+        bail!("exports {other}, but this host serves {MUX_EXPORT}");
     }
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
         let pre = CommandPre::new(pre)
@@ -193,13 +230,14 @@ fn prepare(
         return Ok(Pre::Command(pre));
     }
     bail!(
-        "exports neither {HOOKS_EXPORT} (a handler) nor wasi:cli/run (a WASI command); it exports: [{}]",
+        "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler) nor wasi:cli/run (a WASI command); it exports: [{}]",
         exports.join(", ")
     )
 }
 
 enum Guest {
     Handler(bindings::Handler),
+    Mux(bindings::MuxHandler),
     Command(Command),
 }
 
@@ -269,6 +307,9 @@ impl Instance {
                 let run = c.wasi_cli_run().call_run(&mut self.store).await?;
                 Ok(run.map_err(|()| "the command exited with a failure status".to_owned()))
             }
+            Guest::Mux(_) => Err(wasmtime::format_err!(
+                "a mux handler has no process-request"
+            )),
         }
     }
 
@@ -300,5 +341,75 @@ impl Instance {
     /// `dequeue`.
     pub async fn dequeue(&mut self) -> wasmtime::Result<()> {
         hook!(self, call_dequeue, Dequeue, ())
+    }
+}
+
+/// Calls mux callback `$method` about connection `$conn` (`None`: about
+/// none) with a fresh CPU budget; the `client` import reports that
+/// connection's client meanwhile. A guest of another world has no such
+/// callback: an error.
+macro_rules! callback {
+    ($self:ident, $conn:expr, $method:ident $(, $arg:expr)*) => {{
+        let Guest::Mux(m) = &$self.guest else {
+            return Err(wasmtime::format_err!("not a mux handler"));
+        };
+        let state = $self.store.data_mut();
+        state.cpu.reset();
+        state.mux.set_current($conn);
+        let result = m.netserver_handler_mux().$method(&mut $self.store $(, $arg)*).await;
+        $self.store.data_mut().mux.set_current(None);
+        result
+    }};
+}
+
+/// The mux world's callbacks (see `wit/handler.wit`, interface `mux`).
+impl Instance {
+    /// The instance's connections and timers.
+    pub fn mux(&mut self) -> &mut MuxTable {
+        &mut self.store.data_mut().mux
+    }
+
+    /// `child-init-hook` of a mux handler.
+    pub async fn mux_init(&mut self) -> wasmtime::Result<()> {
+        callback!(self, None, call_child_init_hook)
+    }
+
+    /// `mux-connection`: whether the guest serves connection `id`.
+    pub async fn mux_connection(&mut self, id: ConnId) -> wasmtime::Result<bool> {
+        let Some(client) = self.store.data().mux.client(id).map(wit_info) else {
+            return Ok(false);
+        };
+        callback!(self, Some(id), call_mux_connection, id, &client)
+    }
+
+    /// `mux-input`: how many bytes of `data` the guest consumed.
+    pub async fn mux_input(&mut self, id: ConnId, data: &[u8]) -> wasmtime::Result<u32> {
+        callback!(self, Some(id), call_mux_input, id, data)
+    }
+
+    /// `mux-eof`, with what was left unconsumed.
+    pub async fn mux_eof(&mut self, id: ConnId, rest: &[u8]) -> wasmtime::Result<()> {
+        callback!(self, Some(id), call_mux_eof, id, rest)
+    }
+
+    /// `mux-close`.
+    pub async fn mux_close(&mut self, id: ConnId) -> wasmtime::Result<()> {
+        callback!(self, Some(id), call_mux_close, id)
+    }
+
+    /// `mux-timeout`: a connection's timeout, or (`None`) the instance's
+    /// timer.
+    pub async fn mux_timeout(&mut self, id: Option<ConnId>) -> wasmtime::Result<()> {
+        callback!(self, id, call_mux_timeout, id)
+    }
+
+    /// `dequeue` of a mux handler, on this instance.
+    pub async fn mux_dequeue(&mut self) -> wasmtime::Result<()> {
+        callback!(self, None, call_dequeue)
+    }
+
+    /// `child-finish-hook` of a mux handler.
+    pub async fn mux_finish(&mut self) -> wasmtime::Result<()> {
+        callback!(self, None, call_child_finish_hook)
     }
 }

@@ -1,5 +1,5 @@
-//! The WebAssembly side: the engine, the WIT bindings, the per-Store state,
-//! guest stdio, the sandbox's limits, the epoch ticker and loading handlers.
+//! The WebAssembly side: the engine, the WIT bindings, the per-Store state
+//! (with the mux world's connections and timers), guest stdio, the sandbox's limits, the epoch ticker and loading handlers.
 
 pub mod bindings;
 pub mod cache;
@@ -7,6 +7,7 @@ pub mod engine;
 pub mod grants;
 pub mod handler;
 pub mod hints;
+pub mod mux;
 pub mod sandbox;
 pub mod state;
 pub mod stdio;

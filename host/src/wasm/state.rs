@@ -10,10 +10,11 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    ClientHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert, WitClientInfo,
+    ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert, WitClientInfo,
     WitCredentials, WitLevel, WitTlsInfo,
 };
 use super::hints::{Hook, IdleHooks};
+use super::mux::{self, ConnId, MuxTable};
 use super::sandbox::{self, CpuMeter};
 use super::stdio::{GuestIo, GuestStderr};
 use crate::client::{ClientInfo, Local, Peer};
@@ -96,6 +97,8 @@ pub struct State {
     pub client: Option<ClientInfo>,
     /// The slot connecting stdin and stdout to the client.
     pub io: GuestIo,
+    /// A mux instance's connections and timers (empty in the hooks world).
+    pub mux: MuxTable,
     shared: Arc<Shared>,
 }
 
@@ -127,8 +130,16 @@ impl State {
             cpu,
             client: None,
             io,
+            mux: MuxTable::default(),
             shared,
         })
+    }
+
+    /// The client the `client` import reports: in the hooks world the one
+    /// being served, in the mux world the one the running callback is
+    /// about.
+    fn client(&self) -> Option<&ClientInfo> {
+        self.client.as_ref().or_else(|| self.mux.current_client())
     }
 
     /// Whether the handler said `hook` does nothing, so it is not called.
@@ -148,36 +159,13 @@ impl WasiView for State {
 
 impl ClientHost for State {
     fn info(&mut self) -> Option<WitClientInfo> {
-        self.client.as_ref().map(|c| {
-            // A unix socket's ends have a path (or none) and no port.
-            let (peer_addr, peer_port) = match &c.peer {
-                Peer::Ip(addr) => (addr.ip().to_string(), addr.port()),
-                Peer::Unix { path, .. } => (
-                    path.as_ref()
-                        .map_or_else(String::new, |p| p.display().to_string()),
-                    0,
-                ),
-            };
-            let (local_addr, local_port) = match &c.local {
-                Local::Ip(addr) => (addr.ip().to_string(), addr.port()),
-                Local::Unix(path) => (path.display().to_string(), 0),
-            };
-            WitClientInfo {
-                peer_addr,
-                peer_port,
-                local_addr,
-                local_port,
-                proto: c.proto.to_owned(),
-                peer_host: c.peer_host.clone(),
-                service: c.service.to_string(),
-            }
-        })
+        self.client().map(wit_info)
     }
 
     fn credentials(&mut self) -> Option<WitCredentials> {
         let Peer::Unix {
             cred: Some(cred), ..
-        } = &self.client.as_ref()?.peer
+        } = &self.client()?.peer
         else {
             return None;
         };
@@ -189,7 +177,7 @@ impl ClientHost for State {
     }
 
     fn tls(&mut self) -> Option<WitTlsInfo> {
-        let tls = self.client.as_ref()?.tls.as_ref()?;
+        let tls = self.client()?.tls.as_ref()?;
         Some(WitTlsInfo {
             version: tls.version.to_owned(),
             cipher: tls.cipher.clone(),
@@ -201,6 +189,74 @@ impl ClientHost for State {
                 sha256: c.sha256.clone(),
             }),
         })
+    }
+}
+
+/// A client as the WIT gives it.
+pub fn wit_info(c: &ClientInfo) -> WitClientInfo {
+    // A unix socket's ends have a path (or none) and no port.
+    let (peer_addr, peer_port) = match &c.peer {
+        Peer::Ip(addr) => (addr.ip().to_string(), addr.port()),
+        Peer::Unix { path, .. } => (
+            path.as_ref()
+                .map_or_else(String::new, |p| p.display().to_string()),
+            0,
+        ),
+    };
+    let (local_addr, local_port) = match &c.local {
+        Local::Ip(addr) => (addr.ip().to_string(), addr.port()),
+        Local::Unix(path) => (path.display().to_string(), 0),
+    };
+    WitClientInfo {
+        peer_addr,
+        peer_port,
+        local_addr,
+        local_port,
+        proto: c.proto.to_owned(),
+        peer_host: c.peer_host.clone(),
+        service: c.service.to_string(),
+    }
+}
+
+/// The mux world's imports: each acts on a connection the instance holds
+/// (one it accepted, or the one `mux-connection` is offering); on any
+/// other it does nothing (`write` says `false`).
+impl ConnectionsHost for State {
+    fn write(&mut self, conn: ConnId, data: Vec<u8>) -> bool {
+        self.mux
+            .reachable(conn)
+            .is_some_and(|outbox| outbox.write(&data))
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(outbox) = self.mux.reachable(conn) {
+            outbox.close();
+        }
+    }
+
+    fn shutdown_write(&mut self, conn: ConnId) {
+        if let Some(outbox) = self.mux.reachable(conn) {
+            outbox.shutdown();
+        }
+    }
+
+    fn set_timeout(&mut self, conn: ConnId, seconds: Option<f64>) {
+        if self.mux.reachable(conn).is_some() {
+            self.mux.set_timeout(conn, mux::seconds(seconds));
+        }
+    }
+
+    fn set_timer(&mut self, seconds: Option<f64>) {
+        self.mux.set_timer(mux::seconds(seconds));
+    }
+
+    fn list(&mut self) -> Vec<ConnId> {
+        self.mux.open()
+    }
+
+    fn info(&mut self, conn: ConnId) -> Option<WitClientInfo> {
+        self.mux.reachable(conn)?;
+        self.mux.client(conn).map(wit_info)
     }
 }
 

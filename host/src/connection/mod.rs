@@ -1,7 +1,10 @@
-//! A stream's life in the hooks world: the service's admission, an
-//! instance (fresh, or the worker's), Net::Server's hooks in order, close,
-//! and one log line saying how it ended. Nothing that happens here reaches
-//! the listener or another connection.
+//! A connection's life: the service's admission, then in the hooks world
+//! an instance (fresh, or the worker's) and Net::Server's hooks in order,
+//! or in the mux world the worker's one instance and its callbacks
+//! ([`mux`]); close, and one log line saying how it ended. Nothing that
+//! happens here reaches the listener or another connection.
+
+pub mod mux;
 
 use std::fmt;
 use std::sync::Arc;
@@ -48,6 +51,15 @@ pub enum End {
     TimedOut(Duration),
     /// Its place was taken for a waiting client (see [`crate::capacity`]).
     Evicted,
+    /// Mux world: more than this many bytes were queued for a client that
+    /// does not read (`mux_write_cap`).
+    WriteCap(u64),
+    /// Mux world: the guest left more than this many bytes of input
+    /// unconsumed (`mux_input_cap`).
+    InputCap(u64),
+    /// Mux world: the instance holding the connection trapped, or could
+    /// not be made.
+    Instance(String),
 }
 
 impl End {
@@ -56,7 +68,7 @@ impl End {
     pub fn is_fault(&self) -> bool {
         matches!(
             self,
-            Self::HandlerError(_) | Self::Trap { .. } | Self::Instantiate(_)
+            Self::HandlerError(_) | Self::Trap { .. } | Self::Instantiate(_) | Self::Instance(_)
         ) || matches!(self, Self::Exited(status) if *status != 0)
     }
 
@@ -98,6 +110,15 @@ impl fmt::Display for End {
             Self::Evicted => f.write_str(
                 "evicted: every place was taken (max_instances) and its address held the most",
             ),
+            Self::WriteCap(cap) => write!(
+                f,
+                "cut off: more than {cap} bytes were queued for a client that does not read (mux_write_cap)"
+            ),
+            Self::InputCap(cap) => write!(
+                f,
+                "the handler left more than {cap} bytes of input unconsumed (mux_input_cap)"
+            ),
+            Self::Instance(why) => f.write_str(why),
         }
     }
 }
@@ -129,6 +150,9 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
         return;
     };
     let tag = admitted.tag.clone();
+    if service.mux.is_some() {
+        return tagged(tag, mux::converse(&service, admitted, place)).await;
+    }
     tagged(tag, converse_with(&service, admitted, thread, place)).await
 }
 
@@ -183,21 +207,25 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
     drop(live);
     // Give the address's place back before saying the connection ended.
     drop(place);
-    let summary = Summary {
+    log_end(&Summary {
         took: started.elapsed(),
         host: client.peer_host.as_deref(),
         bytes: socket.bytes(),
         end: &end,
         capped: socket.reply_capped(),
-    };
+    });
+}
+
+/// Logs a connection's end: a fault at `err`, an ordinary end at
+/// Net::Server's level 3 (`info`), one line per connection.
+fn log_end(summary: &Summary<'_>) {
     // Formatted only when the line is written.
-    if end.is_fault() {
+    if summary.end.is_fault() {
         tracing::error!("connection ended after {summary}");
-        if let End::Trap { error, .. } = &end {
+        if let End::Trap { error, .. } = summary.end {
             tracing::trace!("trap details: {error:?}");
         }
     } else {
-        // Net::Server's level 3 (info): one line per connection.
         tracing::debug!("connection ended after {summary}");
     }
 }
