@@ -13,3 +13,21 @@ wit_bindgen::generate!({
     // `__export_handler_impl` at the SDK's root; nobody calls it directly.
     pub_export_macro: true,
 });
+
+/// The bindings for the `mux-handler` world. The interfaces it shares with
+/// `handler` (`client`, `log`, `properties`) are not generated again: they
+/// are the ones above, so [`ClientInfo`](crate::ClientInfo)'s conversion
+/// and the log serve both worlds. Its export macro is
+/// `__export_mux_handler_impl`, used by [`export_mux!`](crate::export_mux).
+pub mod mux {
+    wit_bindgen::generate!({
+        world: "mux-handler",
+        path: "../wit",
+        with: {
+            "netserver:handler/client@0.1.3": crate::bindings::netserver::handler::client,
+            "netserver:handler/log@0.1.3": crate::bindings::netserver::handler::log,
+            "netserver:handler/properties@0.1.3": crate::bindings::netserver::handler::properties,
+        },
+        pub_export_macro: true,
+    });
+}

@@ -121,6 +121,18 @@
 //! | [`property`], [`properties`] | the handler's settings (`--property KEY=VALUE`) |
 //! | [`echo::serve`] | Net::Server's default echo, on any reader and writer |
 //! | [`reply()`], [`Reply`] | stdout with one host call per flush, for many small replies |
+//! | [`MuxHandler`], [`export_mux!`], [`mux`] | Net::Server::Multiplex's callbacks: one instance holds every connection of a worker |
+//! | [`Connection`], [`mux::connections`], [`mux::broadcast`], [`mux::set_timer`] | a mux handler's connections and timer |
+//! | [`mux::lines`], [`mux::lines_at_eof`] | the complete lines of a mux handler's input, and the bytes they used |
+//!
+//! # Mux handlers
+//!
+//! A [`MuxHandler`] serves the other world, `mux-handler`:
+//! Net::Server::Multiplex's callbacks, where one instance per worker holds
+//! every connection and the host calls it when one of them sends bytes,
+//! stops sending or closes. It suits protocols where clients talk to each other,
+//! a chat for instance. See [the `mux` module](mux) for how one runs and a
+//! line echo, start to finish; it is exported with [`export_mux!`].
 //!
 //! # How a handler runs
 //!
@@ -162,6 +174,7 @@ mod defaults;
 pub mod echo;
 mod error;
 pub mod log;
+pub mod mux;
 mod properties;
 mod reply;
 
@@ -169,6 +182,7 @@ pub use client::{ClientCertificate, ClientInfo, Credentials, Tls, client, creden
 use defaults::Hook;
 pub use error::Error;
 pub use log::{Level, enabled, log};
+pub use mux::{Connection, MuxHandler};
 pub use properties::{properties, property};
 pub use reply::{Reply, end_datagram, reply};
 
@@ -306,4 +320,5 @@ macro_rules! export {
 pub mod __private {
     pub use crate::adapter::Adapter;
     pub use crate::bindings;
+    pub use crate::mux::MuxAdapter;
 }
