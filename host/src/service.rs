@@ -55,8 +55,8 @@ pub struct Service {
     pub mux: Option<MuxPlan>,
 }
 
-/// How a service of the mux world is served (see
-/// [`crate::connection::mux`]).
+/// How a service of the mux world is served (its driver and connections
+/// are the connection layer's).
 #[derive(Debug)]
 pub struct MuxPlan {
     /// How often `dequeue` runs on the worker's instance.

@@ -146,14 +146,26 @@ pub enum Thread {
 /// service's admission (see [`Service::admit`]), whose verdict the hooks
 /// act on.
 pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, place: Place) {
+    if service.mux.is_some() {
+        return Box::pin(mux::serve(service, incoming, place)).await;
+    }
     let Some(admitted) = service.admit(incoming).await else {
         return;
     };
     let tag = admitted.tag.clone();
-    if service.mux.is_some() {
-        return tagged(tag, mux::converse(&service, admitted, place)).await;
-    }
     tagged(tag, converse_with(&service, admitted, thread, place)).await
+}
+
+/// Serves one client of `service` in a task of its own, on a thread
+/// other connections share: in the hooks world as [`serve`] does, in the
+/// mux world as [`mux::serve`] does — a task of its own size, small while
+/// its connection idles.
+pub fn spawn(service: Arc<Service>, incoming: Incoming, place: Place) {
+    if service.mux.is_some() {
+        tokio::spawn(mux::serve(service, incoming, place));
+    } else {
+        tokio::spawn(serve(service, incoming, Thread::Shared, place));
+    }
 }
 
 /// The life of an admitted connection: the hooks, within the idle and

@@ -36,7 +36,7 @@ use crate::access::Verdict;
 use crate::capacity::Place;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Door, Service};
-use crate::transport::{AsyncStream, Stream};
+use crate::transport::{AsyncStream, Incoming, Stream};
 use crate::wasm::Instance;
 use crate::wasm::mux::{Arrival, ConnId, Cut, Event, Next, Outbox};
 use crate::wasm::stdio::GuestIo;
@@ -67,10 +67,22 @@ pub fn start(service: &Arc<Service>) {
     }
 }
 
+/// Serves one client of a mux service: the admission (see
+/// [`Service::admit`]), then [`converse`]. The admission's state (a TLS
+/// handshake's, a reverse lookup's) is boxed, and freed once it is done:
+/// an idle connection's task holds only what [`converse`] needs.
+pub async fn serve(service: Arc<Service>, incoming: Incoming, place: Place) {
+    let Some(admitted) = Box::pin(service.admit(incoming)).await else {
+        return;
+    };
+    let tag = admitted.tag.clone();
+    tagged(tag, converse(&service, admitted, place)).await
+}
+
 /// The life of an admitted connection of a mux service: handed to the
 /// driver, then read, written and timed here until it ends; then its
 /// summary line.
-pub(super) async fn converse(service: &Service, admitted: Admitted, room: Place) {
+async fn converse(service: &Service, admitted: Admitted, room: Place) {
     let Admitted {
         stream,
         client,

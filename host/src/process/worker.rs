@@ -322,12 +322,7 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
             continue;
         }
         send_at_once(&incoming);
-        tokio::spawn(connection::serve(
-            service.clone(),
-            incoming,
-            Thread::Shared,
-            place,
-        ));
+        connection::spawn(service.clone(), incoming, place);
     }
 }
 

@@ -2,7 +2,7 @@
 //! with the [`Outbox`] its writes go to, the timers its callbacks set, and
 //! the [`Event`]s that reach the instance's driver from the connections.
 //!
-//! The driver (in [`crate::connection`]) owns the instance and calls its
+//! The driver (in the connection layer above) owns the instance and calls its
 //! callbacks; each connection's own task reads the client and writes what
 //! the guest queued in its outbox. Nothing here waits: the `connections`
 //! imports only queue bytes and raise flags, and wake the connection's
@@ -85,6 +85,8 @@ struct OutState {
     close: bool,
     /// Shut the writing side down once everything queued is written.
     shutdown: bool,
+    /// The writing side is shut, or will be: no more writes.
+    write_shut: bool,
     /// End now, without writing what is queued (unless refused).
     cut: Option<Cut>,
     /// The connection's task ended: nothing more is written.
@@ -125,7 +127,7 @@ impl Outbox {
     /// this write passes the cap (the connection is then cut).
     pub fn write(&self, data: &[u8]) -> bool {
         let mut state = self.state();
-        if state.close || state.cut.is_some() || state.ended {
+        if state.close || state.write_shut || state.cut.is_some() || state.ended {
             return false;
         }
         let pending = state.queued.len() as u64 + state.taken;
@@ -150,7 +152,10 @@ impl Outbox {
 
     /// Shuts the writing side down once what is queued is written.
     pub fn shutdown(&self) {
-        self.state().shutdown = true;
+        let mut state = self.state();
+        state.shutdown = true;
+        state.write_shut = true;
+        drop(state);
         self.waker.wake();
     }
 
@@ -164,7 +169,8 @@ impl Outbox {
         self.waker.wake();
     }
 
-    /// Whether the connection still takes writes.
+    /// Whether the connection is open: not closing, cut or ended (its
+    /// writing side may be shut).
     pub fn is_open(&self) -> bool {
         let state = self.state();
         !(state.close || state.cut.is_some() || state.ended)
@@ -512,6 +518,8 @@ mod tests {
         outbox.wrote(3);
         assert_eq!(outbox.next(&noop()), Next::Shutdown);
         assert_eq!(outbox.next(&noop()), Next::Idle, "shut down once");
+        assert!(!outbox.write(b"after"), "its writing side is shut");
+        assert!(outbox.is_open(), "its input still arrives");
         outbox.close();
         assert!(!outbox.write(b"late"), "closing takes no more writes");
         assert_eq!(outbox.next(&noop()), Next::Close);
