@@ -79,7 +79,7 @@ fn component_exporting_neither_world() {
     let path = component("empty.wasm", "(component)");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports neither netserver:handler/hooks@0.1.2 (a handler) nor wasi:cli/run",
+        "exports neither netserver:handler/hooks@0.1.3 (a handler), netserver:handler/mux@0.1.3 (a mux handler) nor wasi:cli/run",
     );
 }
 
@@ -114,7 +114,25 @@ fn other_hooks_version() {
     let path = half_hooks("future.wasm", "netserver:handler/hooks@9.0.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.2",
+        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.3",
+    );
+}
+
+#[test]
+fn malformed_mux_export() {
+    let path = half_hooks("malformed-mux.wasm", "netserver:handler/mux@0.1.3");
+    assert_rejected(
+        path.to_str().unwrap(),
+        "its netserver:handler/mux@0.1.3 export does not match the WIT contract",
+    );
+}
+
+#[test]
+fn other_mux_version() {
+    let path = half_hooks("future-mux.wasm", "netserver:handler/mux@0.2.0");
+    assert_rejected(
+        path.to_str().unwrap(),
+        "exports netserver:handler/mux@0.2.0, but this host serves netserver:handler/mux@0.1.3",
     );
 }
 
@@ -124,6 +142,8 @@ fn good_modules_are_recognised() {
         (guests::ECHO, "handler"),
         (guests::HOOK_TRACE, "handler"),
         (guests::COMMAND_ENV, "command"),
+        (guests::CHAT, "mux"),
+        (guests::MUX_ECHO, "mux"),
     ];
     for (path, kind) in cases {
         let out = run(&["--check", "--module", path]);

@@ -39,7 +39,10 @@ fn probe(args: &[&str]) -> Server {
 fn join(server: &Server) -> (Client, String) {
     let mut client = server.connect();
     let welcome = client.read_line();
-    assert!(welcome.starts_with("Welcome, you are number "), "{welcome:?}");
+    assert!(
+        welcome.starts_with("Welcome, you are number "),
+        "{welcome:?}"
+    );
     let nick = welcome
         .trim_end()
         .rsplit(' ')
@@ -134,7 +137,10 @@ fn a_client_leaving_mid_line_gets_end_of_input_then_close() {
     assert!(at(&eof) < at(&left), "mux-eof before mux-close");
     // It closed after its last line reached it too.
     let rest = String::from_utf8(b.read_until_closed()).unwrap();
-    assert!(rest.ends_with(&format!("[{nick_b}] half a line\r\n")), "{rest:?}");
+    assert!(
+        rest.ends_with(&format!("[{nick_b}] half a line\r\n")),
+        "{rest:?}"
+    );
 }
 
 /// The resident memory of process `pid`, in KiB.
@@ -189,7 +195,12 @@ fn a_client_that_never_reads_is_cut_off_while_the_others_go_on() {
 
 #[test]
 fn a_client_the_rules_refuse_never_reaches_mux_connection() {
-    let mut server = probe(&["--cidr-allow", "127.0.0.1/32", "--cidr-deny", "127.0.0.2/32"]);
+    let mut server = probe(&[
+        "--cidr-allow",
+        "127.0.0.1/32",
+        "--cidr-deny",
+        "127.0.0.2/32",
+    ]);
     let mut refused = Client::connect_from("127.0.0.2".parse().unwrap(), server.addr);
     assert_eq!(refused.read_until_closed(), b"");
     server.wait_for_log("denied by cidr_deny 127.0.0.2/32");
@@ -284,7 +295,10 @@ fn timeouts_the_timer_and_dequeue_run_on_the_same_instance() {
     server.wait_for_log("dequeue ran with 2 connections");
     a.send(b"/dequeues\n");
     let line = a.read_line();
-    assert!(line.starts_with("DEQUEUES ") && line != "DEQUEUES 0\r\n", "{line:?}");
+    assert!(
+        line.starts_with("DEQUEUES ") && line != "DEQUEUES 0\r\n",
+        "{line:?}"
+    );
     // No process is forked for it: the worker is the master's only child.
     assert_eq!(children(server.pid()).len(), 1);
 }
@@ -370,7 +384,13 @@ fn tls_unix_and_tcp_clients_share_one_chat() {
     let mut line = String::new();
     tls.read_line(&mut line).unwrap();
     assert!(line.starts_with("Welcome, you are number 2"), "{line:?}");
-    let tls_nick = line.trim_end().rsplit(' ').next().unwrap().trim_end_matches('.').to_owned();
+    let tls_nick = line
+        .trim_end()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches('.')
+        .to_owned();
     let unix = UnixStream::connect(&path).unwrap();
     unix.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut unix_lines = BufReader::new(unix.try_clone().unwrap());
@@ -383,7 +403,10 @@ fn tls_unix_and_tcp_clients_share_one_chat() {
     read_until(&mut tcp, &format!("[{tls_nick}] over tls\r\n"));
     let heard = |reader: &mut dyn BufRead, want: &str| loop {
         let mut line = String::new();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "closed before {want:?}");
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "closed before {want:?}"
+        );
         if line == want {
             break;
         }

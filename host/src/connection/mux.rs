@@ -280,7 +280,9 @@ impl Conn {
             while self.at < self.writing.len() {
                 let stream = Pin::new(&mut self.stream);
                 match stream.poll_write(cx, &self.writing[self.at..]) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(End::ClientGone),
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(End::ClientGone);
+                    }
                     Poll::Ready(Ok(n)) => {
                         self.at += n;
                         self.bytes.1 += n as u64;
@@ -567,7 +569,10 @@ impl Driver<'_> {
 /// What a failed callback did: exited through WASI, or trapped.
 fn failure(callback: &str, error: &wasmtime::Error) -> String {
     match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        Some(exit) => format!("the mux instance exited with status {} in {callback}", exit.0),
+        Some(exit) => format!(
+            "the mux instance exited with status {} in {callback}",
+            exit.0
+        ),
         None => format!(
             "the mux instance trapped in {callback}: {}",
             error.root_cause()

@@ -536,7 +536,10 @@ mod tests {
         let outbox = Outbox::new(100);
         outbox.write(b"lost");
         outbox.cut(Cut::Instance("trap".into()));
-        assert_eq!(outbox.next(&noop()), Next::Cut(Cut::Instance("trap".into())));
+        assert_eq!(
+            outbox.next(&noop()),
+            Next::Cut(Cut::Instance("trap".into()))
+        );
     }
 
     #[test]

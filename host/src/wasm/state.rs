@@ -10,8 +10,8 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert, WitClientInfo,
-    WitCredentials, WitLevel, WitTlsInfo,
+    ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert,
+    WitClientInfo, WitCredentials, WitLevel, WitTlsInfo,
 };
 use super::hints::{Hook, IdleHooks};
 use super::mux::{self, ConnId, MuxTable};
