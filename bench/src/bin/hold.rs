@@ -112,7 +112,8 @@ fn main() -> anyhow::Result<()> {
     if args.broadcast.is_some() && args.protocol != Protocol::Chat {
         bail!("--broadcast is for --protocol chat");
     }
-    if !(args.timeout > 0.0 && args.timeout <= 600.0) || !(0.0..=3600.0).contains(&args.settle) {
+    let timeout_ok = args.timeout > 0.0 && args.timeout <= 600.0;
+    if !timeout_ok || !(0.0..=3600.0).contains(&args.settle) {
         bail!("--timeout must be in (0, 600] and --settle in [0, 3600] seconds");
     }
     let runtime = netserver_bench::runtime(Some(1))?;
