@@ -209,6 +209,10 @@ pub fn render(out: &mut String, table: &Table, records: &[MuxRecord]) {
 fn round_trips(out: &mut String, table: &Table, mux_targets: &[usize]) {
     let scenario = Scenario::tcp(Mode::Roundtrip, ROUND_TRIP_CLIENTS);
     if mux_targets.is_empty() {
+        out.push_str(
+            "Echo round trips: the mux world's echo (`ns-mux`) did not run \
+             (see the notes).\n\n",
+        );
         return;
     }
     let hooks = (0..table.targets.len()).find(|&i| {
@@ -429,16 +433,20 @@ mod tests {
         render(&mut text, &Table::from_records(&sample()), &[]);
         assert_eq!(text, "");
         // Without a hooks target the row says so.
-        let mut records = sample();
-        records.retain(|r| r.target != "ns");
-        records.push(Record {
+        let mut without_hooks = sample();
+        without_hooks.retain(|r| r.target != "ns");
+        without_hooks.push(Record {
             world: Some(World::Mux),
             ..record("mux", Group::Netserver, Mode::Roundtrip, 32, 5000.0)
         });
-        render(&mut text, &Table::from_records(&records), &[]);
+        render(&mut text, &Table::from_records(&without_hooks), &[]);
         assert!(text.contains("| mux | 5,000 | — | 0.50 |"), "{text}");
         assert!(text.contains("| (hooks world: did not run) |"), "{text}");
         assert!(!text.contains("Host memory per idle"), "{text}");
+        // Measurements without the mux echo's round trips say so.
+        let mut text = String::new();
+        render(&mut text, &Table::from_records(&sample()), &records()[..1]);
+        assert!(text.contains("(`ns-mux`) did not run"), "{text}");
     }
 
     #[test]
