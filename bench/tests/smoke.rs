@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use netserver_bench::chat::BroadcastSummary;
 use netserver_bench::loadgen::{Mode, Summary, Transport};
 
 /// A child process, killed (by PID) when dropped.
@@ -374,4 +375,91 @@ fn hold_keeps_connections_until_stdin_closes() {
     drop(hold.stdin.take());
     let status = hold.wait().expect("wait for hold");
     assert!(status.success(), "{status}");
+}
+
+/// `hold --protocol chat` against `native-echo --chat` (`extra` its
+/// options): `connections` connections, each welcomed, then a broadcast of
+/// 3 messages on a `broadcast` line; returns the summary.
+fn hold_chat_broadcast(extra: &[&str], connections: usize) -> BroadcastSummary {
+    use std::io::Write as _;
+    let server = NativeEcho::start_ip("TCP", &[&["--chat"][..], extra].concat());
+    let mut hold = Running(
+        Command::new(env!("CARGO_BIN_EXE_hold"))
+            .args(["--addr", &server.addr.to_string()])
+            .args(["--connections", &connections.to_string()])
+            .args(["--protocol", "chat", "--broadcast", "3", "--seconds", "30"])
+            .args(["--timeout", "5", "--settle", "10", "--quiet-ms", "100"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn hold"),
+    );
+    let mut stdin = hold.0.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(hold.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read holding");
+    assert_eq!(line, format!("holding {connections}\n"));
+    writeln!(stdin, "broadcast").expect("ask for the broadcast");
+    line.clear();
+    stdout.read_line(&mut line).expect("read the summary");
+    let summary: BroadcastSummary = serde_json::from_str(&line).expect("JSON summary");
+    drop(stdin);
+    let status = hold.0.wait().expect("wait for hold");
+    assert!(status.success(), "{status}");
+    summary
+}
+
+#[test]
+fn hold_chat_broadcasts_to_every_connection() {
+    for (extra, joins) in [(&[][..], true), (&["--no-join-notices"][..], false)] {
+        let n = 40;
+        let summary = hold_chat_broadcast(extra, n);
+        assert_eq!(summary.connections, n, "{summary:?}");
+        assert_eq!((summary.messages, summary.receivers), (3, n - 1));
+        assert_eq!(summary.samples, 3 * (n - 1), "{summary:?}");
+        assert_eq!((summary.missed, summary.receivers_missed), (0, 0));
+        let (p50, p99, max) = (
+            summary.p50_ms.unwrap(),
+            summary.p99_ms.unwrap(),
+            summary.max_ms.unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{summary:?}");
+        // Every join was announced to those already there: n (n - 1) / 2.
+        let announced = if joins { (n * (n - 1) / 2) as u64 } else { 0 };
+        assert_eq!(summary.lines_while_connecting, announced, "{summary:?}");
+    }
+}
+
+#[test]
+fn hold_chat_fails_without_welcome() {
+    // An echo server is no chat: the first line of each connection is
+    // taken for its welcome only once it sent one, so against the echo
+    // nobody is welcomed and hold fails in time.
+    let server = NativeEcho::start();
+    let began = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_hold"))
+        .args(["--addr", &server.addr.to_string(), "--connections", "2"])
+        .args(["--protocol", "chat"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hold");
+    assert!(!out.status.success());
+    assert!(began.elapsed() < Duration::from_secs(20));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no welcome line within 5 s"), "{stderr}");
+}
+
+#[test]
+fn hold_refuses_broadcast_without_chat() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hold"))
+        .args(["--addr", "127.0.0.1:1", "--broadcast", "2"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hold");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--broadcast is for --protocol chat"),
+        "{stderr}"
+    );
 }

@@ -31,6 +31,10 @@ struct Args {
     /// order): measured costs, what bounds the targets.
     #[arg(long = "section")]
     sections: Vec<PathBuf>,
+    /// The mux section's measurements (issue 23), JSON lines: idle memory
+    /// per connection and broadcast times.
+    #[arg(long)]
+    mux: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,11 +61,18 @@ fn main() -> anyhow::Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mux = match &args.mux {
+        Some(path) => report::mux::parse_mux_records(
+            &std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?,
+        )?,
+        None => Vec::new(),
+    };
     let context = markdown::Context {
         setup,
         notes: args.notes,
         plot: plot_name,
         sections,
+        mux,
     };
     let svg = plot::render_svg(
         &table,

@@ -10,6 +10,11 @@
 //! `Binding to SSL port N on host H with IPvX`,
 //! `Binding to UDP port N on host H with IPvX` or
 //! `Binding to UNIX socket file "PATH"`.
+//!
+//! With `--chat` it serves the chat of issue 23 over TCP instead (the
+//! native baseline of the mux world's `chat.wasm`): a welcome line on
+//! connect, `JOIN: guestN` to the others (not with `--no-join-notices`),
+//! and each line `TEXT` sent to every client as `[guestN] TEXT`.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +23,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use netserver_bench::{echo_server, tls};
+use netserver_bench::{chat, echo_server, tls};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
@@ -49,6 +54,13 @@ struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve the chat of issue 23 on the TCP port instead of the echo.
+    #[arg(long, conflicts_with_all = ["udp", "unix", "tls_cert"])]
+    chat: bool,
+    /// With --chat: send no `JOIN:` lines (as the chat guest's property
+    /// `join_notices=0` asks).
+    #[arg(long, requires = "chat")]
+    no_join_notices: bool,
     /// Runtime threads (default: one per CPU this process may use).
     #[arg(long)]
     threads: Option<usize>,
@@ -109,7 +121,11 @@ fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("bind {addr}"))?;
             ip_binding("TCP", listener.local_addr()?)?;
-            echo_server::serve(listener).await?;
+            if args.chat {
+                chat::serve_chat(listener, !args.no_join_notices).await?;
+            } else {
+                echo_server::serve(listener).await?;
+            }
         }
         Ok(())
     })

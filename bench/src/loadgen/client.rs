@@ -66,7 +66,7 @@ impl std::fmt::Debug for Tls {
 
 /// Opens a TCP connection to `addr` with TCP_NODELAY set, from `source`
 /// when given (the port is chosen at connect time).
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Failure> {
+pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, Failure> {
     let stream = open(addr, source)
         .await
         .map_err(|e| (ErrorKind::Connect, format!("connect {addr}: {e}")))?;

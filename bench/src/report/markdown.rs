@@ -18,6 +18,8 @@ pub struct Context {
     /// costs `bench/run` measured, and `bench/analysis.md` (written by hand:
     /// what bounds the targets, with the measurements that show it).
     pub sections: Vec<String>,
+    /// The mux section's measurements (issue 23): idle memory, broadcasts.
+    pub mux: Vec<super::mux::MuxRecord>,
 }
 
 /// A target of issue 5: a scenario and the least ratio to native.
@@ -77,6 +79,7 @@ pub fn render(table: &Table, context: &Context) -> String {
     goals(&mut out, table);
     sockets(&mut out, table);
     tls(&mut out, table);
+    super::mux::render(&mut out, table, &context.mux);
     for section in &context.sections {
         out.push_str(section.trim_end());
         out.push_str("\n\n");
@@ -449,6 +452,7 @@ mod tests {
             notes: vec!["a note".into()],
             plot: Some("benchmarks.svg".into()),
             sections: vec!["## Why\n\nBecause.\n".into()],
+            mux: Vec::new(),
         };
         let text = render(&table, &context);
         assert!(text.contains("![requests/s relative to native tokio](benchmarks.svg)"));

@@ -3,6 +3,7 @@
 //! to the native baseline; [`markdown`] and [`plot`] render it.
 
 pub mod markdown;
+pub mod mux;
 pub mod plot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,18 @@ pub enum Instance {
     PerWorker,
 }
 
+/// Which WIT world a netserver target's handler is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum World {
+    /// Net::Server's hooks (`handler`): an instance per connection, or per
+    /// worker.
+    Hooks,
+    /// Net::Server::Multiplex's callbacks (`mux-handler`, issue 23): one
+    /// instance per worker holds every connection.
+    Mux,
+}
+
 /// One load-generator run against one target, as a JSON line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -48,6 +61,10 @@ pub struct Record {
     /// How a netserver target makes instances, when `bench/run` says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<Instance>,
+    /// The WIT world of a netserver target's handler, when `bench/run`
+    /// says so (the hooks world when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world: Option<World>,
     /// The load generator's mode.
     pub mode: Mode,
     /// Concurrent clients.
@@ -174,6 +191,7 @@ pub struct Table {
     pub scenarios: Vec<Scenario>,
     cells: BTreeMap<(usize, Scenario), Cell>,
     per_worker: BTreeSet<usize>,
+    mux_world: BTreeSet<usize>,
 }
 
 impl Table {
@@ -190,6 +208,9 @@ impl Table {
             };
             if record.instance == Some(Instance::PerWorker) {
                 table.per_worker.insert(index);
+            }
+            if record.world == Some(World::Mux) {
+                table.mux_world.insert(index);
             }
             let scenario = Scenario {
                 transport: record.transport,
@@ -261,6 +282,11 @@ impl Table {
         self.per_worker.contains(&target)
     }
 
+    /// Whether `target` is a netserver target of the mux world.
+    pub fn mux_world(&self, target: usize) -> bool {
+        self.mux_world.contains(&target)
+    }
+
     /// Whether `target` ran (or failed to) in any of `scenarios`.
     pub fn ran_in(&self, target: usize, scenarios: &[Scenario]) -> bool {
         scenarios
@@ -327,6 +353,7 @@ pub(crate) mod tests {
             group,
             transport: Transport::Tcp,
             instance: None,
+            world: None,
             mode,
             clients,
             round: 1,
