@@ -13,9 +13,9 @@
 //! | --- | --- | --- |
 //! | 7 | this one | the run modes: serve, `--check`, `inetd` |
 //! | 6 | [`process`] | the personalities: the master, workers, signals, HUP's hand-over, `inetd` |
-//! | 5 | [`connection`] | a stream's life in the hooks world |
+//! | 5 | [`connection`] | a connection's life in the hooks world, and in the mux world (one instance per worker, its driver) |
 //! | 4 | [`service`] | one service: its handler and policy; the admission prefix of a connection |
-//! | 3 | [`wasm`] | the engine, the WIT bindings, per-Store state, guest stdio, loading handlers |
+//! | 3 | [`wasm`] | the engine, the WIT bindings (both worlds), per-Store state (a mux instance's connections and timers), guest stdio, loading handlers |
 //! | 3 | [`listen`] | binding the listening sockets, or taking them over |
 //! | 3 | [`daemon`] | leaving the terminal (`background`, `setsid`) and the `pid_file` |
 //! | 3 | [`capacity`] | a service's places in a worker; evicting to make room when one client holds them |

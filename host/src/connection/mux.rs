@@ -40,6 +40,7 @@ use crate::transport::{AsyncStream, Incoming, Stream};
 use crate::wasm::Instance;
 use crate::wasm::mux::{Arrival, ConnId, Cut, Event, Next, Outbox};
 use crate::wasm::stdio::GuestIo;
+use std::future::Future;
 
 /// Events the driver's queue holds before the connections' reads wait.
 pub const DOOR_QUEUE: usize = 1024;
@@ -68,86 +69,152 @@ pub fn start(service: &Arc<Service>) {
 }
 
 /// Serves one client of a mux service: the admission (see
-/// [`Service::admit`]), then [`converse`]. The admission's state (a TLS
-/// handshake's, a reverse lookup's) is boxed, and freed once it is done:
-/// an idle connection's task holds only what [`converse`] needs.
-pub async fn serve(service: Arc<Service>, incoming: Incoming, place: Place) {
-    let Some(admitted) = Box::pin(service.admit(incoming)).await else {
-        return;
-    };
-    let tag = admitted.tag.clone();
-    tagged(tag, converse(&service, admitted, place)).await
+/// [`Service::admit`]), then the connection's [`Life`]. The admission's
+/// state (a TLS handshake's, a reverse lookup's) is boxed and freed once
+/// done, and the connection's state is built before its future is: an idle
+/// connection's task holds only what its life needs (about 700 bytes; an
+/// `async fn` would also keep its arguments for as long as it runs).
+pub fn serve(
+    service: Arc<Service>,
+    incoming: Incoming,
+    room: Place,
+) -> impl Future<Output = ()> + Send + 'static {
+    let admission = Box::pin(admit(service.clone(), incoming));
+    async move {
+        let Some(admitted) = admission.await else {
+            return;
+        };
+        let tag = admitted.tag.clone();
+        let Some(life) = Life::new(&service, admitted, room) else {
+            return;
+        };
+        tagged(tag, life.run(&service)).await;
+    }
 }
 
-/// The life of an admitted connection of a mux service: handed to the
-/// driver, then read, written and timed here until it ends; then its
-/// summary line.
-async fn converse(service: &Service, admitted: Admitted, room: Place) {
-    let Admitted {
-        stream,
-        client,
-        verdict,
-        tag,
-        place,
-        started,
-    } = admitted;
-    let host = client.peer_host.clone();
-    let summary = |bytes, end: &End| {
-        log_end(&Summary {
-            took: started.elapsed(),
-            host: host.as_deref(),
-            bytes,
-            end,
-            capped: false,
-        })
-    };
-    // A client the access rules refuse is closed before the guest hears
-    // of it.
-    if let Verdict::Denied(rule) = verdict {
-        return summary((0, 0), &End::Denied(rule));
-    }
-    let Some(door) = service.mux.as_ref().and_then(|m| m.door.get()) else {
-        tracing::error!("closed the connection: the service's mux driver is not running");
-        return;
-    };
-    let stream: Box<dyn AsyncStream> = match stream {
-        Stream::Raw(raw) => {
-            raw.send_at_once();
-            Box::new(raw)
+/// The service's admission of `incoming`.
+async fn admit(service: Arc<Service>, incoming: Incoming) -> Option<Admitted> {
+    service.admit(incoming).await
+}
+
+/// An admitted connection of a mux service, from its arrival at the
+/// driver to its summary line.
+struct Life {
+    conn: Conn,
+    id: ConnId,
+    /// Its arrival, until the driver has it.
+    arrival: Option<Box<Arrival>>,
+    /// Its places, given back as it ends.
+    room: Place,
+    place: Option<crate::gate::Place>,
+    started: Instant,
+    host: Option<String>,
+}
+
+impl Life {
+    /// The life of `admitted`: `None` when it ends here (the access rules
+    /// refused it, logged; the driver is not running).
+    fn new(service: &Service, admitted: Admitted, room: Place) -> Option<Self> {
+        let Admitted {
+            stream,
+            client,
+            verdict,
+            tag,
+            place,
+            started,
+        } = admitted;
+        let host = client.peer_host.clone();
+        // A client the access rules refuse is closed before the guest
+        // hears of it.
+        if let Verdict::Denied(rule) = verdict {
+            summary(started, host.as_deref(), (0, 0), &End::Denied(rule));
+            return None;
         }
-        Stream::Wrapped { stream, .. } => stream,
-        Stream::Datagram(..) => {
-            // Refused at start (see `lib::check_worlds`).
-            tracing::error!("closed a datagram: the mux world serves streams only");
+        let plan = service.mux.as_ref()?;
+        let stream: Box<dyn AsyncStream> = match stream {
+            Stream::Raw(raw) => {
+                raw.send_at_once();
+                Box::new(raw)
+            }
+            Stream::Wrapped { stream, .. } => stream,
+            Stream::Datagram(..) => {
+                // Refused at start (see `check_worlds`).
+                tracing::error!("closed a datagram: the mux world serves streams only");
+                return None;
+            }
+        };
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let outbox = Arc::new(Outbox::new(plan.write_cap));
+        let arrival = Box::new(Arrival {
+            id,
+            client,
+            outbox: outbox.clone(),
+            tag,
+        });
+        Some(Self {
+            conn: Conn::new(stream, outbox),
+            id,
+            arrival: Some(arrival),
+            room,
+            place,
+            started,
+            host,
+        })
+    }
+
+    /// Hands the connection to the driver, serves it until it ends, tells
+    /// the driver, and logs how it ended.
+    async fn run(mut self, service: &Service) {
+        let Some(door) = service.mux.as_ref().and_then(|m| m.door.get()) else {
+            tracing::error!("closed the connection: the service's mux driver is not running");
+            return;
+        };
+        let Some(arrival) = self.arrival.take() else {
+            return;
+        };
+        if tell(door, Event::Connected(arrival)).await.is_err() {
             return;
         }
-    };
-    let write_cap = service.mux.as_ref().map_or(0, |m| m.write_cap);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(write_cap));
-    let arrival = Arrival {
-        id,
-        client,
-        outbox: outbox.clone(),
-        tag,
-    };
-    if door
-        .send(Event::Connected(Box::new(arrival)))
-        .await
-        .is_err()
-    {
-        return;
+        let end = self
+            .conn
+            .run(
+                door,
+                self.id,
+                service.idle_timeout,
+                service.connection_timeout,
+            )
+            .await;
+        self.conn.outbox.end();
+        let _ = tell(door, Event::Closed(self.id)).await;
+        // Give the places back before saying the connection ended.
+        drop(self.room);
+        drop(self.place);
+        summary(self.started, self.host.as_deref(), self.conn.bytes, &end);
     }
-    let mut conn = Conn::new(stream, outbox.clone());
-    let end = conn
-        .run(door, id, service.idle_timeout, service.connection_timeout)
-        .await;
-    outbox.end();
-    let _ = door.send(Event::Closed(id)).await;
-    drop(room);
-    // Give the address's place back before saying the connection ended.
-    drop(place);
-    summary(conn.bytes, &end);
+}
+
+/// Sends `event` to the driver; when its queue is full, waits for room
+/// (in a future boxed only then: an idle connection's task does not carry
+/// one). `Err` when the driver is gone.
+async fn tell(door: &Door, event: Event) -> Result<(), ()> {
+    match door.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(event)) => {
+            Box::pin(door.send(event)).await.map_err(|_| ())
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+    }
+}
+
+/// Logs a connection's end (see [`log_end`]).
+fn summary(started: Instant, host: Option<&str>, bytes: (u64, u64), end: &End) {
+    log_end(&Summary {
+        took: started.elapsed(),
+        host,
+        bytes,
+        end,
+        capped: false,
+    });
 }
 
 /// One connection's socket side: what it is writing and whether it still
@@ -205,15 +272,12 @@ impl Conn {
     ) -> End {
         let idle_timer = tokio::time::sleep(idle);
         tokio::pin!(idle_timer);
-        let deadline = async {
-            match limit {
-                Some(limit) => {
-                    tokio::time::sleep(limit).await;
-                    limit
-                }
-                None => std::future::pending().await,
-            }
-        };
+        // Allocated only when the service limits a connection's time.
+        let mut deadline = limit.map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
+        let deadline = std::future::poll_fn(|cx| match &mut deadline {
+            Some((limit, sleep)) => sleep.as_mut().poll(cx).map(|()| *limit),
+            None => Poll::Pending,
+        });
         tokio::pin!(deadline);
         loop {
             let happened = tokio::select! {
@@ -233,7 +297,7 @@ impl Conn {
                 Happened::Eof => Event::Eof(id),
                 Happened::Ended(end) => return end,
             };
-            if door.send(event).await.is_err() {
+            if tell(door, event).await.is_err() {
                 return End::Instance("the worker stopped".to_owned());
             }
         }

@@ -41,13 +41,33 @@ thread_local! {
 
 /// Runs `future` with every line it logs (on the polling thread, including
 /// its guest's host calls) tagged with `tag`.
-pub async fn tagged<F: Future>(tag: Arc<ConnTag>, future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        let _current = Current::enter(&tag);
-        future.as_mut().poll(cx)
-    })
-    .await
+pub fn tagged<F: Future>(tag: Arc<ConnTag>, future: F) -> Tagged<F> {
+    Tagged { tag, future }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose log lines carry a connection's tag (see [`tagged`]).
+    /// A struct rather than an `async fn`: one of those would hold the
+    /// future twice (its argument, and the pinned copy it polls), and an
+    /// idle connection's task is mostly this future.
+    pub struct Tagged<F> {
+        tag: Arc<ConnTag>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for Tagged<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let _current = Current::enter(this.tag);
+        this.future.poll(cx)
+    }
 }
 
 /// Writes the current connection's tag and `: `, if a connection is being
