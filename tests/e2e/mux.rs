@@ -35,6 +35,13 @@ fn probe(args: &[&str]) -> Server {
     Server::start(&all)
 }
 
+/// A client of the probe guest, greeted as the instance's `n`th.
+fn greeted(server: &Server, n: u32) -> Client {
+    let mut client = server.connect();
+    assert_eq!(client.read_line(), format!("HELLO {n}\r\n"));
+    client
+}
+
 /// A connected chat client: its welcome line read, its nick learnt.
 fn join(server: &Server) -> (Client, String) {
     let mut client = server.connect();
@@ -157,10 +164,8 @@ fn rss_kib(pid: u32) -> u64 {
 fn a_client_that_never_reads_is_cut_off_while_the_others_go_on() {
     let mut server = probe(&["--mux-write-cap", "256K"]);
     let worker = eventually("a worker", || children(server.pid()).first().copied());
-    let mut talker = server.connect();
-    assert_eq!(talker.read_line(), "HELLO 1\r\n");
-    let mut silent = server.connect();
-    assert_eq!(silent.read_line(), "HELLO 2\r\n");
+    let mut talker = greeted(&server, 1);
+    let mut silent = greeted(&server, 2);
     talker.send(b"before\n");
     assert_eq!(talker.read_line(), "ECHO before\r\n");
     let before = rss_kib(worker);
@@ -189,8 +194,7 @@ fn a_client_that_never_reads_is_cut_off_while_the_others_go_on() {
     // What reached the client before the cut, and then the end.
     let got = silent.read_until_closed();
     assert!(got.len() < 64 << 20, "{} bytes", got.len());
-    let mut third = server.connect();
-    assert_eq!(third.read_line(), "HELLO 3\r\n");
+    greeted(&server, 3);
 }
 
 #[test]
@@ -205,8 +209,7 @@ fn a_client_the_rules_refuse_never_reaches_mux_connection() {
     assert_eq!(refused.read_until_closed(), b"");
     server.wait_for_log("denied by cidr_deny 127.0.0.2/32");
     // The first client the instance hears of is number 1.
-    let mut client = server.connect();
-    assert_eq!(client.read_line(), "HELLO 1\r\n");
+    greeted(&server, 1);
 }
 
 #[test]
@@ -224,10 +227,8 @@ fn mux_connection_may_refuse_with_a_message() {
 #[test]
 fn a_trap_closes_that_instances_connections_and_a_fresh_one_serves_the_next() {
     let mut server = probe(&[]);
-    let mut a = server.connect();
-    assert_eq!(a.read_line(), "HELLO 1\r\n");
-    let mut b = server.connect();
-    assert_eq!(b.read_line(), "HELLO 2\r\n");
+    let mut a = greeted(&server, 1);
+    let mut b = greeted(&server, 2);
     a.send(b"/crash\n");
     assert_eq!(a.read_until_closed(), b"");
     assert_eq!(b.read_until_closed(), b"");
@@ -251,35 +252,29 @@ fn a_trap_closes_that_instances_connections_and_a_fresh_one_serves_the_next() {
 #[test]
 fn a_spinning_callback_is_stopped_by_the_cpu_limit() {
     let mut server = probe(&["--cpu-limit", "1"]);
-    let mut spinner = server.connect();
-    assert_eq!(spinner.read_line(), "HELLO 1\r\n");
+    let mut spinner = greeted(&server, 1);
     spinner.send(b"/spin\n");
     assert_eq!(spinner.read_until_closed(), b"");
     let line = server.wait_for_log("the mux instance trapped in mux-input");
     assert!(line.contains("CPU limit exceeded"), "{line}");
-    let mut next = server.connect();
-    assert_eq!(next.read_line(), "HELLO 1\r\n");
+    greeted(&server, 1);
 }
 
 #[test]
 fn a_memory_bomb_in_a_callback_hits_max_memory() {
     let mut server = probe(&["--max-memory", "16M"]);
-    let mut bomber = server.connect();
-    assert_eq!(bomber.read_line(), "HELLO 1\r\n");
+    let mut bomber = greeted(&server, 1);
     bomber.send(b"/alloc 64\n");
     assert_eq!(bomber.read_until_closed(), b"");
     server.wait_for_log("the mux instance trapped in mux-input");
-    let mut next = server.connect();
-    assert_eq!(next.read_line(), "HELLO 1\r\n");
+    greeted(&server, 1);
 }
 
 #[test]
 fn timeouts_the_timer_and_dequeue_run_on_the_same_instance() {
     let mut server = probe(&["--check-for-dequeue", "1"]);
-    let mut a = server.connect();
-    assert_eq!(a.read_line(), "HELLO 1\r\n");
-    let mut b = server.connect();
-    assert_eq!(b.read_line(), "HELLO 2\r\n");
+    let mut a = greeted(&server, 1);
+    let mut b = greeted(&server, 2);
     a.send(b"/timeout 0.2\n");
     assert_eq!(a.read_line(), "OK\r\n");
     assert_eq!(a.read_line(), "TIMEOUT\r\n");
@@ -306,8 +301,7 @@ fn timeouts_the_timer_and_dequeue_run_on_the_same_instance() {
 #[test]
 fn shutdown_write_ends_the_clients_input_and_keeps_reading_it() {
     let mut server = probe(&[]);
-    let mut client = server.connect();
-    assert_eq!(client.read_line(), "HELLO 1\r\n");
+    let mut client = greeted(&server, 1);
     client.send(b"/shutdown\n");
     assert_eq!(client.read_to_end(), b"SHUTDOWN\r\n");
     // Its input still arrives; its end closes the connection.
@@ -320,8 +314,7 @@ fn shutdown_write_ends_the_clients_input_and_keeps_reading_it() {
 #[test]
 fn the_idle_timeout_closes_a_silent_client_and_mux_close_runs() {
     let mut server = Server::start(&["--module", guests::MUX_PROBE, "--idle-timeout", "1"]);
-    let mut client = server.connect();
-    assert_eq!(client.read_line(), "HELLO 1\r\n");
+    let mut client = greeted(&server, 1);
     assert_eq!(client.read_until_closed(), b"");
     server.wait_for_log("idle timeout");
     server.wait_for_log("close conn=1");
@@ -330,8 +323,7 @@ fn the_idle_timeout_closes_a_silent_client_and_mux_close_runs() {
 #[test]
 fn the_callbacks_see_the_client_they_are_about() {
     let server = probe(&[]);
-    let mut client = server.connect();
-    assert_eq!(client.read_line(), "HELLO 1\r\n");
+    let mut client = greeted(&server, 1);
     client.send(b"/info\n");
     let line = client.read_line();
     assert!(line.starts_with("INFO tcp 127.0.0.1 "), "{line:?}");
