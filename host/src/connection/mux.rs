@@ -22,6 +22,7 @@
 //! with the reason, and the next client gets a fresh instance.
 
 use std::cell::RefCell;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,12 +132,15 @@ impl Life {
             return None;
         }
         let plan = service.mux.as_ref()?;
-        let stream: Box<dyn AsyncStream> = match stream {
+        // A raw socket's replies may be sent from the guest's write itself
+        // (see `Outbox`); the socket stays open until the outbox ends.
+        let (stream, direct): (Box<dyn AsyncStream>, _) = match stream {
             Stream::Raw(raw) => {
                 raw.send_at_once();
-                Box::new(raw)
+                let fd = raw.as_raw_fd();
+                (Box::new(raw), Some(fd))
             }
-            Stream::Wrapped { stream, .. } => stream,
+            Stream::Wrapped { stream, .. } => (stream, None),
             Stream::Datagram(..) => {
                 // Refused at start (see `check_worlds`).
                 tracing::error!("closed a datagram: the mux world serves streams only");
@@ -144,7 +148,7 @@ impl Life {
             }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(plan.write_cap));
+        let outbox = Arc::new(Outbox::new(plan.write_cap, direct));
         let arrival = Box::new(Arrival {
             id,
             client,
@@ -185,6 +189,7 @@ impl Life {
             )
             .await;
         self.conn.outbox.end();
+        self.conn.bytes.1 += self.conn.outbox.sent();
         let _ = tell(door, Event::Closed(self.id)).await;
         // Give the places back before saying the connection ended.
         drop(self.room);
@@ -235,6 +240,8 @@ struct Conn {
     closing: bool,
     /// When the last byte moved.
     moved: Instant,
+    /// Bytes the outbox sent at once, when last looked at.
+    sent: u64,
     /// Bytes read, written.
     bytes: (u64, u64),
 }
@@ -258,6 +265,7 @@ impl Conn {
             shut: false,
             closing: false,
             moved: Instant::now(),
+            sent: 0,
             bytes: (0, 0),
         }
     }
@@ -283,6 +291,11 @@ impl Conn {
             let happened = tokio::select! {
                 happened = std::future::poll_fn(|cx| self.poll(cx)) => happened,
                 () = &mut idle_timer => {
+                    // Bytes the guest's writes sent at once moved too.
+                    let sent = self.outbox.sent();
+                    if sent != self.sent {
+                        (self.sent, self.moved) = (sent, Instant::now());
+                    }
                     let due = self.moved + idle;
                     if due <= Instant::now() {
                         return End::Idle(idle);
@@ -394,6 +407,15 @@ impl Conn {
                 Next::Shutdown | Next::Idle => return Poll::Pending,
             }
         }
+    }
+}
+
+/// However its task ends (cancelled too), the outbox ends before the
+/// socket closes: a guest's write can no longer reach the descriptor,
+/// whose number the kernel may give to another socket.
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.outbox.end();
     }
 }
 

@@ -9,10 +9,12 @@
 //! task.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
+use nix::sys::socket::{MsgFlags, send};
 
 use crate::client::ClientInfo;
 use crate::log::tag::ConnTag;
@@ -73,6 +75,10 @@ pub struct Outbox {
     state: Mutex<OutState>,
     waker: AtomicWaker,
     cap: u64,
+    /// The raw socket (TCP, unix stream) a write may be sent on at once,
+    /// when nothing is queued before it: one wake of the connection's task
+    /// fewer per reply. `None` for a stream that wraps its socket (TLS).
+    direct: Option<RawFd>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +97,8 @@ struct OutState {
     cut: Option<Cut>,
     /// The connection's task ended: nothing more is written.
     ended: bool,
+    /// Bytes sent at once by [`Outbox::write`], in all.
+    sent: u64,
 }
 
 /// What the connection's writer is to do next (see [`Outbox::next`]).
@@ -109,12 +117,15 @@ pub enum Next {
 }
 
 impl Outbox {
-    /// An empty outbox whose client is cut off past `cap` bytes queued.
-    pub fn new(cap: u64) -> Self {
+    /// An empty outbox whose client is cut off past `cap` bytes queued;
+    /// writes go at once to `direct`, a raw socket, when nothing waits
+    /// before them. The socket must stay open until [`Outbox::end`].
+    pub fn new(cap: u64, direct: Option<RawFd>) -> Self {
         Self {
             state: Mutex::new(OutState::default()),
             waker: AtomicWaker::new(),
             cap,
+            direct,
         }
     }
 
@@ -137,6 +148,24 @@ impl Outbox {
             drop(state);
             self.waker.wake();
             return false;
+        }
+        let mut data = data;
+        if pending == 0
+            && !state.shutdown
+            && let Some(fd) = self.direct
+        {
+            // Under the lock: the connection's task writes nothing
+            // meanwhile, and cannot end (and close the socket) before
+            // `end`, which takes it. What the socket does not take now
+            // is queued; an error is the writer's to find.
+            let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+            if let Ok(n) = send(fd, data, flags) {
+                state.sent += n as u64;
+                data = &data[n..];
+                if data.is_empty() {
+                    return true;
+                }
+            }
         }
         state.queued.extend_from_slice(data);
         drop(state);
@@ -221,6 +250,11 @@ impl Outbox {
     pub fn cut_now(&self, waker: &std::task::Waker) -> Option<Cut> {
         self.waker.register(waker);
         self.state().cut.clone().filter(|cut| *cut != Cut::Refused)
+    }
+
+    /// Bytes [`Outbox::write`] sent at once, in all.
+    pub fn sent(&self) -> u64 {
+        self.state().sent
     }
 
     /// `n` bytes of what the writer took were written.
@@ -486,7 +520,7 @@ mod tests {
         Arrival {
             id,
             client,
-            outbox: Arc::new(Outbox::new(100)),
+            outbox: Arc::new(Outbox::new(100, None)),
             tag: ConnTag::new("chat".into(), peer),
         }
     }
@@ -497,7 +531,7 @@ mod tests {
 
     #[test]
     fn writes_queue_until_the_cap_cuts_the_client_off() {
-        let outbox = Outbox::new(10);
+        let outbox = Outbox::new(10, None);
         assert!(outbox.write(b"hello"));
         assert_eq!(outbox.next(&noop()), Next::Write(b"hello".to_vec()));
         // Taken but not written still counts.
@@ -510,8 +544,35 @@ mod tests {
     }
 
     #[test]
+    fn a_write_goes_at_once_to_a_raw_socket_when_nothing_waits() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (server, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+        let outbox = Outbox::new(1 << 20, Some(server.as_raw_fd()));
+        assert!(outbox.write(b"at once"));
+        assert_eq!(outbox.sent(), 7);
+        assert_eq!(outbox.next(&noop()), Next::Idle, "nothing queued");
+        let mut got = [0u8; 7];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"at once");
+        // What the socket does not take is queued, and so is what follows.
+        let big = vec![b'x'; 4 << 20];
+        assert!(!outbox.write(&big), "4 MiB passes the cap of 1 MiB");
+        assert_eq!(outbox.sent(), 7, "and none of it was sent");
+        let outbox = Outbox::new(8 << 20, Some(server.as_raw_fd()));
+        assert!(outbox.write(&big));
+        assert!(outbox.pending() > 0, "the socket took only part");
+        assert!(outbox.write(b"after"));
+        let Next::Write(queued) = outbox.next(&noop()) else {
+            panic!("queued bytes to write");
+        };
+        assert!(queued.ends_with(b"after"));
+        assert_eq!(outbox.sent() + queued.len() as u64, 4 * (1 << 20) + 5);
+    }
+
+    #[test]
     fn close_and_shutdown_come_after_what_is_queued() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.write(b"bye");
         outbox.shutdown();
         assert_eq!(outbox.next(&noop()), Next::Write(b"bye".to_vec()));
@@ -527,13 +588,13 @@ mod tests {
 
     #[test]
     fn a_refused_client_gets_what_was_written_first() {
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.write(b"go away\r\n");
         outbox.cut(Cut::Refused);
         assert_eq!(outbox.next(&noop()), Next::Write(b"go away\r\n".to_vec()));
         assert_eq!(outbox.next(&noop()), Next::Cut(Cut::Refused));
         // Any other cut drops what is queued.
-        let outbox = Outbox::new(100);
+        let outbox = Outbox::new(100, None);
         outbox.write(b"lost");
         outbox.cut(Cut::Instance("trap".into()));
         assert_eq!(
