@@ -551,3 +551,42 @@ fn a_server_configured_in_net_server_forms_serves() {
     );
     server.assert_echoes("hi", "forms-serve.conf");
 }
+
+#[test]
+fn a_mux_service_and_a_hooks_service_side_by_side() {
+    let toml = conf(
+        "mux-beside-hooks.toml",
+        &format!(
+            r#"
+host = "127.0.0.1"
+idle_timeout = 600
+
+[[service]]
+name = "room"
+module = "{chat}"
+port = 0
+
+[[service]]
+name = "plain"
+module = "{echo}"
+port = 0
+"#,
+            chat = guests::CHAT,
+            echo = guests::ECHO
+        ),
+    );
+    let mut server = Server::start_args(&["--conf-file", &toml]);
+    let room = service_addr(&mut server, "room");
+    let plain = service_addr(&mut server, "plain");
+    server.wait_for_log("a netserver mux handler) as service room");
+    let mut a = crate::util::Client::connect(room);
+    assert!(a.read_line().starts_with("Welcome, you are number 1"));
+    let mut b = crate::util::Client::connect(room);
+    assert!(b.read_line().starts_with("Welcome, you are number 2"));
+    b.send(b"hi\n");
+    assert_eq!(a.read_line(), "JOIN: guest2 from 127.0.0.1\r\n");
+    assert_eq!(a.read_line(), "[guest2] hi\r\n");
+    let mut echo = crate::util::Client::connect(plain);
+    echo.send(b"hello\nquit\n");
+    assert_eq!(echo.read_all(), "You said 'hello'\r\nYou said 'quit'\r\n");
+}
