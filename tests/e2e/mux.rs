@@ -250,24 +250,21 @@ fn a_trap_closes_that_instances_connections_and_a_fresh_one_serves_the_next() {
 }
 
 #[test]
-fn a_spinning_callback_is_stopped_by_the_cpu_limit() {
-    let mut server = probe(&["--cpu-limit", "1"]);
-    let mut spinner = greeted(&server, 1);
-    spinner.send(b"/spin\n");
-    assert_eq!(spinner.read_until_closed(), b"");
-    let line = server.wait_for_log("the mux instance trapped in mux-input");
-    assert!(line.contains("CPU limit exceeded"), "{line}");
-    greeted(&server, 1);
-}
-
-#[test]
-fn a_memory_bomb_in_a_callback_hits_max_memory() {
-    let mut server = probe(&["--max-memory", "16M"]);
-    let mut bomber = greeted(&server, 1);
-    bomber.send(b"/alloc 64\n");
-    assert_eq!(bomber.read_until_closed(), b"");
-    server.wait_for_log("the mux instance trapped in mux-input");
-    greeted(&server, 1);
+fn a_callback_past_its_cpu_or_memory_limit_ends_the_instance_only() {
+    let cases: [(&[&str], &[u8], &str); 2] = [
+        (&["--cpu-limit", "1"], b"/spin\n", "CPU limit exceeded"),
+        (&["--max-memory", "16M"], b"/alloc 64\n", "memory"),
+    ];
+    for (args, line, why) in cases {
+        let mut server = probe(args);
+        let mut client = greeted(&server, 1);
+        client.send(line);
+        assert_eq!(client.read_until_closed(), b"");
+        let trap = server.wait_for_log("the mux instance trapped in mux-input");
+        assert!(trap.contains(why), "{args:?}: {trap}");
+        assert!(server.is_running());
+        greeted(&server, 1);
+    }
 }
 
 #[test]
@@ -457,4 +454,14 @@ fn many_clients_at_once_each_see_every_line() {
     for (client, _) in &mut clients {
         read_until(client, &format!("[{nick}] to all twenty\r\n"));
     }
+}
+
+#[test]
+fn the_chat_can_keep_joins_quiet() {
+    let server = chat(&["--property", "join_notices=0"]);
+    let (mut a, _) = join(&server);
+    let (mut b, nick_b) = join(&server);
+    b.send(b"first\n");
+    // No JOIN line before it.
+    assert_eq!(a.read_line(), format!("[{nick_b}] first\r\n"));
 }
