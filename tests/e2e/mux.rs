@@ -50,14 +50,19 @@ fn join(server: &Server) -> (Client, String) {
         welcome.starts_with("Welcome, you are number "),
         "{welcome:?}"
     );
-    let nick = welcome
+    let nick = nick_of(&welcome);
+    (client, nick)
+}
+
+/// The nick a welcome line gives: `… You are guestN.`
+fn nick_of(welcome: &str) -> String {
+    welcome
         .trim_end()
         .rsplit(' ')
         .next()
         .unwrap()
         .trim_end_matches('.')
-        .to_owned();
-    (client, nick)
+        .to_owned()
 }
 
 /// Reads lines until one equal to `want` (skipping JOIN lines and the
@@ -373,13 +378,7 @@ fn tls_unix_and_tcp_clients_share_one_chat() {
     let mut line = String::new();
     tls.read_line(&mut line).unwrap();
     assert!(line.starts_with("Welcome, you are number 2"), "{line:?}");
-    let tls_nick = line
-        .trim_end()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .trim_end_matches('.')
-        .to_owned();
+    let tls_nick = nick_of(&line);
     let unix = UnixStream::connect(&path).unwrap();
     unix.set_read_timeout(Some(PATIENCE)).unwrap();
     let mut unix_lines = BufReader::new(unix.try_clone().unwrap());

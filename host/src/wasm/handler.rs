@@ -26,29 +26,27 @@ use super::stdio::GuestIo;
 use crate::client::ClientInfo;
 use crate::config::ServiceConfig;
 
+/// The newest 0.1.x of the `netserver:handler` package this host serves.
+const PATCH: u32 = 3;
+
 /// The export that makes a component a handler: this version's, or that
 /// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
 const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.3";
 /// The hooks versions served, as errors name them.
 const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.3";
-
-/// Whether `export` is the hooks of a version this host serves.
-fn serves(export: &str) -> bool {
-    export
-        .strip_prefix("netserver:handler/hooks@0.1.")
-        .and_then(|patch| patch.parse::<u32>().ok())
-        .is_some_and(|patch| patch <= 3)
-}
-/// The export that makes a component a mux handler: this version's, or a
-/// later 0.1.x one's.
+/// The export that makes a component a mux handler: the version that
+/// brought the mux world (0.1.3), or a later 0.1.x this host serves.
 const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3";
 
-/// Whether `export` is the mux callbacks of a version this host serves.
-fn serves_mux(export: &str) -> bool {
+/// Whether `export` is interface `interface` of a 0.1.x this host serves,
+/// from 0.1.`since` (the version that brought it) to 0.1.[`PATCH`].
+fn serves(export: &str, interface: &str, since: u32) -> bool {
     export
-        .strip_prefix("netserver:handler/mux@0.1.")
+        .strip_prefix("netserver:handler/")
+        .and_then(|rest| rest.strip_prefix(interface))
+        .and_then(|rest| rest.strip_prefix("@0.1."))
         .and_then(|patch| patch.parse::<u32>().ok())
-        .is_some_and(|patch| patch == 3)
+        .is_some_and(|patch| (since..=PATCH).contains(&patch))
 }
 
 /// The export that makes a component a WASI command.
@@ -202,12 +200,12 @@ fn prepare(
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
-    if let Some(hooks) = exports.iter().find(|e| serves(e)) {
+    if let Some(hooks) = exports.iter().find(|e| serves(e, "hooks", 0)) {
         let pre = HandlerPre::new(pre)
             .map_err(|e| anyhow!("its {hooks} export does not match the WIT contract: {e:#}"))?;
         return Ok(Pre::Handler(pre));
     }
-    if let Some(mux) = exports.iter().find(|e| serves_mux(e)) {
+    if let Some(mux) = exports.iter().find(|e| serves(e, "mux", 3)) {
         let pre = MuxHandlerPre::new(pre)
             .map_err(|e| anyhow!("its {mux} export does not match the WIT contract: {e:#}"))?;
         return Ok(Pre::Mux(pre));

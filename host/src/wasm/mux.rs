@@ -101,6 +101,13 @@ struct OutState {
     sent: u64,
 }
 
+impl OutState {
+    /// Bytes queued or taken, and not yet written.
+    fn pending(&self) -> u64 {
+        self.queued.len() as u64 + self.taken
+    }
+}
+
 /// What the connection's writer is to do next (see [`Outbox::next`]).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
@@ -141,7 +148,7 @@ impl Outbox {
         if state.close || state.write_shut || state.cut.is_some() || state.ended {
             return false;
         }
-        let pending = state.queued.len() as u64 + state.taken;
+        let pending = state.pending();
         if pending + data.len() as u64 > self.cap {
             state.cut = Some(Cut::WriteCap(self.cap));
             state.queued = Vec::new();
@@ -207,8 +214,7 @@ impl Outbox {
 
     /// Bytes queued and not yet written.
     pub fn pending(&self) -> u64 {
-        let state = self.state();
-        state.queued.len() as u64 + state.taken
+        self.state().pending()
     }
 
     /// Whether the client's input should pause: half the cap is queued.
@@ -328,11 +334,6 @@ impl MuxTable {
         }
     }
 
-    /// Whether `id` is held and was accepted.
-    pub fn accepted(&self, id: ConnId) -> bool {
-        self.held.get(&id).is_some_and(|h| h.accepted)
-    }
-
     /// Forgets `id`; whether the guest had accepted it.
     pub fn remove(&mut self, id: ConnId) -> bool {
         let Some(held) = self.held.remove(&id) else {
@@ -353,16 +354,6 @@ impl MuxTable {
             .into_values()
             .map(|h| h.outbox)
             .collect()
-    }
-
-    /// How many connections the instance holds.
-    pub fn len(&self) -> usize {
-        self.held.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.held.is_empty()
     }
 
     /// `id`'s client.
