@@ -23,9 +23,10 @@
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
-//! | leaf | [`client`], [`threads`], [`proxy`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser |
+//! | leaf | [`client`], [`threads`], [`proxy`], [`board`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share |
 
 pub mod access;
+pub mod board;
 pub mod capacity;
 pub mod cli;
 pub mod client;
@@ -325,6 +326,7 @@ fn module_report(handler: &wasm::Handler) -> serde_json::Value {
     serde_json::json!({
         "source": handler.source(),
         "kind": handler.kind(),
+        "server_hooks": handler.has_server_hooks(),
     })
 }
 
@@ -353,6 +355,7 @@ mod tests {
         ("client", -1),
         ("threads", -1),
         ("proxy", -1),
+        ("board", -1),
         ("config", 0),
         ("access", 1),
         ("log", 1),

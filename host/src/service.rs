@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::access::Verdict;
+use crate::board::Closing;
 use crate::client::{ClientInfo, Local, Peer};
 use crate::config::port::Proto;
 use crate::config::tls::{NamePattern, pick};
@@ -22,7 +23,8 @@ use crate::transport::datagram::{RecvSettings, ReplyCap};
 use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
 use crate::wasm::mux::Event;
-use crate::wasm::{GuestKind, Handler, Instance};
+use crate::wasm::stdio::GuestIo;
+use crate::wasm::{GuestKind, Handler, Instance, ServerHook};
 
 /// One service ready to serve.
 pub struct Service {
@@ -137,7 +139,7 @@ impl Service {
     /// Ends this process's shared instance, if it has one: its
     /// `child-finish-hook` runs.
     pub async fn retire(&self) {
-        if let Some(door) = self.mux.as_ref().and_then(|m| m.door.get()) {
+        if let Some(door) = self.mux_door() {
             let (done, retired) = tokio::sync::oneshot::channel();
             if door.send(Event::Retire(done)).await.is_ok() {
                 let _ = retired.await;
@@ -151,6 +153,141 @@ impl Service {
             && let Err(err) = instance.child_finish_hook().await
         {
             tracing::error!("guest trapped in child-finish-hook: {}", err.root_cause());
+        }
+    }
+
+    /// Makes this process's shared instance (`instance per-worker`) and
+    /// runs its `child-init-hook`.
+    pub async fn make_worker_instance(&self) -> Result<Instance, Unmade> {
+        let mut instance = self
+            .handler
+            .instantiate(GuestIo::default(), None)
+            .await
+            .map_err(Unmade::Instantiate)?;
+        instance.child_init_hook().await.map_err(Unmade::Trap)?;
+        Ok(instance)
+    }
+
+    /// Whether this service has worker hooks to run in this process: its
+    /// guest exports `server-hooks`, and an instance outlives a
+    /// connection (`instance per-worker`, or the mux world).
+    pub fn has_worker_hooks(&self) -> bool {
+        self.handler.has_server_hooks() && (self.worker_instance.is_some() || self.mux.is_some())
+    }
+
+    /// A signal reached the worker: the shared instance's `signal-hook`
+    /// runs, once connections already holding it are done; the instance is
+    /// made for it if there is none.
+    pub async fn signal(&self, signal: nix::sys::signal::Signal) {
+        if !self.handler.wants(ServerHook::SignalHook) {
+            return;
+        }
+        if let Some(door) = self.mux_door() {
+            let _ = door.send(Event::Signal(signal)).await;
+            return;
+        }
+        let Some(slot) = &self.worker_instance else {
+            return;
+        };
+        let mut turn = slot.lock().await;
+        let mut instance = match turn.take() {
+            Some(instance) => instance,
+            None => match self.make_worker_instance().await {
+                Ok(instance) => instance,
+                Err(unmade) => {
+                    tracing::error!("service {}: {unmade}", self.name);
+                    return;
+                }
+            },
+        };
+        match instance.signal_hook(signal).await {
+            Ok(()) => *turn = Some(instance),
+            Err(error) => self.hook_failed("signal-hook", &error),
+        }
+    }
+
+    /// The server closes for `closing`: the shared instance's
+    /// `server-close-hook` runs, if there is one. With `wait`, after the
+    /// connection holding it (if any); without, only if it is free now
+    /// (the worker stops at once).
+    pub async fn closing(&self, closing: Closing, wait: bool) {
+        if closing == Closing::No || !self.handler.wants(ServerHook::ServerCloseHook) {
+            return;
+        }
+        if let Some(door) = self.mux_door() {
+            let (done, closed) = tokio::sync::oneshot::channel();
+            let sent = if wait {
+                door.send(Event::Closing(closing, done)).await.is_ok()
+            } else {
+                door.try_send(Event::Closing(closing, done)).is_ok()
+            };
+            if sent {
+                let _ = closed.await;
+            }
+            return;
+        }
+        let Some(slot) = &self.worker_instance else {
+            return;
+        };
+        let mut turn = if wait {
+            slot.lock().await
+        } else {
+            match slot.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => {
+                    tracing::debug!(
+                        "service {}: server-close-hook not run: its instance serves a client",
+                        self.name
+                    );
+                    return;
+                }
+            }
+        };
+        if let Some(instance) = turn.as_mut()
+            && let Err(error) = instance.server_close_hook(closing).await
+        {
+            turn.take();
+            self.hook_failed("server-close-hook", &error);
+        }
+    }
+
+    /// The worker has had no client for a while: the shared instance's
+    /// `idle-hook` runs, if there is one (none is made for it).
+    pub async fn idle(&self) {
+        if !self.handler.wants(ServerHook::IdleHook) {
+            return;
+        }
+        let Some(slot) = &self.worker_instance else {
+            return;
+        };
+        let mut turn = slot.lock().await;
+        if let Some(instance) = turn.as_mut()
+            && let Err(error) = instance.idle_hook().await
+        {
+            turn.take();
+            self.hook_failed("idle-hook", &error);
+        }
+    }
+
+    /// The way to this worker's mux driver, once it started.
+    fn mux_door(&self) -> Option<&Door> {
+        self.mux.as_ref().and_then(|m| m.door.get())
+    }
+
+    /// Logs that a worker hook of the shared instance failed; the instance
+    /// is gone, and the next client gets a fresh one.
+    fn hook_failed(&self, hook: &str, error: &wasmtime::Error) {
+        match error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            Some(exit) => tracing::error!(
+                "service {}: the guest exited with status {} in {hook}; its instance is dropped",
+                self.name,
+                exit.0
+            ),
+            None => tracing::error!(
+                "service {}: guest trapped in {hook}: {}; its instance is dropped",
+                self.name,
+                error.root_cause()
+            ),
         }
     }
 
@@ -344,6 +481,28 @@ impl Service {
                 tracing::debug!("closed the connection: {why}");
                 None
             }
+        }
+    }
+}
+
+/// Why a shared instance could not be made.
+#[derive(Debug)]
+pub enum Unmade {
+    /// Instantiating failed.
+    Instantiate(anyhow::Error),
+    /// Its `child-init-hook` trapped (or exited).
+    Trap(wasmtime::Error),
+}
+
+impl std::fmt::Display for Unmade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
+            Self::Trap(error) => write!(
+                f,
+                "guest trapped in child-init-hook: {}",
+                error.root_cause()
+            ),
         }
     }
 }

@@ -17,6 +17,7 @@ mod personalities;
 mod privileges;
 mod protocols;
 mod sandbox;
+mod server_hooks;
 mod signals;
 mod snapshots;
 mod tls;

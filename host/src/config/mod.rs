@@ -167,6 +167,9 @@ pub struct ProcessConfig {
     pub max_requests: u64,
     /// How often the parent checks idle children.
     pub check_for_waiting: Duration,
+    /// How long a one-connection-at-a-time worker waits for a client
+    /// before its per-worker instances' `idle-hook` runs (and again).
+    pub check_for_idle: Duration,
     /// How often the parent looks for children that died unseen.
     pub check_for_dead: Duration,
     /// How often the parent tops up idle children.

@@ -197,6 +197,14 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "check_for_idle",
+        Seconds,
+        Some("4"),
+        false,
+        Active,
+        "one-connection-at-a-time workers: run a per-worker instance's idle-hook after N seconds without a client (Net::Waiter's TIMEOUT)",
+    ),
+    spec(
         "check_for_spawn",
         Seconds,
         Some("30"),

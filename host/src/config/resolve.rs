@@ -156,6 +156,7 @@ impl ProcessConfig {
             max_spare_servers: values.int("max_spare_servers"),
             max_requests: values.int("max_requests"),
             check_for_waiting: values.secs("check_for_waiting"),
+            check_for_idle: values.secs("check_for_idle"),
             check_for_dead: values.secs("check_for_dead"),
             check_for_spawn: values.secs("check_for_spawn"),
             min_child_ttl: values.secs("min_child_ttl"),
@@ -730,6 +731,7 @@ mod tests {
             "check_for_dequeue" => opt_secs(s.check_for_dequeue),
             "check_for_spawn" => secs(p.check_for_spawn),
             "check_for_waiting" => secs(p.check_for_waiting),
+            "check_for_idle" => secs(p.check_for_idle),
             "chroot" => path(&config.privileges.chroot),
             "cidr_allow" => nets(&s.access.cidr_allow),
             "cidr_deny" => nets(&s.access.cidr_deny),
@@ -961,9 +963,9 @@ mod tests {
             | "double_reverse_lookups"
             | "leave_children_open_on_hup" => "1",
             "no_close_by_child" => "1",
-            "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "min_child_ttl"
-            | "quit_timeout" | "idle_timeout" | "cpu_limit" | "check_for_dequeue"
-            | "connection_timeout" => "2.5",
+            "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "check_for_idle"
+            | "min_child_ttl" | "quit_timeout" | "idle_timeout" | "cpu_limit"
+            | "check_for_dequeue" | "connection_timeout" => "2.5",
             "chroot" => "/tmp",
             "cidr_allow" | "cidr_deny" | "grant_connect" | "proxy_from" => "10.0.0.0/8",
             "deny" => "evil.example",

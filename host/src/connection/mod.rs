@@ -15,7 +15,7 @@ use crate::access::Verdict;
 use crate::capacity::Place;
 use crate::client::ClientInfo;
 use crate::log::tag::tagged;
-use crate::service::{Admitted, Service};
+use crate::service::{Admitted, Service, Unmade};
 use crate::transport::{ClientSocket, Incoming, Wait};
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
@@ -149,6 +149,8 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
     if service.mux.is_some() {
         return Box::pin(mux::serve(service, incoming, place)).await;
     }
+    // Counted on the board while it lasts (see `crate::board`).
+    let _counted = crate::board::client();
     let Some(admitted) = service.admit(incoming).await else {
         return;
     };
@@ -279,7 +281,7 @@ async fn converse(
     let handler = &service.handler;
     match service.worker_instance() {
         None => fresh(handler, socket, client, verdict).await,
-        Some(slot) => shared(handler, slot, socket, client, verdict).await,
+        Some(slot) => shared(service, slot, socket, client, verdict).await,
     }
 }
 
@@ -319,7 +321,7 @@ async fn fresh(
 /// instance whose hook trapped or exited — or whose connection was cut off
 /// mid-hook — is dropped: the next client gets a fresh one.
 async fn shared(
-    handler: &Handler,
+    service: &Service,
     slot: &tokio::sync::Mutex<Option<Instance>>,
     socket: &Arc<ClientSocket>,
     client: &ClientInfo,
@@ -328,16 +330,11 @@ async fn shared(
     let mut turn = slot.lock().await;
     let mut instance = match turn.take() {
         Some(instance) => instance,
-        None => {
-            let mut instance = match handler.instantiate(GuestIo::default(), None).await {
-                Ok(instance) => instance,
-                Err(error) => return End::Instantiate(error),
-            };
-            if let Err(error) = instance.child_init_hook().await {
-                return End::trap("child-init-hook", socket)(error);
-            }
-            instance
-        }
+        None => match service.make_worker_instance().await {
+            Ok(instance) => instance,
+            Err(Unmade::Instantiate(error)) => return End::Instantiate(error),
+            Err(Unmade::Trap(error)) => return End::trap("child-init-hook", socket)(error),
+        },
     };
     match connection_hooks(&mut instance, socket, client, verdict).await {
         Ok(end) => {

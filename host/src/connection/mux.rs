@@ -34,13 +34,14 @@ use tokio::sync::mpsc;
 
 use super::{End, Summary, log_end};
 use crate::access::Verdict;
+use crate::board::Closing;
 use crate::capacity::Place;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Door, Service};
 use crate::transport::{AsyncStream, Incoming, Stream};
-use crate::wasm::Instance;
 use crate::wasm::mux::{Arrival, ConnId, Cut, Event, Next, Outbox};
 use crate::wasm::stdio::GuestIo;
+use crate::wasm::{Instance, ServerHook};
 use std::future::Future;
 
 /// Events the driver's queue holds before the connections' reads wait.
@@ -82,6 +83,7 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send + 'static {
     let admission = Box::pin(admit(service.clone(), incoming));
     async move {
+        let _counted = crate::board::client();
         let Some(admitted) = admission.await else {
             return;
         };
@@ -512,10 +514,42 @@ impl Driver<'_> {
             Event::Input(id, bytes) => self.input(id, bytes).await,
             Event::Eof(id) => self.eof(id).await,
             Event::Closed(id) => self.closed(id).await,
+            Event::Signal(signal) => self.signal(signal).await,
+            Event::Closing(closing, done) => {
+                self.closing(closing).await;
+                let _ = done.send(());
+            }
             // Taken by the loop.
             Event::Retire(done) => {
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// A signal reached the worker: `signal-hook`, on the instance (made
+    /// for it if there is none), when the guest has one that does
+    /// something.
+    async fn signal(&mut self, signal: nix::sys::signal::Signal) {
+        if !self.service.handler.wants(ServerHook::SignalHook) {
+            return;
+        }
+        let result = match self.instance().await {
+            Ok(instance) => instance.signal_hook(signal).await,
+            Err(_) => return,
+        };
+        if let Err(error) = result {
+            self.trapped("signal-hook", &error);
+        }
+    }
+
+    /// The server closes: `server-close-hook`, on the instance if there
+    /// is one (its connections are still open: it may say goodbye).
+    async fn closing(&mut self, closing: Closing) {
+        let Some(instance) = &mut self.instance else {
+            return;
+        };
+        if let Err(error) = instance.server_close_hook(closing).await {
+            self.trapped("server-close-hook", &error);
         }
     }
 

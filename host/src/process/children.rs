@@ -12,16 +12,19 @@ pub struct Child {
     pub born: Instant,
     /// Told to finish, for being spare.
     pub retiring: bool,
+    /// Its slot on the board (see [`crate::board`]), if it got one.
+    pub slot: Option<usize>,
 }
 
 impl Child {
     /// A child forked now: idle (a worker, until it says otherwise) or
     /// not (a `fork` child, which serves its client).
-    pub fn new(idle: bool) -> Self {
+    pub fn new(idle: bool, slot: Option<usize>) -> Self {
         Self {
             idle,
             born: Instant::now(),
             retiring: false,
+            slot,
         }
     }
 }

@@ -32,6 +32,7 @@ use super::restart::restart;
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
 use super::spawn::spawn;
 use super::worker;
+use crate::board::{self, Closing};
 use crate::config::port::Proto;
 use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
@@ -50,6 +51,10 @@ pub fn run(config: &Config, services: Vec<Service>, handed: Handed) -> Result<()
         ServerType::Fork => Kind::Forking,
         _ => Kind::Pool(Pool::new(config, &services)?),
     };
+    // Room on the board for every child at once, and for TTIN's extra ones.
+    let process = &config.process;
+    let most = process.workers.max(process.max_servers) as usize;
+    board::create(most * 2 + 64)?;
     let mut master = Master::new(config, services, kind)?;
     master.old = handed.old_workers.into_iter().map(Pid::from_raw).collect();
     let result = master.run();
@@ -291,7 +296,9 @@ impl<'a> Master<'a> {
 
     /// Forks one worker of the pool.
     fn start_worker(&mut self) -> Result<()> {
+        let slot = board::free_slot();
         let pid = self.fork_child(|master| {
+            board::enter(slot);
             let process = &master.config.process;
             let services = std::mem::take(&mut master.services);
             let Kind::Pool(pool) = &mut master.kind else {
@@ -301,8 +308,17 @@ impl<'a> Master<'a> {
             worker::run_worker(services, mode, process.quit_timeout)
         })?;
         tracing::debug!("worker {pid} started");
-        self.children.insert(pid, Child::new(true));
+        self.on_board(pid, slot);
+        self.children.insert(pid, Child::new(true, slot));
         Ok(())
+    }
+
+    /// After forking `pid`: its slot on the board is its.
+    fn on_board(&self, pid: Pid, slot: Option<usize>) {
+        match slot {
+            Some(slot) => board::occupy(slot, pid.as_raw().unsigned_abs()),
+            None => tracing::debug!("child {pid} has no slot on the board: it is not counted"),
+        }
     }
 
     /// `fork`: accepts a client on each of the `ready` sockets (service and
@@ -325,11 +341,14 @@ impl<'a> Master<'a> {
                 }
             };
             // The child serves its client only: no listening socket.
+            let slot = board::free_slot();
             let pid = self.fork_child(|master| {
+                board::enter(slot);
                 worker::serve_one(master.take_route(s, &shares), incoming, tls)
             })?;
             tracing::debug!("child {pid} serves a connection");
-            self.children.insert(pid, Child::new(false));
+            self.on_board(pid, slot);
+            self.children.insert(pid, Child::new(false, slot));
         }
         Ok(())
     }
@@ -404,17 +423,23 @@ impl<'a> Master<'a> {
         // Close the master's listening sockets: once the workers close
         // theirs, no client is accepted any more.
         self.services.clear();
+        let stopping = match (self.stopping, how) {
+            // TERM after QUIT still stops at once.
+            (Some(Stopping::Now { kill_at }), _) => Stopping::Now { kill_at },
+            (_, how) => how,
+        };
+        self.stopping = Some(stopping);
+        // Before the workers hear it: the server closes, and how.
+        board::set_closing(match stopping {
+            Stopping::Now { .. } => Closing::Stop,
+            Stopping::Drain { .. } => Closing::Drain,
+        });
         for pid in self.children.keys().chain(&self.old) {
             let _ = kill(*pid, signal);
         }
         for pid in self.dequeuers.keys() {
             let _ = kill(*pid, Signal::SIGTERM);
         }
-        self.stopping = Some(match (self.stopping, how) {
-            // TERM after QUIT still stops at once.
-            (Some(Stopping::Now { kill_at }), _) => Stopping::Now { kill_at },
-            (_, how) => how,
-        });
     }
 
     /// Reaps every child that ended.
@@ -444,6 +469,9 @@ impl<'a> Master<'a> {
         let Some(child) = self.children.remove(&pid) else {
             return;
         };
+        if let Some(slot) = child.slot {
+            board::release(slot);
+        }
         let replaced = matches!(self.kind, Kind::Pool(_));
         if clean || child.retiring || self.stopping.is_some() {
             tracing::debug!("worker {pid} ended ({how})");

@@ -90,6 +90,7 @@ impl Pool {
                 max_requests: u64::MAX,
                 lock: None,
                 status: None,
+                idle_every: process.check_for_idle,
             },
             _ => Mode::Sequential {
                 max_requests: process.max_requests,
@@ -102,6 +103,7 @@ impl Pool {
                 // Only the write end: were the read end open in the
                 // workers, the pipe would outlive the master.
                 status: self.status.take().map(|(_, write)| write),
+                idle_every: process.check_for_idle,
             },
         }
     }
@@ -202,6 +204,7 @@ mod tests {
                     idle,
                     born: now - Duration::from_secs(age),
                     retiring,
+                    slot: None,
                 };
                 (Pid::from_raw(i as i32 + 1), child)
             })

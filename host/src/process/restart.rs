@@ -12,6 +12,7 @@ use anyhow::Result;
 use nix::unistd::Pid;
 
 use super::signals::Signals;
+use crate::board::{self, Closing};
 use crate::listen::inherit;
 use crate::service::Service;
 
@@ -74,6 +75,9 @@ pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Resu
         }
     }
     let workers: Vec<String> = workers.iter().map(ToString::to_string).collect();
+    // The workers keep this board: when the new master asks them to
+    // finish, they know the server restarts.
+    board::set_closing(Closing::Restart);
     signals.hand_over()?;
     let err = Command::new(&exe)
         .args(&args)
@@ -81,6 +85,7 @@ pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Resu
         .env(inherit::OLD_WORKERS_VAR, workers.join(","))
         .exec();
     signals.take_back()?;
+    board::set_closing(Closing::No);
     tracing::error!(
         "HUP: cannot re-execute {}: {err}; still serving",
         exe.display()

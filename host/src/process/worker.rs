@@ -7,6 +7,13 @@
 //! `prefork-simple`: one connection at a time, up to `max_requests`). A
 //! `fork` child and `inetd` serve one connection ([`serve_one`]); a
 //! `dequeue` process runs the guest's `dequeue` once ([`run_dequeue`]).
+//!
+//! A worker also runs its per-worker instances' worker hooks (see
+//! `server-hooks` in the WIT): `signal-hook` when USR1, USR2 or HUP reach
+//! it, `server-close-hook` when the server closes (the board says whether
+//! a stop is the server's or this worker's retirement; see
+//! [`crate::board`]), and in a sequential worker `idle-hook` after
+//! `check_for_idle` seconds without a client.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,6 +25,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use super::status::StatusWriter;
+use crate::board::{self, Closing};
 use crate::capacity::{Capacity, Place, Room};
 use crate::config::port::Proto;
 use crate::connection::{self, Thread};
@@ -40,6 +48,8 @@ pub enum Mode {
         lock: Option<std::fs::File>,
         /// Where to say "busy" and "idle" to the parent (`prefork`).
         status: Option<std::fs::File>,
+        /// How long without a client before the idle hooks run.
+        idle_every: Duration,
     },
 }
 
@@ -62,7 +72,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         }
     };
     let result = runtime.block_on(async move {
-        let stop = Stop::new()?;
+        let mut stop = Stop::new()?;
         // Every service's handler shares one engine: one ticker.
         if let Some(first) = services.first() {
             ticker::start(first.handler.engine().clone())?;
@@ -72,13 +82,35 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         for service in &services {
             connection::mux::start(service);
         }
+        stop.arm(services.clone());
+        let hooked: Vec<Arc<Service>> = services
+            .iter()
+            .filter(|s| s.has_worker_hooks())
+            .cloned()
+            .collect();
+        let signals = GuestSignals::new(!hooked.is_empty())?;
         let served = match mode {
-            Mode::Concurrent => concurrent(listeners, stop, quit_timeout).await,
+            Mode::Concurrent => {
+                tokio::spawn(pass_signals(signals, hooked.clone()));
+                concurrent(listeners, stop, quit_timeout, &hooked).await
+            }
             Mode::Sequential {
                 max_requests,
                 lock,
                 status,
-            } => sequential(listeners, stop, max_requests, lock, status).await,
+                idle_every,
+            } => {
+                let turn = Turn {
+                    stop,
+                    signals,
+                    hooked: &hooked,
+                    idle_every,
+                };
+                let served = sequential(listeners, turn, max_requests, lock, status).await;
+                // Told to stop (or done): the server may be closing.
+                closing_hooks(&hooked, board::closing(), true).await;
+                served
+            }
         };
         // The worker ends: its shared instances (`instance per-worker`)
         // run their child-finish-hook.
@@ -126,7 +158,12 @@ fn listen(services: Vec<Service>) -> Result<(Vec<Arc<Service>>, Listening)> {
 }
 
 /// Serves many connections at once until QUIT, then lets them finish.
-async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration) -> Result<()> {
+async fn concurrent(
+    listeners: Listening,
+    mut stop: Stop,
+    quit_timeout: Duration,
+    hooked: &[Arc<Service>],
+) -> Result<()> {
     let mut loops = tokio::task::JoinSet::new();
     // Each service has its own places: one tenant's clients cannot take
     // another's.
@@ -156,6 +193,9 @@ async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration
     // Stop accepting: the listening sockets close with their loops.
     loops.shutdown().await;
     let all_done = async {
+        // The server closing (not this worker retiring): the guests hear
+        // it before their connections finish, and may end them.
+        closing_hooks(hooked, board::closing(), true).await;
         for (_, capacity) in &places {
             capacity.all_free().await;
         }
@@ -175,11 +215,19 @@ async fn concurrent(listeners: Listening, mut stop: Stop, quit_timeout: Duration
 /// client, and a client that connects meanwhile goes to another child.
 async fn sequential(
     mut listeners: Listening,
-    mut stop: Stop,
+    turn: Turn<'_>,
     max_requests: u64,
     lock: Option<std::fs::File>,
     status: Option<std::fs::File>,
 ) -> Result<()> {
+    let Turn {
+        mut stop,
+        mut signals,
+        hooked,
+        idle_every,
+    } = turn;
+    // The idle hooks wait for a quiet spell only where some may run.
+    let idle_every = (!hooked.is_empty()).then_some(idle_every);
     let lock = lock.map(Arc::new);
     let place = Arc::new(Semaphore::new(1));
     let status = status.map(StatusWriter::new);
@@ -202,6 +250,21 @@ async fn sequential(
             biased;
             () = stop.quit() => break,
             incoming = next_any(&listeners) => incoming,
+            // Between clients: the instance is free for the worker hooks.
+            signal = signals.next() => {
+                drop(guard);
+                for service in hooked {
+                    service.signal(signal).await;
+                }
+                continue;
+            }
+            () = quiet(idle_every) => {
+                drop(guard);
+                for service in hooked {
+                    service.idle().await;
+                }
+                continue;
+            }
         };
         drop(guard);
         let (incoming, index) = match incoming {
@@ -239,6 +302,84 @@ async fn sequential(
         say(false);
     }
     Ok(())
+}
+
+/// What a sequential worker waits on besides its clients.
+struct Turn<'a> {
+    stop: Stop,
+    /// The signals its guests hear.
+    signals: GuestSignals,
+    /// The services with worker hooks.
+    hooked: &'a [Arc<Service>],
+    /// How long without a client before the idle hooks run.
+    idle_every: Duration,
+}
+
+/// Sleeps `every`, or forever when there is nothing to run after it.
+async fn quiet(every: Option<Duration>) {
+    match every {
+        Some(every) => tokio::time::sleep(every).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the `server-close-hook` of every service in `hooked`, at once,
+/// when the server is closing (not when only this worker is retired).
+async fn closing_hooks(hooked: &[Arc<Service>], closing: Closing, wait: bool) {
+    if closing == Closing::No {
+        return;
+    }
+    futures_util::future::join_all(hooked.iter().map(|s| s.closing(closing, wait))).await;
+}
+
+/// The signals that reach the guests' `signal-hook` (HUP, USR1, USR2),
+/// caught only when some service of the worker has worker hooks;
+/// otherwise they stay as the worker found them.
+struct GuestSignals(Vec<(nix::sys::signal::Signal, Signal)>);
+
+impl GuestSignals {
+    fn new(catch: bool) -> Result<Self> {
+        use nix::sys::signal::Signal as Sig;
+        let mut caught = Vec::new();
+        if catch {
+            for (signal, kind) in [
+                (Sig::SIGHUP, SignalKind::hangup()),
+                (Sig::SIGUSR1, SignalKind::user_defined1()),
+                (Sig::SIGUSR2, SignalKind::user_defined2()),
+            ] {
+                caught.push((signal, tokio::signal::unix::signal(kind)?));
+            }
+        }
+        Ok(Self(caught))
+    }
+
+    /// The next signal (never, when none is caught).
+    async fn next(&mut self) -> nix::sys::signal::Signal {
+        if self.0.is_empty() {
+            return std::future::pending().await;
+        }
+        let nexts = self
+            .0
+            .iter_mut()
+            .map(|(signal, stream)| Box::pin(async move { stream.recv().await.map(|_| *signal) }));
+        match select_all(nexts).await.0 {
+            Some(signal) => signal,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A concurrent worker's signals go to its services' instances as they
+/// come, each delivered in a task of its own (a service whose instance is
+/// busy holds up no other).
+async fn pass_signals(mut signals: GuestSignals, hooked: Vec<Arc<Service>>) {
+    loop {
+        let signal = signals.next().await;
+        for service in &hooked {
+            let service = service.clone();
+            tokio::spawn(async move { service.signal(signal).await });
+        }
+    }
 }
 
 /// Takes the first client to arrive on any of `listeners` (a connection
@@ -367,10 +508,16 @@ async fn shared_loop(listener: Listener, port: Arc<SharedPort>, capacities: Vec<
 /// per worker.
 const ROUTING: usize = 1024;
 
+/// How long the `server-close-hook`s may take when the server stops at
+/// once (INT, TERM): the master kills what is left after its grace.
+const STOP_HOOK_TIME: Duration = Duration::from_secs(1);
+
 /// A worker's signals: INT and TERM end the process at once; QUIT asks it
 /// to finish.
 struct Stop {
     quit: Signal,
+    /// INT and TERM, until [`Stop::arm`] takes them.
+    now: Option<(Signal, Signal)>,
     /// Raised by INT, TERM and QUIT, for a guest's read sleeping in its
     /// socket (see [`Thread::Alone`]): a read does not sleep once a signal
     /// came that the runtime must see to — INT and TERM end the process
@@ -391,19 +538,40 @@ impl Stop {
         for signal in signals {
             signal_hook::flag::register(signal, raised.clone())?;
         }
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
+        let int = signal(SignalKind::interrupt())?;
+        let term = signal(SignalKind::terminate())?;
+        let quit = signal(SignalKind::quit())?;
+        threads::ready_for_signals();
+        Ok(Self {
+            quit,
+            now: Some((int, term)),
+            raised,
+        })
+    }
+
+    /// From now on INT and TERM end the process at once: when the server
+    /// closes (not when only this worker is stopped), the
+    /// `server-close-hook` of the `services` whose instance is free runs
+    /// first, for at most [`STOP_HOOK_TIME`].
+    fn arm(&mut self, services: Vec<Arc<Service>>) {
+        let Some((mut int, mut term)) = self.now.take() else {
+            return;
+        };
         tokio::spawn(async move {
             tokio::select! {
                 _ = int.recv() => {},
                 _ = term.recv() => {},
             }
+            let hooked: Vec<Arc<Service>> = services
+                .into_iter()
+                .filter(|s| s.has_worker_hooks())
+                .collect();
+            let closing = board::closing();
+            let _ =
+                tokio::time::timeout(STOP_HOOK_TIME, closing_hooks(&hooked, closing, false)).await;
             // Stop at once: open connections end with the process.
             std::process::exit(0);
         });
-        let quit = signal(SignalKind::quit())?;
-        threads::ready_for_signals();
-        Ok(Self { quit, raised })
     }
 
     async fn quit(&mut self) {
@@ -475,7 +643,8 @@ fn one_shot<F: std::future::Future<Output = Result<()>>>(
     };
     let result: Result<()> = runtime.block_on(tracing::Instrument::instrument(
         async move {
-            let stop = Stop::new()?;
+            let mut stop = Stop::new()?;
+            stop.arm(Vec::new());
             ticker::start(engine)?;
             work(stop.raised.clone()).await
         },

@@ -13,30 +13,36 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 
-use super::bindings::{self, HandlerPre, MuxHandlerPre};
+use super::bindings::{
+    self, ServerHooks, ServerHooksIndices, WitCloseReason, WitServerHook, WitSignal,
+};
 use super::embedded;
 use super::hints::Hook;
 use super::mux::{ConnId, MuxTable};
 use super::state::{self, Shared, State, wit_info};
 use super::stdio::GuestIo;
+use crate::board::Closing;
 use crate::client::ClientInfo;
 use crate::config::ServiceConfig;
 
 /// The newest 0.1.x of the `netserver:handler` package this host serves.
-const PATCH: u32 = 3;
+const PATCH: u32 = 4;
 
 /// The export that makes a component a handler: this version's, or that
 /// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
-const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.3";
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.4";
 /// The hooks versions served, as errors name them.
-const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.3";
+const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.4";
 /// The export that makes a component a mux handler: the version that
 /// brought the mux world (0.1.3), or a later 0.1.x this host serves.
-const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3";
+const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3 to @0.1.4";
+/// The worker's hooks, which a guest of either world may export as well
+/// (since 0.1.4).
+const SERVER_HOOKS_EXPORT: &str = "netserver:handler/server-hooks@0.1.4";
 
 /// Whether `export` is interface `interface` of a 0.1.x this host serves,
 /// from 0.1.`since` (the version that brought it) to 0.1.[`PATCH`].
@@ -76,8 +82,16 @@ impl std::fmt::Display for GuestKind {
 }
 
 enum Pre {
-    Handler(HandlerPre<State>),
-    Mux(MuxHandlerPre<State>),
+    Handler {
+        pre: InstancePre<State>,
+        hooks: bindings::HandlerIndices,
+        server: Option<ServerHooksIndices>,
+    },
+    Mux {
+        pre: InstancePre<State>,
+        mux: bindings::mux::MuxHandlerIndices,
+        server: Option<ServerHooksIndices>,
+    },
     Command(CommandPre<State>),
 }
 
@@ -119,10 +133,30 @@ impl Handler {
     /// The world the guest implements.
     pub fn kind(&self) -> GuestKind {
         match self.pre {
-            Pre::Handler(_) => GuestKind::Handler,
-            Pre::Mux(_) => GuestKind::Mux,
+            Pre::Handler { .. } => GuestKind::Handler,
+            Pre::Mux { .. } => GuestKind::Mux,
             Pre::Command(_) => GuestKind::Command,
         }
+    }
+
+    /// Whether the guest exports `server-hooks` (the worker's hooks).
+    pub fn has_server_hooks(&self) -> bool {
+        matches!(
+            self.pre,
+            Pre::Handler {
+                server: Some(_),
+                ..
+            } | Pre::Mux {
+                server: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Whether `hook` of `server-hooks` is to be called: the guest exports
+    /// it and has not said it does nothing.
+    pub fn wants(&self, hook: super::hints::ServerHook) -> bool {
+        self.has_server_hooks() && !self.shared.idle_hooks.contains(hook)
     }
 
     /// Where the guest came from: its path, or `built-in echo`.
@@ -148,12 +182,39 @@ impl Handler {
             _ => Vec::new(),
         };
         let mut store = state::new_store(&self.engine, self.shared.clone(), io, &env)?;
-        let guest = match &self.pre {
-            Pre::Handler(pre) => Guest::Handler(pre.instantiate_async(&mut store).await?),
-            Pre::Mux(pre) => Guest::Mux(pre.instantiate_async(&mut store).await?),
-            Pre::Command(pre) => Guest::Command(pre.instantiate_async(&mut store).await?),
+        let (guest, server) = match &self.pre {
+            Pre::Handler { pre, hooks, server } => {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let guest = Guest::Handler(hooks.load(&mut store, &instance)?);
+                (guest, load_server_hooks(server, &mut store, &instance)?)
+            }
+            Pre::Mux { pre, mux, server } => {
+                let instance = pre.instantiate_async(&mut store).await?;
+                let guest = Guest::Mux(mux.load(&mut store, &instance)?);
+                (guest, load_server_hooks(server, &mut store, &instance)?)
+            }
+            Pre::Command(pre) => (
+                Guest::Command(pre.instantiate_async(&mut store).await?),
+                None,
+            ),
         };
-        Ok(Instance { store, guest })
+        Ok(Instance {
+            store,
+            guest,
+            server,
+        })
+    }
+}
+
+/// A new instance's `server-hooks`, when its component exports them.
+fn load_server_hooks(
+    indices: &Option<ServerHooksIndices>,
+    store: &mut Store<State>,
+    instance: &wasmtime::component::Instance,
+) -> Result<Option<ServerHooks>> {
+    match indices {
+        Some(indices) => Ok(Some(indices.load(&mut *store, instance)?)),
+        None => Ok(None),
     }
 }
 
@@ -200,15 +261,38 @@ fn prepare(
         .exports(engine)
         .map(|(name, _)| name.to_owned())
         .collect();
+    let server = match exports.iter().find(|e| serves(e, "server-hooks", 4)) {
+        Some(name) => Some(
+            ServerHooksIndices::new(&pre)
+                .map_err(|e| anyhow!("its {name} export does not match the WIT contract: {e:#}"))?,
+        ),
+        None => None,
+    };
+    // Worker hooks of a version this host does not serve would never run:
+    // refused rather than ignored.
+    if let Some(other) = exports
+        .iter()
+        .find(|e| e.starts_with("netserver:handler/server-hooks") && server.is_none())
+    {
+        bail!("exports {other}, but this host serves {SERVER_HOOKS_EXPORT}");
+    }
     if let Some(hooks) = exports.iter().find(|e| serves(e, "hooks", 0)) {
-        let pre = HandlerPre::new(pre)
+        let indices = bindings::HandlerIndices::new(&pre)
             .map_err(|e| anyhow!("its {hooks} export does not match the WIT contract: {e:#}"))?;
-        return Ok(Pre::Handler(pre));
+        return Ok(Pre::Handler {
+            pre,
+            hooks: indices,
+            server,
+        });
     }
     if let Some(mux) = exports.iter().find(|e| serves(e, "mux", 3)) {
-        let pre = MuxHandlerPre::new(pre)
+        let indices = bindings::mux::MuxHandlerIndices::new(&pre)
             .map_err(|e| anyhow!("its {mux} export does not match the WIT contract: {e:#}"))?;
-        return Ok(Pre::Mux(pre));
+        return Ok(Pre::Mux {
+            pre,
+            mux: indices,
+            server,
+        });
     }
     if let Some(other) = exports
         .iter()
@@ -243,6 +327,8 @@ enum Guest {
 pub struct Instance {
     store: Store<State>,
     guest: Guest,
+    /// Its `server-hooks`, when it exports them.
+    server: Option<ServerHooks>,
 }
 
 /// Calls hook `$method` of a handler guest with a fresh CPU budget; a
@@ -409,5 +495,56 @@ impl Instance {
     /// `child-finish-hook` of a mux handler.
     pub async fn mux_finish(&mut self) -> wasmtime::Result<()> {
         callback!(self, None, call_child_finish_hook)
+    }
+}
+
+/// Calls hook `$method` of `server-hooks` with a fresh CPU budget, about
+/// no client; a guest without them, or whose hook said it does nothing,
+/// is not called.
+macro_rules! server_hook {
+    ($self:ident, $method:ident, $hook:ident $(, $arg:expr)*) => {{
+        match &$self.server {
+            Some(server) if !$self.store.data().skips(WitServerHook::$hook) => {
+                let state = $self.store.data_mut();
+                state.cpu.reset();
+                state.client = None;
+                state.mux.set_current(None);
+                server.$method(&mut $self.store $(, $arg)*).await
+            }
+            _ => Ok(()),
+        }
+    }};
+}
+
+/// The worker's hooks (see `wit/handler.wit`, interface `server-hooks`).
+impl Instance {
+    /// `signal-hook`, for a signal that reached the worker (HUP, USR1 or
+    /// USR2; others are not the guest's).
+    pub async fn signal_hook(&mut self, signal: nix::sys::signal::Signal) -> wasmtime::Result<()> {
+        use nix::sys::signal::Signal;
+        let signal = match signal {
+            Signal::SIGHUP => WitSignal::Hup,
+            Signal::SIGUSR1 => WitSignal::Usr1,
+            Signal::SIGUSR2 => WitSignal::Usr2,
+            _ => return Ok(()),
+        };
+        server_hook!(self, call_signal_hook, SignalHook, signal)
+    }
+
+    /// `server-close-hook`, as the server closes for `closing` (nothing
+    /// when it is not closing).
+    pub async fn server_close_hook(&mut self, closing: Closing) -> wasmtime::Result<()> {
+        let reason = match closing {
+            Closing::No => return Ok(()),
+            Closing::Drain => WitCloseReason::Drain,
+            Closing::Stop => WitCloseReason::Stop,
+            Closing::Restart => WitCloseReason::Restart,
+        };
+        server_hook!(self, call_server_close_hook, ServerCloseHook, reason)
+    }
+
+    /// `idle-hook`.
+    pub async fn idle_hook(&mut self) -> wasmtime::Result<()> {
+        server_hook!(self, call_idle_hook, IdleHook)
     }
 }

@@ -14,6 +14,7 @@ pub mod stdio;
 pub mod ticker;
 
 pub use handler::{GuestKind, Handler, Instance};
+pub use hints::ServerHook;
 
 /// Guests built into the binary.
 pub mod embedded {

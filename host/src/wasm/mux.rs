@@ -38,6 +38,12 @@ pub enum Event {
     /// The worker stops: the instance's `child-finish-hook` runs, then the
     /// driver says it is done.
     Retire(tokio::sync::oneshot::Sender<()>),
+    /// A signal reached the worker: the instance's `signal-hook` runs
+    /// (the instance is made if there is none).
+    Signal(nix::sys::signal::Signal),
+    /// The server closes: the instance's `server-close-hook` runs, if
+    /// there is an instance, then the driver says it is done.
+    Closing(crate::board::Closing, tokio::sync::oneshot::Sender<()>),
 }
 
 /// A connection arriving at the driver.

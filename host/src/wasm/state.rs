@@ -10,10 +10,10 @@ use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
-    ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, WitClientCert,
-    WitClientInfo, WitCredentials, WitLevel, WitTlsInfo,
+    ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, ServerHost, WitClientCert,
+    WitClientInfo, WitCounts, WitCredentials, WitLevel, WitTlsInfo,
 };
-use super::hints::{Hook, IdleHooks};
+use super::hints::{Hint, Hook, IdleHooks, ServerHook};
 use super::mux::{self, ConnId, MuxTable};
 use super::sandbox::{self, CpuMeter};
 use super::stdio::{GuestIo, GuestStderr};
@@ -143,8 +143,18 @@ impl State {
     }
 
     /// Whether the handler said `hook` does nothing, so it is not called.
-    pub fn skips(&self, hook: Hook) -> bool {
+    pub fn skips(&self, hook: impl Hint) -> bool {
         self.shared.idle_hooks.contains(hook)
+    }
+
+    /// Records that the handler said `hook` does nothing.
+    fn said_does_nothing(&self, hook: impl Hint) {
+        if self.shared.idle_hooks.insert(hook) {
+            tracing::debug!(
+                "service {}: {hook} does nothing; it is no longer called",
+                self.shared.name
+            );
+        }
     }
 }
 
@@ -286,12 +296,26 @@ impl LogHost for State {
 
 impl HookHintsHost for State {
     fn does_nothing(&mut self, hook: Hook) {
-        if self.shared.idle_hooks.insert(hook) {
-            tracing::debug!(
-                "service {}: {hook} does nothing; it is no longer called",
-                self.shared.name
-            );
+        self.said_does_nothing(hook);
+    }
+}
+
+/// The server around the instance, from the board the processes share
+/// (see [`crate::board`]).
+impl ServerHost for State {
+    fn counts(&mut self) -> WitCounts {
+        let counts = crate::board::counts();
+        WitCounts {
+            workers: counts.workers,
+            busy_workers: counts.busy,
+            open: counts.open,
+            served: counts.served,
+            worker_pid: counts.pid,
         }
+    }
+
+    fn does_nothing(&mut self, hook: ServerHook) {
+        self.said_does_nothing(hook);
     }
 }
 

@@ -1,0 +1,339 @@
+//! The server's board: a table in memory that the master and every worker
+//! share (an anonymous `MAP_SHARED` mapping made by the master before it
+//! forks), as Net::Waiter keeps its busy and idle counts in shared memory.
+//!
+//! Each worker has a slot the master gives it at the fork and clears when
+//! it reaps it; the worker counts its clients there, and anyone reads the
+//! whole table: how many workers serve, how many of them are busy
+//! (Net::Waiter's `get_kids_count`, `get_busy_kids_count`). The board also
+//! says why the server is closing, so that a worker told to stop knows
+//! whether the server closes (QUIT, TERM, HUP) or only the worker is
+//! retired.
+//!
+//! Nothing here takes a lock or makes a system call: a client costs two
+//! atomic additions on its worker's own cache line. A process without a
+//! board (`inetd`, `--check`, a `dequeue` process) or without a slot counts
+//! in a slot of its own, and sees itself as the only worker.
+
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use anyhow::{Context, Result};
+
+/// One worker's line of the board, a cache line of its own.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+struct Slot {
+    /// The worker's pid; 0 when the slot is free.
+    pid: AtomicU32,
+    /// Clients it serves now.
+    open: AtomicU32,
+    /// Clients it took since it started.
+    served: AtomicU64,
+}
+
+/// The head of the board, before the slots.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+struct Head {
+    /// Why the server closes (a [`Closing`]).
+    closing: AtomicU32,
+}
+
+/// The shared table: its head, then its slots.
+struct Board {
+    head: &'static Head,
+    slots: &'static [Slot],
+}
+
+static BOARD: OnceLock<Board> = OnceLock::new();
+/// This process's slot on the board, once it has one.
+static MINE: AtomicUsize = AtomicUsize::new(NO_SLOT);
+const NO_SLOT: usize = usize::MAX;
+/// Where a process without a slot counts its clients.
+static OWN: Slot = Slot {
+    pid: AtomicU32::new(0),
+    open: AtomicU32::new(0),
+    served: AtomicU64::new(0),
+};
+
+/// Why the server is closing, as the master wrote it before telling its
+/// workers to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closing {
+    /// It is not: a worker told to stop is only being retired.
+    No,
+    /// QUIT: the workers finish their connections.
+    Drain,
+    /// INT or TERM: the workers stop at once.
+    Stop,
+    /// HUP: a new server takes over.
+    Restart,
+}
+
+impl Closing {
+    fn from_u32(value: u32) -> Self {
+        match value {
+            1 => Self::Drain,
+            2 => Self::Stop,
+            3 => Self::Restart,
+            _ => Self::No,
+        }
+    }
+
+    fn as_u32(self) -> u32 {
+        match self {
+            Self::No => 0,
+            Self::Drain => 1,
+            Self::Stop => 2,
+            Self::Restart => 3,
+        }
+    }
+}
+
+/// The server's counts, as one worker sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    /// Workers with a slot (serving, or waiting for a client).
+    pub workers: u32,
+    /// Of them, those serving at least one client.
+    pub busy: u32,
+    /// Clients this process serves now.
+    pub open: u32,
+    /// Clients this process took since it started.
+    pub served: u64,
+    /// This process's pid.
+    pub pid: u32,
+}
+
+/// Makes the board with room for `slots` workers, in the master before it
+/// forks any: its children share it. Called again (a master re-executed
+/// by HUP is a new process), it makes a new one.
+pub fn create(slots: usize) -> Result<()> {
+    let slots = slots.max(1);
+    let len = std::mem::size_of::<Head>() + slots * std::mem::size_of::<Slot>();
+    let size = std::num::NonZeroUsize::new(len).context("an empty board")?;
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+    // SAFETY: a new anonymous mapping at an address the kernel picks
+    // touches no existing memory.
+    let base = unsafe {
+        mmap_anonymous(
+            None,
+            size,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED,
+        )
+    }
+    .context("cannot map the board")?;
+    let base: NonNull<u8> = base.cast();
+    // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for
+    // `Head` and `Slot`, whose alignment is 64) and zero-filled, which is
+    // a valid `Head` and valid `Slot`s (atomics of 0). It is never
+    // unmapped, so the references live as long as the process; shared
+    // with other processes, it is only ever accessed through atomics.
+    let board = unsafe {
+        let head = &*base.as_ptr().cast::<Head>();
+        let first = base
+            .as_ptr()
+            .add(std::mem::size_of::<Head>())
+            .cast::<Slot>();
+        let slots = std::slice::from_raw_parts(first, slots);
+        Board { head, slots }
+    };
+    if BOARD.set(board).is_err() {
+        anyhow::bail!("the board was made twice");
+    }
+    Ok(())
+}
+
+/// In the master, before forking a worker: a free slot for it, if the
+/// board has one. The master alone hands out slots, one fork at a time.
+pub fn free_slot() -> Option<usize> {
+    let board = BOARD.get()?;
+    board
+        .slots
+        .iter()
+        .position(|slot| slot.pid.load(Ordering::Acquire) == 0)
+}
+
+/// In the master, after forking: slot `slot` is `pid`'s.
+pub fn occupy(slot: usize, pid: u32) {
+    if let Some(slot) = BOARD.get().and_then(|b| b.slots.get(slot)) {
+        slot.pid.store(pid, Ordering::Release);
+    }
+}
+
+/// In the master, once `slot`'s worker was reaped: the slot is free.
+pub fn release(slot: usize) {
+    if let Some(slot) = BOARD.get().and_then(|b| b.slots.get(slot)) {
+        slot.open.store(0, Ordering::Relaxed);
+        slot.served.store(0, Ordering::Relaxed);
+        slot.pid.store(0, Ordering::Release);
+    }
+}
+
+/// In a forked child: counts in `slot` from now on (`None`: in a slot of
+/// its own, uncounted by others).
+pub fn enter(slot: Option<usize>) {
+    let pid = std::process::id();
+    match slot.filter(|&s| BOARD.get().is_some_and(|b| s < b.slots.len())) {
+        Some(index) => {
+            MINE.store(index, Ordering::Relaxed);
+            if let Some(slot) = BOARD.get().and_then(|b| b.slots.get(index)) {
+                slot.pid.store(pid, Ordering::Release);
+            }
+        }
+        None => MINE.store(NO_SLOT, Ordering::Relaxed),
+    }
+    OWN.pid.store(pid, Ordering::Relaxed);
+}
+
+/// This process's slot.
+fn mine() -> &'static Slot {
+    let index = MINE.load(Ordering::Relaxed);
+    BOARD.get().and_then(|b| b.slots.get(index)).unwrap_or(&OWN)
+}
+
+/// In the master: writes why the server closes, before telling the
+/// workers.
+pub fn set_closing(closing: Closing) {
+    if let Some(board) = BOARD.get() {
+        board
+            .head
+            .closing
+            .store(closing.as_u32(), Ordering::Release);
+    }
+}
+
+/// Why the server closes, as the master wrote it.
+pub fn closing() -> Closing {
+    BOARD.get().map_or(Closing::No, |b| {
+        Closing::from_u32(b.head.closing.load(Ordering::Acquire))
+    })
+}
+
+/// A client of this process, counted from now until dropped.
+#[derive(Debug)]
+pub struct Client(&'static Slot);
+
+/// Counts a client this process takes: open until the [`Client`] drops,
+/// and served for good.
+pub fn client() -> Client {
+    let slot = mine();
+    slot.open.fetch_add(1, Ordering::Relaxed);
+    slot.served.fetch_add(1, Ordering::Relaxed);
+    Client(slot)
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The counts now. A process without a slot is the only worker it sees.
+pub fn counts() -> Counts {
+    let own = mine();
+    let open = own.open.load(Ordering::Relaxed);
+    let served = own.served.load(Ordering::Relaxed);
+    let pid = std::process::id();
+    let counted = MINE.load(Ordering::Relaxed) != NO_SLOT;
+    let (workers, busy) = match BOARD.get() {
+        Some(board) if counted => board
+            .slots
+            .iter()
+            .filter(|s| s.pid.load(Ordering::Acquire) != 0)
+            .fold((0, 0), |(workers, busy), s| {
+                let serving = s.open.load(Ordering::Relaxed) > 0;
+                (workers + 1, busy + u32::from(serving))
+            }),
+        _ => (1, u32::from(open > 0)),
+    };
+    Counts {
+        workers,
+        busy,
+        open,
+        served,
+        pid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_round_trips() {
+        for closing in [Closing::No, Closing::Drain, Closing::Stop, Closing::Restart] {
+            assert_eq!(Closing::from_u32(closing.as_u32()), closing);
+        }
+        assert_eq!(Closing::from_u32(99), Closing::No);
+    }
+
+    #[test]
+    fn slots_are_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        assert_eq!(std::mem::size_of::<Head>(), 64);
+    }
+
+    /// The whole life of a board, in one test (the board is the
+    /// process's): slots given and freed, clients counted, and the same
+    /// counts seen from a forked child.
+    #[test]
+    fn a_board_counts_workers_and_clients() {
+        // Before there is a board: the process is the only worker.
+        let before = counts();
+        assert_eq!((before.workers, before.pid), (1, std::process::id()));
+        create(4).unwrap();
+        assert!(create(4).is_err(), "one board per process");
+        assert_eq!(closing(), Closing::No);
+        // Three "workers": this process in slot 0, two others.
+        let a = free_slot().unwrap();
+        occupy(a, std::process::id());
+        enter(Some(a));
+        let b = free_slot().unwrap();
+        occupy(b, 4_000_001);
+        let c = free_slot().unwrap();
+        occupy(c, 4_000_002);
+        assert_eq!((a, b, c), (0, 1, 2));
+        BOARD.get().unwrap().slots[c]
+            .open
+            .store(2, Ordering::Relaxed);
+        let first = client();
+        let second = client();
+        let now = counts();
+        assert_eq!((now.workers, now.busy, now.open, now.served), (3, 2, 2, 2));
+        drop(first);
+        drop(second);
+        let now = counts();
+        assert_eq!((now.workers, now.busy, now.open, now.served), (3, 1, 0, 2));
+        release(c);
+        assert_eq!(free_slot(), Some(2));
+        assert_eq!(counts().workers, 2);
+        // A forked child writes to the same table.
+        set_closing(Closing::Drain);
+        // SAFETY: the child touches only atomics and leaves with `_exit`,
+        // which is all a child of a multi-threaded process may do.
+        let forked = unsafe { nix::unistd::fork() }.unwrap();
+        let pid = match forked {
+            nix::unistd::ForkResult::Child => {
+                let ok = closing() == Closing::Drain;
+                BOARD.get().unwrap().slots[b]
+                    .open
+                    .store(7, Ordering::Relaxed);
+                // SAFETY: ends the child at once, running nothing of the
+                // parent's (no destructors, no atexit handlers).
+                unsafe { nix::libc::_exit(i32::from(!ok)) }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        let waited = nix::sys::wait::waitpid(pid, None).unwrap();
+        assert_eq!(waited, nix::sys::wait::WaitStatus::Exited(pid, 0));
+        assert_eq!(
+            BOARD.get().unwrap().slots[b].open.load(Ordering::Relaxed),
+            7
+        );
+        assert_eq!(counts().busy, 1);
+    }
+}
