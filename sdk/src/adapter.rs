@@ -1,15 +1,16 @@
-//! Wires a [`Handler`] to the generated `Guest` trait: what
-//! [`export!`](crate::export) exports.
+//! Wires a [`Handler`] to the generated `Guest` traits of `hooks` and
+//! `server-hooks`: what [`export!`](crate::export) exports.
 
 use std::io::{self, BufRead, Write};
 use std::marker::PhantomData;
 
 use crate::Handler;
 use crate::bindings::exports::netserver::handler::hooks::Guest;
-use crate::bindings::netserver::handler::hook_hints;
-use crate::defaults::{self, Hook};
+use crate::bindings::netserver::handler::{hook_hints, server};
+use crate::bindings::server_hooks::exports::netserver::handler::server_hooks;
+use crate::defaults::{self, AnyHook, Hook, ServerHook};
 
-/// The generated `Guest` implementation for handler `H`.
+/// The generated `Guest` implementations for handler `H`.
 pub struct Adapter<H>(PhantomData<fn() -> H>);
 
 impl<H: Handler> Guest for Adapter<H> {
@@ -60,14 +61,31 @@ impl<H: Handler> Guest for Adapter<H> {
     }
 }
 
+impl<H: Handler> server_hooks::Guest for Adapter<H> {
+    fn signal_hook(signal: server::Signal) {
+        run::<H, _>(ServerHook::SignalHook, || H::signal_hook(signal.into()));
+    }
+
+    fn server_close_hook(reason: server::CloseReason) {
+        run::<H, _>(ServerHook::ServerCloseHook, || {
+            H::server_close_hook(reason.into());
+        });
+    }
+
+    fn idle_hook() {
+        run::<H, _>(ServerHook::IdleHook, H::idle_hook);
+    }
+}
+
 /// Runs `H`'s `hook`: when it is the default, which does nothing, tells
 /// the host not to call it again; otherwise flushes what it wrote.
-fn run<H: Handler, R>(hook: Hook, body: impl FnOnce() -> R) -> R {
+fn run<H: Handler, R>(hook: impl Into<AnyHook>, body: impl FnOnce() -> R) -> R {
+    let hook = hook.into();
     let (result, default) = defaults::run::<H, R>(hook, body);
-    if default {
-        hook_hints::does_nothing(hook);
-    } else {
-        flush_stdout();
+    match hook {
+        _ if !default => flush_stdout(),
+        AnyHook::Hooks(hook) => hook_hints::does_nothing(hook),
+        AnyHook::Server(hook) => server::does_nothing(hook),
     }
     result
 }

@@ -105,15 +105,16 @@
 //!
 //! The file is named after the crate, with `-` turned into `_`
 //! (`my-handler` builds `my_handler.wasm`). It is a WebAssembly component
-//! that exports `netserver:handler/hooks@0.1.0` (the world `handler` in the
-//! project's `wit/handler.wit`); `netserver-host --check --module FILE` says
-//! whether a file is one.
+//! that exports `netserver:handler/hooks@0.1.4` and
+//! `netserver:handler/server-hooks@0.1.4` (the world `server-handler` in
+//! the project's `wit/handler.wit`); `netserver-host --check --module FILE`
+//! says whether a file is one.
 //!
 //! # The API
 //!
 //! | item | what it is |
 //! | --- | --- |
-//! | [`Handler`] | Net::Server's hooks, each with a default |
+//! | [`Handler`] | Net::Server's hooks, each with a default, and the worker's: [`signal_hook`](Handler::signal_hook), [`server_close_hook`](Handler::server_close_hook), [`idle_hook`](Handler::idle_hook) |
 //! | [`export!`] | makes a `Handler` the component's hooks: once per crate |
 //! | [`Error`] | what `process_request` returns on failure; `?` converts to it |
 //! | [`client()`], [`ClientInfo`] | the client's addresses, ports, protocol, host name and service |
@@ -121,6 +122,8 @@
 //! | [`property`], [`properties`] | the handler's settings (`--property KEY=VALUE`) |
 //! | [`echo::serve`] | Net::Server's default echo, on any reader and writer |
 //! | [`reply()`], [`Reply`] | stdout with one host call per flush, for many small replies |
+//! | [`server::counts`], [`Counts`] | the server's workers and busy workers, this worker's clients and process id |
+//! | [`Signal`], [`CloseReason`] | what the worker's hooks are told: the signal, why the server closes |
 //! | [`MuxHandler`], [`export_mux!`], [`mux`] | Net::Server::Multiplex's callbacks: one instance holds every connection of a worker |
 //! | [`Connection`], [`mux::connections`], [`mux::broadcast`], [`mux::set_timer`] | a mux handler's connections and timer |
 //! | [`mux::lines`], [`mux::lines_at_eof`] | the complete lines of a mux handler's input, and the bytes they used |
@@ -149,6 +152,13 @@
 //!   the statics you give it. When a connection ends the SDK drops what std
 //!   still buffers of it (unread input, unsent output), so the next client
 //!   never sees the last one's bytes.
+//! - With per-worker instances the host also calls the worker's hooks on
+//!   that instance, between connections (never during one):
+//!   [`signal_hook`](Handler::signal_hook) when USR1, USR2 or HUP reaches
+//!   the worker, [`server_close_hook`](Handler::server_close_hook) when the
+//!   server closes, [`idle_hook`](Handler::idle_hook) while the worker has
+//!   no client. There is no client then: stdin is empty and stdout discards
+//!   what is written. With an instance per connection they are not called.
 //! - The handler gets nothing it was not granted: no files, no network, no
 //!   host environment.
 //!
@@ -177,14 +187,16 @@ pub mod log;
 pub mod mux;
 mod properties;
 mod reply;
+pub mod server;
 
 pub use client::{ClientCertificate, ClientInfo, Credentials, Tls, client, credentials, tls};
-use defaults::Hook;
+use defaults::{Hook, ServerHook};
 pub use error::Error;
 pub use log::{Level, enabled, log};
 pub use mux::{Connection, MuxHandler};
 pub use properties::{properties, property};
 pub use reply::{Reply, end_datagram, reply};
+pub use server::{CloseReason, Counts, Signal};
 
 /// Net::Server's hooks, each with a default that does what Net::Server's
 /// does: implement only the ones your protocol needs.
@@ -211,12 +223,32 @@ pub use reply::{Reply, end_datagram, reply};
 /// State kept for the life of an instance goes in `static`s (a
 /// `thread_local!` or a `std::sync::Mutex`), prepared in `child_init_hook`.
 ///
+/// With `instance per-worker` the host also calls the worker's hooks on the
+/// worker's instance, between the connection hooks (never during them),
+/// around the worker's life:
+///
+/// ```text
+/// (instance created)                  child_init_hook
+/// (clients …)                         … the connection hooks above …
+/// (USR1, USR2, HUP reach the worker)  signal_hook
+/// (no client for check_for_idle s)    idle_hook
+/// (QUIT, TERM, INT, HUP: server closing)
+///                                     server_close_hook
+/// (the last connection is done)       child_finish_hook
+/// ```
+///
+/// There is no client during them: [`client()`] is `None`, stdin is empty
+/// and stdout discards what is written. [`server::counts`] says how busy
+/// the server is. A panic in one ends the instance; the next client gets a
+/// fresh one. With an instance per connection they are not called.
+///
 /// Implement only the hooks you need. A hook left at its default does
 /// nothing, and the first time it runs the SDK tells the host so
-/// (`hook-hints.does-nothing` in the WIT): the host stops calling it and
-/// acts as if it had run, which saves a call into the guest per hook and
-/// connection. `process_request` and `post_client_connection_hook` (where
-/// the SDK drops what stdin buffered from the client) are always called.
+/// (`hook-hints.does-nothing` in the WIT, `server.does-nothing` for the
+/// worker's hooks): the host stops calling it and acts as if it had run,
+/// which saves a call into the guest per hook and connection.
+/// `process_request` and `post_client_connection_hook` (where the SDK drops
+/// what stdin buffered from the client) are always called.
 pub trait Handler {
     /// Runs once when an instance is created, before its first connection
     /// (Net::Server runs it when a child starts). There is no client yet.
@@ -283,6 +315,52 @@ pub trait Handler {
     fn dequeue() {
         defaults::mark::<Self>(Hook::Dequeue);
     }
+
+    /// A signal reached the worker: USR1, USR2 or HUP sent to it, or to the
+    /// master with the signal in `sig_passthrough` (Net::Server), which
+    /// passes it on to every worker (Net::Waiter's `propagate_signal`). As
+    /// Net::Waiter's `on_child_sig_usr1`, `on_child_sig_usr2` and
+    /// `on_child_sig_hup`.
+    ///
+    /// Runs on the worker's instance, which is made for it
+    /// (`child_init_hook` first) if the worker has none yet. A signal that
+    /// arrives while a client is served is delivered once that client's
+    /// hooks are done; several of the same signal that arrive before it is
+    /// delivered may come as one, as signals do. Needs a host that serves
+    /// `netserver:handler@0.1.4`.
+    fn signal_hook(signal: Signal) {
+        let _ = signal;
+        defaults::mark::<Self>(ServerHook::SignalHook);
+    }
+
+    /// The server is closing (Net::Server's `pre_server_close_hook`,
+    /// Net::Waiter's `on_server_close`), for `reason`: [`CloseReason::Drain`]
+    /// (QUIT), [`CloseReason::Stop`] (INT, TERM) or [`CloseReason::Restart`]
+    /// (HUP).
+    ///
+    /// Runs once on the worker's instance as the worker stops accepting,
+    /// before its connections finish and before `child_finish_hook`. Not
+    /// run when a worker is merely retired (`max_requests`, fewer spare
+    /// servers, TTOU). For `Stop` it runs only if the instance is not
+    /// serving a client at that moment, and has a second: the worker ends
+    /// at once. Needs a host that serves `netserver:handler@0.1.4`.
+    fn server_close_hook(reason: CloseReason) {
+        let _ = reason;
+        defaults::mark::<Self>(ServerHook::ServerCloseHook);
+    }
+
+    /// The worker has had no client for `check_for_idle` seconds, and again
+    /// every `check_for_idle` seconds while it stays idle (Net::Server's
+    /// `idle_loop_hook`, Net::Waiter's `on_prefork_child_idle`).
+    ///
+    /// Called on one-connection-at-a-time workers (`single`,
+    /// `prefork-simple`, `prefork`) with `instance per-worker`, on the
+    /// worker's instance once it has one: the host never makes an instance
+    /// only to call it, so it first runs after the worker's first client.
+    /// Needs a host that serves `netserver:handler@0.1.4`.
+    fn idle_hook() {
+        defaults::mark::<Self>(ServerHook::IdleHook);
+    }
 }
 
 /// Makes a [`Handler`] the hooks this component exports.
@@ -299,9 +377,11 @@ pub trait Handler {
 /// netserver_sdk::export!(Echo);
 /// ```
 ///
-/// It exports `netserver:handler/hooks@0.1.0`, each hook calling the
-/// handler's, and flushes stdout after every hook. Off `wasm32` it expands
-/// to nothing, so the crate still builds and tests natively.
+/// It exports `netserver:handler/hooks@0.1.4` and
+/// `netserver:handler/server-hooks@0.1.4` (the world `server-handler`),
+/// each hook calling the handler's, and flushes stdout after every hook.
+/// Off `wasm32` it expands to nothing, so the crate still builds and tests
+/// natively.
 #[macro_export]
 macro_rules! export {
     ($handler:ty $(,)?) => {
@@ -310,6 +390,9 @@ macro_rules! export {
             type NetserverSdkAdapter = $crate::__private::Adapter<$handler>;
             $crate::__export_handler_impl!(
                 NetserverSdkAdapter with_types_in $crate::__private::bindings
+            );
+            $crate::__export_server_hooks_impl!(
+                NetserverSdkAdapter with_types_in $crate::__private::bindings::server_hooks
             );
         };
     };

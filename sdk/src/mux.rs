@@ -1,5 +1,6 @@
 //! Mux handlers: Net::Server::Multiplex's callbacks (IO::Multiplex's
-//! `mux_*`), the world `mux-handler` of the project's `wit/handler.wit`.
+//! `mux_*`), the world `mux-handler` of the project's `wit/handler.wit`
+//! (with the worker's hooks, `server-mux-handler`).
 //!
 //! A mux handler is one instance per worker holding every connection of the
 //! worker, where a [`Handler`](crate::Handler) serves one client at a time.
@@ -64,14 +65,36 @@
 //! A panic in a callback traps: the instance ends and every connection it
 //! held is closed; a fresh instance serves the next clients. So does a
 //! callback that runs past the service's CPU limit.
+//!
+//! The worker's hooks run on the same instance:
+//! [`signal_hook`](MuxHandler::signal_hook) when USR1, USR2 or HUP reaches
+//! the worker, and [`server_close_hook`](MuxHandler::server_close_hook)
+//! when the server closes, the place to say goodbye to every client:
+//!
+//! ```no_run
+//! # use netserver_sdk::mux::{Connection, MuxHandler};
+//! use netserver_sdk::CloseReason;
+//! use netserver_sdk::mux::{broadcast, connections};
+//! # struct LineEcho;
+//! # impl MuxHandler for LineEcho {
+//! #     fn mux_input(_: Connection, data: &[u8]) -> usize { data.len() }
+//! fn server_close_hook(reason: CloseReason) {
+//!     broadcast(format!("server closing ({reason})\r\n"));
+//!     connections().into_iter().for_each(Connection::close);
+//! }
+//! # }
+//! ```
 
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::ClientInfo;
 use crate::bindings::mux::exports::netserver::handler::mux::Guest;
 use crate::bindings::mux::netserver::handler::connections as wit;
 use crate::bindings::netserver::handler::client as wit_client;
+use crate::bindings::netserver::handler::server as wit_server;
+use crate::bindings::server_hooks::exports::netserver::handler::server_hooks;
+use crate::defaults::{self, ServerHook};
+use crate::{ClientInfo, CloseReason, Signal};
 
 /// A connection of this instance: a number the host gives it when it
 /// arrives (see [`MuxHandler::mux_connection`]), never given to another
@@ -184,6 +207,12 @@ pub fn broadcast(data: impl AsRef<[u8]>) -> usize {
 /// (instance retired)                child_finish_hook
 /// ```
 ///
+/// Between the callbacks, never during one, the host also calls the
+/// worker's hooks on the instance: [`signal_hook`](Self::signal_hook) and
+/// [`server_close_hook`](Self::server_close_hook) (before
+/// `child_finish_hook`). A mux worker has no idle hook: its periodic work
+/// goes in `dequeue` or a timer.
+///
 /// During a callback about one connection [`client()`](crate::client),
 /// [`tls()`](crate::tls) and [`credentials()`](crate::credentials) describe
 /// that connection's client. Every callback may write to any open
@@ -242,6 +271,40 @@ pub trait MuxHandler {
 
     /// Runs once when the instance is retired (the worker stops).
     fn child_finish_hook() {}
+
+    /// A signal reached the worker: USR1, USR2 or HUP sent to it, or to the
+    /// master with the signal in `sig_passthrough` (Net::Server), which
+    /// passes it on to every worker (Net::Waiter's `propagate_signal`). As
+    /// Net::Waiter's `on_child_sig_usr1`, `on_child_sig_usr2` and
+    /// `on_child_sig_hup`. The instance is made for it (`child_init_hook`
+    /// first) if the worker has none yet.
+    ///
+    /// The default does nothing, and the first time it runs the SDK tells
+    /// the host (`server.does-nothing`), which stops calling it. Needs a
+    /// host that serves `netserver:handler@0.1.4`.
+    fn signal_hook(signal: Signal) {
+        let _ = signal;
+        defaults::mark::<Self>(ServerHook::SignalHook);
+    }
+
+    /// The server is closing (Net::Server's `pre_server_close_hook`,
+    /// Net::Waiter's `on_server_close`), for `reason`: [`CloseReason::Drain`]
+    /// (QUIT), [`CloseReason::Stop`] (INT, TERM) or [`CloseReason::Restart`]
+    /// (HUP). Say goodbye to the clients and close them here
+    /// ([`broadcast`], [`connections`], [`Connection::close`]).
+    ///
+    /// Runs once as the worker stops accepting, before its connections
+    /// finish and before `child_finish_hook`. Not run when a worker is
+    /// merely retired (`max_requests`, fewer spare servers, TTOU). For
+    /// `Stop` it has a second: the worker ends at once.
+    ///
+    /// The default does nothing, and the first time it runs the SDK tells
+    /// the host (`server.does-nothing`), which stops calling it. Needs a
+    /// host that serves `netserver:handler@0.1.4`.
+    fn server_close_hook(reason: CloseReason) {
+        let _ = reason;
+        defaults::mark::<Self>(ServerHook::ServerCloseHook);
+    }
 }
 
 /// Makes a [`MuxHandler`] the callbacks this component exports.
@@ -252,9 +315,10 @@ pub trait MuxHandler {
 /// a mux handler, not both. See [the `mux` module](crate::mux) for an
 /// example.
 ///
-/// It exports `netserver:handler/mux@0.1.3`, each callback calling the
-/// handler's. Off `wasm32` it expands to nothing, so the crate still builds
-/// and tests natively.
+/// It exports `netserver:handler/mux@0.1.4` and
+/// `netserver:handler/server-hooks@0.1.4` (the world `server-mux-handler`),
+/// each callback calling the handler's. Off `wasm32` it expands to nothing,
+/// so the crate still builds and tests natively.
 #[macro_export]
 macro_rules! export_mux {
     ($handler:ty $(,)?) => {
@@ -263,6 +327,9 @@ macro_rules! export_mux {
             type NetserverSdkMuxAdapter = $crate::__private::MuxAdapter<$handler>;
             $crate::__export_mux_handler_impl!(
                 NetserverSdkMuxAdapter with_types_in $crate::__private::bindings::mux
+            );
+            $crate::__export_server_hooks_impl!(
+                NetserverSdkMuxAdapter with_types_in $crate::__private::bindings::server_hooks
             );
         };
     };
@@ -305,6 +372,33 @@ impl<H: MuxHandler> Guest for MuxAdapter<H> {
 
     fn child_finish_hook() {
         H::child_finish_hook();
+    }
+}
+
+impl<H: MuxHandler> server_hooks::Guest for MuxAdapter<H> {
+    fn signal_hook(signal: wit_server::Signal) {
+        run::<H>(ServerHook::SignalHook, || H::signal_hook(signal.into()));
+    }
+
+    fn server_close_hook(reason: wit_server::CloseReason) {
+        run::<H>(ServerHook::ServerCloseHook, || {
+            H::server_close_hook(reason.into());
+        });
+    }
+
+    /// Only one-connection-at-a-time workers get it, never a mux worker;
+    /// the export must be there all the same.
+    fn idle_hook() {
+        wit_server::does_nothing(ServerHook::IdleHook);
+    }
+}
+
+/// Runs `H`'s worker hook `hook`: when it is the default, which does
+/// nothing, tells the host not to call it again.
+fn run<H: MuxHandler>(hook: ServerHook, body: impl FnOnce()) {
+    let ((), default) = defaults::run::<H, ()>(hook, body);
+    if default {
+        wit_server::does_nothing(hook);
     }
 }
 

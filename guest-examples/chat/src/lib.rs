@@ -47,6 +47,9 @@
 //! - A line longer than 4096 bytes (without its line end; whether its `\n`
 //!   has arrived or not): `ERROR: line too long`, and the sender is
 //!   closed. A partial line waits for the rest.
+//! - When the server closes (QUIT, TERM or INT, HUP), every client is told
+//!   `*** server closing (REASON)` (`drain`, `stop` or `restart`) and
+//!   closed.
 //!
 //! Logged at notice: `eof from NICK (B bytes left)` when a client stops
 //! sending (after its last line without `\n`, if any, was said), and
@@ -56,8 +59,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use netserver_sdk::mux::{Connection, lines, lines_at_eof};
-use netserver_sdk::{ClientInfo, MuxHandler, log, property};
+use netserver_sdk::mux::{Connection, broadcast, connections, lines, lines_at_eof};
+use netserver_sdk::{ClientInfo, CloseReason, MuxHandler, log, property};
 
 /// The longest line a client may send, without its line end.
 const MAX_LINE: usize = 4096;
@@ -294,6 +297,15 @@ impl MuxHandler for ChatServer {
                 conn,
                 "If you don't want to talk then you should leave. *BYE*",
             );
+            conn.close();
+        }
+    }
+
+    // The server closes: say so to everyone and close them (their
+    // `mux_close` follows, as for any departure).
+    fn server_close_hook(reason: CloseReason) {
+        broadcast(format!("*** server closing ({reason})\r\n"));
+        for conn in connections() {
             conn.close();
         }
     }

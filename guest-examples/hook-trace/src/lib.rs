@@ -1,11 +1,15 @@
-//! A test guest: logs `hook <name>` at level notice in every hook, shows the
+//! A test guest: logs `hook <name>` at level notice in every hook (the
+//! worker's hooks with their argument: `hook signal-hook USR1`,
+//! `hook server-close-hook drain`, `hook idle-hook`), shows the
 //! client info (a unix client's credentials, a TLS client's handshake)
 //! and a property, refuses
 //! clients when property `deny` is `yes`.
 
 use std::io::{Write, stdin, stdout};
 
-use netserver_sdk::{Error, Handler, Level, client, credentials, log, property, tls};
+use netserver_sdk::{
+    CloseReason, Error, Handler, Level, Signal, client, credentials, log, property, tls,
+};
 
 struct HookTrace;
 
@@ -93,6 +97,18 @@ impl Handler for HookTrace {
 
     fn dequeue() {
         trace("dequeue");
+    }
+
+    fn signal_hook(signal: Signal) {
+        trace(&format!("signal-hook {signal}"));
+    }
+
+    fn server_close_hook(reason: CloseReason) {
+        trace(&format!("server-close-hook {reason}"));
+    }
+
+    fn idle_hook() {
+        trace("idle-hook");
     }
 }
 
