@@ -79,7 +79,7 @@ fn component_exporting_neither_world() {
     let path = component("empty.wasm", "(component)");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports neither netserver:handler/hooks@0.1.3 (a handler), netserver:handler/mux@0.1.3 (a mux handler) nor wasi:cli/run",
+        "exports neither netserver:handler/hooks@0.1.4 (a handler), netserver:handler/mux@0.1.3 to @0.1.4 (a mux handler) nor wasi:cli/run",
     );
 }
 
@@ -114,7 +114,7 @@ fn other_hooks_version() {
     let path = half_hooks("future.wasm", "netserver:handler/hooks@9.0.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.3",
+        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.4",
     );
 }
 
@@ -132,20 +132,72 @@ fn other_mux_version() {
     let path = half_hooks("future-mux.wasm", "netserver:handler/mux@0.2.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/mux@0.2.0, but this host serves netserver:handler/mux@0.1.3",
+        "exports netserver:handler/mux@0.2.0, but this host serves netserver:handler/mux@0.1.3 to @0.1.4",
+    );
+}
+
+/// A component with hooks (only `process-request`) and, as `server`, an
+/// instance with only `idle-hook`: a `server-hooks` of this version that
+/// lacks two of its functions, or one of a version this host does not
+/// serve.
+fn with_server_hooks(file_name: &str, server: &str) -> PathBuf {
+    component(
+        file_name,
+        &format!(
+            r#"(component
+                (core module $m (func (export "f")))
+                (core instance $i (instantiate $m))
+                (func $f (canon lift (core func $i "f")))
+                (instance $hooks (export "process-request" (func $f)))
+                (instance $server (export "idle-hook" (func $f)))
+                (export "netserver:handler/hooks@0.1.4" (instance $hooks))
+                (export "{server}" (instance $server))
+            )"#
+        ),
+    )
+}
+
+#[test]
+fn server_hooks_of_another_version_are_refused() {
+    let path = with_server_hooks(
+        "future-server-hooks.wasm",
+        "netserver:handler/server-hooks@0.2.0",
+    );
+    assert_rejected(
+        path.to_str().unwrap(),
+        "exports netserver:handler/server-hooks@0.2.0, but this host serves netserver:handler/server-hooks@0.1.4",
+    );
+}
+
+#[test]
+fn malformed_server_hooks_export() {
+    let path = with_server_hooks(
+        "malformed-server-hooks.wasm",
+        "netserver:handler/server-hooks@0.1.4",
+    );
+    assert_rejected(
+        path.to_str().unwrap(),
+        "its netserver:handler/server-hooks@0.1.4 export does not match the WIT contract",
     );
 }
 
 #[test]
 fn good_modules_are_recognised() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/hook-trace-0.1.0.wasm"
+    );
+    // (module, kind, exports server-hooks)
     let cases = [
-        (guests::ECHO, "handler"),
-        (guests::HOOK_TRACE, "handler"),
-        (guests::COMMAND_ENV, "command"),
-        (guests::CHAT, "mux"),
-        (guests::MUX_ECHO, "mux"),
+        (guests::ECHO, "handler", true),
+        (guests::HOOK_TRACE, "handler", true),
+        (guests::SERVER_INFO, "handler", true),
+        (fixture, "handler", false),
+        (guests::COMMAND_ENV, "command", false),
+        (guests::CHAT, "mux", true),
+        (guests::MUX_ECHO, "mux", true),
     ];
-    for (path, kind) in cases {
+    for (path, kind, server_hooks) in cases {
         let out = run(&["--check", "--module", path]);
         assert!(
             out.status.success(),
@@ -154,6 +206,7 @@ fn good_modules_are_recognised() {
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(json["module"]["kind"], kind, "{path}");
+        assert_eq!(json["module"]["server_hooks"], server_hooks, "{path}");
         assert_eq!(json["module"]["source"], path);
     }
 }

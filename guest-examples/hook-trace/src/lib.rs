@@ -3,7 +3,8 @@
 //! `hook server-close-hook drain`, `hook idle-hook`), shows the
 //! client info (a unix client's credentials, a TLS client's handshake)
 //! and a property, refuses
-//! clients when property `deny` is `yes`.
+//! clients when property `deny` is `yes`, panics in `signal-hook` when
+//! property `panic_in` is `signal-hook`.
 
 use std::io::{Write, stdin, stdout};
 
@@ -101,6 +102,10 @@ impl Handler for HookTrace {
 
     fn signal_hook(signal: Signal) {
         trace(&format!("signal-hook {signal}"));
+        // A hostile handler, for the tests: its worker hook traps.
+        if property("panic_in").as_deref() == Some("signal-hook") {
+            panic!("asked to panic in signal-hook");
+        }
     }
 
     fn server_close_hook(reason: CloseReason) {
