@@ -5,7 +5,27 @@
 
 use std::collections::BTreeMap;
 
-use crate::util::{Server, guests, kill, per_personality};
+use crate::util::{HOOKS_IN_ORDER, Server, guests, kill, per_personality};
+
+/// Options that make each personality with a pool run exactly one worker.
+const ONE_WORKER: [&str; 10] = [
+    "--workers",
+    "1",
+    "--min-servers",
+    "1",
+    "--max-servers",
+    "1",
+    "--min-spare-servers",
+    "0",
+    "--max-spare-servers",
+    "1",
+];
+
+/// Starts a server of `personality` with one worker, and `args`.
+fn one_worker(personality: &str, args: &[&str]) -> Server {
+    let all = [&["--server-type", personality], ONE_WORKER.as_slice(), args].concat();
+    Server::start(&all)
+}
 
 /// What `server-info` says to a new client (`usr1=N usr2=M workers=W …`),
 /// as numbers by name; the client then quits.
@@ -54,26 +74,17 @@ fn until(server: &Server, key: &str, want: u64) -> BTreeMap<String, u64> {
 /// reach it: passed on by the master (`sig_passthrough`), or sent to the
 /// worker itself.
 fn signals_reach_the_per_worker_instance(personality: &str) {
-    let mut server = Server::start(&[
-        "--server-type",
+    let mut server = one_worker(
         personality,
-        "--workers",
-        "1",
-        "--min-servers",
-        "1",
-        "--max-servers",
-        "1",
-        "--min-spare-servers",
-        "0",
-        "--max-spare-servers",
-        "1",
-        "--module",
-        guests::SERVER_INFO,
-        "--instance",
-        "per-worker",
-        "--sig-passthrough",
-        "USR1,USR2",
-    ]);
+        &[
+            "--module",
+            guests::SERVER_INFO,
+            "--instance",
+            "per-worker",
+            "--sig-passthrough",
+            "USR1,USR2",
+        ],
+    );
     // The worker serves: its signals are caught from now on.
     let first = info(&server);
     assert_eq!((first["usr1"], first["usr2"]), (0, 0), "{first:?}");
@@ -188,24 +199,10 @@ fn hooks_logged(server: &Server) -> Vec<String> {
 /// `child-finish-hook` (QUIT, HUP).
 fn server_close_hook_runs_as_the_server_closes(personality: &str) {
     for (signal, reason) in [("QUIT", "drain"), ("TERM", "stop"), ("HUP", "restart")] {
-        let mut server = Server::start(&[
-            "--server-type",
+        let mut server = one_worker(
             personality,
-            "--workers",
-            "1",
-            "--max-servers",
-            "1",
-            "--min-servers",
-            "1",
-            "--min-spare-servers",
-            "0",
-            "--max-spare-servers",
-            "1",
-            "--module",
-            guests::HOOK_TRACE,
-            "--instance",
-            "per-worker",
-        ]);
+            &["--module", guests::HOOK_TRACE, "--instance", "per-worker"],
+        );
         let mut client = server.connect();
         client.send(b"quit\n");
         let _ = client.read_all();
@@ -365,28 +362,19 @@ fn a_handler_without_server_hooks_ignores_passed_signals() {
 /// end to end in each personality with a pool of workers: a client, a
 /// signal, a quiet spell (one-connection-at-a-time workers only), QUIT.
 fn every_hook_in_order(personality: &str) {
-    let mut server = Server::start(&[
-        "--server-type",
+    let mut server = one_worker(
         personality,
-        "--workers",
-        "1",
-        "--max-servers",
-        "1",
-        "--min-servers",
-        "1",
-        "--min-spare-servers",
-        "0",
-        "--max-spare-servers",
-        "1",
-        "--module",
-        guests::HOOK_TRACE,
-        "--instance",
-        "per-worker",
-        "--sig-passthrough",
-        "USR1",
-        "--check-for-idle",
-        "0.2",
-    ]);
+        &[
+            "--module",
+            guests::HOOK_TRACE,
+            "--instance",
+            "per-worker",
+            "--sig-passthrough",
+            "USR1",
+            "--check-for-idle",
+            "0.2",
+        ],
+    );
     let mut client = server.connect();
     client.send(b"quit\n");
     assert!(client.read_all().ends_with("bye\r\n"));
@@ -402,15 +390,9 @@ fn every_hook_in_order(personality: &str) {
     let mut hooks = hooks_logged(&server);
     // However many quiet spells there were, they come as one.
     hooks.dedup();
-    let mut want = vec![
-        "child-init-hook",
-        "post-accept-hook",
-        "allow-deny-hook",
-        "process-request",
-        "post-process-request-hook",
-        "post-client-connection-hook",
-        "signal-hook USR1",
-    ];
+    // A client's hooks, without the child-finish-hook that ends the list.
+    let mut want = HOOKS_IN_ORDER[..HOOKS_IN_ORDER.len() - 1].to_vec();
+    want.push("signal-hook USR1");
     if sequential {
         want.push("idle-hook");
     }
