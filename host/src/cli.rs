@@ -111,6 +111,7 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::CipherList => "SUITES",
         Kind::Alpn => "PROTOCOLS",
         Kind::ServerName => "NAME",
+        Kind::Address => "[ADDRESS:]PORT",
     }
 }
 

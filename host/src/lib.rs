@@ -21,7 +21,7 @@
 //! | 3 | [`capacity`] | a service's places in a worker; evicting to make room when one client holds them |
 //! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
-//! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration |
+//! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
 //! | leaf | [`client`], [`threads`], [`proxy`], [`board`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share |
 
@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod gate;
 pub mod listen;
 pub mod log;
+pub mod metrics;
 pub mod privileges;
 pub mod process;
 pub mod proxy;
@@ -96,6 +97,11 @@ pub fn run() -> Result<ExitCode> {
         if config.daemon.detaches() || config.daemon.pid_file.is_some() {
             tracing::warn!("background, setsid and pid_file do not apply to server_type inetd");
         }
+        if config.metrics.is_some() {
+            tracing::warn!(
+                "metrics_port does not apply to server_type inetd (no master serves it)"
+            );
+        }
         // The connection is already open: drop root before serving it.
         privileges.apply()?;
         let status = process::inetd::run(&config, handlers, tls)?;
@@ -105,6 +111,14 @@ pub fn run() -> Result<ExitCode> {
         daemon::check_pid_file(path)?;
     }
     let services = service::bind_all(&config, handlers, tls, &mut handed)?;
+    // Bound as root, as the services' sockets are (a HUP hands it over).
+    let metrics = match config.metrics {
+        Some(addr) => Some(metrics::http::Endpoint::open(addr)?),
+        None => {
+            metrics::http::close_handed_over();
+            None
+        }
+    };
     for (service, settings) in services.iter().zip(&config.services) {
         for path in service.sockets.iter().filter_map(|b| b.file.as_deref()) {
             privileges.hand_over_socket(path, settings.sockets.socket_group)?;
@@ -140,7 +154,7 @@ pub fn run() -> Result<ExitCode> {
         process::signals::hold(&process::signals::MASTER_SIGNALS)?;
         launcher.ready();
     }
-    process::master::run(&config, services, handed)?;
+    process::master::run(&config, services, handed, metrics)?;
     // Removed as the server ends (not across a HUP: `exec` keeps them).
     drop(pid_file);
     drop(socket_files);
@@ -211,7 +225,8 @@ pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
     let handlers = config
         .services
         .iter()
-        .map(|service| wasm::Handler::load(&engine, service, cache.as_ref()))
+        .enumerate()
+        .map(|(index, service)| wasm::Handler::load(&engine, service, index, cache.as_ref()))
         .collect::<Result<Vec<_>>>()?;
     check_worlds(config, &handlers)?;
     Ok(handlers)
@@ -362,6 +377,7 @@ mod tests {
         ("privileges", 1),
         ("cli", 1),
         ("tls", 1),
+        ("metrics", 1),
         ("transport", 2),
         ("gate", 2),
         ("wasm", 3),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::access::Verdict;
-use crate::board::Closing;
+use crate::board::stats::Refusal;
+use crate::board::{self, Closing};
 use crate::client::{ClientInfo, Local, Peer};
 use crate::config::port::Proto;
 use crate::config::tls::{NamePattern, pick};
@@ -30,6 +31,8 @@ use crate::wasm::{GuestKind, Handler, Instance, ServerHook};
 pub struct Service {
     /// Its name, in the log and for its guests.
     pub name: Arc<str>,
+    /// Its place in the configuration (and its column on the board).
+    pub index: usize,
     /// The compiled handler.
     pub handler: Handler,
     /// Its listening sockets (taken by the processes that accept on them).
@@ -101,6 +104,7 @@ impl Service {
         Ok(Self {
             reply_cap: ReplyCap::new(name.clone(), config.sockets.udp_amplification),
             name,
+            index: handler.index(),
             recv: RecvSettings {
                 len: config.sockets.udp_recv_len,
                 flags: nix::sys::socket::MsgFlags::from_bits_truncate(
@@ -357,11 +361,15 @@ impl Service {
                 Ok(place) => place,
                 Err(why) => {
                     tracing::debug!("refused: {why}");
+                    board::refused(self.index, Refusal::PerAddress);
                     return None;
                 }
             };
             let started = Instant::now();
             let verdict = self.gate.judge(&mut client).await;
+            if let Verdict::Denied(_) = &verdict {
+                board::refused(self.index, Refusal::AccessRules);
+            }
             if datagram && let Verdict::Denied(rule) = &verdict {
                 tracing::debug!("dropped a datagram: denied by {rule}");
                 return None;

@@ -11,6 +11,7 @@ mod echo;
 mod faults;
 mod hardening;
 mod logging;
+mod metrics;
 mod modules;
 mod mux;
 mod personalities;

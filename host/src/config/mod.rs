@@ -74,6 +74,8 @@ pub struct Config {
     pub module_cache: CacheDir,
     /// The backlog of each listening socket (`listen`).
     pub listen_backlog: u32,
+    /// Where the master serves its metrics (`metrics_port`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// Every option's effective top-level value and where it came from.
     pub options: Report,
 }

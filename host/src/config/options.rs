@@ -68,6 +68,8 @@ pub enum Kind {
     Alpn,
     /// A DNS name, or `*.` and one.
     ServerName,
+    /// A TCP address to listen on: `PORT` (on 127.0.0.1) or `ADDRESS:PORT`.
+    Address,
 }
 
 /// Whether an option belongs to the whole server or to each hosted service
@@ -461,6 +463,14 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "prefork: most idle children",
+    ),
+    spec(
+        "metrics_port",
+        Address,
+        None,
+        false,
+        Active,
+        "serve Prometheus metrics over HTTP at /metrics on this port (127.0.0.1 unless ADDRESS:PORT is given), from the master",
     ),
     spec(
         "min_child_ttl",
@@ -889,6 +899,8 @@ pub enum Typed {
     Dir(DirGrant),
     /// [`Kind::Signals`].
     Signals(Vec<Signal>),
+    /// [`Kind::Address`].
+    Addr(std::net::SocketAddr),
 }
 
 impl Typed {
@@ -902,6 +914,7 @@ impl Typed {
             Self::Text(text) | Self::Name(text) => text.as_str().into(),
             Self::Choice(word) => (*word).into(),
             Self::Cidr(net) => net.to_string().into(),
+            Self::Addr(addr) => addr.to_string().into(),
             Self::Pair(key, value) => format!("{key}={value}").into(),
             Self::Path(path) => path.display().to_string().into(),
             Self::Log(None) => SYSLOG.into(),
@@ -949,6 +962,7 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
             .map(|_| Typed::Text(text.to_owned()))
             .map_err(|e| format!("not a valid regex: {}", first_line(&e.to_string()))),
         Cidr => parse_cidr(text).map(Typed::Cidr),
+        Address => parse_address(text).map(Typed::Addr),
         User => lookup_user(text).map(Typed::Name),
         Group => lookup_group(text).map(Typed::Name),
         Mode => u32::from_str_radix(text, 8)
@@ -1156,6 +1170,16 @@ pub fn size_bytes(text: &str) -> Option<u64> {
 }
 
 /// `ADDR/LEN`, or one address (a /32 or /128). An IPv4-mapped IPv6
+/// `PORT` (on 127.0.0.1: loopback unless said otherwise) or `ADDRESS:PORT`
+/// (`0.0.0.0:9100`, `[::1]:9100`).
+fn parse_address(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| "must be PORT or ADDRESS:PORT (9100, 0.0.0.0:9100, [::1]:9100)".to_owned())
+}
+
 /// network stays as written; matching handles mapped clients.
 pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(net) = text.parse::<ipnet::IpNet>() {
@@ -1225,6 +1249,7 @@ fn describe(kind: Kind) -> String {
         Choice(words) => words.join(", "),
         Regex => "regex".to_owned(),
         Cidr => "CIDR".to_owned(),
+        Address => "PORT or ADDRESS:PORT".to_owned(),
         User => "user".to_owned(),
         Group => "group".to_owned(),
         Mode => "octal mode".to_owned(),

@@ -179,6 +179,15 @@ impl Values {
         }
     }
 
+    /// An address option: `None` when not given.
+    pub fn addr(&self, key: &str) -> Option<std::net::SocketAddr> {
+        match self.typed(key) {
+            Some(Typed::Addr(addr)) => Some(addr),
+            None => None,
+            other => mismatch(key, "an address", other),
+        }
+    }
+
     /// A size option, in bytes.
     pub fn size(&self, key: &str) -> u64 {
         match self.typed(key) {

@@ -73,6 +73,7 @@ impl Config {
                 None => CacheDir::Default,
             },
             listen_backlog: values.int("listen"),
+            metrics: values.addr("metrics_port"),
             log_level: values.int("log_level"),
             log_target: log_target(&values)?,
             privileges: Privileges {
@@ -770,6 +771,7 @@ mod tests {
             }),
             "leave_children_open_on_hup" => json!(p.leave_children_open_on_hup),
             "listen" => json!(config.listen_backlog),
+            "metrics_port" => json!(config.metrics.map(|a| a.to_string())),
             "lock_file" => path(&p.lock_file),
             "log_file" => match &config.log_target {
                 LogTarget::Stderr => Value::Null,
@@ -976,6 +978,7 @@ mod tests {
             "instance" => "per-worker",
             "ipv" => "4",
             "listen" => "17",
+            "metrics_port" => "9100",
             "lock_file" => "/tmp/ns-test.lock",
             "log_file" => "/tmp/ns-test.log",
             "log_level" => "4",

@@ -12,6 +12,10 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::access::Verdict;
+use crate::board::{
+    self,
+    stats::{Ending, Refusal},
+};
 use crate::capacity::Place;
 use crate::client::ClientInfo;
 use crate::log::tag::tagged;
@@ -90,6 +94,41 @@ impl End {
     }
 }
 
+/// What the guest refusing a client is called in [`End::Denied`], in
+/// each world.
+const GUEST_REFUSALS: [&str; 2] = ["allow-deny-hook", "mux-connection"];
+
+impl End {
+    /// How the metrics count this end.
+    fn ending(&self) -> Ending {
+        match self {
+            Self::Served => Ending::Served,
+            Self::Denied(_) => Ending::Denied,
+            Self::HandlerError(_) => Ending::HandlerError,
+            Self::Exited(_) => Ending::Exited,
+            Self::Trap { error, .. } => {
+                let why = error.root_cause().to_string();
+                if why.contains(crate::wasm::sandbox::CPU_LIMIT_TRAP) {
+                    Ending::CpuLimit
+                } else if why.contains(crate::wasm::sandbox::MEMORY_LIMIT_TRAP) {
+                    Ending::MemoryLimit
+                } else {
+                    Ending::Trap
+                }
+            }
+            Self::Instantiate(_) => Ending::InstantiateFailed,
+            Self::ClientGone => Ending::ClientGone,
+            Self::ReplyFailed(_) => Ending::ReplyFailed,
+            Self::Idle(_) => Ending::IdleTimeout,
+            Self::TimedOut(_) => Ending::ConnectionTimeout,
+            Self::Evicted => Ending::Evicted,
+            Self::WriteCap(_) => Ending::WriteCap,
+            Self::InputCap(_) => Ending::InputCap,
+            Self::Instance(_) => Ending::MuxInstance,
+        }
+    }
+}
+
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -150,7 +189,7 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
         return Box::pin(mux::serve(service, incoming, place)).await;
     }
     // Counted on the board while it lasts (see `crate::board`).
-    let _counted = crate::board::client();
+    let _counted = board::client(service.index);
     let Some(admitted) = service.admit(incoming).await else {
         return;
     };
@@ -222,6 +261,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
     // Give the address's place back before saying the connection ended.
     drop(place);
     log_end(&Summary {
+        service: service.index,
         took: started.elapsed(),
         host: client.peer_host.as_deref(),
         bytes: socket.bytes(),
@@ -230,9 +270,21 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
     });
 }
 
-/// Logs a connection's end: a fault at `err`, an ordinary end at
-/// Net::Server's level 3 (`info`), one line per connection.
+/// Logs a connection's end — a fault at `err`, an ordinary end at
+/// Net::Server's level 3 (`info`), one line per connection — and counts it
+/// on the board.
 fn log_end(summary: &Summary<'_>) {
+    board::ended(
+        summary.service,
+        summary.end.ending(),
+        summary.bytes,
+        summary.took,
+    );
+    if let End::Denied(by) = summary.end
+        && GUEST_REFUSALS.contains(&by.as_str())
+    {
+        board::refused(summary.service, Refusal::AllowDenyHook);
+    }
     // Formatted only when the line is written.
     if summary.end.is_fault() {
         tracing::error!("connection ended after {summary}");
@@ -247,6 +299,8 @@ fn log_end(summary: &Summary<'_>) {
 /// The line a connection's end is logged with: how long it lasted, the
 /// client's host name, the bytes each way and why it ended.
 struct Summary<'a> {
+    /// The service's index (its column on the board).
+    service: usize,
     took: Duration,
     host: Option<&'a str>,
     bytes: (u64, u64),
@@ -379,7 +433,7 @@ async fn connection_hooks(
                 .map_err(trap("allow-deny-hook"))?;
             socket.end_of_hook();
             if !allowed {
-                end = End::Denied("allow-deny-hook".to_owned());
+                end = End::Denied(GUEST_REFUSALS[0].to_owned());
             }
             allowed
         }

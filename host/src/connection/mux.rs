@@ -83,7 +83,7 @@ pub fn serve(
 ) -> impl Future<Output = ()> + Send + 'static {
     let admission = Box::pin(admit(service.clone(), incoming));
     async move {
-        let _counted = crate::board::client();
+        let _counted = crate::board::client(service.index);
         let Some(admitted) = admission.await else {
             return;
         };
@@ -130,7 +130,13 @@ impl Life {
         // A client the access rules refuse is closed before the guest
         // hears of it.
         if let Verdict::Denied(rule) = verdict {
-            summary(started, host.as_deref(), (0, 0), &End::Denied(rule));
+            summary(
+                service,
+                started,
+                host.as_deref(),
+                (0, 0),
+                &End::Denied(rule),
+            );
             return None;
         }
         let plan = service.mux.as_ref()?;
@@ -196,7 +202,13 @@ impl Life {
         // Give the places back before saying the connection ended.
         drop(self.room);
         drop(self.place);
-        summary(self.started, self.host.as_deref(), self.conn.bytes, &end);
+        summary(
+            service,
+            self.started,
+            self.host.as_deref(),
+            self.conn.bytes,
+            &end,
+        );
     }
 }
 
@@ -213,9 +225,10 @@ async fn tell(door: &Door, event: Event) -> Result<(), ()> {
     }
 }
 
-/// Logs a connection's end (see [`log_end`]).
-fn summary(started: Instant, host: Option<&str>, bytes: (u64, u64), end: &End) {
+/// Logs and counts a connection's end (see [`log_end`]).
+fn summary(service: &Service, started: Instant, host: Option<&str>, bytes: (u64, u64), end: &End) {
     log_end(&Summary {
+        service: service.index,
         took: started.elapsed(),
         host,
         bytes,
@@ -424,7 +437,7 @@ impl Drop for Conn {
 /// How a connection the host cut off ends.
 fn ended(cut: Cut) -> End {
     match cut {
-        Cut::Refused => End::Denied("mux-connection".to_owned()),
+        Cut::Refused => End::Denied(super::GUEST_REFUSALS[1].to_owned()),
         Cut::WriteCap(cap) => End::WriteCap(cap),
         Cut::InputCap(cap) => End::InputCap(cap),
         Cut::Instance(why) => End::Instance(why),
@@ -647,6 +660,7 @@ impl Driver<'_> {
     /// Runs `dequeue` on the instance (Net::Server::Multiplex's
     /// `run_dequeue`: in the worker, no process forked).
     async fn dequeue(&mut self) {
+        crate::board::dequeued(self.service.index);
         let result = match self.instance().await {
             Ok(instance) => instance.mux_dequeue().await,
             Err(_) => return,

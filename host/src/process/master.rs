@@ -28,7 +28,7 @@ use nix::unistd::Pid;
 
 use super::children::Child;
 use super::pool::{self, Pool};
-use super::restart::restart;
+use super::restart::{self, restart};
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
 use super::spawn::spawn;
 use super::worker;
@@ -36,6 +36,8 @@ use crate::board::{self, Closing};
 use crate::config::port::Proto;
 use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
+use crate::metrics::MasterFigures;
+use crate::metrics::http::Endpoint;
 use crate::service::{Route, Service};
 
 /// How long children told to stop at once may take before they are
@@ -46,7 +48,12 @@ const STOPPING_TICK: Duration = Duration::from_millis(50);
 
 /// Runs the master of the configured personality with the bound services
 /// until it is told to stop.
-pub fn run(config: &Config, services: Vec<Service>, handed: Handed) -> Result<()> {
+pub fn run(
+    config: &Config,
+    services: Vec<Service>,
+    handed: Handed,
+    metrics: Option<Endpoint>,
+) -> Result<()> {
     let kind = match config.process.server_type {
         ServerType::Fork => Kind::Forking,
         _ => Kind::Pool(Pool::new(config, &services)?),
@@ -54,8 +61,9 @@ pub fn run(config: &Config, services: Vec<Service>, handed: Handed) -> Result<()
     // Room on the board for every child at once, and for TTIN's extra ones.
     let process = &config.process;
     let most = process.workers.max(process.max_servers) as usize;
-    board::create(most * 2 + 64)?;
+    board::create(most * 2 + 64, services.len())?;
     let mut master = Master::new(config, services, kind)?;
+    master.metrics = metrics;
     master.old = handed.old_workers.into_iter().map(Pid::from_raw).collect();
     let result = master.run();
     if let Kind::Pool(pool) = &master.kind {
@@ -100,6 +108,10 @@ struct Master<'a> {
     dequeuers: BTreeMap<Pid, usize>,
     stopping: Option<Stopping>,
     kind: Kind,
+    /// The metrics endpoint (`metrics_port`).
+    metrics: Option<Endpoint>,
+    /// The services' names, for the metrics.
+    names: Vec<String>,
 }
 
 impl<'a> Master<'a> {
@@ -120,6 +132,7 @@ impl<'a> Master<'a> {
             .iter()
             .map(|s| s.dequeue.map(|(every, _)| Instant::now() + every))
             .collect();
+        let services_names = services.iter().map(|s| s.name.to_string()).collect();
         Ok(Self {
             config,
             services,
@@ -131,6 +144,8 @@ impl<'a> Master<'a> {
             dequeuers: BTreeMap::new(),
             stopping: None,
             kind,
+            metrics: None,
+            names: services_names,
         })
     }
 
@@ -155,6 +170,7 @@ impl<'a> Master<'a> {
                 }
             }
             let ready = self.wait(self.tick())?;
+            self.serve_metrics();
             let signals = self.signals.as_ref().map(Signals::take).unwrap_or_default();
             let passthrough = &self.config.process.sig_passthrough;
             for intent in signals.into_iter().flat_map(|s| Intent::of(s, passthrough)) {
@@ -222,6 +238,9 @@ impl<'a> Master<'a> {
             return Ok(Vec::new());
         };
         let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
+        if let Some(metrics) = &self.metrics {
+            fds.extend(metrics.fds().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
+        }
         let mut sockets = Vec::new();
         match &self.kind {
             Kind::Pool(pool) => fds.extend(pool.fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN))),
@@ -250,6 +269,24 @@ impl<'a> Master<'a> {
             .filter(|(fd, _)| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
             .map(|(_, at)| at)
             .collect())
+    }
+
+    /// Answers the scrapers waiting on the metrics endpoint: the board's
+    /// sums and the master's own figures.
+    fn serve_metrics(&mut self) {
+        let Some(endpoint) = &mut self.metrics else {
+            return;
+        };
+        let names = &self.names;
+        endpoint.serve(|| {
+            let (compilations, cache_hits) = crate::wasm::cache::counts();
+            let master = MasterFigures {
+                restarts: restart::count(),
+                compilations,
+                cache_hits,
+            };
+            crate::metrics::render(names, board::snapshot().unwrap_or_default(), master)
+        });
     }
 
     /// Whether another child may start (`fork`: one per connection).
@@ -385,7 +422,7 @@ impl<'a> Master<'a> {
             Intent::Restart if self.stopping.is_none() => {
                 let children: Vec<Pid> = self.children.keys().chain(&self.old).copied().collect();
                 if let Some(signals) = &self.signals {
-                    restart(&self.services, &children, signals)?;
+                    restart(&self.services, &children, signals, self.metrics.as_ref())?;
                 }
             }
             Intent::More => {
@@ -490,6 +527,8 @@ impl<'a> Master<'a> {
             if let Some(signals) = self.signals.take() {
                 signals.forget();
             }
+            // The master's alone.
+            self.metrics = None;
             work(self)
         })
     }
@@ -537,6 +576,7 @@ impl<'a> Master<'a> {
                 continue;
             }
             let pid = self.fork_child(|master| worker::run_dequeue(master.take_service(index)))?;
+            board::dequeued(index);
             self.dequeuers.insert(pid, index);
         }
         Ok(())

@@ -14,13 +14,19 @@ use nix::unistd::Pid;
 use super::signals::Signals;
 use crate::board::{self, Closing};
 use crate::listen::inherit;
+use crate::metrics::http::Endpoint;
 use crate::service::Service;
 
 /// HUP: checks the configuration as it now reads, then re-executes this
 /// program with the listening sockets of `services`, leaving `workers`
 /// running for the new master to retire. With a configuration that does not
 /// load, the server goes on as it was (and this returns).
-pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Result<()> {
+pub fn restart(
+    services: &[Service],
+    workers: &[Pid],
+    signals: &Signals,
+    metrics: Option<&Endpoint>,
+) -> Result<()> {
     if let Some(dir) = crate::privileges::chrooted() {
         tracing::error!(
             "Received HUP, but the server runs in chroot {}, where it cannot re-execute itself; \
@@ -75,6 +81,9 @@ pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Resu
         }
     }
     let workers: Vec<String> = workers.iter().map(ToString::to_string).collect();
+    if let Some(metrics) = metrics {
+        metrics.hand_over()?;
+    }
     // The workers keep this board: when the new master asks them to
     // finish, they know the server restarts.
     board::set_closing(Closing::Restart);
@@ -83,6 +92,7 @@ pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Resu
         .args(&args)
         .env(inherit::LISTEN_FDS_VAR, fds.join(";"))
         .env(inherit::OLD_WORKERS_VAR, workers.join(","))
+        .env(RESTARTS_VAR, (count() + 1).to_string())
         .exec();
     signals.take_back()?;
     board::set_closing(Closing::No);
@@ -91,4 +101,16 @@ pub fn restart(services: &[Service], workers: &[Pid], signals: &Signals) -> Resu
         exe.display()
     );
     Ok(())
+}
+
+/// The variable counting the HUP restarts since the server started.
+const RESTARTS_VAR: &str = "NETSERVER_RESTARTS";
+
+/// The HUP restarts since the server started (this master is the
+/// re-execution of that many).
+pub fn count() -> u64 {
+    std::env::var(RESTARTS_VAR)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

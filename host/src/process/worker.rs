@@ -25,6 +25,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 
 use super::status::StatusWriter;
+use crate::board::stats::Refusal;
 use crate::board::{self, Closing};
 use crate::capacity::{Capacity, Place, Room};
 use crate::config::port::Proto;
@@ -452,7 +453,10 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
             None => match capacity.place(incoming.peer_ip()).await {
                 Room::Given(place) => place,
                 // Closed at once: its address has had its share.
-                Room::Refused => continue,
+                Room::Refused => {
+                    board::refused_at_once(service.index, Refusal::InstanceCap);
+                    continue;
+                }
                 Room::Closed => return,
             },
         };
@@ -496,7 +500,12 @@ async fn shared_loop(listener: Listener, port: Arc<SharedPort>, capacities: Vec<
             drop(slot);
             let place = match capacities[index].place(incoming.peer_ip()).await {
                 Room::Given(place) => place,
-                Room::Refused | Room::Closed => return,
+                Room::Refused => {
+                    let service = &port.services()[index];
+                    board::refused_at_once(service.index, Refusal::InstanceCap);
+                    return;
+                }
+                Room::Closed => return,
             };
             let service = port.services()[index].clone();
             connection::serve(service, incoming, Thread::Shared, place).await;

@@ -7,6 +7,7 @@ use std::hash::Hasher;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, anyhow};
 use sha2::{Digest, Sha256};
@@ -80,6 +81,7 @@ impl ModuleCache {
             // checks the header and version before use.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(component) => {
+                    CACHE_HITS.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("loaded the compiled module from {}", path.display());
                     if nix::unistd::geteuid().is_root() {
                         // Readable by the user the server becomes (a HUP
@@ -98,8 +100,7 @@ impl ModuleCache {
                 }
             }
         }
-        let component =
-            Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?;
+        let component = compile(engine, bytes)?;
         if let Err(err) = self.store(&component, &path) {
             tracing::warn!("module cache {}: cannot store: {err:#}", path.display());
         }
@@ -140,6 +141,25 @@ impl ModePrivate for std::fs::OpenOptions {
         };
         std::os::unix::fs::OpenOptionsExt::mode(self, mode)
     }
+}
+
+/// Modules compiled by this process, and loaded from the cache instead.
+static COMPILED: AtomicU64 = AtomicU64::new(0);
+static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
+
+/// Compiles `bytes` (counted: see [`counts`]).
+pub fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
+    COMPILED.fetch_add(1, Ordering::Relaxed);
+    Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))
+}
+
+/// How many modules this process compiled, and how many it loaded
+/// compiled from the cache.
+pub fn counts() -> (u64, u64) {
+    (
+        COMPILED.load(Ordering::Relaxed),
+        CACHE_HITS.load(Ordering::Relaxed),
+    )
 }
 
 fn key_suffix(path: &Path) -> String {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
-use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 
@@ -112,6 +112,7 @@ impl Handler {
     pub fn load(
         engine: &Engine,
         config: &ServiceConfig,
+        index: usize,
         cache: Option<&super::cache::ModuleCache>,
     ) -> Result<Self> {
         let engine = engine.clone();
@@ -125,7 +126,7 @@ impl Handler {
         Ok(Self {
             engine,
             pre,
-            shared: Arc::new(Shared::new(config)),
+            shared: Arc::new(Shared::new(config, index)),
             source,
         })
     }
@@ -174,6 +175,11 @@ impl Handler {
         &self.shared.name
     }
 
+    /// The service's place in the configuration (and on the board).
+    pub fn index(&self) -> usize {
+        self.shared.index
+    }
+
     /// Makes a fresh instance whose stdin and stdout reach the client through
     /// `io`. A command guest gets `client`'s addresses in its environment.
     pub async fn instantiate(&self, io: GuestIo, client: Option<&ClientInfo>) -> Result<Instance> {
@@ -181,6 +187,7 @@ impl Handler {
             (Pre::Command(_), Some(client)) => client.environment(),
             _ => Vec::new(),
         };
+        let started = std::time::Instant::now();
         let mut store = state::new_store(&self.engine, self.shared.clone(), io, &env)?;
         let (guest, server) = match &self.pre {
             Pre::Handler { pre, hooks, server } => {
@@ -198,6 +205,7 @@ impl Handler {
                 None,
             ),
         };
+        crate::board::instantiated(self.shared.index, started.elapsed());
         Ok(Instance {
             store,
             guest,
@@ -242,7 +250,7 @@ fn prepare(
     }
     let component = match cache {
         Some(cache) => cache.component(engine, bytes)?,
-        None => Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))?,
+        None => super::cache::compile(engine, bytes)?,
     };
     let mut linker = Linker::<State>::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -18,6 +18,12 @@ use wasmtime::StoreLimitsBuilder;
 
 use super::engine::EPOCH_TICK;
 
+/// How a trap for computing past `cpu_limit` begins.
+pub const CPU_LIMIT_TRAP: &str = "CPU limit exceeded";
+/// What a trap for growing memory past `max_memory` says (wasmtime's
+/// limiter's words).
+pub const MEMORY_LIMIT_TRAP: &str = "forcing trap when growing memory";
+
 /// Counts the epoch ticks a guest computed for since it last waited.
 #[derive(Debug)]
 pub struct CpuMeter {

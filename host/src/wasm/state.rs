@@ -26,6 +26,8 @@ use crate::config::{Grants, ServiceConfig};
 pub struct Shared {
     /// The service name.
     pub name: Arc<str>,
+    /// The service's place in the configuration (and on the board).
+    pub index: usize,
     /// The properties handed to the handler.
     pub properties: BTreeMap<String, String>,
     /// What its guests are granted beyond their client.
@@ -39,10 +41,12 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// What `config`'s instances are given.
-    pub fn new(config: &ServiceConfig) -> Self {
+    /// What the instances of `config`, the configuration's service
+    /// `index`, are given.
+    pub fn new(config: &ServiceConfig, index: usize) -> Self {
         Self {
             name: config.name.as_str().into(),
+            index,
             properties: config.properties.clone(),
             grants: config.grants.clone(),
             max_memory: config.max_memory,
@@ -77,7 +81,8 @@ pub fn new_store(
             Ok(UpdateDeadline::Yield(1))
         } else {
             Err(wasmtime::format_err!(
-                "CPU limit exceeded: computed for more than {:?} without waiting for the client",
+                "{}: computed for more than {:?} without waiting for the client",
+                sandbox::CPU_LIMIT_TRAP,
                 state.cpu.limit()
             ))
         }

@@ -10,16 +10,27 @@
 //! whether the server closes (QUIT, TERM, HUP) or only the worker is
 //! retired.
 //!
-//! Nothing here takes a lock or makes a system call: a client costs two
-//! atomic additions on its worker's own cache line. A process without a
-//! board (`inetd`, `--check`, a `dequeue` process) or without a slot counts
-//! in a slot of its own, and sees itself as the only worker.
+//! Each worker also counts, per service, what the metrics endpoint shows
+//! ([`stats`]): its row of the table; the master folds a reaped worker's
+//! row into a retired row, so that the sums survive the worker.
+//!
+//! Nothing here takes a lock or makes a system call: a client costs a few
+//! atomic additions on its worker's own cache lines. A process without a
+//! board (`inetd`, `--check`) or without a slot (a `dequeue` process)
+//! counts its clients in a slot of its own, and sees itself as the only
+//! worker; its per-service figures go to the retired row (or nowhere
+//! without a board).
+
+pub mod stats;
 
 use std::ptr::NonNull;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+
+use stats::{Ending, Refusal, ServiceSum, Stats};
 
 /// One worker's line of the board, a cache line of its own.
 #[repr(C, align(64))]
@@ -41,10 +52,30 @@ struct Head {
     closing: AtomicU32,
 }
 
-/// The shared table: its head, then its slots.
+/// The shared table: its head, its slots, then a row of [`Stats`] per
+/// slot and one for retired workers, each with one per service.
 struct Board {
     head: &'static Head,
     slots: &'static [Slot],
+    stats: &'static [Stats],
+    services: usize,
+}
+
+impl Board {
+    /// The row of slot `row` (`slots.len()`: the retired row).
+    fn row(&self, row: usize) -> &'static [Stats] {
+        &self.stats[row * self.services..(row + 1) * self.services]
+    }
+
+    /// The row this process counts in: its slot's, or the retired row.
+    fn my_row(&self) -> &'static [Stats] {
+        let mine = MINE.load(Ordering::Relaxed);
+        self.row(if mine < self.slots.len() {
+            mine
+        } else {
+            self.slots.len()
+        })
+    }
 }
 
 static BOARD: OnceLock<Board> = OnceLock::new();
@@ -107,12 +138,16 @@ pub struct Counts {
     pub pid: u32,
 }
 
-/// Makes the board with room for `slots` workers, in the master before it
-/// forks any: its children share it. Called again (a master re-executed
-/// by HUP is a new process), it makes a new one.
-pub fn create(slots: usize) -> Result<()> {
+/// Makes the board with room for `slots` workers and `services` services,
+/// in the master before it forks any: its children share it. (A master
+/// re-executed by HUP is a new process, and makes a new one.)
+pub fn create(slots: usize, services: usize) -> Result<()> {
     let slots = slots.max(1);
-    let len = std::mem::size_of::<Head>() + slots * std::mem::size_of::<Slot>();
+    let services = services.max(1);
+    let rows = (slots + 1) * services;
+    let len = std::mem::size_of::<Head>()
+        + slots * std::mem::size_of::<Slot>()
+        + rows * std::mem::size_of::<Stats>();
     let size = std::num::NonZeroUsize::new(len).context("an empty board")?;
     use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
     // SAFETY: a new anonymous mapping at an address the kernel picks
@@ -127,19 +162,26 @@ pub fn create(slots: usize) -> Result<()> {
     }
     .context("cannot map the board")?;
     let base: NonNull<u8> = base.cast();
-    // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for
-    // `Head` and `Slot`, whose alignment is 64) and zero-filled, which is
-    // a valid `Head` and valid `Slot`s (atomics of 0). It is never
-    // unmapped, so the references live as long as the process; shared
-    // with other processes, it is only ever accessed through atomics.
+    // SAFETY: the mapping is `len` bytes: a `Head`, `slots` `Slot`s and
+    // `rows` `Stats`, each a multiple of 64 bytes, so every part starts
+    // aligned (the mapping is page-aligned; the alignment of each is 64).
+    // Zero-filled memory is a valid value of each (atomics and arrays of
+    // atomics, all 0). It is never unmapped, so the references live as
+    // long as the process; shared with other processes, it is only ever
+    // accessed through atomics.
     let board = unsafe {
         let head = &*base.as_ptr().cast::<Head>();
         let first = base
             .as_ptr()
             .add(std::mem::size_of::<Head>())
             .cast::<Slot>();
-        let slots = std::slice::from_raw_parts(first, slots);
-        Board { head, slots }
+        let first_stats = first.add(slots).cast::<Stats>();
+        Board {
+            head,
+            slots: std::slice::from_raw_parts(first, slots),
+            stats: std::slice::from_raw_parts(first_stats, rows),
+            services,
+        }
     };
     if BOARD.set(board).is_err() {
         anyhow::bail!("the board was made twice");
@@ -164,13 +206,105 @@ pub fn occupy(slot: usize, pid: u32) {
     }
 }
 
-/// In the master, once `slot`'s worker was reaped: the slot is free.
+/// In the master, once `slot`'s worker was reaped: its figures go to the
+/// retired row, and the slot is free.
 pub fn release(slot: usize) {
-    if let Some(slot) = BOARD.get().and_then(|b| b.slots.get(slot)) {
-        slot.open.store(0, Ordering::Relaxed);
-        slot.served.store(0, Ordering::Relaxed);
-        slot.pid.store(0, Ordering::Release);
+    let Some(board) = BOARD.get() else {
+        return;
+    };
+    let Some(line) = board.slots.get(slot) else {
+        return;
+    };
+    let retired = board.row(board.slots.len());
+    for (into, from) in retired.iter().zip(board.row(slot)) {
+        into.fold(from);
     }
+    line.open.store(0, Ordering::Relaxed);
+    line.served.store(0, Ordering::Relaxed);
+    line.pid.store(0, Ordering::Release);
+}
+
+/// `service`'s counters in this process's row, when there is a board.
+fn stats(service: usize) -> Option<&'static Stats> {
+    BOARD.get().and_then(|b| b.my_row().get(service))
+}
+
+/// A client of `service` was refused (`why`) after it was counted.
+pub fn refused(service: usize, why: Refusal) {
+    if let Some(stats) = stats(service) {
+        stats.refused(why);
+    }
+}
+
+/// A client of `service` was accepted and refused at once, never
+/// counted as open (`max_instances`'s eviction found no room).
+pub fn refused_at_once(service: usize, why: Refusal) {
+    if let Some(stats) = stats(service) {
+        stats.refused_at_once(why);
+    }
+}
+
+/// A connection (or datagram) of `service` ended: how, its bytes in and
+/// out, and how long it lasted.
+pub fn ended(service: usize, how: Ending, bytes: (u64, u64), took: Duration) {
+    if let Some(stats) = stats(service) {
+        stats.ended(how, bytes, took);
+    }
+}
+
+/// An instance of `service`'s handler was made in `took`.
+pub fn instantiated(service: usize, took: Duration) {
+    if let Some(stats) = stats(service) {
+        stats.instantiated(took);
+    }
+}
+
+/// `service`'s `dequeue` ran (forked by the master, or on a mux instance).
+pub fn dequeued(service: usize) {
+    if let Some(stats) = stats(service) {
+        stats.dequeued();
+    }
+}
+
+/// The whole board, summed: per service over every worker (live and
+/// retired), and the workers by state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Per service, in the configuration's order.
+    pub services: Vec<ServiceSum>,
+    /// Workers waiting for a client.
+    pub idle: u32,
+    /// Workers serving at least one.
+    pub busy: u32,
+    /// Clients the live workers took.
+    pub served: u64,
+}
+
+/// Sums the board (`None` without one).
+pub fn snapshot() -> Option<Snapshot> {
+    let board = BOARD.get()?;
+    let mut snapshot = Snapshot {
+        services: vec![ServiceSum::default(); board.services],
+        ..Snapshot::default()
+    };
+    for (i, slot) in board.slots.iter().enumerate() {
+        if slot.pid.load(Ordering::Acquire) != 0 {
+            if slot.open.load(Ordering::Relaxed) > 0 {
+                snapshot.busy += 1;
+            } else {
+                snapshot.idle += 1;
+            }
+            snapshot.served += slot.served.load(Ordering::Relaxed);
+        }
+        for (sum, stats) in snapshot.services.iter_mut().zip(board.row(i)) {
+            stats.add_to(sum);
+        }
+    }
+    let retired = board.row(board.slots.len());
+    for (sum, stats) in snapshot.services.iter_mut().zip(retired) {
+        stats.add_to(sum);
+    }
+    Some(snapshot)
 }
 
 /// In a forked child: counts in `slot` from now on (`None`: in a slot of
@@ -215,20 +349,27 @@ pub fn closing() -> Closing {
 
 /// A client of this process, counted from now until dropped.
 #[derive(Debug)]
-pub struct Client(&'static Slot);
+pub struct Client(&'static Slot, Option<&'static Stats>);
 
-/// Counts a client this process takes: open until the [`Client`] drops,
-/// and served for good.
-pub fn client() -> Client {
+/// Counts a client of `service` this process takes: open until the
+/// [`Client`] drops, and served (accepted) for good.
+pub fn client(service: usize) -> Client {
     let slot = mine();
     slot.open.fetch_add(1, Ordering::Relaxed);
     slot.served.fetch_add(1, Ordering::Relaxed);
-    Client(slot)
+    let stats = stats(service);
+    if let Some(stats) = stats {
+        stats.opened();
+    }
+    Client(slot, stats)
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(stats) = self.1 {
+            stats.closed();
+        }
     }
 }
 
@@ -285,8 +426,8 @@ mod tests {
         // Before there is a board: the process is the only worker.
         let before = counts();
         assert_eq!((before.workers, before.pid), (1, std::process::id()));
-        create(4).unwrap();
-        assert!(create(4).is_err(), "one board per process");
+        create(4, 2).unwrap();
+        assert!(create(4, 2).is_err(), "one board per process");
         assert_eq!(closing(), Closing::No);
         // Three "workers": this process in slot 0, two others.
         let a = free_slot().unwrap();
@@ -300,17 +441,33 @@ mod tests {
         BOARD.get().unwrap().slots[c]
             .open
             .store(2, Ordering::Relaxed);
-        let first = client();
-        let second = client();
+        let first = client(1);
+        let second = client(1);
         let now = counts();
         assert_eq!((now.workers, now.busy, now.open, now.served), (3, 2, 2, 2));
         drop(first);
         drop(second);
         let now = counts();
         assert_eq!((now.workers, now.busy, now.open, now.served), (3, 1, 0, 2));
+        // Per service, in this process's row; a refusal and an end.
+        refused(1, Refusal::AccessRules);
+        ended(1, Ending::Served, (5, 7), Duration::from_millis(2));
+        let sums = snapshot().unwrap();
+        assert_eq!((sums.idle, sums.busy, sums.served), (2, 1, 2));
+        assert_eq!(sums.services[1].accepted, 2);
+        assert_eq!(sums.services[1].refused[0], 1);
+        assert_eq!(sums.services[0], ServiceSum::default());
         release(c);
         assert_eq!(free_slot(), Some(2));
         assert_eq!(counts().workers, 2);
+        // This process's figures survive its slot: folded into the
+        // retired row.
+        release(a);
+        let sums = snapshot().unwrap();
+        assert_eq!(sums.services[1].accepted, 2);
+        assert_eq!(sums.services[1].bytes_out, 7);
+        assert_eq!(sums.services[1].open, 0, "the clients went with it");
+        occupy(a, std::process::id());
         // A forked child writes to the same table.
         set_closing(Closing::Drain);
         // SAFETY: the child touches only atomics and leaves with `_exit`,
