@@ -4,6 +4,7 @@ mod pki;
 mod util;
 
 mod access;
+mod balancer;
 mod check;
 mod conf;
 mod daemon;
