@@ -3,11 +3,10 @@
 //! directly or through a real HAProxy.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::{
-    Client, Server, eventually, free_port, guests, per_personality, require_command,
+    Client, Haproxy, Server, eventually, free_port, guests, per_personality, require_command,
 };
 
 /// What `hook-trace` answers a served client, and a refused one.
@@ -445,16 +444,6 @@ fn the_guest_sees_both_ends_of_its_connection(server_type: &str) {
 }
 per_personality!(the_guest_sees_both_ends_of_its_connection: multiplex, prefork);
 
-/// A HAProxy started by the test, killed (by PID) when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn behind_a_real_haproxy_sending_proxy_v2() {
     // .ci/run installs it (apt-get install -y haproxy).
@@ -482,14 +471,7 @@ fn behind_a_real_haproxy_sending_proxy_v2() {
     );
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(&cfg, config).unwrap();
-    let _proxy = Haproxy(
-        Command::new(haproxy)
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start haproxy"),
-    );
+    let _proxy = Haproxy::start(&haproxy, &cfg, None);
     let front: SocketAddr = ([127, 0, 0, 1], front).into();
     eventually("haproxy to listen", || {
         std::net::TcpStream::connect(front).is_ok()

@@ -17,12 +17,13 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::util::{PATIENCE, Server, eventually, free_port, fresh_dir, guests, require_command};
+use crate::util::{
+    Haproxy, PATIENCE, Server, eventually, free_port, fresh_dir, guests, require_command,
+};
 
 /// The load's clients: served ones, and one refused by `cidr_deny`.
 const SERVED_FROM: &str = "127.0.0.2";
@@ -69,16 +70,6 @@ backend netserver
     server a 127.0.0.1:{A}
     server b 127.0.0.1:{B}
 ";
-
-/// A HAProxy started by the test, killed (by PID) when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One instance, named `name` (its greeting says `prop greeting=NAME`, so
 /// a client knows who served it), on `port_spec`: it trusts PROXY headers
@@ -294,16 +285,8 @@ fn two_instances_behind_haproxy_drain_in_turn_without_losing_a_session() {
     let config = config.replace("{DIR}", dir.to_str().unwrap());
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(&cfg, config).unwrap();
-    let _proxy = Haproxy(
-        Command::new(haproxy)
-            .args(["-db", "-f"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
-            .spawn()
-            .expect("start haproxy"),
-    );
+    let log = std::fs::File::create(dir.join("haproxy.log")).unwrap();
+    let _proxy = Haproxy::start(&haproxy, &cfg, Some(log));
     let front: SocketAddr = ([127, 0, 0, 1], front).into();
     let client: IpAddr = SERVED_FROM.parse().unwrap();
     // HAProxy listens, and both instances answer through it.

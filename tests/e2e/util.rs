@@ -680,3 +680,30 @@ pub fn fresh_dir(group: &str, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A HAProxy started by a test, killed (by PID) when dropped.
+pub struct Haproxy(Child);
+
+impl Haproxy {
+    /// Starts `program` in the foreground on the configuration `cfg`, its
+    /// log going to `log` (or nowhere).
+    pub fn start(program: &Path, cfg: &Path, log: Option<std::fs::File>) -> Self {
+        let stderr = log.map_or_else(Stdio::null, Stdio::from);
+        let child = Command::new(program)
+            .args(["-db", "-f"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start haproxy");
+        Self(child)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
