@@ -39,6 +39,8 @@ struct Slot {
 struct Head {
     /// Why the server closes (a [`Closing`]).
     closing: AtomicU32,
+    /// Clients served by the workers whose slots were freed.
+    served_before: AtomicU64,
 }
 
 /// The shared table: its head, then its slots.
@@ -166,9 +168,16 @@ pub fn occupy(slot: usize, pid: u32) {
 
 /// In the master, once `slot`'s worker was reaped: the slot is free.
 pub fn release(slot: usize) {
-    if let Some(slot) = BOARD.get().and_then(|b| b.slots.get(slot)) {
+    let Some(board) = BOARD.get() else {
+        return;
+    };
+    if let Some(slot) = board.slots.get(slot) {
+        let served = slot.served.swap(0, Ordering::Relaxed);
+        board
+            .head
+            .served_before
+            .fetch_add(served, Ordering::Relaxed);
         slot.open.store(0, Ordering::Relaxed);
-        slot.served.store(0, Ordering::Relaxed);
         slot.pid.store(0, Ordering::Release);
     }
 }
@@ -230,6 +239,48 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Clients this process took since it started (its [`Counts::served`],
+/// without reading the rest of the board).
+pub fn served() -> u64 {
+    mine().served.load(Ordering::Relaxed)
+}
+
+/// The whole server's counts, as the master sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Workers with a slot.
+    pub workers: u32,
+    /// Of them, those serving at least one client.
+    pub busy: u32,
+    /// Clients served now.
+    pub open: u64,
+    /// Clients taken since the board was made (since the server started,
+    /// or its last HUP), by the workers running and those gone.
+    pub served: u64,
+}
+
+/// The whole board's counts (all zero without a board).
+pub fn totals() -> Totals {
+    let Some(board) = BOARD.get() else {
+        return Totals::default();
+    };
+    let mut totals = Totals {
+        served: board.head.served_before.load(Ordering::Relaxed),
+        ..Totals::default()
+    };
+    for slot in board.slots {
+        if slot.pid.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let open = slot.open.load(Ordering::Relaxed);
+        totals.workers += 1;
+        totals.busy += u32::from(open > 0);
+        totals.open += u64::from(open);
+        totals.served += slot.served.load(Ordering::Relaxed);
+    }
+    totals
 }
 
 /// The counts now. A process without a slot is the only worker it sees.
@@ -308,9 +359,20 @@ mod tests {
         drop(second);
         let now = counts();
         assert_eq!((now.workers, now.busy, now.open, now.served), (3, 1, 0, 2));
+        assert_eq!(served(), 2);
+        let all = totals();
+        assert_eq!((all.workers, all.busy, all.open, all.served), (3, 1, 2, 2));
         release(c);
         assert_eq!(free_slot(), Some(2));
         assert_eq!(counts().workers, 2);
+        // A freed slot's clients still count in the totals.
+        BOARD.get().unwrap().slots[b]
+            .served
+            .store(5, Ordering::Relaxed);
+        release(b);
+        let all = totals();
+        assert_eq!((all.workers, all.served), (1, 7));
+        occupy(b, 4_000_001);
         // A forked child writes to the same table.
         set_closing(Closing::Drain);
         // SAFETY: the child touches only atomics and leaves with `_exit`,
