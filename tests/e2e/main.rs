@@ -13,6 +13,7 @@ mod hardening;
 mod logging;
 mod modules;
 mod mux;
+mod operations;
 mod personalities;
 mod privileges;
 mod protocols;
