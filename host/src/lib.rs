@@ -23,7 +23,7 @@
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
-//! | leaf | [`client`], [`threads`], [`proxy`], [`board`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share |
+//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows |
 
 pub mod access;
 pub mod board;
@@ -42,6 +42,7 @@ pub mod process;
 pub mod proxy;
 pub mod service;
 pub mod threads;
+pub mod title;
 pub mod tls;
 pub mod transport;
 pub mod wasm;
@@ -107,6 +108,10 @@ pub fn run() -> Result<ExitCode> {
         let status = process::inetd::run(&config, handlers, tls)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
+    // Room for the process titles is made while the master is still root
+    // (and before it forks): see `title`.
+    title::prepare();
+    title::set(&title::Title::Master);
     if let Some(path) = &config.daemon.pid_file {
         daemon::check_pid_file(path)?;
     }
@@ -371,6 +376,7 @@ mod tests {
         ("threads", -1),
         ("proxy", -1),
         ("board", -1),
+        ("title", -1),
         ("config", 0),
         ("access", 1),
         ("log", 1),

@@ -15,6 +15,7 @@ mod logging;
 mod metrics;
 mod modules;
 mod mux;
+mod operations;
 mod personalities;
 mod privileges;
 mod protocols;

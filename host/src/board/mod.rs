@@ -50,6 +50,8 @@ struct Slot {
 struct Head {
     /// Why the server closes (a [`Closing`]).
     closing: AtomicU32,
+    /// Clients served by the workers whose slots were freed.
+    served_before: AtomicU64,
 }
 
 /// The shared table: its head, its slots, then a row of [`Stats`] per
@@ -219,8 +221,12 @@ pub fn release(slot: usize) {
     for (into, from) in retired.iter().zip(board.row(slot)) {
         into.fold(from);
     }
+    let served = line.served.swap(0, Ordering::Relaxed);
+    board
+        .head
+        .served_before
+        .fetch_add(served, Ordering::Relaxed);
     line.open.store(0, Ordering::Relaxed);
-    line.served.store(0, Ordering::Relaxed);
     line.pid.store(0, Ordering::Release);
 }
 
@@ -276,8 +282,6 @@ pub struct Snapshot {
     pub idle: u32,
     /// Workers serving at least one.
     pub busy: u32,
-    /// Clients the live workers took.
-    pub served: u64,
 }
 
 /// Sums the board (`None` without one).
@@ -294,7 +298,6 @@ pub fn snapshot() -> Option<Snapshot> {
             } else {
                 snapshot.idle += 1;
             }
-            snapshot.served += slot.served.load(Ordering::Relaxed);
         }
         for (sum, stats) in snapshot.services.iter_mut().zip(board.row(i)) {
             stats.add_to(sum);
@@ -371,6 +374,48 @@ impl Drop for Client {
             stats.closed();
         }
     }
+}
+
+/// Clients this process took since it started (its [`Counts::served`],
+/// without reading the rest of the board).
+pub fn served() -> u64 {
+    mine().served.load(Ordering::Relaxed)
+}
+
+/// The whole server's counts, as the master sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Workers with a slot.
+    pub workers: u32,
+    /// Of them, those serving at least one client.
+    pub busy: u32,
+    /// Clients served now.
+    pub open: u64,
+    /// Clients taken since the board was made (since the server started,
+    /// or its last HUP), by the workers running and those gone.
+    pub served: u64,
+}
+
+/// The whole board's counts (all zero without a board).
+pub fn totals() -> Totals {
+    let Some(board) = BOARD.get() else {
+        return Totals::default();
+    };
+    let mut totals = Totals {
+        served: board.head.served_before.load(Ordering::Relaxed),
+        ..Totals::default()
+    };
+    for slot in board.slots {
+        if slot.pid.load(Ordering::Acquire) == 0 {
+            continue;
+        }
+        let open = slot.open.load(Ordering::Relaxed);
+        totals.workers += 1;
+        totals.busy += u32::from(open > 0);
+        totals.open += u64::from(open);
+        totals.served += slot.served.load(Ordering::Relaxed);
+    }
+    totals
 }
 
 /// The counts now. A process without a slot is the only worker it sees.
@@ -453,7 +498,10 @@ mod tests {
         refused(1, Refusal::AccessRules);
         ended(1, Ending::Served, (5, 7), Duration::from_millis(2));
         let sums = snapshot().unwrap();
-        assert_eq!((sums.idle, sums.busy, sums.served), (2, 1, 2));
+        assert_eq!((sums.idle, sums.busy), (2, 1));
+        assert_eq!(served(), 2);
+        let all = totals();
+        assert_eq!((all.workers, all.busy, all.open, all.served), (3, 1, 2, 2));
         assert_eq!(sums.services[1].accepted, 2);
         assert_eq!(sums.services[1].refused[0], 1);
         assert_eq!(sums.services[0], ServiceSum::default());
@@ -467,6 +515,8 @@ mod tests {
         assert_eq!(sums.services[1].accepted, 2);
         assert_eq!(sums.services[1].bytes_out, 7);
         assert_eq!(sums.services[1].open, 0, "the clients went with it");
+        // A freed slot's clients still count in the totals.
+        assert_eq!((totals().workers, totals().served), (1, 2));
         occupy(a, std::process::id());
         // A forked child writes to the same table.
         set_closing(Closing::Drain);

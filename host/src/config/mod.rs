@@ -189,6 +189,8 @@ pub struct ProcessConfig {
     pub sig_passthrough: Vec<Signal>,
     /// QUIT: how long open connections may take to finish.
     pub quit_timeout: Duration,
+    /// TERM drains as QUIT does, instead of stopping at once.
+    pub term_drains: bool,
     /// `no_close_by_child`, as given: accepted for Net::Server conf files,
     /// without effect (children and guests can never stop the server here).
     pub no_close_by_child: bool,

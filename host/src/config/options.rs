@@ -791,6 +791,14 @@ pub const OPTIONS: &[Spec] = &[
         "syslog socket when log_file is Sys::Syslog: unix, inet, tcp or a socket path (list: try in order)",
     ),
     spec(
+        "term_drains",
+        Bool,
+        Some("0"),
+        false,
+        Active,
+        "TERM drains as QUIT does (open connections finish) instead of stopping at once; INT still stops at once (ours, not Net::Server's: for systemd, Kubernetes and other managers that stop with TERM)",
+    ),
+    spec(
         "udp_amplification",
         Int(0, 1000),
         Some("3"),

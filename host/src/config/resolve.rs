@@ -166,6 +166,7 @@ impl ProcessConfig {
             leave_children_open_on_hup: values.flag("leave_children_open_on_hup"),
             sig_passthrough,
             quit_timeout: values.secs("quit_timeout"),
+            term_drains: values.flag("term_drains"),
             no_close_by_child: values.flag("no_close_by_child"),
         };
         if config.server_type == ServerType::Prefork {
@@ -830,6 +831,7 @@ mod tests {
                     .name
             })),
             "socket_mode" => json!(s.sockets.socket_mode.map(|m| format!("{m:04o}"))),
+            "term_drains" => json!(p.term_drains),
             "server_name" => json!(
                 s.tls
                     .server_names
@@ -963,7 +965,8 @@ mod tests {
             | "setsid"
             | "reverse_lookups"
             | "double_reverse_lookups"
-            | "leave_children_open_on_hup" => "1",
+            | "leave_children_open_on_hup"
+            | "term_drains" => "1",
             "no_close_by_child" => "1",
             "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "check_for_idle"
             | "min_child_ttl" | "quit_timeout" | "idle_timeout" | "cpu_limit"

@@ -276,7 +276,6 @@ mod tests {
             services: vec![sum, ServiceSum::default()],
             idle: 3,
             busy: 1,
-            served: 9,
         };
         let master = MasterFigures {
             restarts: 2,

@@ -7,7 +7,7 @@
 //! | signal | intent | master |
 //! | --- | --- | --- |
 //! | INT, TERM | stop | every child stops at once; the master exits |
-//! | QUIT | drain | children stop accepting and finish their connections (`quit_timeout`); then the master exits 0 |
+//! | QUIT (and TERM with `term_drains`) | drain | children stop accepting and finish their connections (`quit_timeout`); then the master exits 0 |
 //! | HUP | restart | the configuration is checked, then the master re-executes itself with the listening sockets; the new master starts new children and asks the old ones to finish |
 //! | TTIN, TTOU | more, fewer | one child more or less (`workers`, or `max_servers`) |
 //! | CHLD | reap | ended children are reaped (and workers replaced) |
@@ -27,6 +27,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::children::Child;
+use super::notify;
 use super::pool::{self, Pool};
 use super::restart::{self, restart};
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
@@ -152,6 +153,7 @@ impl<'a> Master<'a> {
     fn run(&mut self) -> Result<()> {
         self.maintain()?;
         self.greet_old();
+        notify::ready();
         loop {
             self.reap();
             match self.stopping {
@@ -167,13 +169,17 @@ impl<'a> Master<'a> {
                 None => {
                     self.maintain()?;
                     self.dequeue()?;
+                    notify::status();
                 }
             }
             let ready = self.wait(self.tick())?;
             self.serve_metrics();
             let signals = self.signals.as_ref().map(Signals::take).unwrap_or_default();
-            let passthrough = &self.config.process.sig_passthrough;
-            for intent in signals.into_iter().flat_map(|s| Intent::of(s, passthrough)) {
+            let process = &self.config.process;
+            let intents = signals
+                .into_iter()
+                .flat_map(|s| Intent::of(s, &process.sig_passthrough, process.term_drains));
+            for intent in intents {
                 self.act(intent)?;
             }
             if self.stopping.is_none() {
@@ -227,7 +233,7 @@ impl<'a> Master<'a> {
             .iter()
             .flatten()
             .map(|at| at.saturating_duration_since(now))
-            .fold(tick, Duration::min)
+            .fold(tick.min(notify::every()), Duration::min)
     }
 
     /// Sleeps until a signal, a child's message, a client (`fork`, while
@@ -409,8 +415,9 @@ impl<'a> Master<'a> {
                     },
                 );
             }
-            Intent::Drain => {
-                tracing::info!("Received QUIT: finishing open connections, then closing");
+            Intent::Drain(signal) => {
+                let name = signal.as_str().trim_start_matches("SIG");
+                tracing::info!("Received {name}: finishing open connections, then closing");
                 let grace = self.config.process.quit_timeout + TERM_GRACE;
                 self.stop(
                     Signal::SIGQUIT,
@@ -466,6 +473,7 @@ impl<'a> Master<'a> {
             (_, how) => how,
         };
         self.stopping = Some(stopping);
+        notify::stopping(matches!(stopping, Stopping::Drain { .. }));
         // Before the workers hear it: the server closes, and how.
         board::set_closing(match stopping {
             Stopping::Now { .. } => Closing::Stop,

@@ -20,6 +20,7 @@
 //! | `pool` | the worker pools: how many workers, started and retired |
 //! | `children` | what the master knows of each child |
 //! | [`restart`] | HUP: re-executing with the listening sockets |
+//! | [`notify`] | systemd's readiness messages (`Type=notify`) |
 //! | [`worker`] | serving inside one worker process |
 //! | [`signals`] | the master's signals and what each asks |
 //! | [`spawn`] | forking a child |
@@ -28,6 +29,7 @@
 mod children;
 pub mod inetd;
 pub mod master;
+pub mod notify;
 mod pool;
 pub mod restart;
 pub mod signals;

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::Result;
 use nix::unistd::Pid;
 
+use super::notify;
 use super::signals::Signals;
 use crate::board::{self, Closing};
 use crate::listen::inherit;
@@ -20,8 +21,24 @@ use crate::service::Service;
 /// HUP: checks the configuration as it now reads, then re-executes this
 /// program with the listening sockets of `services`, leaving `workers`
 /// running for the new master to retire. With a configuration that does not
-/// load, the server goes on as it was (and this returns).
+/// load, the server goes on as it was (and this returns). systemd hears
+/// that the server reloads, and, when it does not, that it still serves.
 pub fn restart(
+    services: &[Service],
+    workers: &[Pid],
+    signals: &Signals,
+    metrics: Option<&Endpoint>,
+) -> Result<()> {
+    notify::reloading();
+    let outcome = re_execute(services, workers, signals, metrics);
+    // Still here: the server goes on as it was.
+    notify::not_reloaded();
+    outcome
+}
+
+/// Checks the configuration with `--check`, then re-executes this program:
+/// returns only when it did not (see [`restart`]).
+fn re_execute(
     services: &[Service],
     workers: &[Pid],
     signals: &Signals,
@@ -44,7 +61,9 @@ pub fn restart(
             return Ok(());
         }
     };
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // The arguments the program started with: a process title may have
+    // been written over them since (see `crate::title`).
+    let args: Vec<OsString> = crate::title::args().into_iter().skip(1).collect();
     let check = match Command::new(&exe)
         .args(&args)
         .arg("--check")

@@ -28,8 +28,9 @@ pub const MASTER_SIGNALS: [Signal; 7] = [
 pub enum Intent {
     /// INT, TERM: every child stops at once, then the master exits.
     Stop(Signal),
-    /// QUIT: children stop accepting and finish their connections.
-    Drain,
+    /// QUIT (and TERM with `term_drains`): children stop accepting and
+    /// finish their connections.
+    Drain(Signal),
     /// HUP: re-execute with the listening sockets, reloading everything.
     Restart,
     /// TTIN: one child more.
@@ -44,15 +45,18 @@ pub enum Intent {
 
 impl Intent {
     /// What `signal` asks, in order: passed on first when `passthrough`
-    /// lists it (as Net::Server does), then its own meaning.
-    pub fn of(signal: Signal, passthrough: &[Signal]) -> Vec<Self> {
+    /// lists it (as Net::Server does), then its own meaning. With
+    /// `term_drains`, TERM asks what QUIT does (INT still stops at once),
+    /// for orchestrators that send TERM and expect a graceful stop.
+    pub fn of(signal: Signal, passthrough: &[Signal], term_drains: bool) -> Vec<Self> {
         let mut intents = Vec::new();
         if passthrough.contains(&signal) {
             intents.push(Self::PassOn(signal));
         }
         intents.extend(match signal {
+            Signal::SIGTERM if term_drains => Some(Self::Drain(signal)),
             Signal::SIGINT | Signal::SIGTERM => Some(Self::Stop(signal)),
-            Signal::SIGQUIT => Some(Self::Drain),
+            Signal::SIGQUIT => Some(Self::Drain(signal)),
             Signal::SIGHUP => Some(Self::Restart),
             Signal::SIGTTIN => Some(Self::More),
             Signal::SIGTTOU => Some(Self::Fewer),
@@ -169,7 +173,7 @@ mod tests {
         let cases: &[(Signal, &[Intent])] = &[
             (SIGINT, &[Intent::Stop(SIGINT)]),
             (SIGTERM, &[Intent::Stop(SIGTERM)]),
-            (SIGQUIT, &[Intent::Drain]),
+            (SIGQUIT, &[Intent::Drain(SIGQUIT)]),
             (SIGHUP, &[Intent::PassOn(SIGHUP), Intent::Restart]),
             (SIGTTIN, &[Intent::More]),
             (SIGTTOU, &[Intent::Fewer]),
@@ -178,7 +182,27 @@ mod tests {
             (SIGUSR2, &[]),
         ];
         for (signal, want) in cases {
-            assert_eq!(Intent::of(*signal, &passthrough), *want, "{signal}");
+            assert_eq!(Intent::of(*signal, &passthrough, false), *want, "{signal}");
+        }
+    }
+
+    #[test]
+    fn term_drains_makes_term_a_quit_and_leaves_int_alone() {
+        use Signal::*;
+        let cases: &[(Signal, &[Signal], &[Intent])] = &[
+            (SIGTERM, &[], &[Intent::Drain(SIGTERM)]),
+            (SIGINT, &[], &[Intent::Stop(SIGINT)]),
+            (SIGQUIT, &[], &[Intent::Drain(SIGQUIT)]),
+            (SIGHUP, &[], &[Intent::Restart]),
+            // Passed on first, as any signal of `sig_passthrough`.
+            (
+                SIGTERM,
+                &[SIGTERM],
+                &[Intent::PassOn(SIGTERM), Intent::Drain(SIGTERM)],
+            ),
+        ];
+        for (signal, passthrough, want) in cases {
+            assert_eq!(Intent::of(*signal, passthrough, true), *want, "{signal}");
         }
     }
 

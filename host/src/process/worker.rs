@@ -14,6 +14,10 @@
 //! a stop is the server's or this worker's retirement; see
 //! [`crate::board`]), and in a sequential worker `idle-hook` after
 //! `check_for_idle` seconds without a client.
+//!
+//! Each process shows what it does in its title (see [`crate::title`]): a
+//! sequential worker when it turns busy or idle, a concurrent one at most
+//! once a second ([`TITLE_EVERY`]), never per client.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -32,6 +36,7 @@ use crate::config::port::Proto;
 use crate::connection::{self, Thread};
 use crate::service::{Route, Service, SharedPort};
 use crate::threads;
+use crate::title::{self, Title};
 use crate::transport::{Incoming, Listener, StdIncoming};
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::ticker;
@@ -58,6 +63,8 @@ pub enum Mode {
 /// after its open connections, within `quit_timeout`) or, sequential, has
 /// served `max_requests`. Returns the process's exit status.
 pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) -> i32 {
+    let names: Vec<Arc<str>> = services.iter().map(|s| s.name.clone()).collect();
+    show_title(&names, false, 0);
     let runtime = match &mode {
         Mode::Concurrent => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -93,6 +100,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         let served = match mode {
             Mode::Concurrent => {
                 tokio::spawn(pass_signals(signals, hooked.clone()));
+                tokio::spawn(titles(names));
                 concurrent(listeners, stop, quit_timeout, &hooked).await
             }
             Mode::Sequential {
@@ -106,6 +114,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
                     signals,
                     hooked: &hooked,
                     idle_every,
+                    names: &names,
                 };
                 let served = sequential(listeners, turn, max_requests, lock, status).await;
                 // Told to stop (or done): the server may be closing.
@@ -226,6 +235,7 @@ async fn sequential(
         mut signals,
         hooked,
         idle_every,
+        names,
     } = turn;
     // The idle hooks wait for a quiet spell only where some may run.
     let idle_every = (!hooked.is_empty()).then_some(idle_every);
@@ -236,6 +246,8 @@ async fn sequential(
         if let Some(status) = &status {
             status.say(busy);
         }
+        // Busy: the client being served counts among those taken.
+        show_title(names, busy, board::served() + u64::from(busy));
     };
     let mut served = 0;
     while served < max_requests {
@@ -314,6 +326,39 @@ struct Turn<'a> {
     hooked: &'a [Arc<Service>],
     /// How long without a client before the idle hooks run.
     idle_every: Duration,
+    /// The services' names, for the process title.
+    names: &'a [Arc<str>],
+}
+
+/// How often a concurrent worker looks whether its title should change.
+const TITLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Shows this worker's title: its services, busy or idle, and the clients
+/// it took.
+fn show_title(names: &[Arc<str>], busy: bool, served: u64) {
+    let services: Vec<&str> = names.iter().map(|n| &**n).collect();
+    title::set(&Title::Worker {
+        services: &services,
+        busy,
+        served,
+    });
+}
+
+/// A concurrent worker's title, looked at every [`TITLE_EVERY`] and
+/// rewritten when it changed: busy while at least one client is open.
+async fn titles(names: Vec<Arc<str>>) {
+    let mut every = tokio::time::interval(TITLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = (false, 0);
+    loop {
+        every.tick().await;
+        let counts = board::counts();
+        let now = (counts.open > 0, counts.served);
+        if now != shown {
+            show_title(&names, now.0, now.1);
+            shown = now;
+        }
+    }
 }
 
 /// Sleeps `every`, or forever when there is nothing to run after it.
@@ -593,6 +638,9 @@ impl Stop {
 /// `fork` child, or `inetd`), then returns the exit status. INT and TERM
 /// end it at once.
 pub fn serve_one(route: Route, incoming: StdIncoming, tls: bool) -> i32 {
+    title::set(&Title::Child {
+        service: &route.first().name,
+    });
     let engine = route.first().handler.engine().clone();
     one_shot(engine, tracing::Span::none(), |stop| async move {
         let incoming = incoming.into_incoming()?.over_tls(tls);
@@ -610,6 +658,9 @@ pub fn serve_one(route: Route, incoming: StdIncoming, tls: bool) -> i32 {
 /// handler (a process of its own, forked by the master every
 /// `check_for_dequeue` seconds); returns the exit status.
 pub fn run_dequeue(service: Service) -> i32 {
+    title::set(&Title::Dequeue {
+        service: &service.name,
+    });
     let engine = service.handler.engine().clone();
     let span = tracing::info_span!("dequeue", service = %service.name);
     one_shot(engine, span, |_| async move {
