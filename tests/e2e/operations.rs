@@ -253,20 +253,8 @@ fn a_hup_restarts_with_the_arguments_not_the_title() {
 /// With `term_drains`, TERM lets an open conversation finish (QUIT's
 /// drain) instead of cutting it; the server then exits 0.
 fn term_drains_lets_an_open_conversation_finish(personality: &str, pool: &[&str]) {
-    let args = [&["--server-type", personality, "--term-drains"][..], pool].concat();
-    let mut server = Server::start(&args);
-    let mut client = server.connect();
-    client.send(b"before\r\n");
-    assert_eq!(client.read_line(), "You said 'before'\r\n");
-    server.signal("TERM");
-    server.wait_for_log("Received TERM: finishing open connections, then closing");
-    client.send(b"after\r\nquit\r\n");
-    assert_eq!(
-        client.read_all(),
-        "You said 'after'\r\nYou said 'quit'\r\n",
-        "{personality}"
-    );
-    assert_eq!(server.wait_exit(), Some(0), "{personality}");
+    let args = [&["--term-drains"][..], pool].concat();
+    crate::personalities::a_drain_lets_an_open_conversation_finish(personality, "TERM", &args);
 }
 per_personality!(term_drains_lets_an_open_conversation_finish:
     multiplex(&[]),

@@ -198,13 +198,18 @@ fn ttin_and_ttou_change_the_number_of_children() {
     echo_session(&mut server.connect());
 }
 
-fn quit_lets_an_open_conversation_finish(personality: &str) {
-    let mut server = Server::start(&["--server-type", personality, "--max-servers", "2"]);
+/// A drain (`signal`: QUIT, or TERM with `term_drains`) lets an open
+/// conversation finish instead of cutting it; the server then exits 0.
+pub fn a_drain_lets_an_open_conversation_finish(personality: &str, signal: &str, args: &[&str]) {
+    let all = [&["--server-type", personality][..], args].concat();
+    let mut server = Server::start(&all);
     let mut client = server.connect();
     client.send(b"before\r\n");
     assert_eq!(client.read_line(), "You said 'before'\r\n");
-    server.signal("QUIT");
-    server.wait_for_log("Received QUIT");
+    server.signal(signal);
+    server.wait_for_log(&format!(
+        "Received {signal}: finishing open connections, then closing"
+    ));
     client.send(b"after\r\nquit\r\n");
     assert_eq!(
         client.read_all(),
@@ -212,6 +217,9 @@ fn quit_lets_an_open_conversation_finish(personality: &str) {
         "{personality}"
     );
     assert_eq!(server.wait_exit(), Some(0), "{personality}");
+}
+fn quit_lets_an_open_conversation_finish(personality: &str) {
+    a_drain_lets_an_open_conversation_finish(personality, "QUIT", &["--max-servers", "2"]);
 }
 per_personality!(quit_lets_an_open_conversation_finish: multiplex, prefork_simple, fork);
 
