@@ -278,10 +278,8 @@ pub fn dequeued(service: usize) {
 pub struct Snapshot {
     /// Per service, in the configuration's order.
     pub services: Vec<ServiceSum>,
-    /// Workers waiting for a client.
-    pub idle: u32,
-    /// Workers serving at least one.
-    pub busy: u32,
+    /// The workers, busy and not, and their clients (see [`totals`]).
+    pub totals: Totals,
 }
 
 /// Sums the board (`None` without one).
@@ -289,23 +287,13 @@ pub fn snapshot() -> Option<Snapshot> {
     let board = BOARD.get()?;
     let mut snapshot = Snapshot {
         services: vec![ServiceSum::default(); board.services],
-        ..Snapshot::default()
+        totals: totals(),
     };
-    for (i, slot) in board.slots.iter().enumerate() {
-        if slot.pid.load(Ordering::Acquire) != 0 {
-            if slot.open.load(Ordering::Relaxed) > 0 {
-                snapshot.busy += 1;
-            } else {
-                snapshot.idle += 1;
-            }
-        }
-        for (sum, stats) in snapshot.services.iter_mut().zip(board.row(i)) {
+    // Every worker's row and the retired row.
+    for row in 0..=board.slots.len() {
+        for (sum, stats) in snapshot.services.iter_mut().zip(board.row(row)) {
             stats.add_to(sum);
         }
-    }
-    let retired = board.row(board.slots.len());
-    for (sum, stats) in snapshot.services.iter_mut().zip(retired) {
-        stats.add_to(sum);
     }
     Some(snapshot)
 }
@@ -498,7 +486,7 @@ mod tests {
         refused(1, Refusal::AccessRules);
         ended(1, Ending::Served, (5, 7), Duration::from_millis(2));
         let sums = snapshot().unwrap();
-        assert_eq!((sums.idle, sums.busy), (2, 1));
+        assert_eq!((sums.totals.workers, sums.totals.busy), (3, 1));
         assert_eq!(served(), 2);
         let all = totals();
         assert_eq!((all.workers, all.busy, all.open, all.served), (3, 1, 2, 2));

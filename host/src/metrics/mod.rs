@@ -30,10 +30,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::board::Snapshot;
 use crate::board::stats::{
     DURATION_BOUNDS, Ending, HistogramSum, INSTANTIATE_BOUNDS, Refusal, ServiceSum,
 };
+use crate::board::Snapshot;
 
 /// What only the master knows: figures of its own process.
 #[derive(Clone, Debug, Default)]
@@ -222,7 +222,9 @@ impl Collector for Scrape {
                 None,
                 MetricType::Gauge,
             )?;
-            for (state, n) in [("idle", self.board.idle), ("busy", self.board.busy)] {
+            let totals = &self.board.totals;
+            let idle = totals.workers.saturating_sub(totals.busy);
+            for (state, n) in [("idle", idle), ("busy", totals.busy)] {
                 let labels = [("state", state)];
                 ConstGauge::new(i64::from(n)).encode(family.encode_family(&labels)?)?;
             }
@@ -255,6 +257,7 @@ impl Collector for Scrape {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::board::Totals;
 
     #[test]
     fn a_scrape_names_every_series() {
@@ -274,8 +277,11 @@ mod tests {
         sum.duration.sum_nanos = 1_500_000_000;
         let board = Snapshot {
             services: vec![sum, ServiceSum::default()],
-            idle: 3,
-            busy: 1,
+            totals: Totals {
+                workers: 4,
+                busy: 1,
+                ..Totals::default()
+            },
         };
         let master = MasterFigures {
             restarts: 2,
