@@ -108,6 +108,11 @@ pub fn run() -> Result<ExitCode> {
         let status = process::inetd::run(&config, handlers, tls)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
+    // From here on the master's signals wait, blocked, until its loop
+    // catches them (`Signals::new`): a HUP or TERM sent as soon as the
+    // server says it is bound, or shows its title, is acted on instead of
+    // killing the process with the default action.
+    process::signals::hold(&process::signals::MASTER_SIGNALS)?;
     // Room for the process titles is made while the master is still root
     // (and before it forks): see `title`.
     title::prepare();

@@ -115,11 +115,15 @@ impl Server {
     /// Starts `command` (its log also in `log_file`, when given) and waits
     /// for its first `Binding to PROTO port N` line (`TCP`, `SSL`, `UDP`),
     /// whose address becomes [`Server::addr`].
-    pub fn spawn_until(
-        mut command: Command,
-        log_file: Option<&std::path::Path>,
-        proto: &str,
-    ) -> Self {
+    pub fn spawn_until(command: Command, log_file: Option<&std::path::Path>, proto: &str) -> Self {
+        let mut server = Self::spawn_unbound(command, log_file);
+        server.wait_bound(proto);
+        server
+    }
+
+    /// Starts `command` (its log also in `log_file`, when given) without
+    /// waiting for anything; [`Server::wait_bound`] learns its address.
+    pub fn spawn_unbound(mut command: Command, log_file: Option<&std::path::Path>) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -148,15 +152,19 @@ impl Server {
             }
             exited.store(true, std::sync::atomic::Ordering::SeqCst);
         });
-        let mut server = Self {
+        Self {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             log,
             lines,
-        };
-        let line = server.wait_for_log(&format!("Binding to {proto} port"));
-        server.addr = parse_binding(&line);
-        server
+        }
+    }
+
+    /// Waits for the first `Binding to PROTO port` line (`TCP`, `SSL`,
+    /// `UDP`), whose address becomes [`Server::addr`].
+    pub fn wait_bound(&mut self, proto: &str) {
+        let line = self.wait_for_log(&format!("Binding to {proto} port"));
+        self.addr = parse_binding(&line);
     }
 
     /// The addresses of the server's first `n` listening sockets, from its

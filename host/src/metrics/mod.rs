@@ -30,10 +30,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::board::Snapshot;
 use crate::board::stats::{
     DURATION_BOUNDS, Ending, HistogramSum, INSTANTIATE_BOUNDS, Refusal, ServiceSum,
 };
-use crate::board::Snapshot;
 
 /// What only the master knows: figures of its own process.
 #[derive(Clone, Debug, Default)]
