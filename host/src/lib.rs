@@ -110,8 +110,9 @@ pub fn run() -> Result<ExitCode> {
     }
     // From here on the master's signals wait, blocked, until its loop
     // catches them (`Signals::new`): a HUP or TERM sent as soon as the
-    // server says it is bound, or shows its title, is acted on instead of
-    // killing the process with the default action.
+    // server says it is bound, shows its title or (`background`) its
+    // launcher returns, is acted on instead of killing the process with the
+    // default action. The mask survives `daemon::detach`'s fork.
     process::signals::hold(&process::signals::MASTER_SIGNALS)?;
     // Room for the process titles is made while the master is still root
     // (and before it forks): see `title`.
@@ -159,9 +160,9 @@ pub fn run() -> Result<ExitCode> {
         }
     };
     if let Some(launcher) = launcher {
-        // Ready means ready for signals too: one sent as soon as the
-        // launcher returns waits for the master's handlers.
-        process::signals::hold(&process::signals::MASTER_SIGNALS)?;
+        // Ready means ready for signals too: they are held since before
+        // binding, so one sent as soon as the launcher returns waits for
+        // the master's handlers.
         launcher.ready();
     }
     process::master::run(&config, services, handed, metrics)?;

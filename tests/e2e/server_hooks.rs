@@ -184,6 +184,13 @@ fn idle_hook_runs_between_clients() {
     assert!(server.is_running());
 }
 
+/// One hook-trace client that quits at once; it is told `bye`.
+fn quit_session(server: &Server) {
+    let mut client = server.connect();
+    client.send(b"quit\n");
+    assert!(client.read_all().ends_with("bye\r\n"));
+}
+
 /// The hooks hook-trace logged, in order (`hook NAME ARG`; a worker
 /// hook's line has no client tag before it).
 fn hooks_logged(server: &Server) -> Vec<String> {
@@ -203,9 +210,7 @@ fn server_close_hook_runs_as_the_server_closes(personality: &str) {
             personality,
             &["--module", guests::HOOK_TRACE, "--instance", "per-worker"],
         );
-        let mut client = server.connect();
-        client.send(b"quit\n");
-        let _ = client.read_all();
+        quit_session(&server);
         server.wait_for_log("hook post-client-connection-hook");
         server.signal(signal);
         let line = format!("hook server-close-hook {reason}");
@@ -246,9 +251,7 @@ fn a_retired_worker_runs_no_server_close_hook() {
         "--instance",
         "per-worker",
     ]);
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    let _ = client.read_all();
+    quit_session(&server);
     server.wait_for_log("hook child-finish-hook");
     let hooks = hooks_logged(&server);
     assert!(
@@ -256,9 +259,7 @@ fn a_retired_worker_runs_no_server_close_hook() {
         "{hooks:?}"
     );
     // Its replacement serves.
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
 }
 
 /// The mux chat says goodbye to every client as the server closes (in its
@@ -312,14 +313,10 @@ fn a_trap_in_signal_hook_ends_only_the_instance() {
         "--sig-passthrough",
         "USR1",
     ]);
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
     server.signal("USR1");
     server.wait_for_log("guest trapped in signal-hook");
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
     // A fresh instance: child-init-hook ran again.
     server.wait_for_log_lines("hook child-init-hook", 2);
 }
@@ -340,14 +337,10 @@ fn a_handler_without_server_hooks_ignores_passed_signals() {
         "--sig-passthrough",
         "USR1,USR2",
     ]);
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
     server.signal("USR1");
     server.signal("USR2");
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
     assert!(server.is_running());
     server.signal("QUIT");
     assert_eq!(server.wait_exit(), Some(0));
@@ -375,9 +368,7 @@ fn every_hook_in_order(personality: &str) {
             "0.2",
         ],
     );
-    let mut client = server.connect();
-    client.send(b"quit\n");
-    assert!(client.read_all().ends_with("bye\r\n"));
+    quit_session(&server);
     server.wait_for_log("hook post-client-connection-hook");
     server.signal("USR1");
     server.wait_for_log("hook signal-hook USR1");

@@ -94,9 +94,11 @@ impl End {
     }
 }
 
-/// What the guest refusing a client is called in [`End::Denied`], in
-/// each world.
-const GUEST_REFUSALS: [&str; 2] = ["allow-deny-hook", "mux-connection"];
+/// What the guest refusing a client is called in [`End::Denied`] in the
+/// hooks world...
+const HOOK_REFUSAL: &str = "allow-deny-hook";
+/// ...and in the mux world.
+const MUX_REFUSAL: &str = "mux-connection";
 
 impl End {
     /// How the metrics count this end.
@@ -281,7 +283,7 @@ fn log_end(summary: &Summary<'_>) {
         summary.took,
     );
     if let End::Denied(by) = summary.end
-        && GUEST_REFUSALS.contains(&by.as_str())
+        && [HOOK_REFUSAL, MUX_REFUSAL].contains(&by.as_str())
     {
         board::refused(summary.service, Refusal::AllowDenyHook);
     }
@@ -433,7 +435,7 @@ async fn connection_hooks(
                 .map_err(trap("allow-deny-hook"))?;
             socket.end_of_hook();
             if !allowed {
-                end = End::Denied(GUEST_REFUSALS[0].to_owned());
+                end = End::Denied(HOOK_REFUSAL.to_owned());
             }
             allowed
         }

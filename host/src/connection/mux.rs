@@ -437,7 +437,7 @@ impl Drop for Conn {
 /// How a connection the host cut off ends.
 fn ended(cut: Cut) -> End {
     match cut {
-        Cut::Refused => End::Denied(super::GUEST_REFUSALS[1].to_owned()),
+        Cut::Refused => End::Denied(super::MUX_REFUSAL.to_owned()),
         Cut::WriteCap(cap) => End::WriteCap(cap),
         Cut::InputCap(cap) => End::InputCap(cap),
         Cut::Instance(why) => End::Instance(why),

@@ -90,12 +90,12 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         for service in &services {
             connection::mux::start(service);
         }
-        stop.arm(services.clone());
         let hooked: Vec<Arc<Service>> = services
             .iter()
             .filter(|s| s.has_worker_hooks())
             .cloned()
             .collect();
+        stop.arm(hooked.clone());
         let signals = GuestSignals::new(!hooked.is_empty())?;
         let served = match mode {
             Mode::Concurrent => {
@@ -605,9 +605,9 @@ impl Stop {
 
     /// From now on INT and TERM end the process at once: when the server
     /// closes (not when only this worker is stopped), the
-    /// `server-close-hook` of the `services` whose instance is free runs
-    /// first, for at most [`STOP_HOOK_TIME`].
-    fn arm(&mut self, services: Vec<Arc<Service>>) {
+    /// `server-close-hook` of the services with worker hooks (`hooked`)
+    /// whose instance is free runs first, for at most [`STOP_HOOK_TIME`].
+    fn arm(&mut self, hooked: Vec<Arc<Service>>) {
         let Some((mut int, mut term)) = self.now.take() else {
             return;
         };
@@ -616,10 +616,6 @@ impl Stop {
                 _ = int.recv() => {},
                 _ = term.recv() => {},
             }
-            let hooked: Vec<Arc<Service>> = services
-                .into_iter()
-                .filter(|s| s.has_worker_hooks())
-                .collect();
             let closing = board::closing();
             let _ =
                 tokio::time::timeout(STOP_HOOK_TIME, closing_hooks(&hooked, closing, false)).await;
