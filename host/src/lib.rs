@@ -79,7 +79,7 @@ pub fn run() -> Result<ExitCode> {
     let tls = tls::load_all(&config.services)?;
     let handlers = load_handlers(&config)?;
     // Who to become is settled before anything is bound.
-    let privileges = privileges::plan(&config.privileges, nix::unistd::geteuid())?;
+    let privileges = privileges::Plans::new(&config, nix::unistd::geteuid())?;
     if cli.check {
         log::check_target(&config.log_target)?;
         let (report, bind_error) = check_report(&config, &handlers);
@@ -92,7 +92,7 @@ pub fn run() -> Result<ExitCode> {
         };
     }
     if let log::Target::File(path) = &config.log_target {
-        privileges.hand_over(&[path])?;
+        privileges.server.hand_over(&[path])?;
     }
     if inetd {
         if config.daemon.detaches() || config.daemon.pid_file.is_some() {
@@ -103,8 +103,9 @@ pub fn run() -> Result<ExitCode> {
                 "metrics_port does not apply to server_type inetd (no master serves it)"
             );
         }
-        // The connection is already open: drop root before serving it.
-        privileges.apply()?;
+        // The connection is already open: drop root before serving it (to
+        // the user of the service that serves it, if it names its own).
+        privileges.of_service(0).apply()?;
         let status = process::inetd::run(&config, handlers, tls)?;
         return Ok(ExitCode::from(u8::try_from(status).unwrap_or(1)));
     }
@@ -132,7 +133,9 @@ pub fn run() -> Result<ExitCode> {
     };
     for (service, settings) in services.iter().zip(&config.services) {
         for path in service.sockets.iter().filter_map(|b| b.file.as_deref()) {
-            privileges.hand_over_socket(path, settings.sockets.socket_group)?;
+            privileges
+                .server
+                .hand_over_socket(path, settings.sockets.socket_group)?;
         }
     }
     // Removed as the server ends (not across a HUP: `exec` keeps them).
@@ -165,7 +168,7 @@ pub fn run() -> Result<ExitCode> {
         // the master's handlers.
         launcher.ready();
     }
-    process::master::run(&config, services, handed, metrics)?;
+    process::master::run(&config, services, handed, metrics, &privileges)?;
     // Removed as the server ends (not across a HUP: `exec` keeps them).
     drop(pid_file);
     drop(socket_files);
@@ -187,19 +190,21 @@ fn print_report(report: &serde_json::Value) -> Result<()> {
 }
 
 /// After binding (and leaving the terminal): writes the pid file, as the
-/// process that stays, then drops root. The pid file, written as root,
-/// stays root's. Re-executed by a HUP (`restarted`), the server keeps
-/// serving even if it cannot write its pid file again.
+/// process that stays, then drops root (or, when some service's workers
+/// run as their own user, only enters the chroot: see
+/// [`privileges::Plans`]). The pid file, written as root, stays root's.
+/// Re-executed by a HUP (`restarted`), the server keeps serving even if it
+/// cannot write its pid file again.
 fn settle(
     config: &config::Config,
-    privileges: &privileges::Plan,
+    privileges: &privileges::Plans,
     restarted: bool,
 ) -> Result<Option<daemon::PidFile>> {
     let mut pid_file = None;
     if let Some(path) = &config.daemon.pid_file {
         match daemon::PidFile::write(path) {
             Ok(mut file) => {
-                if let Some(dir) = &privileges.chroot {
+                if let Some(dir) = &privileges.server.chroot {
                     file.enter_chroot(dir);
                 }
                 pid_file = Some(file);
@@ -208,7 +213,7 @@ fn settle(
             Err(err) => return Err(err),
         }
     }
-    privileges.apply()?;
+    privileges.settle_master()?;
     Ok(pid_file)
 }
 

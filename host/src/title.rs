@@ -5,7 +5,7 @@
 //! | process | title |
 //! | --- | --- |
 //! | the master | `netserver-host: master` |
-//! | a pool's worker | `netserver-host: worker SERVICE[,SERVICE…] idle\|busy N served` |
+//! | a pool's worker | `netserver-host: worker SERVICE[,SERVICE…] idle\|busy N served` (the services of its group: a service with processes of its own is alone in its workers' titles) |
 //! | a `fork` child | `netserver-host: child SERVICE busy` |
 //! | a `dequeue` run | `netserver-host: dequeue SERVICE` |
 //!

@@ -205,6 +205,40 @@ pub enum InstanceMode {
     PerWorker,
 }
 
+/// Which processes serve a service (`isolation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// The workers every shared service has (one pool for all of them).
+    Shared,
+    /// Worker processes of its own: a pool for this service alone.
+    Process,
+}
+
+impl Isolation {
+    /// The word `isolation` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Process => "process",
+        }
+    }
+}
+
+/// What a service with worker processes of its own (`isolation process`)
+/// sets for them in its `[[service]]` table; each `None` is the server's
+/// (the top level's).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnProcesses {
+    /// `user`: who its workers run as (a name).
+    pub user: Option<String>,
+    /// `group`: their group (a name).
+    pub group: Option<String>,
+    /// `workers`: how many (`multiplex`).
+    pub workers: Option<u32>,
+    /// `max_servers`: how many at most (the other personalities).
+    pub max_servers: Option<u32>,
+}
+
 /// One hosted service: a handler, the ports it is served on, its limits.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
@@ -255,6 +289,12 @@ pub struct ServiceConfig {
     pub sockets: SocketSettings,
     /// Its TLS settings, for its `ssl` ports.
     pub tls: tls::TlsSettings,
+    /// Whether it shares the workers of the other shared services or has
+    /// its own.
+    pub isolation: Isolation,
+    /// What its `[[service]]` table sets for its own workers (`isolation
+    /// process` only: on a shared service each is a configuration error).
+    pub own: OwnProcesses,
     /// Where the service is defined: its `[[service]]` table, or the
     /// top level.
     pub source: Source,

@@ -317,8 +317,9 @@ pub const OPTIONS: &[Spec] = &[
         None,
         false,
         Active,
-        "group to become after binding (default nogroup when started as root)",
-    ),
+        "group to become after binding (default nogroup when started as root); in a service table, the group of that service's own workers (isolation process only; default the service's user's group)",
+    )
+    .per_service(),
     spec(
         "host",
         Text,
@@ -353,6 +354,15 @@ pub const OPTIONS: &[Spec] = &[
         true,
         Active,
         "IP versions for port specs that name none: 4, 6 or *",
+    )
+    .per_service(),
+    spec(
+        "isolation",
+        Choice(&["shared", "process"]),
+        Some("shared"),
+        false,
+        Active,
+        "shared: the service is served by the workers every shared service has; process: by worker processes of its own (see personalities)",
     )
     .per_service(),
     spec(
@@ -454,8 +464,9 @@ pub const OPTIONS: &[Spec] = &[
         Some("50"),
         false,
         Active,
-        "most child processes",
-    ),
+        "most child processes; in a service table, of that service's own (isolation process only)",
+    )
+    .per_service(),
     spec(
         "max_spare_servers",
         Int(1, 100_000),
@@ -840,16 +851,18 @@ pub const OPTIONS: &[Spec] = &[
         None,
         false,
         Active,
-        "user to become after binding (default nobody when started as root)",
-    ),
+        "user to become after binding (default nobody when started as root); in a service table, the user of that service's own workers (isolation process only)",
+    )
+    .per_service(),
     spec(
         "workers",
         Int(1, 1024),
         Some("1"),
         false,
         Active,
-        "multiplex: processes sharing the listening sockets",
-    ),
+        "multiplex: processes sharing the listening sockets; in a service table, that service's own (isolation process only)",
+    )
+    .per_service(),
 ];
 
 /// An option's name as Net::Server's users write it: the `ssl_*` options

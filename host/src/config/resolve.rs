@@ -13,8 +13,8 @@ use super::raw::{Values, bad};
 use super::tls::{self, NamePattern, TlsSettings, TlsVersion, Verify};
 use super::{
     AcceptSerialization, AccessConfig, CacheDir, Config, DaemonSettings, Grants, InstanceMode,
-    Listener, LogTarget, Port, PortDefaults, Privileges, ProcessConfig, Report, ServerType,
-    ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
+    Isolation, Listener, LogTarget, OwnProcesses, Port, PortDefaults, Privileges, ProcessConfig,
+    Report, ServerType, ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
 };
 use super::{RECV_FLAGS_ALLOWED, SocketSettings};
 
@@ -53,7 +53,8 @@ impl Config {
                             .unwrap_or_default()
                     );
                 }
-                let service = ServiceConfig::from_values(&own, table.source.clone())?;
+                let mut service = ServiceConfig::from_values(&own, table.source.clone())?;
+                service.own = own_processes(&own, &values, service.isolation)?;
                 check_distinct(&services, &service)?;
                 services.push(service);
             }
@@ -266,12 +267,53 @@ impl ServiceConfig {
             max_rate_per_ip: values.int("max_rate_per_ip"),
             sockets: socket_settings(values)?,
             tls: tls_settings(values),
+            isolation: match values.choice("isolation") {
+                "process" => Isolation::Process,
+                _ => Isolation::Shared,
+            },
+            // What its own table sets: see `own_processes`.
+            own: OwnProcesses::default(),
             source,
             options,
         };
         check_tls(&service)?;
         Ok(service)
     }
+}
+
+/// The options a service's table may set for its own worker processes,
+/// with why a shared service may not.
+const OWN_PROCESS_KEYS: [(&str, &str); 4] = [
+    ("user", WHOSE_USER),
+    ("group", WHOSE_USER),
+    ("workers", HOW_MANY),
+    ("max_servers", HOW_MANY),
+];
+const WHOSE_USER: &str = "a service runs as a user of its own only with isolation process \
+     (shared workers run as the server's user, set at the top level)";
+const HOW_MANY: &str = "a service has a number of workers of its own only with isolation process \
+     (the shared workers' number is set at the top level)";
+
+/// What a service's table sets for its own worker processes (`user`,
+/// `group`, `workers`, `max_servers` given in the table itself: a value
+/// from the top level or the command line is every process's). Only a
+/// service with `isolation process` has workers of its own to set them
+/// for; on a shared one each is an error naming where it was given.
+fn own_processes(own: &Values, top: &Values, isolation: Isolation) -> Result<OwnProcesses> {
+    let given = |key: &str| own.last(key).filter(|s| Some(*s) != top.last(key));
+    if isolation == Isolation::Shared {
+        for (key, why) in OWN_PROCESS_KEYS {
+            if let Some(setting) = given(key) {
+                return Err(bad(setting, why));
+            }
+        }
+    }
+    Ok(OwnProcesses {
+        user: given("user").and_then(|_| own.text("user")),
+        group: given("group").and_then(|_| own.text("group")),
+        workers: given("workers").map(|_| own.int("workers")),
+        max_servers: given("max_servers").map(|_| own.int("max_servers")),
+    })
 }
 
 /// How a service's sockets are set up beyond their address: the
@@ -610,6 +652,102 @@ mod tests {
     }
 
     #[test]
+    fn a_service_of_its_own_sets_its_workers_user_and_number() {
+        let module = |line| file("module", "/etc/passwd", line);
+        let conf = || ConfFile {
+            settings: vec![file("user", "daemon", 1), file("workers", "3", 2)],
+            services: vec![
+                table(
+                    3,
+                    vec![
+                        file("service", "own", 4),
+                        module(5),
+                        file("isolation", "process", 6),
+                        file("user", "nobody", 7),
+                        file("workers", "1", 8),
+                    ],
+                ),
+                table(9, vec![file("service", "shared", 10), module(11)]),
+                table(
+                    12,
+                    vec![
+                        file("service", "plain", 13),
+                        module(14),
+                        file("isolation", "Process", 15),
+                    ],
+                ),
+            ],
+        };
+        let config = Config::from_sources(Vec::new(), conf()).unwrap();
+        let [own, shared, plain] = config.services.as_slice() else {
+            panic!("three services")
+        };
+        let isolation = |s: &ServiceConfig| s.isolation;
+        assert_eq!(
+            (isolation(own), isolation(shared), isolation(plain)),
+            (Isolation::Process, Isolation::Shared, Isolation::Process)
+        );
+        assert_eq!(
+            own.own,
+            OwnProcesses {
+                user: Some("nobody".into()),
+                workers: Some(1),
+                ..OwnProcesses::default()
+            }
+        );
+        // The top level's values are the server's, not a service's own.
+        assert_eq!(shared.own, OwnProcesses::default());
+        assert_eq!(plain.own, OwnProcesses::default());
+        assert_eq!(config.privileges.user.as_deref(), Some("daemon"));
+        assert_eq!(plain.options["user"].0, "daemon");
+        // The command line's value is every process's.
+        let config = Config::from_sources(vec![cli("user", "root")], conf()).unwrap();
+        assert_eq!(config.services[0].own.user, None);
+        assert_eq!(config.services[0].own.workers, Some(1));
+    }
+
+    #[test]
+    fn a_shared_service_sets_no_user_or_number_of_its_own() {
+        let cases = [
+            (
+                "user",
+                "nobody",
+                "s.conf:4: user: invalid value 'nobody': a service runs as a user of its own only with isolation process (shared workers run as the server's user, set at the top level)",
+            ),
+            (
+                "group",
+                "nogroup",
+                "s.conf:4: group: invalid value 'nogroup': a service runs as a user of its own only with isolation process (shared workers run as the server's user, set at the top level)",
+            ),
+            (
+                "workers",
+                "2",
+                "s.conf:4: workers: invalid value '2': a service has a number of workers of its own only with isolation process (the shared workers' number is set at the top level)",
+            ),
+            (
+                "max_servers",
+                "9",
+                "s.conf:4: max_servers: invalid value '9': a service has a number of workers of its own only with isolation process (the shared workers' number is set at the top level)",
+            ),
+        ];
+        for (key, value, want) in cases {
+            let conf = ConfFile {
+                settings: Vec::new(),
+                services: vec![table(
+                    1,
+                    vec![
+                        file("service", "a", 2),
+                        file("module", "/etc/passwd", 3),
+                        file(key, value, 4),
+                    ],
+                )],
+            };
+            let err = Config::from_sources(Vec::new(), conf).unwrap_err();
+            assert_eq!(err.to_string(), want, "{key}");
+        }
+    }
+
+    #[test]
     fn file_errors_name_file_line_key_and_value() {
         let cases = [
             (
@@ -756,7 +894,7 @@ mod tests {
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
             ),
-            "group" => json!(config.privileges.group),
+            "group" => json!(s.own.group.clone().or(config.privileges.group.clone())),
             // The listeners carry host, proto and ipv: each is compared
             // through them (see the test).
             "host" | "proto" | "ipv" | "port" => json!(
@@ -770,6 +908,7 @@ mod tests {
                 InstanceMode::PerConnection => "per-connection",
                 InstanceMode::PerWorker => "per-worker",
             }),
+            "isolation" => json!(s.isolation.name()),
             "leave_children_open_on_hup" => json!(p.leave_children_open_on_hup),
             "listen" => json!(config.listen_backlog),
             "metrics_port" => json!(config.metrics.map(|a| a.to_string())),
@@ -788,7 +927,7 @@ mod tests {
             "mux_write_cap" => json!(s.mux_write_cap),
             "max_rate_per_ip" => json!(s.max_rate_per_ip),
             "max_requests" => json!(p.max_requests),
-            "max_servers" => json!(p.max_servers),
+            "max_servers" => json!(s.own.max_servers.unwrap_or(p.max_servers)),
             "max_spare_servers" => json!(p.max_spare_servers),
             "min_child_ttl" => secs(p.min_child_ttl),
             "min_servers" => json!(p.min_servers),
@@ -863,8 +1002,8 @@ mod tests {
             "syslog_ident" => json!(syslog.map(|s| s.ident.clone())),
             "syslog_logopt" => json!(syslog.map(|s| s.pid)),
             "syslog_logsock" => json!(syslog.map(|s| s.sockets.len())),
-            "user" => json!(config.privileges.user),
-            "workers" => json!(p.workers),
+            "user" => json!(s.own.user.clone().or(config.privileges.user.clone())),
+            "workers" => json!(s.own.workers.unwrap_or(p.workers)),
             other => panic!("no effective value for option {other}: add it here"),
         }
     }
@@ -980,6 +1119,7 @@ mod tests {
             "host" => "127.0.0.1",
             "instance" => "per-worker",
             "ipv" => "4",
+            "isolation" => "process",
             "listen" => "17",
             "metrics_port" => "9100",
             "lock_file" => "/tmp/ns-test.lock",

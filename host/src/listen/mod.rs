@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::client::Local;
 use crate::config::port::{Port, Proto};
-use crate::config::{Ipv, Listener, ServiceConfig, SocketSettings};
+use crate::config::{Ipv, Isolation, Listener, ServiceConfig, SocketSettings};
 use crate::transport::ListenSocket;
 use inherit::{Handed, Origin};
 
@@ -237,6 +237,7 @@ pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
                     continue;
                 };
                 if shared_port(std::slice::from_ref(theirs), listener).is_some() {
+                    check_apart(earlier, later, listener)?;
                     check_sharing(earlier, later, listener)?;
                     continue;
                 }
@@ -259,6 +260,27 @@ pub fn check_services(services: &[ServiceConfig]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A service with processes of its own (`isolation process`) shares no
+/// port: the connections of a TLS port several services share are
+/// accepted first and given to a service by the server name they then
+/// send, in the process that accepted them — a process of one of them.
+/// The error names where that service's `isolation` was given.
+fn check_apart(earlier: &ServiceConfig, later: &ServiceConfig, port: &Listener) -> Result<()> {
+    let (apart, other) = match (earlier.isolation, later.isolation) {
+        (_, Isolation::Process) => (later, earlier),
+        (Isolation::Process, _) => (earlier, later),
+        _ => return Ok(()),
+    };
+    bail!(
+        "{}: service '{}' has processes of its own, so it cannot share port {port} with service '{}' \
+         (a shared TLS port's clients are picked by server name in the process that accepted them): \
+         give it a port of its own, or isolation shared",
+        apart.origin("isolation", "process"),
+        apart.name,
+        other.name
+    )
 }
 
 /// Two services may share a TLS port when the first's PROXY settings suit

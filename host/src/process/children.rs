@@ -14,17 +14,22 @@ pub struct Child {
     pub retiring: bool,
     /// Its slot on the board (see [`crate::board`]), if it got one.
     pub slot: Option<usize>,
+    /// A worker's group (its index among the master's groups: see
+    /// `group`); a `fork` child's service (its index in the
+    /// configuration).
+    pub group: usize,
 }
 
 impl Child {
-    /// A child forked now: idle (a worker, until it says otherwise) or
-    /// not (a `fork` child, which serves its client).
-    pub fn new(idle: bool, slot: Option<usize>) -> Self {
+    /// A child of `group` forked now: idle (a worker, until it says
+    /// otherwise) or not (a `fork` child, which serves its client).
+    pub fn new(idle: bool, slot: Option<usize>, group: usize) -> Self {
         Self {
             idle,
             born: Instant::now(),
             retiring: false,
             slot,
+            group,
         }
     }
 }

@@ -1,16 +1,20 @@
 //! The master of every personality that has one (all but `inetd`): one
 //! loop that forks, reaps and acts on signals. What differs between the
-//! personalities is which children it keeps — a pool of workers (see
-//! `pool`), or for `fork` a child per connection, accepted by the master —
-//! and nothing else.
+//! personalities is which children it keeps — pools of workers, one per
+//! group (see `group` and `pool`), or for `fork` a child per connection,
+//! accepted by the master — and nothing else.
+//!
+//! Each child becomes who it must as it starts, when the master kept root
+//! for that (see [`crate::privileges::Plans`]): a worker of a service with
+//! its own `user` that user, every other child the server's user.
 //!
 //! | signal | intent | master |
 //! | --- | --- | --- |
 //! | INT, TERM | stop | every child stops at once; the master exits |
 //! | QUIT (and TERM with `term_drains`) | drain | children stop accepting and finish their connections (`quit_timeout`); then the master exits 0 |
 //! | HUP | restart | the configuration is checked, then the master re-executes itself with the listening sockets; the new master starts new children and asks the old ones to finish |
-//! | TTIN, TTOU | more, fewer | one child more or less (`workers`, or `max_servers`) |
-//! | CHLD | reap | ended children are reaped (and workers replaced) |
+//! | TTIN, TTOU | more, fewer | one child more or less (`workers`, or `max_servers`), in every group |
+//! | CHLD | reap | ended children are reaped (and workers replaced, in their group) |
 //! | `sig_passthrough` | pass on | passed on to every child, before its own meaning |
 //!
 //! Children told to stop at once get [`TERM_GRACE`] before they are
@@ -27,11 +31,12 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::children::Child;
+use super::group::{self, Group};
 use super::notify;
-use super::pool::{self, Pool};
+use super::pool;
 use super::restart::{self, restart};
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
-use super::spawn::spawn;
+use super::spawn::{spawn, tie_to};
 use super::worker;
 use crate::board::{self, Closing};
 use crate::config::port::Proto;
@@ -39,6 +44,7 @@ use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
 use crate::metrics::MasterFigures;
 use crate::metrics::http::Endpoint;
+use crate::privileges::Plans;
 use crate::service::{Route, Service};
 
 /// How long children told to stop at once may take before they are
@@ -48,36 +54,44 @@ pub const TERM_GRACE: Duration = Duration::from_secs(5);
 const STOPPING_TICK: Duration = Duration::from_millis(50);
 
 /// Runs the master of the configured personality with the bound services
-/// until it is told to stop.
+/// until it is told to stop; each child it forks becomes who `privileges`
+/// says.
 pub fn run(
     config: &Config,
     services: Vec<Service>,
     handed: Handed,
     metrics: Option<Endpoint>,
+    privileges: &Plans,
 ) -> Result<()> {
-    let kind = match config.process.server_type {
-        ServerType::Fork => Kind::Forking,
-        _ => Kind::Pool(Pool::new(config, &services)?),
-    };
-    // Room on the board for every child at once, and for TTIN's extra ones.
     let process = &config.process;
-    let most = process.workers.max(process.max_servers) as usize;
-    board::create(most * 2 + 64, services.len())?;
-    let mut master = Master::new(config, services, kind)?;
+    let (kind, most) = match process.server_type {
+        ServerType::Fork => (Kind::Forking, process.workers.max(process.max_servers)),
+        _ => {
+            let groups = group::groups(config, &services)?;
+            let most = groups.iter().map(|g| g.most).sum();
+            (Kind::Pool(groups), most)
+        }
+    };
+    // Room on the board for every group's children at once, and for
+    // TTIN's extra ones.
+    board::create(most as usize * 2 + 64, services.len())?;
+    let mut master = Master::new(config, services, kind, privileges)?;
     master.metrics = metrics;
     master.old = handed.old_workers.into_iter().map(Pid::from_raw).collect();
     let result = master.run();
-    if let Kind::Pool(pool) = &master.kind {
-        pool.clean_up();
+    if let Kind::Pool(groups) = &master.kind {
+        for group in groups {
+            group.pool.clean_up();
+        }
     }
     result
 }
 
 /// Which children the master keeps.
 enum Kind {
-    /// A pool of workers that accept (`multiplex`, `single`,
-    /// `prefork-simple`, `prefork`).
-    Pool(Pool),
+    /// Pools of workers that accept (`multiplex`, `single`,
+    /// `prefork-simple`, `prefork`): one per group.
+    Pool(Vec<Group>),
     /// A child per connection, accepted by the master (`fork`).
     Forking,
 }
@@ -94,14 +108,18 @@ enum Stopping {
 /// The master process.
 struct Master<'a> {
     config: &'a Config,
+    /// Who each child becomes.
+    privileges: &'a Plans,
+    /// The master's own pid (its children's parent).
+    pid: Pid,
     /// The services, with their listening sockets (closed when stopping).
     services: Vec<Service>,
     signals: Option<Signals>,
     children: BTreeMap<Pid, Child>,
     /// The previous master's children, finishing after a HUP.
     old: BTreeSet<Pid>,
-    /// Children to keep (`workers`, 1, or `max_servers`), which TTIN and
-    /// TTOU change.
+    /// `fork`: children at once (`max_servers`), which TTIN and TTOU
+    /// change (a pool's groups have their own).
     target: u32,
     /// Each service's next `dequeue` run.
     dequeue_at: Vec<Option<Instant>>,
@@ -116,7 +134,12 @@ struct Master<'a> {
 }
 
 impl<'a> Master<'a> {
-    fn new(config: &'a Config, services: Vec<Service>, kind: Kind) -> Result<Self> {
+    fn new(
+        config: &'a Config,
+        services: Vec<Service>,
+        kind: Kind,
+        privileges: &'a Plans,
+    ) -> Result<Self> {
         let process = &config.process;
         let mut signals = MASTER_SIGNALS.to_vec();
         for signal in &process.sig_passthrough {
@@ -124,11 +147,6 @@ impl<'a> Master<'a> {
                 signals.push(*signal);
             }
         }
-        let target = match process.server_type {
-            ServerType::Multiplex => process.workers,
-            ServerType::Single => 1,
-            _ => process.max_servers,
-        };
         let dequeue_at = services
             .iter()
             .map(|s| s.dequeue.map(|(every, _)| Instant::now() + every))
@@ -136,11 +154,13 @@ impl<'a> Master<'a> {
         let services_names = services.iter().map(|s| s.name.to_string()).collect();
         Ok(Self {
             config,
+            privileges,
+            pid: nix::unistd::getpid(),
             services,
             signals: Some(Signals::new(&signals)?),
             children: BTreeMap::new(),
             old: BTreeSet::new(),
-            target,
+            target: process.max_servers,
             dequeue_at,
             dequeuers: BTreeMap::new(),
             stopping: None,
@@ -249,9 +269,17 @@ impl<'a> Master<'a> {
         }
         let mut sockets = Vec::new();
         match &self.kind {
-            Kind::Pool(pool) => fds.extend(pool.fd().map(|fd| PollFd::new(fd, PollFlags::POLLIN))),
+            Kind::Pool(groups) => fds.extend(
+                groups
+                    .iter()
+                    .filter_map(|g| g.pool.fd())
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            ),
             Kind::Forking if self.stopping.is_none() && self.has_room() => {
                 for (s, service) in self.services.iter().enumerate() {
+                    if !self.service_has_room(s) {
+                        continue;
+                    }
                     for (b, bound) in service.sockets.iter().enumerate() {
                         fds.push(PollFd::new(
                             std::os::fd::AsFd::as_fd(&bound.socket),
@@ -300,60 +328,121 @@ impl<'a> Master<'a> {
         (self.children.len() as u32) < self.target
     }
 
+    /// `fork`: whether service `index` may have another child — fewer
+    /// than its own `max_servers` (`isolation process`), if it has one.
+    fn service_has_room(&self, index: usize) -> bool {
+        let Some(cap) = self.config.services[index].own.max_servers else {
+            return true;
+        };
+        let serving = self.children.values().filter(|c| c.group == index).count();
+        (serving as u32) < cap
+    }
+
     /// What the children told the master (`prefork`), or the clients that
     /// arrived (`fork`).
     fn after_wait(&mut self, ready: &[(usize, usize)]) -> Result<()> {
         match &self.kind {
-            Kind::Pool(pool) => {
-                pool.read_status(&mut self.children);
+            Kind::Pool(groups) => {
+                for (index, group) in groups.iter().enumerate() {
+                    group.pool.read_status(index, &mut self.children);
+                }
                 Ok(())
             }
             Kind::Forking => self.accept(ready),
         }
     }
 
-    /// Starts or retires workers so that their number is right (`fork`
-    /// starts a child per connection, as clients arrive).
+    /// Starts or retires workers so that the number of each group's is
+    /// right (`fork` starts a child per connection, as clients arrive).
     fn maintain(&mut self) -> Result<()> {
-        if !matches!(self.kind, Kind::Pool(_)) {
+        let Kind::Pool(groups) = &self.kind else {
             return Ok(());
-        }
-        let plan = pool::plan(
-            &self.config.process,
-            self.target,
-            &self.children,
-            Instant::now(),
-        );
-        for _ in 0..plan.start {
-            self.start_worker()?;
-        }
-        for pid in plan.retire {
-            tracing::debug!("retiring worker {pid}");
-            let _ = kill(pid, Signal::SIGQUIT);
-            if let Some(worker) = self.children.get_mut(&pid) {
-                worker.retiring = true;
+        };
+        let now = Instant::now();
+        let plans: Vec<pool::Plan> = groups
+            .iter()
+            .enumerate()
+            .map(|(index, group)| {
+                let workers = self.children.iter().filter(|(_, c)| c.group == index);
+                pool::plan(&self.config.process, group.target, workers, now)
+            })
+            .collect();
+        for (index, plan) in plans.into_iter().enumerate() {
+            for _ in 0..plan.start {
+                self.start_worker(index)?;
+            }
+            for pid in plan.retire {
+                tracing::debug!("retiring {}", self.who(pid, index));
+                let _ = kill(pid, Signal::SIGQUIT);
+                if let Some(worker) = self.children.get_mut(&pid) {
+                    worker.retiring = true;
+                }
             }
         }
         Ok(())
     }
 
-    /// Forks one worker of the pool.
-    fn start_worker(&mut self) -> Result<()> {
+    /// Forks one worker of group `index`. It keeps only its group's
+    /// services (the listening sockets of the others' are closed in it)
+    /// and its group's status pipe and accept lock; then, its lock file
+    /// open, it becomes its group's user.
+    fn start_worker(&mut self, index: usize) -> Result<()> {
         let slot = board::free_slot();
         let pid = self.fork_child(|master| {
             board::enter(slot);
-            let process = &master.config.process;
-            let services = std::mem::take(&mut master.services);
-            let Kind::Pool(pool) = &mut master.kind else {
+            let config = master.config;
+            let process = &config.process;
+            let Kind::Pool(groups) = &mut master.kind else {
                 unreachable!("only a pool's master starts workers")
             };
-            let mode = pool.worker_mode(process);
+            // The other groups' pipes and files close with them.
+            let mut group = groups.swap_remove(index);
+            groups.clear();
+            let mode = group.pool.worker_mode(process);
+            let services = master.take_services(&group.members);
+            if let Err(status) = master.become_who(group.service()) {
+                return status;
+            }
             worker::run_worker(services, mode, process.quit_timeout)
         })?;
-        tracing::debug!("worker {pid} started");
+        tracing::debug!("{} started", self.who(pid, index));
         self.on_board(pid, slot);
-        self.children.insert(pid, Child::new(true, slot));
+        self.children.insert(pid, Child::new(true, slot, index));
         Ok(())
+    }
+
+    /// A child of group `group` as the log names it (a `fork` child: as
+    /// `child PID`).
+    fn who(&self, pid: Pid, group: usize) -> String {
+        match &self.kind {
+            Kind::Pool(groups) => groups
+                .get(group)
+                .map_or_else(|| format!("worker {pid}"), |g| g.worker(pid)),
+            Kind::Forking => format!("child {pid}"),
+        }
+    }
+
+    /// In a child of the master, serving service `service` (`None`: a
+    /// shared worker): becomes the user of the processes serving it, when
+    /// the master kept root for that, and is then still ended by the
+    /// master's death. `Err`: the exit status of a child that could not.
+    fn become_who(&self, service: Option<usize>) -> Result<(), i32> {
+        match self.privileges.settle_child(service) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                // A change of user clears the parent-death signal.
+                tie_to(self.pid);
+                Ok(())
+            }
+            Err(err) => {
+                let whose = service.map_or_else(
+                    || "the server's user".to_owned(),
+                    |i| format!("the user of service {}", self.config.services[i].name),
+                );
+                tracing::error!("cannot become {whose}: {err:#}");
+                Err(1)
+            }
+        }
     }
 
     /// After forking `pid`: its slot on the board is its.
@@ -371,6 +460,9 @@ impl<'a> Master<'a> {
             if !self.has_room() {
                 break;
             }
+            if !self.service_has_room(s) {
+                continue;
+            }
             let recv = self.services[s].recv;
             let bound = &self.services[s].sockets[b];
             let tls = bound.listener.proto == Proto::Ssl;
@@ -387,11 +479,15 @@ impl<'a> Master<'a> {
             let slot = board::free_slot();
             let pid = self.fork_child(|master| {
                 board::enter(slot);
-                worker::serve_one(master.take_route(s, &shares), incoming, tls)
+                let route = master.take_route(s, &shares);
+                if let Err(status) = master.become_who(Some(s)) {
+                    return status;
+                }
+                worker::serve_one(route, incoming, tls)
             })?;
             tracing::debug!("child {pid} serves a connection");
             self.on_board(pid, slot);
-            self.children.insert(pid, Child::new(false, slot));
+            self.children.insert(pid, Child::new(false, slot, s));
         }
         Ok(())
     }
@@ -433,25 +529,43 @@ impl<'a> Master<'a> {
                 }
             }
             Intent::More => {
-                self.target = self.target.saturating_add(1);
-                tracing::info!(
-                    "Received TTIN: increasing {} to {}",
-                    self.counted(),
-                    self.target
-                );
+                let to = self.resize(|target| target.saturating_add(1));
+                tracing::info!("Received TTIN: increasing {} to {to}", self.counted());
             }
             Intent::Fewer => {
-                self.target = self.target.saturating_sub(1).max(1);
-                tracing::info!(
-                    "Received TTOU: decreasing {} to {}",
-                    self.counted(),
-                    self.target
-                );
+                let to = self.resize(|target| target.saturating_sub(1).max(1));
+                tracing::info!("Received TTOU: decreasing {} to {to}", self.counted());
             }
             // Reaped at every turn.
             Intent::Restart | Intent::Reap => {}
         }
         Ok(())
+    }
+
+    /// TTIN, TTOU: changes the target of every group (`fork`: the
+    /// children at once) with `change`; returns the new targets as the
+    /// log says them: `3`, or beside other groups `3 (shared), 1 (service
+    /// chat)`.
+    fn resize(&mut self, change: impl Fn(u32) -> u32) -> String {
+        match &mut self.kind {
+            Kind::Forking => {
+                self.target = change(self.target);
+                self.target.to_string()
+            }
+            Kind::Pool(groups) => {
+                for group in groups.iter_mut() {
+                    group.target = change(group.target);
+                }
+                match groups.as_slice() {
+                    [only] => only.target.to_string(),
+                    all => all
+                        .iter()
+                        .map(|g| format!("{} ({})", g.target, g.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            }
+        }
     }
 
     /// What TTIN and TTOU change, in Net::Server's words.
@@ -518,12 +632,13 @@ impl<'a> Master<'a> {
             board::release(slot);
         }
         let replaced = matches!(self.kind, Kind::Pool(_));
+        let who = self.who(pid, child.group);
         if clean || child.retiring || self.stopping.is_some() {
-            tracing::debug!("worker {pid} ended ({how})");
+            tracing::debug!("{who} ended ({how})");
         } else if replaced {
-            tracing::warn!("worker {pid} ended unexpectedly ({how}); replacing it");
+            tracing::warn!("{who} ended unexpectedly ({how}); replacing it");
         } else {
-            tracing::warn!("child {pid} ended unexpectedly ({how})");
+            tracing::warn!("{who} ended unexpectedly ({how})");
         }
     }
 
@@ -541,7 +656,6 @@ impl<'a> Master<'a> {
         })
     }
 
-    /// In a child: the one service it serves, its listening sockets closed.
     /// In a child: the route of a socket of service `first` that the
     /// services `shares` share, without any listening socket.
     fn take_route(&mut self, first: usize, shares: &[usize]) -> Route {
@@ -558,6 +672,32 @@ impl<'a> Master<'a> {
         Route::new(first, shares.iter().map(|&i| take(i)).collect())
     }
 
+    /// In a worker: the services `members` (indices in the configuration),
+    /// with their listening sockets; the other services, and their
+    /// sockets, are dropped. The services a socket `shares` are named by
+    /// their place among `members` from then on.
+    fn take_services(&mut self, members: &[usize]) -> Vec<Service> {
+        let mut all: Vec<Option<Service>> = std::mem::take(&mut self.services)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut taken: Vec<Service> = members
+            .iter()
+            .filter_map(|&i| all.get_mut(i).and_then(Option::take))
+            .collect();
+        for bound in taken.iter_mut().flat_map(|s| s.sockets.iter_mut()) {
+            // A port is shared by shared services only (see
+            // `listen::check_services`): all of them are members.
+            bound.shares = bound
+                .shares
+                .iter()
+                .filter_map(|j| members.iter().position(|m| m == j))
+                .collect();
+        }
+        taken
+    }
+
+    /// In a child: the one service it serves, its listening sockets closed.
     fn take_service(&mut self, index: usize) -> Service {
         let mut service = std::mem::take(&mut self.services).swap_remove(index);
         service.sockets.clear();
@@ -583,7 +723,13 @@ impl<'a> Master<'a> {
                 tracing::debug!("dequeue of service {index} skipped: {running} still running");
                 continue;
             }
-            let pid = self.fork_child(|master| worker::run_dequeue(master.take_service(index)))?;
+            let pid = self.fork_child(|master| {
+                let service = master.take_service(index);
+                if let Err(status) = master.become_who(Some(index)) {
+                    return status;
+                }
+                worker::run_dequeue(service)
+            })?;
             board::dequeued(index);
             self.dequeuers.insert(pid, index);
         }

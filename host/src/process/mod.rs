@@ -14,9 +14,14 @@
 //! | `fork` | the master accepts and forks a child per connection, at most `max_servers` at once |
 //! | `inetd` | no master: the one connection on stdin/stdout, then exit ([`inetd`]) |
 //!
+//! A pool's workers form groups: the shared workers of every service with
+//! `isolation shared`, and each service with `isolation process` has its
+//! own, sized, kept and replaced apart (see `group`).
+//!
 //! | module | concern |
 //! | --- | --- |
 //! | [`master`] | the one master loop: signals as intents, reaping, the grace periods, `dequeue`, `sig_passthrough`; `fork`'s accepting |
+//! | `group` | the groups of workers: the shared workers, and each service's own (`isolation process`) |
 //! | `pool` | the worker pools: how many workers, started and retired |
 //! | `children` | what the master knows of each child |
 //! | [`restart`] | HUP: re-executing with the listening sockets |
@@ -27,6 +32,7 @@
 //! | [`status`] | `prefork`'s busy and idle messages |
 
 mod children;
+mod group;
 pub mod inetd;
 pub mod master;
 pub mod notify;

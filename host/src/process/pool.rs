@@ -1,7 +1,8 @@
 //! The worker pools (`multiplex`, `single`, `prefork-simple`, `prefork`):
 //! workers that accept on the shared sockets, kept at the right number —
 //! `workers`, one, `max_servers`, or for `prefork` between the spare
-//! bounds as the workers say whether they are busy ([`plan`]).
+//! bounds as the workers say whether they are busy ([`plan`]). A master
+//! keeps a pool per group of workers (see `group`).
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -14,11 +15,13 @@ use nix::unistd::Pid;
 use super::children::Child;
 use super::status::{self, StatusReader};
 use super::worker::Mode;
-use crate::config::{AcceptSerialization, Config, ProcessConfig, ServerType};
-use crate::service::Service;
+use crate::config::{AcceptSerialization, ProcessConfig, ServerType};
 
 /// What a pool needs beside its workers: `prefork`'s status pipe and the
-/// accept lock of sequential workers on several sockets.
+/// accept lock of sequential workers on several sockets — each group's
+/// own, so that a worker of one group never waits for another's lock, and
+/// no group's workers can write to the pipe the master reads another's
+/// messages from.
 pub(super) struct Pool {
     /// `prefork`: the read end where workers say busy or idle, and the
     /// write end they inherit.
@@ -29,25 +32,33 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(config: &Config, services: &[Service]) -> Result<Self> {
-        let process = &config.process;
+    /// The pool of a group whose workers accept on `sockets` sockets:
+    /// the shared workers' (`own` is `None`), or service `own`'s, whose
+    /// lock file is `lock_file` with `.SERVICE` after it (by default a
+    /// temporary file of its own).
+    pub(super) fn new(process: &ProcessConfig, sockets: usize, own: Option<&str>) -> Result<Self> {
         let status = if process.server_type == ServerType::Prefork {
             Some(status::channel()?)
         } else {
             None
         };
-        let sockets: usize = services.iter().map(|s| s.sockets.len()).sum();
         let sequential = matches!(
             process.server_type,
             ServerType::PreforkSimple | ServerType::Prefork
         );
         let (lock_file, own_lock_file) =
             if sequential && sockets > 1 && process.serialize == AcceptSerialization::Flock {
-                match &process.lock_file {
-                    Some(path) => (Some(path.clone()), None),
-                    None => {
-                        let path = std::env::temp_dir()
-                            .join(format!("netserver-{}.lock", std::process::id()));
+                match (&process.lock_file, own) {
+                    (Some(path), None) => (Some(path.clone()), None),
+                    (Some(path), Some(service)) => {
+                        let mut path = path.clone().into_os_string();
+                        path.push(format!(".{service}"));
+                        (Some(PathBuf::from(path)), None)
+                    }
+                    (None, _) => {
+                        let service = own.map_or(String::new(), |s| format!("-{s}"));
+                        let name = format!("netserver-{}{service}.lock", std::process::id());
+                        let path = std::env::temp_dir().join(name);
                         (Some(path.clone()), Some(path))
                     }
                 }
@@ -108,14 +119,16 @@ impl Pool {
         }
     }
 
-    /// Reads the workers' busy and idle messages, in the order they were
-    /// sent: the last one of each worker says what it is doing now.
-    pub(super) fn read_status(&self, workers: &mut BTreeMap<Pid, Child>) {
+    /// Reads the busy and idle messages of the workers of group `group`,
+    /// in the order they were sent: the last one of each worker says what
+    /// it is doing now. A message naming a process of another group is
+    /// ignored.
+    pub(super) fn read_status(&self, group: usize, workers: &mut BTreeMap<Pid, Child>) {
         let Some((read, _)) = &self.status else {
             return;
         };
         read.drain(|pid, busy| {
-            if let Some(worker) = workers.get_mut(&pid) {
+            if let Some(worker) = workers.get_mut(&pid).filter(|w| w.group == group) {
                 worker.idle = !busy;
             }
         });
@@ -135,14 +148,14 @@ pub(super) struct Plan {
 /// `target` (`workers`, 1, or `max_servers`) — for `prefork`, between
 /// `min_servers` and `target`, with idle ones between the spare bounds,
 /// retired only once they lived `min_child_ttl`.
-pub(super) fn plan(
+pub(super) fn plan<'a>(
     process: &ProcessConfig,
     target: u32,
-    workers: &BTreeMap<Pid, Child>,
+    workers: impl IntoIterator<Item = (&'a Pid, &'a Child)>,
     now: Instant,
 ) -> Plan {
     let live: Vec<(Pid, &Child)> = workers
-        .iter()
+        .into_iter()
         .filter(|(_, w)| !w.retiring)
         .map(|(pid, w)| (*pid, w))
         .collect();
@@ -190,7 +203,9 @@ mod tests {
     use super::*;
 
     fn process(settings: &[(&str, &str)]) -> ProcessConfig {
-        Config::from_command_line(settings).unwrap().process
+        crate::config::Config::from_command_line(settings)
+            .unwrap()
+            .process
     }
 
     /// Workers with pids 1.., each (idle, born this many seconds ago,
@@ -205,6 +220,7 @@ mod tests {
                     born: now - Duration::from_secs(age),
                     retiring,
                     slot: None,
+                    group: 0,
                 };
                 (Pid::from_raw(i as i32 + 1), child)
             })
@@ -220,6 +236,64 @@ mod tests {
         u32,
         Vec<i32>,
     );
+
+    #[test]
+    fn a_groups_pipe_speaks_for_its_own_workers_only() {
+        let prefork = process(&[("server_type", "prefork")]);
+        let pool = Pool::new(&prefork, 1, Some("chat")).unwrap();
+        let (_, write) = pool.status.as_ref().unwrap();
+        let say = super::status::StatusWriter::new(write.try_clone().unwrap());
+        let me = Pid::from_raw(std::process::id() as i32);
+        let mut workers = BTreeMap::from([(me, Child::new(true, None, 1))]);
+        // A message in group 0's pipe about a worker of group 1: ignored.
+        say.say(true);
+        pool.read_status(0, &mut workers);
+        assert!(workers[&me].idle);
+        say.say(true);
+        pool.read_status(1, &mut workers);
+        assert!(!workers[&me].idle);
+    }
+
+    #[test]
+    fn each_group_has_its_own_accept_lock() {
+        let dir = std::env::temp_dir().join(format!("ns-pool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let given = dir.join("accept.lock");
+        let lock = |settings: &[(&str, &str)], own| {
+            let process = process(&[&[("server_type", "prefork-simple")], settings].concat());
+            let pool = Pool::new(&process, 2, own).unwrap();
+            let path = pool.lock_file.clone().unwrap();
+            assert!(path.exists(), "{}", path.display());
+            pool.clean_up();
+            (path, pool.own_lock_file.is_some())
+        };
+        let at = [("lock_file", given.to_str().unwrap())];
+        assert_eq!(lock(&at, None), (given.clone(), false));
+        assert_eq!(
+            lock(&at, Some("chat")),
+            (dir.join("accept.lock.chat"), false)
+        );
+        let temp = std::env::temp_dir();
+        let pid = std::process::id();
+        let (shared, made) = lock(&[], None);
+        assert_eq!(
+            (shared, made),
+            (temp.join(format!("netserver-{pid}.lock")), true)
+        );
+        let (own, made) = lock(&[], Some("chat"));
+        assert_eq!(
+            (own.clone(), made),
+            (temp.join(format!("netserver-{pid}-chat.lock")), true)
+        );
+        assert!(!own.exists(), "removed at the end");
+        // One socket: no lock to take.
+        let process = process(&[("server_type", "prefork-simple")]);
+        assert_eq!(
+            Pool::new(&process, 1, Some("chat")).unwrap().lock_file,
+            None
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_pool_keeps_its_number_and_prefork_its_spares() {

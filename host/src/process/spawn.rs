@@ -27,14 +27,19 @@ pub fn spawn(child: impl FnOnce() -> i32) -> Result<nix::unistd::Pid> {
     match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
-            // A child never outlives the master: TERM when it dies (and
-            // exit now if it already has).
-            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-            if nix::unistd::getppid() != parent {
-                std::process::exit(0);
-            }
+            tie_to(parent);
             let status = child();
             std::process::exit(status)
         }
+    }
+}
+
+/// In a child of `parent`: a child never outlives the master, so it asks
+/// for TERM when the master dies (and exits now if it already has). Called
+/// again once the child changed its user, which clears that request.
+pub fn tie_to(parent: nix::unistd::Pid) {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if nix::unistd::getppid() != parent {
+        std::process::exit(0);
     }
 }
