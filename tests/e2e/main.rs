@@ -23,5 +23,6 @@ mod sandbox;
 mod server_hooks;
 mod signals;
 mod snapshots;
+mod tenancy;
 mod tls;
 mod transport;

@@ -1,0 +1,379 @@
+//! Tenant processes (`isolation process`): a service with worker processes
+//! of its own shares no process with the other services. A worker of one
+//! group killed outright ends only its group's connections, and the master
+//! replaces it; HUP, TTIN and TTOU act on every group; a service may run
+//! as its own user. (Its configuration errors are snapshot tests: see
+//! `tests/config/invalid/isolation-*`.)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::privileges::{NOBODY, ids};
+use crate::util::{
+    Client, PATIENCE, Server, children, fresh_dir, guests, kill, per_personality, require_root,
+};
+
+/// A conf file with two echo services on ports of their own: `plain`,
+/// shared, and `tenant`, with processes of its own; `top` and `tenant`
+/// are more lines for the top level and the tenant's table.
+fn two_tenants(name: &str, top: &str, tenant: &str) -> String {
+    let dir = fresh_dir("tenancy", name);
+    let path = dir.join("tenants.toml");
+    let text = format!(
+        r#"
+host = "127.0.0.1"
+{top}
+
+[[service]]
+name = "plain"
+module = "{echo}"
+port = 0
+
+[[service]]
+name = "tenant"
+module = "{echo}"
+port = 0
+isolation = "process"
+{tenant}
+"#,
+        echo = guests::ECHO
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Starts the server of `conf` as `personality` (with `extra` arguments);
+/// returns it and the addresses of `plain` and `tenant`.
+fn start(personality: &str, conf: &str, extra: &[&str]) -> (Server, SocketAddr, SocketAddr) {
+    let args = [
+        &["--conf-file", conf, "--server-type", personality][..],
+        extra,
+    ]
+    .concat();
+    let mut server = Server::start_args(&args);
+    let plain = service_addr(&mut server, "plain");
+    let tenant = service_addr(&mut server, "tenant");
+    (server, plain, tenant)
+}
+
+/// The address a service is served on, from its `Serving … as service
+/// NAME on ADDR` line.
+fn service_addr(server: &mut Server, name: &str) -> SocketAddr {
+    let line = server.wait_for_log(&format!("as service {name} on "));
+    line.rsplit(" on ").next().unwrap().parse().unwrap()
+}
+
+/// What `ps` shows of process `pid`.
+fn cmdline(pid: u32) -> String {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The server's children whose title starts with the words `title`
+/// (`worker tenant`, `child plain busy`).
+fn titled(server: &Server, title: &str) -> Vec<u32> {
+    let prefix = format!("netserver-host: {title}");
+    children(server.pid())
+        .into_iter()
+        .filter(|&pid| {
+            let shown = cmdline(pid);
+            let rest = shown.strip_prefix(&prefix);
+            rest.is_some_and(|r| r.starts_with([' ', '\0']))
+        })
+        .collect()
+}
+
+/// Waits until `n` of the server's children are titled `title`; returns
+/// them.
+fn wait_titled(server: &Server, title: &str, n: usize) -> Vec<u32> {
+    server.eventually(&format!("{n} processes titled {title:?}"), || {
+        let found = titled(server, title);
+        if found.len() == n {
+            Ok(found)
+        } else {
+            let all: Vec<String> = children(server.pid()).into_iter().map(cmdline).collect();
+            Err(format!("{all:?}"))
+        }
+    })
+}
+
+/// A client that says `line` on an open connection gets it back.
+fn says(client: &mut Client, line: &str) {
+    client.send(format!("{line}\n").as_bytes());
+    assert_eq!(client.read_line(), format!("You said '{line}'\r\n"));
+}
+
+/// A new client of `addr` is served.
+fn answers(addr: SocketAddr) {
+    let mut client = Client::connect(addr);
+    client.send(b"hi\nquit\n");
+    assert_eq!(client.read_all(), "You said 'hi'\r\nYou said 'quit'\r\n");
+}
+
+/// Killing every worker of one group (`victim`, a service name) outright
+/// ends the open connection it served and no other: the other service's
+/// client, connected before and after, goes on being served. The master
+/// logs which service's worker ended and replaces it; the victim's service
+/// then answers again.
+fn a_killed_worker_ends_only_its_groups_connections(personality: &str, victim: &str) {
+    let conf = two_tenants(&format!("kill-{personality}-{victim}"), "", "");
+    let pool = ["--min-servers", "1", "--max-servers", "2"];
+    let (mut server, plain, tenant) = start(personality, &conf, &pool);
+    let (victim_addr, other_addr, other) = match victim {
+        "tenant" => (tenant, plain, "plain"),
+        _ => (plain, tenant, "tenant"),
+    };
+    let mut doomed = Client::connect(victim_addr);
+    says(&mut doomed, "before");
+    let mut survivor = Client::connect(other_addr);
+    says(&mut survivor, "before");
+    let victims = titled(&server, &format!("worker {victim}"));
+    assert!(!victims.is_empty(), "{personality}: no {victim} worker");
+    let others = titled(&server, &format!("worker {other}"));
+    for pid in &victims {
+        assert!(kill("KILL", *pid), "kill -9 {pid}");
+    }
+    for pid in &victims {
+        let who = match victim {
+            "tenant" => format!("worker {pid} of service tenant"),
+            _ => format!("shared worker {pid}"),
+        };
+        server.wait_for_log(&format!(
+            "{who} ended unexpectedly (signal SIGKILL); replacing it"
+        ));
+    }
+    // The victim's connection ended with its process.
+    assert_eq!(doomed.read_until_closed(), b"", "{personality}");
+    // The other group's: untouched, its process too.
+    says(&mut survivor, "after");
+    answers(other_addr);
+    assert!(
+        others
+            .iter()
+            .all(|pid| titled(&server, &format!("worker {other}")).contains(pid)),
+        "{personality}: the {other} workers {others:?} were replaced too"
+    );
+    // Replaced: the victim's service answers again.
+    answers(victim_addr);
+    let now = titled(&server, &format!("worker {victim}"));
+    assert!(
+        !now.is_empty() && now.iter().all(|pid| !victims.contains(pid)),
+        "{personality}: {victim} workers {now:?}, killed {victims:?}"
+    );
+    says(&mut survivor, "still");
+}
+per_personality!(a_killed_worker_ends_only_its_groups_connections:
+    multiplex("tenant"),
+    prefork("tenant"),
+    shared_worker as multiplex("plain"),
+    shared_prefork_child as prefork("plain"),
+);
+
+/// Each group has its number of workers: the tenant's own `workers`, the
+/// shared workers the server's. TTIN gives every group one more, TTOU one
+/// fewer (never below one), and the log says each group's.
+#[test]
+fn ttin_and_ttou_change_every_groups_number() {
+    let conf = two_tenants("ttin", "", "workers = 2");
+    let (mut server, plain, tenant) = start("multiplex", &conf, &[]);
+    wait_titled(&server, "worker plain", 1);
+    wait_titled(&server, "worker tenant", 2);
+    server.signal("TTIN");
+    server.wait_for_log("Received TTIN: increasing workers to 2 (shared), 3 (service tenant)");
+    wait_titled(&server, "worker plain", 2);
+    wait_titled(&server, "worker tenant", 3);
+    // One at a time: two signals of a kind sent at once may arrive as one.
+    server.signal("TTOU");
+    server.wait_for_log("Received TTOU: decreasing workers to 1 (shared), 2 (service tenant)");
+    server.signal("TTOU");
+    server.wait_for_log("Received TTOU: decreasing workers to 1 (shared), 1 (service tenant)");
+    wait_titled(&server, "worker plain", 1);
+    wait_titled(&server, "worker tenant", 1);
+    answers(plain);
+    answers(tenant);
+}
+
+/// Across a HUP under a steady load on both services, no client of either
+/// fails; the new master starts both groups and the old workers of both
+/// finish.
+#[test]
+fn hup_with_a_group_of_its_own_loses_no_client() {
+    let conf = two_tenants("hup", "", "");
+    let (mut server, plain, tenant) = start("multiplex", &conf, &[]);
+    let old: Vec<u32> = [
+        wait_titled(&server, "worker plain", 1),
+        wait_titled(&server, "worker tenant", 1),
+    ]
+    .concat();
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut failures = Vec::new();
+            for i in 0..100_000u64 {
+                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
+                    break;
+                }
+                let addr = if i % 2 == 0 { plain } else { tenant };
+                let reply = std::panic::catch_unwind(|| {
+                    let mut client = Client::connect(addr);
+                    client.send(b"ping\nquit\n");
+                    client.read_all()
+                });
+                match reply {
+                    Ok(reply) if reply == "You said 'ping'\r\nYou said 'quit'\r\n" => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(reply) => failures.push(format!("#{i} ({addr}): {reply:?}")),
+                    Err(_) => failures.push(format!("#{i} ({addr}): connection failed")),
+                }
+            }
+            failures
+        })
+    };
+    let wait_served = |server: &Server, what: &str, at_least: u64| {
+        server.eventually(what, || served.load(Ordering::SeqCst) >= at_least);
+    };
+    wait_served(&server, "load before the HUP", 20);
+    server.signal("HUP");
+    server.wait_for_log_lines("(inherited across a restart)", 2);
+    // The old workers of both groups finish; new ones serve.
+    server.eventually("the old workers to finish", || {
+        children(server.pid()).iter().all(|pid| !old.contains(pid))
+    });
+    wait_titled(&server, "worker plain", 1);
+    wait_titled(&server, "worker tenant", 1);
+    let before = served.load(Ordering::SeqCst);
+    wait_served(&server, "load after the HUP", before + 20);
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed across the HUP: {:?}",
+        failures.len(),
+        served.load(Ordering::SeqCst),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+/// As root, with the server's `user daemon` and the tenant's own `user
+/// nobody`: the master stays root (to start each worker as its user), the
+/// shared workers run as daemon, the tenant's as nobody — every id, and
+/// the tenant's own group. In `fork` the child serving a tenant's client
+/// does.
+fn a_tenant_runs_as_its_own_user(personality: &str) {
+    if !require_root() {
+        return;
+    }
+    let conf = two_tenants(
+        &format!("user-{personality}"),
+        r#"user = "daemon""#,
+        r#"user = "nobody""#,
+    );
+    let pool = ["--min-servers", "1", "--max-servers", "2"];
+    let (mut server, plain, tenant) = start(personality, &conf, &pool);
+    server
+        .wait_for_log("The master stays root: the workers of service tenant run as their own user");
+    let daemon = nix::unistd::User::from_name("daemon").unwrap().unwrap();
+    let daemon = daemon.uid.as_raw();
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .unwrap()
+        .map_or(NOBODY, |g| g.gid.as_raw());
+    let all = |id: u32| vec![id; 4];
+    // The process serving each service's client, busy with it.
+    let (mut a, mut b) = (Client::connect(plain), Client::connect(tenant));
+    says(&mut a, "who");
+    says(&mut b, "who");
+    let what = if personality == "fork" {
+        "child"
+    } else {
+        "worker"
+    };
+    let shared = wait_titled(&server, &format!("{what} plain busy"), 1)[0];
+    let own = wait_titled(&server, &format!("{what} tenant busy"), 1)[0];
+    assert_eq!(ids(server.pid()).0, all(0), "{personality}: the master");
+    assert_eq!(
+        ids(shared),
+        (all(daemon), all(nogroup), vec![nogroup]),
+        "{personality}: the shared process"
+    );
+    let nobody_gid = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .gid
+        .as_raw();
+    assert_eq!(
+        ids(own),
+        (all(NOBODY), all(nobody_gid), vec![nobody_gid]),
+        "{personality}: the tenant's process"
+    );
+    says(&mut a, "again");
+    says(&mut b, "again");
+}
+per_personality!(a_tenant_runs_as_its_own_user: multiplex, prefork, fork);
+
+/// Without a service's own user, processes of its own change nothing of
+/// who runs as whom: as root, the master and every worker become nobody,
+/// as without them.
+#[test]
+fn processes_of_its_own_alone_keep_no_privilege() {
+    if !require_root() {
+        return;
+    }
+    let conf = two_tenants("no-own-user", "", "");
+    let (server, plain, tenant) = start("multiplex", &conf, &[]);
+    answers(plain);
+    answers(tenant);
+    let nobody = |pid: u32| ids(pid).0 == vec![NOBODY; 4];
+    assert!(nobody(server.pid()), "the master");
+    for title in ["worker plain", "worker tenant"] {
+        let pid = wait_titled(&server, title, 1)[0];
+        assert!(nobody(pid), "{title}");
+    }
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("The master stays root")),
+        "{:?}",
+        server.log()
+    );
+}
+
+/// In `single` each group has its one process; both answer.
+#[test]
+fn single_has_one_process_per_group() {
+    let conf = two_tenants("single", "", "");
+    let (server, plain, tenant) = start("single", &conf, &[]);
+    wait_titled(&server, "worker plain", 1);
+    wait_titled(&server, "worker tenant", 1);
+    answers(plain);
+    answers(tenant);
+    assert_eq!(children(server.pid()).len(), 2);
+}
+
+/// In `fork` a service's own `max_servers` caps its children at once: a
+/// second client of the tenant waits in the backlog while the first holds
+/// its only child, the other service is served meanwhile, and the second
+/// is served once the first leaves.
+#[test]
+fn fork_caps_a_services_children_at_its_own_max_servers() {
+    let conf = two_tenants("fork-cap", "", "max_servers = 1");
+    let (server, plain, tenant) = start("fork", &conf, &[]);
+    let mut first = Client::connect(tenant);
+    says(&mut first, "first");
+    let mut second = Client::connect(tenant);
+    second.send(b"second\n");
+    // The other service gets children of its own meanwhile.
+    answers(plain);
+    answers(plain);
+    assert_eq!(titled(&server, "child tenant").len(), 1);
+    first.send(b"quit\n");
+    assert_eq!(first.read_all(), "You said 'quit'\r\n");
+    assert_eq!(second.read_line(), "You said 'second'\r\n");
+    wait_titled(&server, "child tenant", 1);
+}
