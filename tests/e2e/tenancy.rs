@@ -377,3 +377,45 @@ fn fork_caps_a_services_children_at_its_own_max_servers() {
     assert_eq!(second.read_line(), "You said 'second'\r\n");
     wait_titled(&server, "child tenant", 1);
 }
+
+/// In `inetd` the one process serving the connection runs as the served
+/// service's own user (the first service's), not the server's.
+#[test]
+fn inetd_runs_as_the_services_own_user() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    if !require_root() {
+        return;
+    }
+    let dir = fresh_dir("tenancy", "inetd");
+    let conf = dir.join("inetd.toml");
+    let text = format!(
+        "user = \"daemon\"\n\n[[service]]\nname = \"tenant\"\nmodule = \"{}\"\nisolation = \"process\"\nuser = \"nobody\"\n",
+        guests::ECHO
+    );
+    std::fs::write(&conf, text).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let out = accepted.try_clone().unwrap();
+    let mut server = Command::new(crate::util::BIN)
+        .args(["--server-type", "inetd", "--conf-file"])
+        .arg(&conf)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(accepted)))
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client.write_all(b"hi\n").unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "You said 'hi'\r\n");
+    // Serving, as the tenant's user.
+    let (uids, _, _) = ids(server.id());
+    client.write_all(b"quit\n").unwrap();
+    let status = server.wait().unwrap();
+    assert_eq!(uids, vec![NOBODY; 4]);
+    assert!(status.success());
+}
