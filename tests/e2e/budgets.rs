@@ -380,6 +380,33 @@ fn a_mux_instance_counts_against_its_service_budget() {
     assert_eq!(next.read_line(), "ALLOCATED 4\r\n");
 }
 
+/// A worker's shared instance (`instance per-worker`) counts against its
+/// service's budget for as long as it lives, its clients' allocations
+/// adding up; past the budget it traps and is dropped, its memory given
+/// back, and the next client gets a fresh one.
+#[test]
+fn a_per_worker_instance_counts_against_its_service_budget() {
+    let mut server = Server::start(&[
+        "--module",
+        guests::MISBEHAVE,
+        "--instance",
+        "per-worker",
+        "--memory-budget",
+        "16M",
+    ]);
+    let turn = |server: &Server, mib: u64| {
+        let mut client = server.connect();
+        client.send(format!("hold {mib}\n").as_bytes());
+        client.shutdown_write();
+        String::from_utf8(client.read_until_closed()).unwrap()
+    };
+    assert_eq!(turn(&server, 4), "held 4\r\n");
+    assert_eq!(turn(&server, 4), "held 8\r\n", "the same instance");
+    assert_eq!(turn(&server, 10), "", "past the budget");
+    server.wait_for_log_all(&["guest trapped in process-request", "memory_budget exceeded"]);
+    assert_eq!(turn(&server, 4), "held 4\r\n", "a fresh instance");
+}
+
 /// `max_connections` counts a service's connections across all its worker
 /// processes: with 3 open — each served by its own process under
 /// `prefork`, by either of two workers under `multiplex` — the fourth is

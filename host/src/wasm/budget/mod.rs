@@ -199,11 +199,11 @@ impl fmt::Display for OverBudget {
 
 impl std::error::Error for OverBudget {}
 
-/// A size as the log shows it, in MiB (GiB from 10 GiB up).
+/// A size as the log shows it, in MiB (GiB from 1 GiB up).
 pub fn shown(bytes: u64) -> String {
     const MIB: f64 = (1u64 << 20) as f64;
     let mib = bytes as f64 / MIB;
-    if mib >= 10.0 * 1024.0 {
+    if mib >= 1024.0 {
         format!("{:.1} GiB", mib / 1024.0)
     } else {
         format!("{mib:.1} MiB")
@@ -363,6 +363,21 @@ mod tests {
         let over = budget.take(1, &asker).unwrap_err();
         assert_eq!((over.limit, over.held, over.asked), (100, 100, 1));
         assert!(over.to_string().starts_with(SERVICE_BUDGET_TRAP), "{over}");
+    }
+
+    #[test]
+    fn sizes_as_the_log_shows_them() {
+        let cases = [
+            (0, "0.0 MiB"),
+            (512 << 10, "0.5 MiB"),
+            (28 << 20, "28.0 MiB"),
+            (1023 << 20, "1023.0 MiB"),
+            (1 << 30, "1.0 GiB"),
+            (6 << 40, "6144.0 GiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(shown(bytes), want, "{bytes}");
+        }
     }
 
     #[test]

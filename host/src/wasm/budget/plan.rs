@@ -44,7 +44,7 @@ impl Plan {
             })
             .collect();
         format!(
-            "memory budgets per worker process: worker_memory {} ({}); {}",
+            "memory budgets in each serving process: worker_memory {} ({}); {}",
             shown(self.worker.limit),
             self.worker_why,
             services.join(", ")
@@ -70,7 +70,7 @@ pub fn plan(config: &Config, machine: Option<u64>) -> Plan {
         (None, Some(machine)) => (
             machine / 2 / processes,
             format!(
-                "default: half of the machine's {} over {processes} worker process(es)",
+                "default: half of the machine's {}, shared by {processes} process(es)",
                 shown(machine)
             ),
         ),
@@ -197,6 +197,6 @@ mod tests {
         let limits: Vec<u64> = plan.services.iter().map(|b| b.service.limit).collect();
         assert_eq!(limits, [2 << 30, 2 << 30]);
         let line = plan.describe(&config);
-        assert!(line.contains("service a 2048.0 MiB (default)"), "{line}");
+        assert!(line.contains("service a 2.0 GiB (default)"), "{line}");
     }
 }
