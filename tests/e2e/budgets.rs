@@ -331,6 +331,44 @@ fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
 }
 per_personality!(a_connection_is_cut_off_at_max_bytes_written: multiplex, prefork);
 
+/// A datagram's reply counts too: a guest flooding its reply is cut off
+/// at the limit (no more than it reaches the sender), and the next
+/// datagram is served.
+#[test]
+fn a_datagram_reply_is_cut_off_at_max_bytes_written() {
+    let mut server = Server::start(&[
+        "--port",
+        "127.0.0.1:0/udp",
+        "--module",
+        guests::MISBEHAVE,
+        "--max-bytes-written",
+        "10K",
+        "--udp-amplification",
+        "0",
+    ]);
+    let addr = server.bound_of("UDP", 1)[0];
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(addr).unwrap();
+    socket.send(b"flood\n").unwrap();
+    server.wait_for_log("cut off: the handler wrote 10240 bytes, its max_bytes_written");
+    // What came of the reply, read until none more comes for a while.
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let mut got = 0;
+    while let Ok(n) = socket.recv(&mut buf) {
+        got += n;
+    }
+    assert!(got <= 10 << 10, "{got} bytes");
+    socket
+        .set_read_timeout(Some(crate::util::PATIENCE))
+        .unwrap();
+    socket.send(b"hello\n").unwrap();
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ok hello\r\n");
+}
+
 /// In the mux world the limit is each connection's: the flooding one is
 /// cut off, the instance and its other connections go on.
 #[test]
@@ -461,3 +499,22 @@ per_personality!(max_connections_counts_across_workers:
     prefork(&[][..]),
     two_workers as multiplex(&["--workers", "2"][..]),
 );
+
+/// Under `inetd` no board is shared: each process serves one connection,
+/// and a `max_connections` given is said not to apply.
+#[test]
+fn max_connections_is_said_not_to_apply_to_inetd() {
+    let out = crate::util::run(&[
+        "--check",
+        "--server-type",
+        "inetd",
+        "--max-connections",
+        "3",
+    ]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("service echo: max_connections counts across the worker processes; with server_type inetd each process serves one connection, so it does not apply"),
+        "{stderr}"
+    );
+}

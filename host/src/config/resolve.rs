@@ -112,6 +112,13 @@ impl Config {
         let server_type = self.process.server_type;
         let one_connection_each = matches!(server_type, ServerType::Fork | ServerType::Inetd);
         for service in &self.services {
+            if server_type == ServerType::Inetd && service.max_connections > 0 {
+                tracing::warn!(
+                    "service {}: max_connections counts across the worker processes; \
+                     with server_type inetd each process serves one connection, so it does not apply",
+                    service.name
+                );
+            }
             if one_connection_each && (service.max_conn_per_ip > 0 || service.max_rate_per_ip > 0) {
                 tracing::warn!(
                     "service {}: max_conn_per_ip and max_rate_per_ip count per worker process; \

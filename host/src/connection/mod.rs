@@ -77,8 +77,10 @@ impl End {
     /// an ordinary end (logged at `info`).
     pub fn is_fault(&self) -> bool {
         if self.budget().is_some() {
-            // A budget is full: the guests' doing, said once in a while
-            // (see `wasm::budget`), not the host's fault.
+            // A connection refused (or a mux instance's connection ended)
+            // for a full budget is no fault: the budget says it is full,
+            // at most every 10 s (see `wasm::budget`). An instance that
+            // trapped at one is, as any trap.
             return matches!(self, Self::Trap { .. });
         }
         matches!(
