@@ -26,8 +26,8 @@
 //! | module | concern |
 //! | --- | --- |
 //! | this one | a budget, an account of one Store against its budgets |
-//! | [`limiter`] | the Store's resource limiter: `max_memory`, then the account |
-//! | [`plan`] | every budget of a worker, as configured or derived from the machine |
+//! | `limiter` | the Store's resource limiter: `max_memory`, then the account |
+//! | `plan` | every budget of a worker, as configured or derived from the machine |
 
 mod limiter;
 mod plan;
