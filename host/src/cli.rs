@@ -90,7 +90,7 @@ fn value_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Int(..) => "N",
         Kind::Seconds => "SECONDS",
-        Kind::Size => "SIZE",
+        Kind::Size | Kind::Bytes(..) => "SIZE",
         Kind::Bool => "0|1",
         Kind::Choice(_) => "WORD",
         Kind::Regex => "REGEX",

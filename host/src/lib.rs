@@ -23,7 +23,7 @@
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
-//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows |
+//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server |
 
 pub mod access;
 pub mod board;
@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod gate;
 pub mod listen;
 pub mod log;
+pub mod machine;
 pub mod metrics;
 pub mod privileges;
 pub mod process;
@@ -234,17 +235,34 @@ fn stderr_is_the_client() -> bool {
 }
 
 /// Builds the one engine and loads every service's handler on it, in the
-/// order of `config.services`.
+/// order of `config.services`, each with its memory budget in a worker
+/// (see [`wasm::budget`]; said in the log).
 pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
     let engine = wasm::engine::build(config)?;
     let cache = wasm::cache::ModuleCache::configured(&config.module_cache);
+    let machine = machine::memory();
+    let plan = wasm::budget::plan(config, machine);
+    if let (Some(given), Some(machine)) = (config.process.worker_memory, machine)
+        && given > machine
+    {
+        tracing::warn!(
+            "worker_memory {} is more than the machine's {}",
+            wasm::budget::shown(given),
+            wasm::budget::shown(machine)
+        );
+    }
+    let described = plan.describe(config);
     let handlers = config
         .services
         .iter()
+        .zip(plan.services)
         .enumerate()
-        .map(|(index, service)| wasm::Handler::load(&engine, service, index, cache.as_ref()))
+        .map(|(index, (service, budgets))| {
+            wasm::Handler::load(&engine, service, index, cache.as_ref(), budgets)
+        })
         .collect::<Result<Vec<_>>>()?;
     check_worlds(config, &handlers)?;
+    tracing::debug!("{described}");
     Ok(handlers)
 }
 
@@ -388,6 +406,7 @@ mod tests {
         ("proxy", -1),
         ("board", -1),
         ("title", -1),
+        ("machine", -1),
         ("config", 0),
         ("access", 1),
         ("log", 1),

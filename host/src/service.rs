@@ -3,7 +3,8 @@
 //! and `dequeue` — in one [`Service`]; and the admission prefix every
 //! connection passes before any guest sees it ([`Service::admit`]).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -41,6 +42,15 @@ pub struct Service {
     pub gate: Gate,
     /// Connections served at once (per worker process).
     pub max_instances: u32,
+    /// Connections open at once across every worker (0: no limit).
+    pub max_connections: u32,
+    /// Bytes a connection's guest may write to its client (0: no limit).
+    pub max_bytes_written: u64,
+    /// Its open connections, counted in the process where no board is
+    /// shared (`inetd`).
+    own_connections: Arc<AtomicU64>,
+    /// When its being at `max_connections` was last said in the log.
+    capped_warned: Mutex<Option<Instant>>,
     /// How long a connection may move no byte.
     pub idle_timeout: Duration,
     /// How long a connection may last in all, when limited.
@@ -117,6 +127,10 @@ impl Service {
             tls,
             sockets,
             max_instances: config.max_instances,
+            max_connections: config.max_connections,
+            max_bytes_written: config.max_bytes_written,
+            own_connections: Arc::default(),
+            capped_warned: Mutex::new(None),
             idle_timeout: config.idle_timeout,
             connection_timeout: config.connection_timeout,
             // A mux handler's `dequeue` runs on the worker's instance: no
@@ -293,6 +307,49 @@ impl Service {
                 error.root_cause()
             ),
         }
+    }
+
+    /// A place among the service's connections open across every worker
+    /// (`max_connections`), taken before anything else is done for the
+    /// client `incoming`: `Some` (a place, or none needed), or `None` when
+    /// they are all taken — the client is closed at once (said at level 3,
+    /// and at most every [`CAPPED_WARN_EVERY`] as a warning), costing no
+    /// guest anything.
+    pub fn open_connection(&self, incoming: &Incoming) -> Option<Option<board::Connection>> {
+        if self.max_connections == 0 {
+            return Some(None);
+        }
+        let cap = u64::from(self.max_connections);
+        match board::connection(self.index, cap, &self.own_connections) {
+            Ok(connection) => Some(Some(connection)),
+            Err(open) => {
+                let peer = incoming
+                    .peer_ip()
+                    .map_or_else(|| "a unix client".to_owned(), |ip| ip.to_string());
+                tracing::debug!(
+                    service = %self.name,
+                    "refused {peer}: {open} connections are open across the workers (max_connections {cap})"
+                );
+                board::refused_at_once(self.index, Refusal::ConnectionCap);
+                self.warn_capped(open);
+                None
+            }
+        }
+    }
+
+    /// Says (at most every [`CAPPED_WARN_EVERY`]) that the service is at
+    /// its `max_connections`.
+    fn warn_capped(&self, open: u64) {
+        let now = Instant::now();
+        let mut warned = self.capped_warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.is_some_and(|at| now.duration_since(at) < CAPPED_WARN_EVERY) {
+            return;
+        }
+        *warned = Some(now);
+        tracing::warn!(
+            "service {}: {open} connections open across the workers, its max_connections: new clients are closed at once",
+            self.name
+        );
     }
 
     /// The admission prefix of a client, for any kind of guest: its two
@@ -514,6 +571,10 @@ impl std::fmt::Display for Unmade {
         }
     }
 }
+
+/// How often a service at its `max_connections` is said in the log, at
+/// most.
+pub const CAPPED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The protocol name a TLS client's info gives (Net::Server's `SSL`).
 const TLS_PROTO: &str = "ssl";

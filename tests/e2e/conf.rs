@@ -157,14 +157,6 @@ fn bad_files_exit_2_naming_file_line_and_key() {
     );
 }
 
-/// The port a service is served on, from its `Serving … as service NAME on
-/// ADDR` line.
-fn service_addr(server: &mut Server, name: &str) -> std::net::SocketAddr {
-    let line = server.wait_for_log(&format!("as service {name} on "));
-    let addr = line.rsplit(" on ").next().unwrap();
-    addr.split(", ").next().unwrap().parse().unwrap()
-}
-
 #[test]
 fn two_services_each_serve_their_own_handler_on_their_own_ports() {
     let toml = conf(
@@ -191,8 +183,8 @@ max_instances = 2
         ),
     );
     let mut server = Server::start_args(&["--conf-file", &toml]);
-    let plain = service_addr(&mut server, "plain");
-    let traced = service_addr(&mut server, "traced");
+    let plain = server.service_addr("plain");
+    let traced = server.service_addr("traced");
     assert_ne!(plain, traced);
 
     let mut client = crate::util::Client::connect(plain);
@@ -236,8 +228,8 @@ property = {{ allow_deny = "refuse" }}
         ),
     );
     let mut server = Server::start_args(&["--conf-file", &toml]);
-    let liar = service_addr(&mut server, "liar");
-    let refuser = service_addr(&mut server, "refuser");
+    let liar = server.service_addr("liar");
+    let refuser = server.service_addr("refuser");
     // A refused client sends nothing (unread bytes would make the close a
     // reset); a served one gets its line back.
     let session = |addr, line: &str| {
@@ -576,8 +568,8 @@ port = 0
         ),
     );
     let mut server = Server::start_args(&["--conf-file", &toml]);
-    let room = service_addr(&mut server, "room");
-    let plain = service_addr(&mut server, "plain");
+    let room = server.service_addr("room");
+    let plain = server.service_addr("plain");
     server.wait_for_log("a netserver mux handler) as service room");
     let mut a = crate::util::Client::connect(room);
     assert!(a.read_line().starts_with("Welcome, you are number 1"));

@@ -5,6 +5,7 @@ mod util;
 
 mod access;
 mod balancer;
+mod budgets;
 mod check;
 mod conf;
 mod daemon;

@@ -10,7 +10,7 @@ use crate::util::{Client, Server, guests, per_personality, run};
 
 /// The endpoint's address, from the server's `Serving metrics on
 /// http://ADDR/metrics` line.
-fn endpoint(server: &mut Server) -> SocketAddr {
+pub fn endpoint(server: &mut Server) -> SocketAddr {
     let line = server.wait_for_log("Serving metrics on http://");
     let addr = line
         .split("http://")
@@ -48,7 +48,7 @@ fn value(addr: SocketAddr, series: &str) -> f64 {
 
 /// Waits until `series` reaches `want` (the counters of a connection are
 /// written as it ends, after the client saw the end).
-fn until(server: &Server, addr: SocketAddr, series: &str, want: f64) {
+pub fn until(server: &Server, addr: SocketAddr, series: &str, want: f64) {
     server.eventually(&format!("{series} = {want}"), || {
         let got = value(addr, series);
         if got == want {

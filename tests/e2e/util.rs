@@ -186,6 +186,14 @@ impl Server {
         lines.iter().take(n).map(|l| parse_binding(l)).collect()
     }
 
+    /// The first address service `name` is served on, from its `Serving
+    /// … as service NAME on ADDR` line.
+    pub fn service_addr(&mut self, name: &str) -> SocketAddr {
+        let line = self.wait_for_log(&format!("as service {name} on "));
+        let addr = line.rsplit(" on ").next().unwrap();
+        addr.split(", ").next().unwrap().parse().unwrap()
+    }
+
     /// Waits until the log has a line containing `needle` and returns it.
     pub fn wait_for_log(&mut self, needle: &str) -> String {
         let what = format!("a log line containing {needle:?}");

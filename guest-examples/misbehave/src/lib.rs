@@ -7,6 +7,8 @@
 //! | `panic` | panics with "guest panicked on request" |
 //! | `spin` | computes forever |
 //! | `alloc` | allocates 1 MiB after 1 MiB until memory runs out |
+//! | `hold N` | allocates and touches N MiB more, keeps them for the rest of the connection, answers `held T` (T: MiB held in all) |
+//! | `flood` | writes 4 KiB blocks of `x` forever, whatever the writes return |
 //! | `exit` | exits with status 3 |
 //! | `err` | returns an error: "handler reported an error" |
 //! | `stderr` | writes 100 lines to stderr |
@@ -67,6 +69,12 @@ impl Handler for Misbehave {
                 "exit" => std::process::exit(3),
                 "err" => return Err("handler reported an error".into()),
                 "stderr" => (0..100).for_each(|i| eprintln!("line {i}")),
+                "flood" => flood(&mut out),
+                hold if hold.starts_with("hold ") => {
+                    let held = self::hold(&hold["hold ".len()..]);
+                    write!(out, "held {held}\r\n")?;
+                    out.flush()?;
+                }
                 probe if probe.contains(' ') => {
                     write!(out, "{}\r\n", self::probe(probe))?;
                     out.flush()?;
@@ -121,6 +129,33 @@ fn spin() -> ! {
     let mut n = 0u64;
     loop {
         n = std::hint::black_box(n.wrapping_add(1));
+    }
+}
+
+thread_local! {
+    /// What `hold` allocated: kept until the instance ends.
+    static HELD: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Allocates and touches `mib` MiB more (a whole number; none if it is
+/// not one) and keeps them; the MiB held in all.
+fn hold(mib: &str) -> usize {
+    let mib: usize = mib.trim().parse().unwrap_or(0);
+    HELD.with_borrow_mut(|held| {
+        for _ in 0..mib {
+            held.push(std::hint::black_box(vec![1u8; 1 << 20]));
+        }
+        held.len()
+    })
+}
+
+/// Writes forever, whatever the writes return (a write refused does not
+/// stop it): only the host can end the connection.
+fn flood(out: &mut impl Write) -> ! {
+    let block = [b'x'; 4096];
+    loop {
+        let _ = out.write_all(&block);
+        let _ = out.flush();
     }
 }
 

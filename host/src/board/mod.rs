@@ -14,6 +14,12 @@
 //! ([`stats`]): its row of the table; the master folds a reaped worker's
 //! row into a retired row, so that the sums survive the worker.
 //!
+//! A service's open connections across every worker (`max_connections`)
+//! are one counter per service ([`connection`]), taken with a
+//! compare-and-swap so that two workers cannot both take the last place;
+//! each worker's row also says how many it holds, which the master gives
+//! back when it reaps a worker that died holding some.
+//!
 //! Nothing here takes a lock or makes a system call: a client costs a few
 //! atomic additions on its worker's own cache lines. A process without a
 //! board (`inetd`, `--check`) or without a slot (a `dequeue` process)
@@ -24,8 +30,8 @@
 pub mod stats;
 
 use std::ptr::NonNull;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -54,12 +60,22 @@ struct Head {
     served_before: AtomicU64,
 }
 
+/// A service's connections open across every worker, a cache line of its
+/// own.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+struct Gauge {
+    open: AtomicU64,
+}
+
 /// The shared table: its head, its slots, then a row of [`Stats`] per
-/// slot and one for retired workers, each with one per service.
+/// slot and one for retired workers, each with one per service, then a
+/// [`Gauge`] per service.
 struct Board {
     head: &'static Head,
     slots: &'static [Slot],
     stats: &'static [Stats],
+    gauges: &'static [Gauge],
     services: usize,
 }
 
@@ -149,7 +165,8 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
     let rows = (slots + 1) * services;
     let len = std::mem::size_of::<Head>()
         + slots * std::mem::size_of::<Slot>()
-        + rows * std::mem::size_of::<Stats>();
+        + rows * std::mem::size_of::<Stats>()
+        + services * std::mem::size_of::<Gauge>();
     let size = std::num::NonZeroUsize::new(len).context("an empty board")?;
     use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
     // SAFETY: a new anonymous mapping at an address the kernel picks
@@ -164,8 +181,9 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
     }
     .context("cannot map the board")?;
     let base: NonNull<u8> = base.cast();
-    // SAFETY: the mapping is `len` bytes: a `Head`, `slots` `Slot`s and
-    // `rows` `Stats`, each a multiple of 64 bytes, so every part starts
+    // SAFETY: the mapping is `len` bytes: a `Head`, `slots` `Slot`s,
+    // `rows` `Stats` and `services` `Gauge`s, each a multiple of 64 bytes,
+    // so every part starts
     // aligned (the mapping is page-aligned; the alignment of each is 64).
     // Zero-filled memory is a valid value of each (atomics and arrays of
     // atomics, all 0). It is never unmapped, so the references live as
@@ -178,10 +196,12 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
             .add(std::mem::size_of::<Head>())
             .cast::<Slot>();
         let first_stats = first.add(slots).cast::<Stats>();
+        let first_gauge = first_stats.add(rows).cast::<Gauge>();
         Board {
             head,
             slots: std::slice::from_raw_parts(first, slots),
             stats: std::slice::from_raw_parts(first_stats, rows),
+            gauges: std::slice::from_raw_parts(first_gauge, services),
             services,
         }
     };
@@ -218,7 +238,14 @@ pub fn release(slot: usize) {
         return;
     };
     let retired = board.row(board.slots.len());
-    for (into, from) in retired.iter().zip(board.row(slot)) {
+    for ((into, from), gauge) in retired.iter().zip(board.row(slot)).zip(board.gauges) {
+        // The connections it held under `max_connections` went with it.
+        let held = from.take_held();
+        let _ = gauge
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                Some(open.saturating_sub(held))
+            });
         into.fold(from);
     }
     let served = line.served.swap(0, Ordering::Relaxed);
@@ -364,6 +391,65 @@ impl Drop for Client {
     }
 }
 
+/// A connection of a service counted among its open connections across
+/// every worker (`max_connections`), until dropped.
+#[derive(Debug)]
+pub struct Connection {
+    open: Open,
+    row: Option<&'static Stats>,
+}
+
+/// Where a service's open connections are counted: on the board, or
+/// (without one) in the process.
+#[derive(Debug)]
+enum Open {
+    Board(&'static AtomicU64),
+    Process(Arc<AtomicU64>),
+}
+
+impl Open {
+    fn counter(&self) -> &AtomicU64 {
+        match self {
+            Self::Board(open) => open,
+            Self::Process(open) => open,
+        }
+    }
+}
+
+/// Counts a new connection of `service` among its open ones across every
+/// worker, if fewer than `cap` are; otherwise `Err` with how many are.
+/// Without a board (`inetd`, `--check`) the count is `own`, this process's.
+pub fn connection(service: usize, cap: u64, own: &Arc<AtomicU64>) -> Result<Connection, u64> {
+    let board = BOARD.get().filter(|b| service < b.gauges.len());
+    let open = match board {
+        Some(board) => Open::Board(&board.gauges[service].open),
+        None => Open::Process(own.clone()),
+    };
+    open.counter()
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < cap).then_some(n + 1)
+        })?;
+    let row = board.and(stats(service));
+    if let Some(row) = row {
+        row.held(1);
+    }
+    Ok(Connection { open, row })
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(row) = self.row {
+            row.held(-1);
+        }
+        let _ = self
+            .open
+            .counter()
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(1))
+            });
+    }
+}
+
 /// Clients this process took since it started (its [`Counts::served`],
 /// without reading the rest of the board).
 pub fn served() -> u64 {
@@ -449,6 +535,7 @@ mod tests {
     fn slots_are_cache_lines() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::size_of::<Head>(), 64);
+        assert_eq!(std::mem::size_of::<Gauge>(), 64);
     }
 
     /// The whole life of a board, in one test (the board is the
@@ -459,6 +546,14 @@ mod tests {
         // Before there is a board: the process is the only worker.
         let before = counts();
         assert_eq!((before.workers, before.pid), (1, std::process::id()));
+        // Without a board, a service's connections are capped in the
+        // process.
+        let own = Arc::new(AtomicU64::new(0));
+        let held = connection(0, 1, &own).unwrap();
+        assert_eq!(connection(0, 1, &own).unwrap_err(), 1);
+        assert_eq!(own.load(Ordering::Relaxed), 1);
+        drop(held);
+        assert_eq!(own.load(Ordering::Relaxed), 0);
         create(4, 2).unwrap();
         assert!(create(4, 2).is_err(), "one board per process");
         assert_eq!(closing(), Closing::No);
@@ -493,7 +588,32 @@ mod tests {
         assert_eq!(sums.services[1].accepted, 2);
         assert_eq!(sums.services[1].refused[0], 1);
         assert_eq!(sums.services[0], ServiceSum::default());
+        // Service 1's open connections across workers, capped at 2: this
+        // process holds one, the worker in slot c (another process, as
+        // the master sees it) one; the third is refused.
+        let own = Arc::new(AtomicU64::new(0));
+        let mine = connection(1, 2, &own).unwrap();
+        BOARD.get().unwrap().row(c)[1].held(1);
+        BOARD.get().unwrap().gauges[1]
+            .open
+            .fetch_add(1, Ordering::Relaxed);
+        assert_eq!(connection(1, 2, &own).unwrap_err(), 2);
+        assert_eq!(
+            own.load(Ordering::Relaxed),
+            0,
+            "the board counts, not the process"
+        );
+        // Service 0 has its own count.
+        drop(connection(0, 1, &own).unwrap());
+        // Reaped, slot c's worker gives back what it held.
         release(c);
+        let again = connection(1, 2, &own).unwrap();
+        assert_eq!(connection(1, 2, &own).unwrap_err(), 2);
+        drop((mine, again));
+        assert_eq!(
+            BOARD.get().unwrap().gauges[1].open.load(Ordering::Relaxed),
+            0
+        );
         assert_eq!(free_slot(), Some(2));
         assert_eq!(counts().workers, 2);
         // This process's figures survive its slot: folded into the

@@ -19,15 +19,29 @@ pub enum Refusal {
     /// Every place was taken (`max_instances`) and its address held the
     /// most: closed at once.
     InstanceCap,
+    /// The service's connections across its workers were at
+    /// `max_connections`: closed at once.
+    ConnectionCap,
+    /// Its instance's first memory did not fit the service's
+    /// `memory_budget` in the worker.
+    MemoryBudget,
+    /// ... nor the worker's `worker_memory`.
+    WorkerMemory,
 }
+
+/// How many kinds of refusal there are.
+pub const REFUSALS: usize = Refusal::ALL.len();
 
 impl Refusal {
     /// Every kind, in the order of their counters.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 7] = [
         Self::AccessRules,
         Self::PerAddress,
         Self::AllowDenyHook,
         Self::InstanceCap,
+        Self::ConnectionCap,
+        Self::MemoryBudget,
+        Self::WorkerMemory,
     ];
 
     /// Its `reason` label.
@@ -37,6 +51,9 @@ impl Refusal {
             Self::PerAddress => "per_address_limit",
             Self::AllowDenyHook => "allow_deny_hook",
             Self::InstanceCap => "instance_cap",
+            Self::ConnectionCap => "max_connections",
+            Self::MemoryBudget => "memory_budget",
+            Self::WorkerMemory => "worker_memory",
         }
     }
 }
@@ -76,11 +93,21 @@ pub enum Ending {
     InputCap,
     /// The mux instance holding it trapped or could not be made.
     MuxInstance,
+    /// Its instance (or the mux instance holding it) could not have or
+    /// grow its memory within the service's `memory_budget`.
+    MemoryBudget,
+    /// ... within the worker's `worker_memory`.
+    WorkerMemory,
+    /// Its guest wrote `max_bytes_written`.
+    BytesWritten,
 }
+
+/// How many kinds of ending there are.
+pub const ENDINGS: usize = Ending::ALL.len();
 
 impl Ending {
     /// Every ending, in the order of their counters.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 19] = [
         Self::Served,
         Self::Denied,
         Self::HandlerError,
@@ -97,6 +124,9 @@ impl Ending {
         Self::WriteCap,
         Self::InputCap,
         Self::MuxInstance,
+        Self::MemoryBudget,
+        Self::WorkerMemory,
+        Self::BytesWritten,
     ];
 
     /// Its `reason` label.
@@ -118,6 +148,9 @@ impl Ending {
             Self::WriteCap => "mux_write_cap",
             Self::InputCap => "mux_input_cap",
             Self::MuxInstance => "mux_instance_failed",
+            Self::MemoryBudget => "memory_budget",
+            Self::WorkerMemory => "worker_memory",
+            Self::BytesWritten => "max_bytes_written",
         }
     }
 }
@@ -191,10 +224,13 @@ pub struct Stats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     dequeue_runs: AtomicU64,
-    refused: [AtomicU64; 4],
-    ended: [AtomicU64; 16],
+    refused: [AtomicU64; REFUSALS],
+    ended: [AtomicU64; ENDINGS],
     duration: Histogram<12>,
     instantiation: Histogram<11>,
+    /// Connections this worker holds under `max_connections` (not a
+    /// metric: given back by the master if the worker dies holding some).
+    held: AtomicU64,
 }
 
 impl Stats {
@@ -228,6 +264,25 @@ impl Stats {
 
     pub(super) fn instantiated(&self, took: Duration) {
         self.instantiation.observe(&INSTANTIATE_BOUNDS, took);
+    }
+
+    /// One connection more (`1`) or less (`-1`) held under
+    /// `max_connections`.
+    pub(super) fn held(&self, change: i8) {
+        if change > 0 {
+            self.held.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .held
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+    }
+
+    /// What a reaped worker held under `max_connections`, now zero.
+    pub(super) fn take_held(&self) -> u64 {
+        self.held.swap(0, Ordering::Relaxed)
     }
 
     pub(super) fn dequeued(&self) {
@@ -314,9 +369,9 @@ pub struct ServiceSum {
     /// `dequeue` runs.
     pub dequeue_runs: u64,
     /// Refusals, by [`Refusal`] (in [`Refusal::ALL`]'s order).
-    pub refused: [u64; 4],
+    pub refused: [u64; REFUSALS],
     /// Ends, by [`Ending`] (in [`Ending::ALL`]'s order).
-    pub ended: [u64; 16],
+    pub ended: [u64; ENDINGS],
     /// Connection durations.
     pub duration: HistogramSum<12>,
     /// Instantiation times.
@@ -386,7 +441,7 @@ mod tests {
             (r.accepted, r.open, r.bytes_in, r.bytes_out),
             (3, 0, 10, 20)
         );
-        assert_eq!(r.refused, [0, 1, 0, 1]);
+        assert_eq!(r.refused, [0, 1, 0, 1, 0, 0, 0]);
         assert_eq!(r.ended[Ending::Served as usize], 1);
         assert_eq!((r.duration.count(), r.instantiation.count()), (1, 1));
         assert_eq!(r.duration.sum_nanos, 3_000_000);

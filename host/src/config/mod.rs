@@ -191,6 +191,10 @@ pub struct ProcessConfig {
     pub quit_timeout: Duration,
     /// TERM drains as QUIT does, instead of stopping at once.
     pub term_drains: bool,
+    /// `worker_memory`: the linear memory all instances of one worker
+    /// process may hold together; `None`: derived from the machine (see
+    /// `wasm::budget`).
+    pub worker_memory: Option<u64>,
     /// `no_close_by_child`, as given: accepted for Net::Server conf files,
     /// without effect (children and guests can never stop the server here).
     pub no_close_by_child: bool,
@@ -259,6 +263,15 @@ pub struct ServiceConfig {
     pub max_memory: u64,
     /// Instances (connections) of this service served at once.
     pub max_instances: u32,
+    /// `memory_budget`: the linear memory all of this service's live
+    /// instances in one worker process may hold together; `None`: derived
+    /// (see `wasm::budget`).
+    pub memory_budget: Option<u64>,
+    /// Bytes a connection's guest may write to its client (0: no limit).
+    pub max_bytes_written: u64,
+    /// Connections open at once across every worker process (0: no
+    /// limit).
+    pub max_connections: u32,
     /// Mux world: output queued for one client beyond which it is cut off.
     pub mux_write_cap: u64,
     /// Mux world: input left unconsumed beyond which a connection closes.

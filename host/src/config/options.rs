@@ -21,8 +21,12 @@ pub enum Kind {
     Int(i64, i64),
     /// Seconds, above 0.
     Seconds,
-    /// A size in bytes, `K`/`M`/`G` suffixes allowed.
+    /// A size in bytes, `K`/`M`/`G` suffixes allowed, from 64K to 4G (a
+    /// linear memory's range).
     Size,
+    /// A size in bytes in a range, `K`/`M`/`G`/`T` suffixes allowed; a
+    /// range from 0 means 0 is no limit.
+    Bytes(u64, u64),
     /// `1`/`0`, `yes`/`no`, `on`/`off`, `true`/`false`.
     Bool,
     /// Any text.
@@ -143,6 +147,9 @@ impl Spec {
 
 use Kind::*;
 use Status::*;
+
+/// The largest size a `Bytes` option takes: 64 TiB.
+const MAX_BYTES: u64 = 64 << 40;
 
 const SERVER_TYPES: &[&str] = &[
     "multiplex",
@@ -406,12 +413,30 @@ pub const OPTIONS: &[Spec] = &[
         "0 err, 1 warning, 2 notice, 3 info, 4 debug",
     ),
     spec(
+        "max_bytes_written",
+        Bytes(0, MAX_BYTES),
+        Some("0"),
+        false,
+        Active,
+        "bytes a connection's guest may write to its client (a datagram's: to its reply) before the connection is cut off (0: no limit)",
+    )
+    .per_service(),
+    spec(
         "max_conn_per_ip",
         Int(0, 1_000_000),
         Some("0"),
         false,
         Active,
         "connections one client address may hold open at once (0: no limit; per worker process)",
+    )
+    .per_service(),
+    spec(
+        "max_connections",
+        Int(0, 100_000_000),
+        Some("0"),
+        false,
+        Active,
+        "connections of the service open at once across all its worker processes; one past it is closed before any instance is made (0: no limit)",
     )
     .per_service(),
     spec(
@@ -475,6 +500,15 @@ pub const OPTIONS: &[Spec] = &[
         Active,
         "prefork: most idle children",
     ),
+    spec(
+        "memory_budget",
+        Bytes(64 << 10, MAX_BYTES),
+        None,
+        false,
+        Active,
+        "linear memory all of the service's live instances in one worker process may hold together (default: worker_memory shared evenly among the services, at most the instances a worker runs at once times max_memory)",
+    )
+    .per_service(),
     spec(
         "metrics_port",
         Address,
@@ -855,6 +889,14 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "worker_memory",
+        Bytes(1 << 20, MAX_BYTES),
+        None,
+        false,
+        Active,
+        "linear memory all instances of one worker process may hold together (default: half the machine's memory, or its cgroup's limit, shared evenly among the worker processes that may run at once)",
+    ),
+    spec(
         "workers",
         Int(1, 1024),
         Some("1"),
@@ -970,6 +1012,10 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
             .filter(|&n| (64 << 10..=4 << 30).contains(&n))
             .map(Typed::Size)
             .ok_or_else(|| "must be a size from 64K to 4G, e.g. 64M".to_owned()),
+        Bytes(min, max) => size_bytes(text)
+            .filter(|n| (min..=max).contains(n))
+            .map(Typed::Size)
+            .ok_or_else(|| bytes_range(min, max)),
         Bool => parse_bool(text)
             .map(Typed::Bool)
             .ok_or_else(|| "must be 1 or 0 (yes/no, on/off, true/false)".to_owned()),
@@ -1164,6 +1210,33 @@ fn first_line(text: &str) -> String {
         .join(" ")
 }
 
+/// What a [`Kind::Bytes`] value must be.
+fn bytes_range(min: u64, max: u64) -> String {
+    if min == 0 {
+        format!(
+            "must be 0 (no limit) or a size up to {}, e.g. 10M",
+            shown_size(max)
+        )
+    } else {
+        format!(
+            "must be a size from {} to {}, e.g. 512M",
+            shown_size(min),
+            shown_size(max)
+        )
+    }
+}
+
+/// A size as the table and errors show it: in the largest unit (`K`, `M`,
+/// `G`, `T`) that divides it, else in bytes.
+pub fn shown_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')] {
+        if bytes != 0 && bytes.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 /// Net::Server's booleans: `1`/`0` and the usual words.
 pub fn parse_bool(text: &str) -> Option<bool> {
     match text.to_ascii_lowercase().as_str() {
@@ -1173,8 +1246,8 @@ pub fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// Parses a size in bytes with an optional `K`, `M` or `G` suffix (powers of
-/// 1024, any case, an optional trailing `B` or `iB`).
+/// Parses a size in bytes with an optional `K`, `M`, `G` or `T` suffix
+/// (powers of 1024, any case, an optional trailing `B` or `iB`).
 pub fn size_bytes(text: &str) -> Option<u64> {
     let lower = text.trim().to_ascii_lowercase();
     let unitless = lower
@@ -1185,6 +1258,7 @@ pub fn size_bytes(text: &str) -> Option<u64> {
         'k' => (&unitless[..unitless.len() - 1], 10),
         'm' => (&unitless[..unitless.len() - 1], 20),
         'g' => (&unitless[..unitless.len() - 1], 30),
+        't' => (&unitless[..unitless.len() - 1], 40),
         _ => (unitless, 0),
     };
     digits.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
@@ -1265,6 +1339,8 @@ fn describe(kind: Kind) -> String {
         Int(min, max) => format!("{min} to {max}"),
         Seconds => "seconds".to_owned(),
         Size => "size (K, M, G)".to_owned(),
+        Bytes(0, max) => format!("0 or a size up to {}", shown_size(max)),
+        Bytes(min, max) => format!("size, {} to {}", shown_size(min), shown_size(max)),
         Bool => "0 or 1".to_owned(),
         Text => "text".to_owned(),
         Choice(words) => words.join(", "),
@@ -1366,6 +1442,25 @@ mod tests {
             ),
             (Size, "64M", Ok((64u64 << 20).into())),
             (Size, "1K", Err("must be a size from 64K to 4G, e.g. 64M")),
+            (Bytes(0, 1 << 40), "0", Ok(0.into())),
+            (Bytes(0, 1 << 40), "100", Ok(100.into())),
+            (
+                Bytes(0, 1 << 40),
+                "2T",
+                Err("must be 0 (no limit) or a size up to 1T, e.g. 10M"),
+            ),
+            (Bytes(64 << 10, 64 << 40), "8G", Ok((8u64 << 30).into())),
+            (Bytes(64 << 10, 64 << 40), "1T", Ok((1u64 << 40).into())),
+            (
+                Bytes(64 << 10, 64 << 40),
+                "1K",
+                Err("must be a size from 64K to 64T, e.g. 512M"),
+            ),
+            (
+                Bytes(1 << 20, 64 << 40),
+                "lots",
+                Err("must be a size from 1M to 64T, e.g. 512M"),
+            ),
             (Bool, "yes", Ok(true.into())),
             (Bool, "OFF", Ok(false.into())),
             (
@@ -1476,6 +1571,7 @@ mod tests {
             ("64m", Some(64 << 20)),
             ("1G", Some(1 << 30)),
             ("1GiB", Some(1 << 30)),
+            ("2T", Some(2 << 40)),
             ("2mb", Some(2 << 20)),
             ("", None),
             ("M", None),
@@ -1485,6 +1581,17 @@ mod tests {
         ];
         for &(text, want) in cases {
             assert_eq!(size_bytes(text), want, "{text}");
+        }
+        let shown = [
+            (0, "0"),
+            (100, "100"),
+            (64 << 10, "64K"),
+            (1536 << 10, "1536K"),
+            (3 << 30, "3G"),
+            (64 << 40, "64T"),
+        ];
+        for (bytes, want) in shown {
+            assert_eq!(shown_size(bytes), want, "{bytes}");
         }
     }
 

@@ -196,6 +196,15 @@ impl Values {
         }
     }
 
+    /// A size option without a default: `None` when not given.
+    pub fn opt_size(&self, key: &str) -> Option<u64> {
+        match self.typed(key) {
+            Some(Typed::Size(n)) => Some(n),
+            None => None,
+            other => mismatch(key, "a size", other),
+        }
+    }
+
     /// A boolean option (false when neither given nor defaulted).
     pub fn flag(&self, key: &str) -> bool {
         match self.typed(key) {

@@ -113,6 +113,13 @@ impl Config {
         let server_type = self.process.server_type;
         let one_connection_each = matches!(server_type, ServerType::Fork | ServerType::Inetd);
         for service in &self.services {
+            if server_type == ServerType::Inetd && service.max_connections > 0 {
+                tracing::warn!(
+                    "service {}: max_connections counts across the worker processes; \
+                     with server_type inetd each process serves one connection, so it does not apply",
+                    service.name
+                );
+            }
             if one_connection_each && (service.max_conn_per_ip > 0 || service.max_rate_per_ip > 0) {
                 tracing::warn!(
                     "service {}: max_conn_per_ip and max_rate_per_ip count per worker process; \
@@ -168,6 +175,7 @@ impl ProcessConfig {
             sig_passthrough,
             quit_timeout: values.secs("quit_timeout"),
             term_drains: values.flag("term_drains"),
+            worker_memory: values.opt_size("worker_memory"),
             no_close_by_child: values.flag("no_close_by_child"),
         };
         if config.server_type == ServerType::Prefork {
@@ -249,6 +257,9 @@ impl ServiceConfig {
             cpu_limit: values.secs("cpu_limit"),
             max_memory: values.size("max_memory"),
             max_instances: values.int("max_instances"),
+            memory_budget: values.opt_size("memory_budget"),
+            max_bytes_written: values.size("max_bytes_written"),
+            max_connections: values.int("max_connections"),
             mux_write_cap: values.size("mux_write_cap"),
             mux_input_cap: values.size("mux_input_cap"),
             // The last value of each key wins.
@@ -923,6 +934,10 @@ mod tests {
             "max_dequeue" => json!(s.max_dequeue),
             "max_instances" => json!(s.max_instances),
             "max_memory" => json!(s.max_memory),
+            "memory_budget" => json!(s.memory_budget),
+            "max_bytes_written" => json!(s.max_bytes_written),
+            "max_connections" => json!(s.max_connections),
+            "worker_memory" => json!(p.worker_memory),
             "mux_input_cap" => json!(s.mux_input_cap),
             "mux_write_cap" => json!(s.mux_write_cap),
             "max_rate_per_ip" => json!(s.max_rate_per_ip),
@@ -1129,6 +1144,10 @@ mod tests {
             "max_dequeue" => "2",
             "max_instances" => "7",
             "max_memory" => "8M",
+            "memory_budget" => "1G",
+            "worker_memory" => "6G",
+            "max_bytes_written" => "10M",
+            "max_connections" => "40",
             "mux_input_cap" => "128K",
             "mux_write_cap" => "1M",
             "max_requests" => "9",

@@ -21,6 +21,7 @@ use crate::client::ClientInfo;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
 use crate::transport::{ClientSocket, Incoming, Wait};
+use crate::wasm::budget::Which;
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
 
@@ -64,16 +65,68 @@ pub enum End {
     /// Mux world: the instance holding the connection trapped, or could
     /// not be made.
     Instance(String),
+    /// Its instance could not have its first memory within a budget
+    /// (`memory_budget`, `worker_memory`): the connection is refused; why.
+    NoMemory(String),
+    /// The guest wrote this many bytes, its `max_bytes_written`.
+    BytesWritten(u64),
 }
 
 impl End {
     /// Whether the guest or the host failed (logged at `err`), as opposed to
     /// an ordinary end (logged at `info`).
     pub fn is_fault(&self) -> bool {
+        if self.budget().is_some() {
+            // A connection refused (or a mux instance's connection ended)
+            // for a full budget is no fault: the budget says it is full,
+            // at most every 10 s (see `wasm::budget`). An instance that
+            // trapped at one is, as any trap.
+            return matches!(self, Self::Trap { .. });
+        }
         matches!(
             self,
             Self::HandlerError(_) | Self::Trap { .. } | Self::Instantiate(_) | Self::Instance(_)
         ) || matches!(self, Self::Exited(status) if *status != 0)
+    }
+
+    /// How a failed instantiation ends the connection: refused, when a
+    /// memory budget had no room for the instance's first memory.
+    fn instantiate(error: anyhow::Error) -> Self {
+        let why = error.root_cause().to_string();
+        match Which::named_in(&why) {
+            Some(_) => Self::NoMemory(why),
+            None => Self::Instantiate(error),
+        }
+    }
+
+    /// The memory budget that ended the connection, if one did: an
+    /// instance that could not be made or grow within it (in the mux
+    /// world, the instance holding the connection).
+    fn budget(&self) -> Option<Which> {
+        match self {
+            Self::Trap { error, .. } => Which::named_in(&error.root_cause().to_string()),
+            Self::NoMemory(why) | Self::Instance(why) => Which::named_in(why),
+            _ => None,
+        }
+    }
+
+    /// The refusal this end is also counted as, if it is one: the guest's
+    /// own, or a memory budget with no room for a new instance.
+    fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Denied(by) if [HOOK_REFUSAL, MUX_REFUSAL].contains(&by.as_str()) => {
+                Some(Refusal::AllowDenyHook)
+            }
+            Self::NoMemory(_) => match self.budget() {
+                Some(Which::Worker) => Some(Refusal::WorkerMemory),
+                _ => Some(Refusal::MemoryBudget),
+            },
+            Self::Instance(why) if why.starts_with(UNMADE) => match self.budget()? {
+                Which::Service => Some(Refusal::MemoryBudget),
+                Which::Worker => Some(Refusal::WorkerMemory),
+            },
+            _ => None,
+        }
     }
 
     /// How a hook's error ends the connection: a WASI exit, a client that
@@ -94,6 +147,10 @@ impl End {
     }
 }
 
+/// How the error of an instance that could not be made begins (in the
+/// mux world, where it reaches the connections as text).
+pub const UNMADE: &str = "cannot instantiate the handler";
+
 /// What the guest refusing a client is called in [`End::Denied`] in the
 /// hooks world...
 const HOOK_REFUSAL: &str = "allow-deny-hook";
@@ -103,6 +160,11 @@ const MUX_REFUSAL: &str = "mux-connection";
 impl End {
     /// How the metrics count this end.
     fn ending(&self) -> Ending {
+        match self.budget() {
+            Some(Which::Service) => return Ending::MemoryBudget,
+            Some(Which::Worker) => return Ending::WorkerMemory,
+            None => {}
+        }
         match self {
             Self::Served => Ending::Served,
             Self::Denied(_) => Ending::Denied,
@@ -127,6 +189,8 @@ impl End {
             Self::WriteCap(_) => Ending::WriteCap,
             Self::InputCap(_) => Ending::InputCap,
             Self::Instance(_) => Ending::MuxInstance,
+            Self::NoMemory(_) => Ending::MemoryBudget,
+            Self::BytesWritten(_) => Ending::BytesWritten,
         }
     }
 }
@@ -141,7 +205,7 @@ impl fmt::Display for End {
             Self::Trap { hook, error } => {
                 write!(f, "guest trapped in {hook}: {}", error.root_cause())
             }
-            Self::Instantiate(error) => write!(f, "cannot instantiate the handler: {error:#}"),
+            Self::Instantiate(error) => write!(f, "{UNMADE}: {error:#}"),
             Self::ClientGone => f.write_str("the client went away"),
             Self::ReplyFailed(why) => write!(f, "cannot send the reply: {why}"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
@@ -160,6 +224,11 @@ impl fmt::Display for End {
                 "the handler left more than {cap} bytes of input unconsumed (mux_input_cap)"
             ),
             Self::Instance(why) => f.write_str(why),
+            Self::NoMemory(why) => write!(f, "refused: {why}"),
+            Self::BytesWritten(limit) => write!(
+                f,
+                "cut off: the handler wrote {limit} bytes, its max_bytes_written"
+            ),
         }
     }
 }
@@ -190,6 +259,10 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
     if service.mux.is_some() {
         return Box::pin(mux::serve(service, incoming, place)).await;
     }
+    // Among the service's connections across workers, while it lasts.
+    let Some(_open) = service.open_connection(&incoming) else {
+        return;
+    };
     // Counted on the board while it lasts (see `crate::board`).
     let _counted = board::client(service.index);
     let Some(admitted) = service.admit(incoming).await else {
@@ -236,7 +309,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
             stop,
         },
     };
-    let socket = match ClientSocket::new(stream, wait) {
+    let socket = match ClientSocket::limited(stream, wait, service.max_bytes_written) {
         Ok(socket) => socket,
         Err(why) => {
             tracing::warn!("closed the connection: cannot set up its socket: {why}");
@@ -258,6 +331,13 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
         () = socket.idle(idle_timeout) => End::Idle(idle_timeout),
         limit = deadline => End::TimedOut(limit),
         () = live.evicted() => End::Evicted,
+        () = socket.limit_reached() => End::BytesWritten(service.max_bytes_written),
+    };
+    // However the guest took its writes being cut (an error, a trap), the
+    // limit ended the connection.
+    let end = match socket.reached_limit() {
+        Some(limit) => End::BytesWritten(limit),
+        None => end,
     };
     drop(live);
     // Give the address's place back before saying the connection ended.
@@ -282,10 +362,8 @@ fn log_end(summary: &Summary<'_>) {
         summary.bytes,
         summary.took,
     );
-    if let End::Denied(by) = summary.end
-        && [HOOK_REFUSAL, MUX_REFUSAL].contains(&by.as_str())
-    {
-        board::refused(summary.service, Refusal::AllowDenyHook);
+    if let Some(refusal) = summary.end.refusal() {
+        board::refused(summary.service, refusal);
     }
     // Formatted only when the line is written.
     if summary.end.is_fault() {
@@ -352,7 +430,7 @@ async fn fresh(
     let io = GuestIo::default();
     let mut instance = match handler.instantiate(io, Some(client)).await {
         Ok(instance) => instance,
-        Err(error) => return End::Instantiate(error),
+        Err(error) => return End::instantiate(error),
     };
     let trap = |hook| End::trap(hook, socket);
     let hooks = async {
@@ -388,7 +466,7 @@ async fn shared(
         Some(instance) => instance,
         None => match service.make_worker_instance().await {
             Ok(instance) => instance,
-            Err(Unmade::Instantiate(error)) => return End::Instantiate(error),
+            Err(Unmade::Instantiate(error)) => return End::instantiate(error),
             Err(Unmade::Trap(error)) => return End::trap("child-init-hook", socket)(error),
         },
     };

@@ -81,8 +81,13 @@ pub fn serve(
     incoming: Incoming,
     room: Place,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Among the service's connections across workers, while it lasts.
+    let open = service.open_connection(&incoming);
     let admission = Box::pin(admit(service.clone(), incoming));
     async move {
+        let Some(_open) = open else {
+            return;
+        };
         let _counted = crate::board::client(service.index);
         let Some(admitted) = admission.await else {
             return;
@@ -156,7 +161,7 @@ impl Life {
             }
         };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        let outbox = Arc::new(Outbox::new(plan.write_cap, direct));
+        let outbox = Arc::new(Outbox::new(plan.write_cap, direct).limit(service.max_bytes_written));
         let arrival = Box::new(Arrival {
             id,
             client,
@@ -441,6 +446,7 @@ fn ended(cut: Cut) -> End {
         Cut::WriteCap(cap) => End::WriteCap(cap),
         Cut::InputCap(cap) => End::InputCap(cap),
         Cut::Instance(why) => End::Instance(why),
+        Cut::BytesWritten(limit) => End::BytesWritten(limit),
     }
 }
 
@@ -510,7 +516,7 @@ impl Driver<'_> {
             let mut instance = handler
                 .instantiate(GuestIo::default(), None)
                 .await
-                .map_err(|e| format!("cannot instantiate the handler: {e:#}"))?;
+                .map_err(|e| format!("{}: {e:#}", super::UNMADE))?;
             if let Err(error) = instance.mux_init().await {
                 let why = failure("child-init-hook", &error);
                 tracing::error!("service {}: {why}", self.service.name);

@@ -10,7 +10,7 @@
 //! | metric | type | labels |
 //! | --- | --- | --- |
 //! | `netserver_connections_accepted_total` | counter | `service` |
-//! | `netserver_connections_refused_total` | counter | `service`, `reason` (`access_rules`, `per_address_limit`, `allow_deny_hook`, `instance_cap`) |
+//! | `netserver_connections_refused_total` | counter | `service`, `reason` (`access_rules`, `per_address_limit`, `allow_deny_hook`, `instance_cap`, `max_connections`, `memory_budget`, `worker_memory`) |
 //! | `netserver_connections_open` | gauge | `service` |
 //! | `netserver_connections_ended_total` | counter | `service`, `reason` (see [`Ending`]) |
 //! | `netserver_received_bytes_total`, `netserver_sent_bytes_total` | counter | `service` |

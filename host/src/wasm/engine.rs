@@ -33,7 +33,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 /// Instances one service has alive at once in a process that serves one
 /// connection at a time: the connection's, and the worker's shared one
 /// (`instance per-worker`).
-const SEQUENTIAL_INSTANCES: u32 = 2;
+pub const SEQUENTIAL_INSTANCES: u32 = 2;
 
 /// The process's engine, never dropped (see [`build`]).
 static KEPT: OnceLock<Engine> = OnceLock::new();

@@ -20,6 +20,7 @@ use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use super::bindings::{
     self, ServerHooks, ServerHooksIndices, WitCloseReason, WitServerHook, WitSignal,
 };
+use super::budget::Budgets;
 use super::embedded;
 use super::hints::Hook;
 use super::mux::{ConnId, MuxTable};
@@ -107,13 +108,14 @@ pub struct Handler {
 
 impl Handler {
     /// Reads, checks, compiles and links a service's module (or the
-    /// built-in echo handler) on `engine`. Errors name the file and what is
-    /// wrong.
+    /// built-in echo handler) on `engine`; its instances' memory counts
+    /// against `budgets`. Errors name the file and what is wrong.
     pub fn load(
         engine: &Engine,
         config: &ServiceConfig,
         index: usize,
         cache: Option<&super::cache::ModuleCache>,
+        budgets: Budgets,
     ) -> Result<Self> {
         let engine = engine.clone();
         let (source, bytes) = match &config.module {
@@ -126,7 +128,7 @@ impl Handler {
         Ok(Self {
             engine,
             pre,
-            shared: Arc::new(Shared::new(config, index)),
+            shared: Arc::new(Shared::new(config, index, budgets)),
             source,
         })
     }
@@ -178,6 +180,12 @@ impl Handler {
     /// The service's place in the configuration (and on the board).
     pub fn index(&self) -> usize {
         self.shared.index
+    }
+
+    /// The memory budgets its instances count against (a handler loaded
+    /// again for the same service takes the same).
+    pub fn budgets(&self) -> &Budgets {
+        &self.shared.budgets
     }
 
     /// Makes a fresh instance whose stdin and stdout reach the client through

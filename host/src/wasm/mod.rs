@@ -1,7 +1,8 @@
 //! The WebAssembly side: the engine, the WIT bindings, the per-Store state
-//! (with the mux world's connections and timers), guest stdio, the sandbox's limits, the epoch ticker and loading handlers.
+//! (with the mux world's connections and timers), guest stdio, the sandbox's limits and memory budgets, the epoch ticker and loading handlers.
 
 pub mod bindings;
+pub mod budget;
 pub mod cache;
 pub mod engine;
 pub mod grants;

@@ -72,6 +72,8 @@ pub enum Cut {
     InputCap(u64),
     /// The instance holding it trapped (or could not be made): why.
     Instance(String),
+    /// The guest wrote this many bytes to it, its `max_bytes_written`.
+    BytesWritten(u64),
 }
 
 /// The writes queued for one connection, shared by the instance (which
@@ -85,6 +87,8 @@ pub struct Outbox {
     /// when nothing is queued before it: one wake of the connection's task
     /// fewer per reply. `None` for a stream that wraps its socket (TLS).
     direct: Option<RawFd>,
+    /// The bytes the guest may write to it in all (0: no limit).
+    limit: u64,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +109,8 @@ struct OutState {
     ended: bool,
     /// Bytes sent at once by [`Outbox::write`], in all.
     sent: u64,
+    /// Bytes the guest wrote, in all (up to the limit).
+    written: u64,
 }
 
 impl OutState {
@@ -139,7 +145,15 @@ impl Outbox {
             waker: AtomicWaker::new(),
             cap,
             direct,
+            limit: 0,
         }
+    }
+
+    /// The same outbox, whose guest may write `limit` bytes in all (0: no
+    /// limit): the write that reaches it is taken up to it, then the
+    /// connection is cut.
+    pub fn limit(self, limit: u64) -> Self {
+        Self { limit, ..self }
     }
 
     fn state(&self) -> MutexGuard<'_, OutState> {
@@ -148,12 +162,32 @@ impl Outbox {
     }
 
     /// Queues `data`; `false` when the connection is not open, or when
-    /// this write passes the cap (the connection is then cut).
+    /// this write passes the cap or the limit (the connection is then
+    /// cut; of a write that passes the limit, what fits is taken).
     pub fn write(&self, data: &[u8]) -> bool {
         let mut state = self.state();
         if state.close || state.write_shut || state.cut.is_some() || state.ended {
             return false;
         }
+        let (data, whole) = match self.limit {
+            0 => (data, true),
+            limit => {
+                let room = limit.saturating_sub(state.written);
+                let taken = &data[..data.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
+                state.written += taken.len() as u64;
+                (taken, taken.len() == data.len())
+            }
+        };
+        let reached = self.limit > 0 && state.written >= self.limit;
+        let queued = self.queue(state, data);
+        if reached {
+            self.cut(Cut::BytesWritten(self.limit));
+        }
+        queued && whole
+    }
+
+    /// Queues `data`, or sends it at once (see [`Outbox::write`]).
+    fn queue(&self, mut state: MutexGuard<'_, OutState>, data: &[u8]) -> bool {
         let pending = state.pending();
         if pending + data.len() as u64 > self.cap {
             state.cut = Some(Cut::WriteCap(self.cap));
@@ -538,6 +572,30 @@ mod tests {
         assert!(!outbox.write(b"xyz"), "8 + 3 passes the cap of 10");
         assert_eq!(outbox.next(&noop()), Next::Cut(Cut::WriteCap(10)));
         assert!(!outbox.write(b"a"), "a cut connection takes no write");
+    }
+
+    #[test]
+    fn writes_stop_at_the_limit_and_cut_the_connection() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (server, mut client) = std::os::unix::net::UnixStream::pair().unwrap();
+        let outbox = Outbox::new(100, Some(server.as_raw_fd())).limit(10);
+        // (bytes written, taken whole?)
+        let steps: &[(&[u8], bool)] = &[(b"1234", true), (b"5678", true), (b"9abc", false)];
+        for (i, &(bytes, whole)) in steps.iter().enumerate() {
+            assert_eq!(outbox.write(bytes), whole, "step {i}");
+        }
+        assert_eq!(outbox.sent(), 10, "what fits went at once");
+        assert_eq!(outbox.next(&noop()), Next::Cut(Cut::BytesWritten(10)));
+        assert!(!outbox.write(b"d"), "a cut connection takes no write");
+        drop(server);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"123456789a");
+        // Reaching the limit exactly cuts too.
+        let outbox = Outbox::new(100, None).limit(4);
+        assert!(outbox.write(b"1234"));
+        assert_eq!(outbox.next(&noop()), Next::Cut(Cut::BytesWritten(4)));
     }
 
     #[test]

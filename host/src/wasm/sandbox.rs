@@ -2,7 +2,9 @@
 //! the Store is made: `state::new_store`).
 //!
 //! Memory: the Store's limiter refuses growth past `max_memory` and traps,
-//! so the log names the reason.
+//! so the log names the reason; it also counts every instance's memory
+//! against its service's and its worker's budgets (see
+//! [`super::budget`]).
 //!
 //! CPU: the engine's epoch advances every [`EPOCH_TICK`] of the process's
 //! CPU time (see [`super::ticker`]). A running guest

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store, StoreLimits, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{
     ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, ServerHost, WitClientCert,
     WitClientInfo, WitCounts, WitCredentials, WitLevel, WitTlsInfo,
 };
+use super::budget::{Account, Budgets, Limiter};
 use super::hints::{Hint, Hook, IdleHooks, ServerHook};
 use super::mux::{self, ConnId, MuxTable};
 use super::sandbox::{self, CpuMeter};
@@ -34,6 +35,8 @@ pub struct Shared {
     pub grants: Grants,
     /// Bytes of linear memory one instance may use.
     pub max_memory: u64,
+    /// The budgets all of its instances in a worker count against.
+    pub budgets: Budgets,
     /// CPU time a hook may compute without waiting for its client.
     pub cpu_limit: Duration,
     /// The hooks its handler said do nothing, which are no longer called.
@@ -42,14 +45,15 @@ pub struct Shared {
 
 impl Shared {
     /// What the instances of `config`, the configuration's service
-    /// `index`, are given.
-    pub fn new(config: &ServiceConfig, index: usize) -> Self {
+    /// `index`, are given; their memory counts against `budgets`.
+    pub fn new(config: &ServiceConfig, index: usize, budgets: Budgets) -> Self {
         Self {
             name: config.name.as_str().into(),
             index,
             properties: config.properties.clone(),
             grants: config.grants.clone(),
             max_memory: config.max_memory,
+            budgets,
             cpu_limit: config.cpu_limit,
             idle_hooks: IdleHooks::default(),
         }
@@ -59,7 +63,8 @@ impl Shared {
 /// Makes the Store of a new instance of `shared`'s handler: stdin and
 /// stdout reach the client through `io`, its environment is `env`, and the
 /// sandbox's limits apply (see [`sandbox`]): the memory cap traps growth
-/// past `max_memory`, and the epoch deadline makes a computing guest yield
+/// past `max_memory`, the budgets growth past the service's or the
+/// worker's (see [`super::budget`]), and the epoch deadline makes a computing guest yield
 /// at every tick, trapping once it computed for `cpu_limit` without
 /// waiting for its client.
 pub fn new_store(
@@ -68,7 +73,8 @@ pub fn new_store(
     io: GuestIo,
     env: &[(&str, String)],
 ) -> anyhow::Result<Store<State>> {
-    let limits = sandbox::limits(shared.max_memory);
+    let account = Account::new(shared.budgets.clone());
+    let limits = Limiter::new(sandbox::limits(shared.max_memory), account);
     let cpu = CpuMeter::new(shared.cpu_limit);
     let state = State::new(shared, io, env, limits, cpu)?;
     let mut store = Store::new(engine, state);
@@ -94,8 +100,9 @@ pub fn new_store(
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
-    /// The memory and instance limits of this Store.
-    pub limits: StoreLimits,
+    /// The memory and instance limits of this Store, and what it holds
+    /// against its budgets.
+    pub limits: Limiter,
     /// CPU used since the guest last waited (see [`super::sandbox`]).
     pub cpu: CpuMeter,
     /// The client being served, during the connection hooks.
@@ -116,7 +123,7 @@ impl State {
         shared: Arc<Shared>,
         io: GuestIo,
         env: &[(&str, String)],
-        limits: StoreLimits,
+        limits: Limiter,
         cpu: CpuMeter,
     ) -> anyhow::Result<Self> {
         let mut builder = WasiCtx::builder();

@@ -2,7 +2,9 @@
 //! an extra task or pipe, writes queued and sent as the socket takes them,
 //! the bytes each way and the time of the last one counted for the log and
 //! the idle timeout, and a close that sends what is left, then the end of
-//! the stream.
+//! the stream. What the guest may write in all is capped
+//! (`max_bytes_written`): past it, nothing more is taken, and the
+//! connection's owner hears it must end ([`ClientSocket::limit_reached`]).
 //!
 //! A raw socket is read and written with system calls straight into the
 //! guest's buffers (`raw`); a wrapped stream through its `AsyncRead` and
@@ -15,9 +17,11 @@ mod raw;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
@@ -55,6 +59,46 @@ pub struct ClientSocket {
     io: Io,
     out: Mutex<Outgoing>,
     counters: Counters,
+    limit: WriteLimit,
+}
+
+/// The bytes the guest may write in all (`max_bytes_written`), what it
+/// wrote, and whether it reached them.
+#[derive(Debug, Default)]
+struct WriteLimit {
+    /// 0: no limit.
+    limit: u64,
+    written: AtomicU64,
+    reached: AtomicBool,
+    /// Told once the limit is reached.
+    notify: Notify,
+}
+
+impl WriteLimit {
+    /// What of `bytes` the guest may still write — all of it, or the part
+    /// up to the limit — and whether some was cut. Reaching the limit
+    /// raises it; once reached, writes are a closed stream.
+    fn admit(&self, bytes: Bytes) -> StreamResult<(Bytes, bool)> {
+        if self.limit == 0 {
+            return Ok((bytes, false));
+        }
+        if self.reached.load(Ordering::Acquire) {
+            return Err(StreamError::Closed);
+        }
+        let before = self.written.load(Ordering::Relaxed);
+        let len = bytes.len() as u64;
+        let taken = len.min(self.limit.saturating_sub(before));
+        self.written.store(before + taken, Ordering::Relaxed);
+        if before + taken >= self.limit {
+            self.reached.store(true, Ordering::Release);
+            self.notify.notify_one();
+        }
+        Ok((bytes.slice(..taken as usize), taken < len))
+    }
+
+    fn reached(&self) -> bool {
+        self.reached.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Debug)]
@@ -145,6 +189,12 @@ impl Counters {
 impl ClientSocket {
     /// Wraps an accepted client stream; its guest waits as `wait` says.
     pub fn new(stream: Stream, wait: Wait) -> io::Result<Arc<Self>> {
+        Self::limited(stream, wait, 0)
+    }
+
+    /// [`ClientSocket::new`], whose guest may write `max_written` bytes
+    /// in all (0: no limit).
+    pub fn limited(stream: Stream, wait: Wait, max_written: u64) -> io::Result<Arc<Self>> {
         let started = Instant::now();
         let io = match stream {
             Stream::Raw(stream) => Io::Raw(raw::Raw::new(stream, wait, started)?),
@@ -157,7 +207,28 @@ impl ClientSocket {
             io,
             out: Mutex::default(),
             counters: Counters::new(started),
+            limit: WriteLimit {
+                limit: max_written,
+                ..WriteLimit::default()
+            },
         }))
+    }
+
+    /// Resolves once the guest wrote its `max_bytes_written` (never
+    /// without a limit): the connection must end.
+    pub async fn limit_reached(&self) {
+        if self.limit.limit == 0 {
+            return std::future::pending().await;
+        }
+        // A notice given before the wait is kept for it (`notify_one`).
+        while !self.limit.reached() {
+            self.limit.notify.notified().await;
+        }
+    }
+
+    /// The `max_bytes_written` the guest reached, if it did.
+    pub fn reached_limit(&self) -> Option<u64> {
+        self.limit.reached().then_some(self.limit.limit)
     }
 
     /// Bytes read from and written to the client so far.
@@ -246,6 +317,10 @@ impl ClientSocket {
     /// Reads what has come, at most `size` bytes, without waiting: empty
     /// when nothing has.
     pub fn read(&self, size: usize) -> StreamResult<Bytes> {
+        if self.limit.reached() {
+            // The connection is ending: no read may keep the guest.
+            return Err(StreamError::Closed);
+        }
         if size == 0 {
             return Ok(Bytes::new());
         }
@@ -259,6 +334,9 @@ impl ClientSocket {
     /// `blocking-read`: waits until at least one byte came (or the end of
     /// the stream), then reads at most `size` bytes.
     pub async fn read_blocking(&self, size: usize) -> StreamResult<Bytes> {
+        if self.limit.reached() {
+            return Err(StreamError::Closed);
+        }
         if let Io::Raw(raw) = &self.io {
             if let Some(read) = raw.read_sleeping(size, &self.counters) {
                 return read;
@@ -284,6 +362,9 @@ impl ClientSocket {
     /// Waits until a read would find data, the end of the stream or an
     /// error. An error means the stream is readable (the read reports it).
     pub async fn readable(&self) -> io::Result<()> {
+        if self.limit.reached() {
+            return Ok(());
+        }
         match &self.io {
             Io::Raw(raw) => raw.readable().await,
             Io::Generic(generic) => generic.readable(&self.counters).await,
@@ -294,6 +375,9 @@ impl ClientSocket {
 
     /// How much the guest may write now; sends what it can first.
     pub fn check_write(&self) -> StreamResult<usize> {
+        if self.limit.reached() {
+            return Err(StreamError::Closed);
+        }
         if let Io::Datagram(dgram) = &self.io {
             return dgram.check_write(&self.counters);
         }
@@ -305,8 +389,18 @@ impl ClientSocket {
         }
     }
 
-    /// Queues `bytes` and sends what the stream takes now.
+    /// Queues `bytes` and sends what the stream takes now; past
+    /// `max_bytes_written`, only what fits, then the stream is closed.
     pub fn write(&self, bytes: Bytes) -> StreamResult<()> {
+        let (bytes, cut) = self.limit.admit(bytes)?;
+        self.queue(bytes)?;
+        if cut {
+            return Err(StreamError::Closed);
+        }
+        Ok(())
+    }
+
+    fn queue(&self, bytes: Bytes) -> StreamResult<()> {
         if let Io::Datagram(dgram) = &self.io {
             return dgram.write(bytes, &self.counters);
         }
@@ -398,6 +492,9 @@ impl ClientSocket {
     /// Polls a read of what has come into `buf` (the guest's stdin as an
     /// `AsyncRead`).
     pub fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.limit.reached() {
+            return Poll::Ready(Ok(()));
+        }
         match &self.io {
             Io::Raw(raw) => raw.poll_read(cx, buf, &self.counters),
             Io::Generic(generic) => generic.poll_read(cx, buf, &self.counters),
@@ -505,6 +602,39 @@ mod tests {
             assert!(socket.write_failed().is_some(), "{kind}");
             assert!(socket.close().await.is_err(), "{kind}");
         }
+    }
+
+    #[tokio::test]
+    async fn writes_stop_at_the_limit_and_say_so() {
+        let (a, mut client) = tokio::net::UnixStream::pair().unwrap();
+        let socket =
+            ClientSocket::limited(Stream::Raw(RawStream::Unix(a)), Wait::Runtime, 10).unwrap();
+        assert_eq!(socket.reached_limit(), None);
+        // (bytes written, whole?, reached after)
+        let steps: &[(&[u8], bool, bool)] = &[
+            (b"1234", true, false),
+            (b"", true, false),
+            (b"5678", true, false),
+            (b"9abc", false, true),
+            (b"d", false, true),
+        ];
+        for (i, &(bytes, whole, reached)) in steps.iter().enumerate() {
+            let got = socket.write(Bytes::copy_from_slice(bytes));
+            assert_eq!(got.is_ok(), whole, "step {i}");
+            assert_eq!(socket.reached_limit().is_some(), reached, "step {i}");
+        }
+        assert_eq!(socket.reached_limit(), Some(10));
+        assert!(matches!(socket.check_write(), Err(StreamError::Closed)));
+        assert!(matches!(
+            socket.read_blocking(8).await,
+            Err(StreamError::Closed)
+        ));
+        socket.limit_reached().await;
+        socket.drain().await;
+        drop(socket);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"123456789a", "the client got the limit's worth");
     }
 
     #[test]
