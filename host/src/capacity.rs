@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::client::Peer;
+use crate::log::every::Every;
 use crate::transport::ClientSocket;
 
 /// How long a connection must have been idle to be evicted when its
@@ -46,7 +47,7 @@ pub struct Capacity {
     permits: Arc<Semaphore>,
     live: Mutex<Registry>,
     next: AtomicU64,
-    warned: Mutex<Option<Instant>>,
+    warned: Every,
 }
 
 /// The live connections, and how many each address holds.
@@ -164,7 +165,7 @@ impl Capacity {
             permits: Arc::new(Semaphore::new(max as usize)),
             live: Mutex::default(),
             next: AtomicU64::new(0),
-            warned: Mutex::new(None),
+            warned: Every::new(WARN_EVERY),
         })
     }
 
@@ -266,11 +267,9 @@ impl Capacity {
     /// Says (at most every [`WARN_EVERY`]) that the service is at its cap,
     /// and whose connections make room.
     fn warn(&self, now: Instant, evicting: Option<(u32, Option<IpAddr>)>) {
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+        if !self.warned.due(now) {
             return;
         }
-        *warned = Some(now);
         match evicting {
             Some((count, addr)) => tracing::warn!(
                 "service {}: all {} places of this worker are taken (max_instances); \

@@ -4,7 +4,7 @@
 //! connection passes before any guest sees it ([`Service::admit`]).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -18,6 +18,7 @@ use crate::config::tls::{NamePattern, pick};
 use crate::config::{Config, InstanceMode, ServiceConfig};
 use crate::gate::{Gate, Place};
 use crate::listen::{self, Bound, inherit::Handed};
+use crate::log::every::Every;
 use crate::log::tag::{ConnTag, tagged};
 use crate::proxy::Origin;
 use crate::tls::Tls;
@@ -50,7 +51,7 @@ pub struct Service {
     /// shared (`inetd`).
     own_connections: Arc<AtomicU64>,
     /// When its being at `max_connections` was last said in the log.
-    capped_warned: Mutex<Option<Instant>>,
+    capped_warned: Every,
     /// How long a connection may move no byte.
     pub idle_timeout: Duration,
     /// How long a connection may last in all, when limited.
@@ -130,7 +131,7 @@ impl Service {
             max_connections: config.max_connections,
             max_bytes_written: config.max_bytes_written,
             own_connections: Arc::default(),
-            capped_warned: Mutex::new(None),
+            capped_warned: Every::new(CAPPED_WARN_EVERY),
             idle_timeout: config.idle_timeout,
             connection_timeout: config.connection_timeout,
             // A mux handler's `dequeue` runs on the worker's instance: no
@@ -340,12 +341,9 @@ impl Service {
     /// Says (at most every [`CAPPED_WARN_EVERY`]) that the service is at
     /// its `max_connections`.
     fn warn_capped(&self, open: u64) {
-        let now = Instant::now();
-        let mut warned = self.capped_warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.is_some_and(|at| now.duration_since(at) < CAPPED_WARN_EVERY) {
+        if !self.capped_warned.due(Instant::now()) {
             return;
         }
-        *warned = Some(now);
         tracing::warn!(
             "service {}: {open} connections open across the workers, its max_connections: new clients are closed at once",
             self.name

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::metrics::{endpoint, until};
-use crate::util::{Client, Server, children, fresh_dir, guests, per_personality};
+use crate::util::{Client, Server, children, conf, guests, per_personality};
 
 const MIB: u64 = 1 << 20;
 
@@ -14,13 +14,6 @@ const MIB: u64 = 1 << 20;
 /// its guests hold (see docs/limits.md): the host's own memory for a few
 /// connections, the pool's slots kept warm, allocator slack.
 const OVERHEAD: u64 = 16 * MIB;
-
-/// Writes the TOML conf file `text` for test `name` and returns its path.
-fn conf(name: &str, text: &str) -> String {
-    let path = fresh_dir("budgets", name).join("server.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
 
 /// The worker of a server with one: the master's only child.
 fn worker(server: &Server) -> u32 {
@@ -113,7 +106,7 @@ fn hold_many(addr: SocketAddr, n: usize, mib: u64) -> (usize, Vec<Client>) {
 #[test]
 fn a_tenant_past_its_memory_budget_ends_while_its_neighbour_answers() {
     let toml = conf(
-        "service-budget",
+        "budgets-service-budget.toml",
         &format!(
             r#"
 host = "127.0.0.1"
@@ -188,7 +181,7 @@ port = 0
 #[test]
 fn a_connection_whose_instance_does_not_fit_is_refused() {
     let toml = conf(
-        "refused",
+        "budgets-refused.toml",
         &format!(
             r#"
 host = "127.0.0.1"
@@ -243,7 +236,7 @@ port = 0
 #[test]
 fn the_worker_ceiling_bounds_every_service_of_a_worker() {
     let toml = conf(
-        "worker-ceiling",
+        "budgets-worker-ceiling.toml",
         &format!(
             r#"
 host = "127.0.0.1"

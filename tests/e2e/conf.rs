@@ -1,20 +1,9 @@
 //! Conf files: Net::Server's `key value` format and TOML, and how they
 //! combine with the command line.
 
-use std::path::PathBuf;
-
 use serde_json::{Value, json};
 
-use crate::util::{Server, guests, run};
-
-/// Writes a conf file named `name` and returns its path.
-fn conf(name: &str, text: &str) -> String {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conf");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
+use crate::util::{Server, conf, guests, run};
 
 fn check(args: &[&str]) -> Value {
     let out = run(&[&["--check"], args].concat());

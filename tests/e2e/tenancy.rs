@@ -12,15 +12,14 @@ use std::time::Instant;
 
 use crate::privileges::{NOBODY, ids};
 use crate::util::{
-    Client, PATIENCE, Server, children, fresh_dir, guests, kill, per_personality, require_root,
+    Client, PATIENCE, Server, children, conf, fresh_dir, guests, kill, per_personality,
+    require_root,
 };
 
 /// A conf file with two echo services on ports of their own: `plain`,
 /// shared, and `tenant`, with processes of its own; `top` and `tenant`
 /// are more lines for the top level and the tenant's table.
 fn two_tenants(name: &str, top: &str, tenant: &str) -> String {
-    let dir = fresh_dir("tenancy", name);
-    let path = dir.join("tenants.toml");
     let text = format!(
         r#"
 host = "127.0.0.1"
@@ -40,8 +39,7 @@ isolation = "process"
 "#,
         echo = guests::ECHO
     );
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
+    conf(&format!("tenancy-{name}.toml"), &text)
 }
 
 /// Starts the server of `conf` as `personality` (with `extra` arguments);

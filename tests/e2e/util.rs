@@ -723,3 +723,13 @@ impl Drop for Haproxy {
         let _ = self.0.wait();
     }
 }
+
+/// Writes a conf file named `name` (its extension says its format) in
+/// the tests' scratch directory and returns its path.
+pub fn conf(name: &str, text: &str) -> String {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("conf");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}

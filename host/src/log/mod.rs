@@ -27,6 +27,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub mod every;
 pub mod tag;
 
 pub use crate::config::{LogTarget as Target, Syslog, SyslogSocket};

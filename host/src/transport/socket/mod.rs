@@ -17,14 +17,13 @@ mod raw;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::ReadBuf;
+use tokio::sync::Notify;
 use wasmtime_wasi::p2::{StreamError, StreamResult};
 
 use super::stream::Stream;

@@ -36,9 +36,11 @@ pub use limiter::Limiter;
 pub use plan::{Plan, instances_per_worker, plan, processes};
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::log::every::Every;
 
 /// How a growth past a service's `memory_budget` begins its trap (and an
 /// instantiation it refuses, its error).
@@ -82,7 +84,7 @@ pub struct Budget {
     limit: u64,
     held: AtomicU64,
     instances: AtomicU64,
-    warned: Mutex<Option<Instant>>,
+    warned: Every,
 }
 
 impl Budget {
@@ -102,7 +104,7 @@ impl Budget {
             limit,
             held: AtomicU64::new(0),
             instances: AtomicU64::new(0),
-            warned: Mutex::new(None),
+            warned: Every::new(WARN_EVERY),
         })
     }
 
@@ -146,12 +148,9 @@ impl Budget {
     /// Says in the log, at most every [`WARN_EVERY`], that `over` found
     /// the budget full.
     fn warn(&self, over: &OverBudget) {
-        let now = Instant::now();
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        if warned.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+        if !self.warned.due(Instant::now()) {
             return;
         }
-        *warned = Some(now);
         tracing::warn!(
             "{over}: growing instances trap and new connections are refused until memory is given back"
         );
