@@ -33,6 +33,7 @@ pub mod client;
 pub mod config;
 pub mod connection;
 pub mod daemon;
+pub mod fairness;
 pub mod gate;
 pub mod listen;
 pub mod log;
@@ -275,6 +276,13 @@ fn check_worlds(config: &config::Config, handlers: &[wasm::Handler]) -> Result<(
         if handler.kind() != wasm::GuestKind::Mux {
             continue;
         }
+        if service.watch_module {
+            anyhow::bail!(
+                "{}: a mux handler ({}) holds every connection of its worker in one instance: it is replaced by a restart (HUP), not watched",
+                service.origin("watch_module", "1"),
+                handler.source()
+            );
+        }
         let server_type = config.process.server_type;
         if server_type != ServerType::Multiplex {
             anyhow::bail!(
@@ -407,6 +415,7 @@ mod tests {
         ("board", -1),
         ("title", -1),
         ("machine", -1),
+        ("fairness", -1),
         ("config", 0),
         ("access", 1),
         ("log", 1),

@@ -4,7 +4,8 @@
 //! connection passes before any guest sees it ([`Service::admit`]).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
 use crate::wasm::mux::Event;
 use crate::wasm::stdio::GuestIo;
+use crate::wasm::cache::ModuleCache;
 use crate::wasm::{GuestKind, Handler, Instance, ServerHook};
 
 /// One service ready to serve.
@@ -35,8 +37,11 @@ pub struct Service {
     pub name: Arc<str>,
     /// Its place in the configuration (and its column on the board).
     pub index: usize,
-    /// The compiled handler.
-    pub handler: Handler,
+    /// The compiled handler: the newest, when `watch_module` replaced it
+    /// (see [`Service::handler`]).
+    handler: RwLock<Arc<Handler>>,
+    /// `watch_module`: how to load its module anew.
+    pub watch: Option<Watch>,
     /// Its listening sockets (taken by the processes that accept on them).
     pub sockets: Vec<Bound>,
     /// What a connection passes before the guest sees it.
@@ -52,6 +57,8 @@ pub struct Service {
     own_connections: Arc<AtomicU64>,
     /// When its being at `max_connections` was last said in the log.
     capped_warned: Every,
+    /// Its weight when guests of several services keep computing.
+    pub cpu_share: u32,
     /// How long a connection may move no byte.
     pub idle_timeout: Duration,
     /// How long a connection may last in all, when limited.
@@ -83,6 +90,34 @@ pub struct MuxPlan {
     pub input_cap: u64,
     /// The way to this worker's driver, once it started.
     pub door: OnceLock<Door>,
+}
+
+/// How a `watch_module` service loads its module anew (see
+/// `process::reload`).
+pub struct Watch {
+    /// Its configuration: the module's path, and what its instances are
+    /// given.
+    pub config: ServiceConfig,
+    /// Where compiled modules are kept, when they are.
+    pub cache: Option<ModuleCache>,
+    /// The module generation this process serves (see
+    /// [`board::module_generation`]).
+    pub generation: std::sync::atomic::AtomicU64,
+    /// Held while this process loads a new module, so that the
+    /// connections that start meanwhile wait for it.
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl Watch {
+    /// Watches the module of `config`, compiled modules kept in `cache`.
+    pub fn new(config: ServiceConfig, cache: Option<ModuleCache>) -> Self {
+        Self {
+            config,
+            cache,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            loading: tokio::sync::Mutex::new(()),
+        }
+    }
 }
 
 /// The way from a connection to its service's mux driver.
@@ -124,7 +159,8 @@ impl Service {
             },
             gate: Gate::new(config)?,
             worker_instance: shared.then(|| tokio::sync::Mutex::new(None)),
-            handler,
+            handler: RwLock::new(Arc::new(handler)),
+            watch: None,
             tls,
             sockets,
             max_instances: config.max_instances,
@@ -132,6 +168,7 @@ impl Service {
             max_bytes_written: config.max_bytes_written,
             own_connections: Arc::default(),
             capped_warned: Every::new(CAPPED_WARN_EVERY),
+            cpu_share: config.cpu_share,
             idle_timeout: config.idle_timeout,
             connection_timeout: config.connection_timeout,
             // A mux handler's `dequeue` runs on the worker's instance: no
@@ -165,6 +202,96 @@ impl Service {
             }
             return;
         }
+        self.drop_worker_instance().await;
+    }
+
+    /// Makes this process's shared instance (`instance per-worker`) and
+    /// runs its `child-init-hook`.
+    pub async fn make_worker_instance(&self) -> Result<Instance, Unmade> {
+        let mut instance = self
+            .handler()
+            .instantiate(GuestIo::default(), None)
+            .await
+            .map_err(Unmade::Instantiate)?;
+        instance.child_init_hook().await.map_err(Unmade::Trap)?;
+        Ok(instance)
+    }
+
+    /// The handler new connections are served by.
+    pub fn handler(&self) -> Arc<Handler> {
+        // An `Arc` cannot be left invalid by a panic.
+        self.handler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Serves `handler` from now on: new connections get it, open ones
+    /// finish on the one they have. A module of another kind (a command
+    /// for a handler, say) is refused: how the service is served depends
+    /// on it.
+    pub fn set_handler(&self, handler: Handler) -> Result<()> {
+        let old = self.handler();
+        if handler.kind() != old.kind() {
+            anyhow::bail!(
+                "it is {}, and the module served is {}: a module of another kind needs a restart (HUP)",
+                handler.kind(),
+                old.kind()
+            );
+        }
+        *self.handler.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(handler);
+        Ok(())
+    }
+
+    /// In a worker, as a connection starts: if the master loaded a new
+    /// module of this `watch_module` service since this process last
+    /// looked (see `process::reload`), loads it too — from the module
+    /// cache, else compiled on a blocking thread — and serves it from now
+    /// on. Connections that start meanwhile wait for it. One atomic load
+    /// when nothing changed.
+    pub async fn refresh(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(watch) = &self.watch else {
+            return;
+        };
+        let behind = || board::module_generation(self.index) != watch.generation.load(Ordering::Acquire);
+        if !behind() {
+            return;
+        }
+        let _loading = watch.loading.lock().await;
+        if !behind() {
+            return;
+        }
+        let now = board::module_generation(self.index);
+        let engine = self.handler().engine().clone();
+        let (config, cache, index) = (watch.config.clone(), watch.cache.clone(), self.index);
+        let loaded = tokio::task::spawn_blocking(move || {
+            Handler::load(&engine, &config, index, cache.as_ref())
+        })
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|loaded| loaded)
+        .and_then(|handler| self.set_handler(handler));
+        // Tried once per generation: a module this process cannot load
+        // leaves the old one serving until the next.
+        watch.generation.store(now, Ordering::Release);
+        match loaded {
+            Ok(()) => {
+                tracing::debug!("service {}: this worker serves the new module", self.name);
+                self.drop_worker_instance().await;
+            }
+            Err(err) => tracing::error!(
+                "service {}: this worker cannot serve the new module: {err:#}; the module served stays",
+                self.name
+            ),
+        }
+    }
+
+    /// After [`Service::set_handler`], in a worker: this process's shared
+    /// instance (`instance per-worker`), made by the old handler, runs its
+    /// `child-finish-hook` once its connection is done; the next connection
+    /// makes one from the new handler.
+    pub async fn drop_worker_instance(&self) {
         let Some(slot) = &self.worker_instance else {
             return;
         };
@@ -175,30 +302,18 @@ impl Service {
         }
     }
 
-    /// Makes this process's shared instance (`instance per-worker`) and
-    /// runs its `child-init-hook`.
-    pub async fn make_worker_instance(&self) -> Result<Instance, Unmade> {
-        let mut instance = self
-            .handler
-            .instantiate(GuestIo::default(), None)
-            .await
-            .map_err(Unmade::Instantiate)?;
-        instance.child_init_hook().await.map_err(Unmade::Trap)?;
-        Ok(instance)
-    }
-
     /// Whether this service has worker hooks to run in this process: its
     /// guest exports `server-hooks`, and an instance outlives a
     /// connection (`instance per-worker`, or the mux world).
     pub fn has_worker_hooks(&self) -> bool {
-        self.handler.has_server_hooks() && (self.worker_instance.is_some() || self.mux.is_some())
+        self.handler().has_server_hooks() && (self.worker_instance.is_some() || self.mux.is_some())
     }
 
     /// A signal reached the worker: the shared instance's `signal-hook`
     /// runs, once connections already holding it are done; the instance is
     /// made for it if there is none.
     pub async fn signal(&self, signal: nix::sys::signal::Signal) {
-        if !self.handler.wants(ServerHook::SignalHook) {
+        if !self.handler().wants(ServerHook::SignalHook) {
             return;
         }
         if let Some(door) = self.mux_door() {
@@ -230,7 +345,7 @@ impl Service {
     /// connection holding it (if any); without, only if it is free now
     /// (the worker stops at once).
     pub async fn closing(&self, closing: Closing, wait: bool) {
-        if closing == Closing::No || !self.handler.wants(ServerHook::ServerCloseHook) {
+        if closing == Closing::No || !self.handler().wants(ServerHook::ServerCloseHook) {
             return;
         }
         if let Some(door) = self.mux_door() {
@@ -273,7 +388,7 @@ impl Service {
     /// The worker has had no client for a while: the shared instance's
     /// `idle-hook` runs, if there is one (none is made for it).
     pub async fn idle(&self) {
-        if !self.handler.wants(ServerHook::IdleHook) {
+        if !self.handler().wants(ServerHook::IdleHook) {
             return;
         }
         let Some(slot) = &self.worker_instance else {
@@ -712,6 +827,10 @@ pub fn bind_all(
     handed: &mut Handed,
 ) -> Result<Vec<Service>> {
     let mut services: Vec<Service> = Vec::new();
+    let watched = config.services.iter().any(|s| s.watch_module);
+    let cache = watched
+        .then(|| ModuleCache::configured(&config.module_cache))
+        .flatten();
     // Under socket activation, ports nobody configured are systemd's to give.
     let activated = handed.has_systemd_sockets();
     for (j, ((service, handler), tls)) in config.services.iter().zip(handlers).zip(tls).enumerate()
@@ -740,7 +859,11 @@ pub fn bind_all(
         } else {
             listen::bind_all(&own, &service.sockets, config.listen_backlog, handed)?
         };
-        services.push(Service::new(service, handler, tls, sockets)?);
+        let mut made = Service::new(service, handler, tls, sockets)?;
+        if service.watch_module && service.module.is_some() {
+            made.watch = Some(Watch::new(service.clone(), cache.clone()));
+        }
+        services.push(made);
     }
     let rest = handed.take_systemd_rest();
     match services.as_mut_slice() {
@@ -768,7 +891,7 @@ pub fn bind_all(
         }
     }
     for (j, service) in services.iter().enumerate() {
-        let handler = &service.handler;
+        let handler = service.handler();
         let shown = |b: &Bound| match b.listener.proto {
             Proto::Ssl => format!("{} (TLS)", b.local),
             _ => b.local.to_string(),

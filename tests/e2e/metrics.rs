@@ -36,7 +36,7 @@ fn get(addr: SocketAddr, path: &str) -> (String, String) {
 
 /// The value of the series `series` (name and labels, exactly as
 /// exposed) in a scrape of `addr`.
-fn value(addr: SocketAddr, series: &str) -> f64 {
+pub fn value(addr: SocketAddr, series: &str) -> f64 {
     let (status, body) = get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
     body.lines()

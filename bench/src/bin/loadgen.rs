@@ -84,6 +84,12 @@ struct Args {
     /// everything on one thread).
     #[arg(long)]
     threads: Option<usize>,
+    /// Round-trip mode: requests per second per client, a steady load
+    /// (each client starts a request every 1/RATE s, or when the last
+    /// reply came if that is later); 0 sends each as soon as the last reply
+    /// arrives.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -123,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         request_timeout: seconds(args.timeout, "timeout")?,
         line: args.line.into_bytes(),
         source_ips: args.source_ips,
+        pace: (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate)),
         tls,
     };
     let summary = netserver_bench::runtime(args.threads)?.block_on(loadgen::run(config))?;

@@ -129,6 +129,10 @@ pub struct Config {
     pub source_ips: usize,
     /// Speak TLS to an IP target (the connect and round-trip modes).
     pub tls: Option<TlsSettings>,
+    /// Round-trip mode: the time from one request's start to the next
+    /// one's, per client (a steady load); `None` sends the next request as
+    /// soon as the reply arrives.
+    pub pace: Option<Duration>,
 }
 
 /// How the clients speak TLS.
@@ -302,6 +306,7 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
             window,
             timeout: config.request_timeout,
             tls: tls.clone(),
+            pace: config.pace,
         };
         match (config.mode, &config.target) {
             (Mode::Connect | Mode::ConnectResumed, _) => {
@@ -401,6 +406,7 @@ struct Client {
     window: Window,
     timeout: Duration,
     tls: Option<Tls>,
+    pace: Option<Duration>,
 }
 
 impl Client {
@@ -477,6 +483,9 @@ impl Client {
             match result {
                 Ok(Ok(())) => {
                     stats.success(&window, ended, ended - began);
+                    if let Some(pace) = self.pace {
+                        tokio::time::sleep_until((began + pace).into()).await;
+                    }
                 }
                 Ok(Err((kind, detail))) => {
                     stats.error(&window, ended, kind, detail);

@@ -9,6 +9,7 @@
 //! | `alloc` | allocates 1 MiB after 1 MiB until memory runs out |
 //! | `hold N` | allocates and touches N MiB more, keeps them for the rest of the connection, answers `held T` (T: MiB held in all) |
 //! | `flood` | writes 4 KiB blocks of `x` forever, whatever the writes return |
+//! | `recurse` | calls itself until its stack runs out |
 //! | `exit` | exits with status 3 |
 //! | `err` | returns an error: "handler reported an error" |
 //! | `stderr` | writes 100 lines to stderr |
@@ -66,6 +67,9 @@ impl Handler for Misbehave {
                 "panic" => panic!("guest panicked on request"),
                 "spin" => spin(),
                 "alloc" => alloc(),
+                "recurse" => {
+                    recurse(0);
+                }
                 "exit" => std::process::exit(3),
                 "err" => return Err("handler reported an error".into()),
                 "stderr" => (0..100).for_each(|i| eprintln!("line {i}")),
@@ -167,6 +171,14 @@ fn alloc() -> ! {
         let block = vec![1u8; 1 << 20];
         blocks.push(std::hint::black_box(block));
     }
+}
+
+/// Calls itself with a frame that cannot be optimised away, until the
+/// guest's stack runs out.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1).wrapping_add(frame[(depth % 64) as usize])
 }
 
 netserver_sdk::export!(Misbehave);

@@ -60,22 +60,25 @@ struct Head {
     served_before: AtomicU64,
 }
 
-/// A service's connections open across every worker, a cache line of its
-/// own.
+/// What the board says of one service beside its counts, a cache line of
+/// its own.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
-struct Gauge {
+struct ServiceHead {
+    /// Its connections open across every worker (`max_connections`).
     open: AtomicU64,
+    /// How often its module was replaced (`watch_module`).
+    module: AtomicU64,
 }
 
 /// The shared table: its head, its slots, then a row of [`Stats`] per
 /// slot and one for retired workers, each with one per service, then a
-/// [`Gauge`] per service.
+/// [`ServiceHead`] per service.
 struct Board {
     head: &'static Head,
     slots: &'static [Slot],
     stats: &'static [Stats],
-    gauges: &'static [Gauge],
+    service_heads: &'static [ServiceHead],
     services: usize,
 }
 
@@ -166,7 +169,7 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
     let len = std::mem::size_of::<Head>()
         + slots * std::mem::size_of::<Slot>()
         + rows * std::mem::size_of::<Stats>()
-        + services * std::mem::size_of::<Gauge>();
+        + services * std::mem::size_of::<ServiceHead>();
     let size = std::num::NonZeroUsize::new(len).context("an empty board")?;
     use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
     // SAFETY: a new anonymous mapping at an address the kernel picks
@@ -182,8 +185,8 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
     .context("cannot map the board")?;
     let base: NonNull<u8> = base.cast();
     // SAFETY: the mapping is `len` bytes: a `Head`, `slots` `Slot`s,
-    // `rows` `Stats` and `services` `Gauge`s, each a multiple of 64 bytes,
-    // so every part starts
+    // `rows` `Stats` and `services` `ServiceHead`s, each a multiple of 64
+    // bytes, so every part starts
     // aligned (the mapping is page-aligned; the alignment of each is 64).
     // Zero-filled memory is a valid value of each (atomics and arrays of
     // atomics, all 0). It is never unmapped, so the references live as
@@ -196,12 +199,12 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
             .add(std::mem::size_of::<Head>())
             .cast::<Slot>();
         let first_stats = first.add(slots).cast::<Stats>();
-        let first_gauge = first_stats.add(rows).cast::<Gauge>();
+        let first_head = first_stats.add(rows).cast::<ServiceHead>();
         Board {
             head,
             slots: std::slice::from_raw_parts(first, slots),
             stats: std::slice::from_raw_parts(first_stats, rows),
-            gauges: std::slice::from_raw_parts(first_gauge, services),
+            service_heads: std::slice::from_raw_parts(first_head, services),
             services,
         }
     };
@@ -209,6 +212,24 @@ pub fn create(slots: usize, services: usize) -> Result<()> {
         anyhow::bail!("the board was made twice");
     }
     Ok(())
+}
+
+/// How often the module of `service` was replaced since the server
+/// started (0 without a board).
+pub fn module_generation(service: usize) -> u64 {
+    BOARD
+        .get()
+        .and_then(|board| board.service_heads.get(service))
+        .map_or(0, |head| head.module.load(Ordering::Acquire))
+}
+
+/// In the master, once a new module of `service` is loaded: tells the
+/// workers (see [`module_generation`]); returns the new generation.
+pub fn module_replaced(service: usize) -> u64 {
+    BOARD
+        .get()
+        .and_then(|board| board.service_heads.get(service))
+        .map_or(0, |head| head.module.fetch_add(1, Ordering::AcqRel) + 1)
 }
 
 /// In the master, before forking a worker: a free slot for it, if the
@@ -238,10 +259,10 @@ pub fn release(slot: usize) {
         return;
     };
     let retired = board.row(board.slots.len());
-    for ((into, from), gauge) in retired.iter().zip(board.row(slot)).zip(board.gauges) {
+    for ((into, from), head) in retired.iter().zip(board.row(slot)).zip(board.service_heads) {
         // The connections it held under `max_connections` went with it.
         let held = from.take_held();
-        let _ = gauge
+        let _ = head
             .open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 Some(open.saturating_sub(held))
@@ -289,6 +310,14 @@ pub fn ended(service: usize, how: Ending, bytes: (u64, u64), took: Duration) {
 pub fn instantiated(service: usize, took: Duration) {
     if let Some(stats) = stats(service) {
         stats.instantiated(took);
+    }
+}
+
+/// A guest of `service` computed through a whole tick without waiting, and
+/// takes a turn in the CPU lane (see `fairness`).
+pub fn cpu_turn(service: usize) {
+    if let Some(stats) = stats(service) {
+        stats.cpu_turn();
     }
 }
 
@@ -420,9 +449,9 @@ impl Open {
 /// worker, if fewer than `cap` are; otherwise `Err` with how many are.
 /// Without a board (`inetd`, `--check`) the count is `own`, this process's.
 pub fn connection(service: usize, cap: u64, own: &Arc<AtomicU64>) -> Result<Connection, u64> {
-    let board = BOARD.get().filter(|b| service < b.gauges.len());
+    let board = BOARD.get().filter(|b| service < b.service_heads.len());
     let open = match board {
-        Some(board) => Open::Board(&board.gauges[service].open),
+        Some(board) => Open::Board(&board.service_heads[service].open),
         None => Open::Process(own.clone()),
     };
     open.counter()
@@ -535,7 +564,7 @@ mod tests {
     fn slots_are_cache_lines() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
         assert_eq!(std::mem::size_of::<Head>(), 64);
-        assert_eq!(std::mem::size_of::<Gauge>(), 64);
+        assert_eq!(std::mem::size_of::<ServiceHead>(), 64);
     }
 
     /// The whole life of a board, in one test (the board is the
@@ -594,7 +623,7 @@ mod tests {
         let own = Arc::new(AtomicU64::new(0));
         let mine = connection(1, 2, &own).unwrap();
         BOARD.get().unwrap().row(c)[1].held(1);
-        BOARD.get().unwrap().gauges[1]
+        BOARD.get().unwrap().service_heads[1]
             .open
             .fetch_add(1, Ordering::Relaxed);
         assert_eq!(connection(1, 2, &own).unwrap_err(), 2);
@@ -611,7 +640,7 @@ mod tests {
         assert_eq!(connection(1, 2, &own).unwrap_err(), 2);
         drop((mine, again));
         assert_eq!(
-            BOARD.get().unwrap().gauges[1].open.load(Ordering::Relaxed),
+            BOARD.get().unwrap().service_heads[1].open.load(Ordering::Relaxed),
             0
         );
         assert_eq!(free_slot(), Some(2));

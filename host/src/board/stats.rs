@@ -224,6 +224,8 @@ pub struct Stats {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     dequeue_runs: AtomicU64,
+    /// Turns its guests took in the CPU lane (see `fairness`).
+    cpu_turns: AtomicU64,
     refused: [AtomicU64; REFUSALS],
     ended: [AtomicU64; ENDINGS],
     duration: Histogram<12>,
@@ -289,6 +291,10 @@ impl Stats {
         self.dequeue_runs.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn cpu_turn(&self) {
+        self.cpu_turns.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds this row to `sum`.
     pub(super) fn add_to(&self, sum: &mut ServiceSum) {
         sum.accepted += self.accepted.load(Ordering::Relaxed);
@@ -296,6 +302,7 @@ impl Stats {
         sum.bytes_in += self.bytes_in.load(Ordering::Relaxed);
         sum.bytes_out += self.bytes_out.load(Ordering::Relaxed);
         sum.dequeue_runs += self.dequeue_runs.load(Ordering::Relaxed);
+        sum.cpu_turns += self.cpu_turns.load(Ordering::Relaxed);
         for (into, n) in sum.refused.iter_mut().zip(&self.refused) {
             *into += n.load(Ordering::Relaxed);
         }
@@ -316,6 +323,7 @@ impl Stats {
         move_over(&self.bytes_in, &from.bytes_in);
         move_over(&self.bytes_out, &from.bytes_out);
         move_over(&self.dequeue_runs, &from.dequeue_runs);
+        move_over(&self.cpu_turns, &from.cpu_turns);
         for (into, n) in self.refused.iter().zip(&from.refused) {
             move_over(into, n);
         }
@@ -368,6 +376,9 @@ pub struct ServiceSum {
     pub bytes_out: u64,
     /// `dequeue` runs.
     pub dequeue_runs: u64,
+    /// Turns its guests took in the CPU lane: ticks of CPU they computed
+    /// through without waiting for their clients.
+    pub cpu_turns: u64,
     /// Refusals, by [`Refusal`] (in [`Refusal::ALL`]'s order).
     pub refused: [u64; REFUSALS],
     /// Ends, by [`Ending`] (in [`Ending::ALL`]'s order).

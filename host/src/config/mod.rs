@@ -259,6 +259,9 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     /// CPU time one hook call may use before it is interrupted.
     pub cpu_limit: Duration,
+    /// Its weight when several services' guests keep computing in one
+    /// worker (see `fairness`).
+    pub cpu_share: u32,
     /// Bytes of linear memory one instance may use.
     pub max_memory: u64,
     /// Instances (connections) of this service served at once.
@@ -286,6 +289,8 @@ pub struct ServiceConfig {
     pub max_dequeue: u32,
     /// How long a connection may last in all, when limited.
     pub connection_timeout: Option<Duration>,
+    /// Whether its module is served anew when the file changes.
+    pub watch_module: bool,
     /// What the guest may use beyond its client: directories, environment,
     /// outbound networks.
     pub grants: Grants,

@@ -265,6 +265,15 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "cpu_share",
+        Int(1, 10_000),
+        Some("100"),
+        false,
+        Active,
+        "multiplex: this service's weight when several services' guests keep computing",
+    )
+    .per_service(),
+    spec(
         "cpu_limit",
         Seconds,
         Some("10"),
@@ -548,6 +557,15 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "the handler component or WASI command, a regular file of at most 512 MiB (default: built-in echo)",
+    )
+    .per_service(),
+    spec(
+        "watch_module",
+        Bool,
+        Some("0"),
+        false,
+        Active,
+        "serve the module anew when its file changes, without restarting (new connections get the new module)",
     )
     .per_service(),
     spec(

@@ -255,6 +255,7 @@ impl ServiceConfig {
             port_given: !values.all("port").is_empty(),
             idle_timeout: values.secs("idle_timeout"),
             cpu_limit: values.secs("cpu_limit"),
+            cpu_share: values.int("cpu_share"),
             max_memory: values.size("max_memory"),
             max_instances: values.int("max_instances"),
             memory_budget: values.opt_size("memory_budget"),
@@ -271,6 +272,7 @@ impl ServiceConfig {
             check_for_dequeue: values.opt_secs("check_for_dequeue"),
             max_dequeue: values.int("max_dequeue"),
             connection_timeout: values.opt_secs("connection_timeout"),
+            watch_module: values.flag("watch_module"),
             grants: Grants::from_values(values),
             access: access(values),
             proxy_from: values.cidrs("proxy_from"),
@@ -878,6 +880,7 @@ mod tests {
                     .collect::<Vec<_>>()
             ),
             "background" => json!(config.daemon.background),
+            "watch_module" => json!(s.watch_module),
             "check_for_dead" => secs(p.check_for_dead),
             "check_for_dequeue" => opt_secs(s.check_for_dequeue),
             "check_for_spawn" => secs(p.check_for_spawn),
@@ -933,6 +936,7 @@ mod tests {
             "max_conn_per_ip" => json!(s.max_conn_per_ip),
             "max_dequeue" => json!(s.max_dequeue),
             "max_instances" => json!(s.max_instances),
+            "cpu_share" => json!(s.cpu_share),
             "max_memory" => json!(s.max_memory),
             "memory_budget" => json!(s.memory_budget),
             "max_bytes_written" => json!(s.max_bytes_written),
@@ -1120,7 +1124,8 @@ mod tests {
             | "reverse_lookups"
             | "double_reverse_lookups"
             | "leave_children_open_on_hup"
-            | "term_drains" => "1",
+            | "term_drains"
+            | "watch_module" => "1",
             "no_close_by_child" => "1",
             "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "check_for_idle"
             | "min_child_ttl" | "quit_timeout" | "idle_timeout" | "cpu_limit"
@@ -1143,6 +1148,7 @@ mod tests {
             "max_conn_per_ip" | "max_rate_per_ip" => "3",
             "max_dequeue" => "2",
             "max_instances" => "7",
+            "cpu_share" => "300",
             "max_memory" => "8M",
             "memory_budget" => "1G",
             "worker_memory" => "6G",

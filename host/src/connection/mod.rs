@@ -17,6 +17,7 @@ use crate::board::{
     stats::{Ending, Refusal},
 };
 use crate::capacity::Place;
+use crate::fairness;
 use crate::client::ClientInfo;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
@@ -278,9 +279,9 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
 /// its connection idles.
 pub fn spawn(service: Arc<Service>, incoming: Incoming, place: Place) {
     if service.mux.is_some() {
-        tokio::spawn(mux::serve(service, incoming, place));
+        fairness::spawn(mux::serve(service, incoming, place));
     } else {
-        tokio::spawn(serve(service, incoming, Thread::Shared, place));
+        fairness::spawn(serve(service, incoming, Thread::Shared, place));
     }
 }
 
@@ -412,7 +413,10 @@ async fn converse(
     client: &ClientInfo,
     verdict: &Verdict,
 ) -> End {
-    let handler = &service.handler;
+    // `watch_module`: a new module the master loaded is served from this
+    // connection on.
+    service.refresh().await;
+    let handler = &service.handler();
     match service.worker_instance() {
         None => fresh(handler, socket, client, verdict).await,
         Some(slot) => shared(service, slot, socket, client, verdict).await,

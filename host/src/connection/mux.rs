@@ -66,7 +66,7 @@ pub fn start(service: &Arc<Service>) {
     };
     let (door, events) = mpsc::channel(DOOR_QUEUE);
     if plan.door.set(door).is_ok() {
-        tokio::spawn(drive(service.clone(), events));
+        crate::fairness::spawn(drive(service.clone(), events));
     }
 }
 
@@ -512,7 +512,7 @@ impl Driver<'_> {
     /// none; `Err` says why none could be.
     async fn instance(&mut self) -> Result<&mut Instance, String> {
         if self.instance.is_none() {
-            let handler = &self.service.handler;
+            let handler = self.service.handler();
             let mut instance = handler
                 .instantiate(GuestIo::default(), None)
                 .await
@@ -549,7 +549,7 @@ impl Driver<'_> {
     /// for it if there is none), when the guest has one that does
     /// something.
     async fn signal(&mut self, signal: nix::sys::signal::Signal) {
-        if !self.service.handler.wants(ServerHook::SignalHook) {
+        if !self.service.handler().wants(ServerHook::SignalHook) {
             return;
         }
         let result = match self.instance().await {

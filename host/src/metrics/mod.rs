@@ -17,6 +17,7 @@
 //! | `netserver_connection_duration_seconds` | histogram | `service` |
 //! | `netserver_instantiation_duration_seconds` | histogram | `service` |
 //! | `netserver_dequeue_runs_total` | counter | `service` |
+//! | `netserver_guest_cpu_turns_total` | counter | `service` |
 //! | `netserver_workers` | gauge | `state` (`idle`, `busy`) |
 //! | `netserver_restarts_total` | counter | |
 //! | `netserver_module_compilations_total`, `netserver_module_cache_hits_total` | counter | |
@@ -214,6 +215,12 @@ impl Collector for Scrape {
             "dequeue_runs",
             "Runs of the handler's dequeue.",
             |s| s.dequeue_runs,
+        )?;
+        self.per_service(
+            &mut encoder,
+            "guest_cpu_turns",
+            "Ticks of CPU (10 ms) the handler's guests computed through without waiting for their clients, each a turn shared out by cpu_share.",
+            |s| s.cpu_turns,
         )?;
         {
             let mut family = encoder.encode_descriptor(

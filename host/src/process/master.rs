@@ -34,6 +34,7 @@ use super::children::Child;
 use super::group::{self, Group};
 use super::notify;
 use super::pool;
+use super::reload::Watcher;
 use super::restart::{self, restart};
 use super::signals::{Intent, MASTER_SIGNALS, Signals};
 use super::spawn::{spawn, tie_to};
@@ -131,6 +132,8 @@ struct Master<'a> {
     metrics: Option<Endpoint>,
     /// The services' names, for the metrics.
     names: Vec<String>,
+    /// The modules of `watch_module` services.
+    watcher: Watcher,
 }
 
 impl<'a> Master<'a> {
@@ -152,6 +155,7 @@ impl<'a> Master<'a> {
             .map(|s| s.dequeue.map(|(every, _)| Instant::now() + every))
             .collect();
         let services_names = services.iter().map(|s| s.name.to_string()).collect();
+        let watcher = Watcher::new(&services);
         Ok(Self {
             config,
             privileges,
@@ -167,6 +171,7 @@ impl<'a> Master<'a> {
             kind,
             metrics: None,
             names: services_names,
+            watcher,
         })
     }
 
@@ -187,6 +192,7 @@ impl<'a> Master<'a> {
                 }
                 Some(_) => {}
                 None => {
+                    self.watcher.look(&self.services);
                     self.maintain()?;
                     self.dequeue()?;
                     notify::status();
@@ -251,6 +257,7 @@ impl<'a> Master<'a> {
         let now = Instant::now();
         self.dequeue_at
             .iter()
+            .chain(std::iter::once(&self.watcher.next_look()))
             .flatten()
             .map(|at| at.saturating_duration_since(now))
             .fold(tick.min(notify::every()), Duration::min)

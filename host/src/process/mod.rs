@@ -25,6 +25,7 @@
 //! | `pool` | the worker pools: how many workers, started and retired |
 //! | `children` | what the master knows of each child |
 //! | [`restart`] | HUP: re-executing with the listening sockets |
+//! | [`reload`] | `watch_module`: a service's new module, served without a restart |
 //! | [`notify`] | systemd's readiness messages (`Type=notify`) |
 //! | [`worker`] | serving inside one worker process |
 //! | [`signals`] | the master's signals and what each asks |
@@ -37,6 +38,7 @@ pub mod inetd;
 pub mod master;
 pub mod notify;
 mod pool;
+pub mod reload;
 pub mod restart;
 pub mod signals;
 pub mod spawn;

@@ -34,6 +34,7 @@ use crate::board::{self, Closing};
 use crate::capacity::{Capacity, Place, Room};
 use crate::config::port::Proto;
 use crate::connection::{self, Thread};
+use crate::fairness;
 use crate::service::{Route, Service, SharedPort};
 use crate::threads;
 use crate::title::{self, Title};
@@ -66,10 +67,25 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
     let names: Vec<Arc<str>> = services.iter().map(|s| s.name.clone()).collect();
     show_title(&names, false, 0);
     let runtime = match &mode {
-        Mode::Concurrent => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .thread_name("netserver-worker")
-            .build(),
+        Mode::Concurrent => {
+            // Guests that keep computing take turns on all threads but one
+            // (see `fairness`): two at least, so that one is always kept
+            // for the guests whose clients wait.
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+            let mut shares: Vec<u32> = Vec::new();
+            for service in &services {
+                if shares.len() <= service.index {
+                    shares.resize(service.index + 1, fairness::DEFAULT_SHARE);
+                }
+                shares[service.index] = service.cpu_share;
+            }
+            fairness::install(threads, shares);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .thread_name("netserver-worker")
+                .build()
+        }
         Mode::Sequential { .. } => one_thread_runtime(),
     };
     let runtime = match runtime.context("cannot start the runtime") {
@@ -83,7 +99,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         let mut stop = Stop::new()?;
         // Every service's handler shares one engine: one ticker.
         if let Some(first) = services.first() {
-            ticker::start(first.handler.engine().clone())?;
+            ticker::start(first.handler().engine().clone())?;
         }
         let (services, listeners) = listen(services)?;
         // A mux service's instance serves all of this worker's clients.
@@ -423,7 +439,7 @@ async fn pass_signals(mut signals: GuestSignals, hooked: Vec<Arc<Service>>) {
         let signal = signals.next().await;
         for service in &hooked {
             let service = service.clone();
-            tokio::spawn(async move { service.signal(signal).await });
+            fairness::spawn(async move { service.signal(signal).await });
         }
     }
 }
@@ -538,7 +554,7 @@ async fn shared_loop(listener: Listener, port: Arc<SharedPort>, capacities: Vec<
         };
         send_at_once(&incoming);
         let (port, capacities) = (port.clone(), capacities.clone());
-        tokio::spawn(async move {
+        fairness::spawn(async move {
             let Some((index, incoming)) = port.route(incoming).await else {
                 return;
             };
@@ -637,7 +653,7 @@ pub fn serve_one(route: Route, incoming: StdIncoming, tls: bool) -> i32 {
     title::set(&Title::Child {
         service: &route.first().name,
     });
-    let engine = route.first().handler.engine().clone();
+    let engine = route.first().handler().engine().clone();
     one_shot(engine, tracing::Span::none(), |stop| async move {
         let incoming = incoming.into_incoming()?.over_tls(tls);
         let Some((service, incoming)) = route.pick(incoming).await else {
@@ -657,11 +673,11 @@ pub fn run_dequeue(service: Service) -> i32 {
     title::set(&Title::Dequeue {
         service: &service.name,
     });
-    let engine = service.handler.engine().clone();
+    let engine = service.handler().engine().clone();
     let span = tracing::info_span!("dequeue", service = %service.name);
     one_shot(engine, span, |_| async move {
         let mut instance = service
-            .handler
+            .handler()
             .instantiate(GuestIo::default(), None)
             .await?;
         instance

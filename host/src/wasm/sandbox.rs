@@ -58,6 +58,12 @@ impl CpuMeter {
         self.ticks <= self.budget_ticks
     }
 
+    /// Whether the guest computed through a whole tick without waiting:
+    /// its first tick may have come just after it started.
+    pub fn computing(&self) -> bool {
+        self.ticks >= 2
+    }
+
     /// Starts a new budget (at the start of every hook call).
     pub fn reset(&mut self) {
         self.ticks = 0;

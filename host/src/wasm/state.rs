@@ -64,8 +64,10 @@ impl Shared {
 /// stdout reach the client through `io`, its environment is `env`, and the
 /// sandbox's limits apply (see [`sandbox`]): the memory cap traps growth
 /// past `max_memory`, the budgets growth past the service's or the
-/// worker's (see [`super::budget`]), and the epoch deadline makes a computing guest yield
-/// at every tick, trapping once it computed for `cpu_limit` without
+/// worker's (see [`super::budget`]), and the epoch deadline makes a
+/// computing guest yield at every tick — from its second tick without
+/// waiting, to wait for its turn among the guests that keep computing (see
+/// [`crate::fairness`]) — trapping once it computed for `cpu_limit` without
 /// waiting for its client.
 pub fn new_store(
     engine: &Engine,
@@ -83,15 +85,22 @@ pub fn new_store(
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
         let waits = state.io.waits();
-        if state.cpu.tick(waits) {
-            Ok(UpdateDeadline::Yield(1))
-        } else {
-            Err(wasmtime::format_err!(
+        if !state.cpu.tick(waits) {
+            return Err(wasmtime::format_err!(
                 "{}: computed for more than {:?} without waiting for the client",
                 sandbox::CPU_LIMIT_TRAP,
                 state.cpu.limit()
-            ))
+            ));
         }
+        // Computed through a whole tick without waiting: it takes turns
+        // with the other guests that keep computing (see `fairness`).
+        if state.cpu.computing() {
+            crate::board::cpu_turn(state.shared.index);
+            if let Some(turn) = crate::fairness::turn(state.shared.index) {
+                return Ok(UpdateDeadline::YieldCustom(1, Box::pin(turn)));
+            }
+        }
+        Ok(UpdateDeadline::Yield(1))
     });
     Ok(store)
 }

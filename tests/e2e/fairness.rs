@@ -1,0 +1,137 @@
+//! CPU fairness in a `multiplex` worker: guests that keep computing take
+//! turns by their services' `cpu_share`, and a client whose guest waits on
+//! it is served meanwhile.
+
+use std::time::Duration;
+
+use crate::metrics::{endpoint, value};
+use crate::util::{Client, Server, conf, guests};
+
+/// The turns service `name` took so far.
+fn turns(metrics: std::net::SocketAddr, name: &str) -> f64 {
+    value(
+        metrics,
+        &format!(r#"netserver_guest_cpu_turns_total{{service="{name}"}}"#),
+    )
+}
+
+/// Opens `n` connections to `addr` whose guests spin.
+fn spinners(addr: std::net::SocketAddr, n: usize) -> Vec<Client> {
+    (0..n)
+        .map(|_| {
+            let mut client = Client::connect(addr);
+            client.send(b"spin\n");
+            client
+        })
+        .collect()
+}
+
+#[test]
+fn computing_services_share_the_cpu_by_weight_and_a_waiting_client_is_served() {
+    let toml = conf(
+        "fairness.toml",
+        &format!(
+            r#"
+host = "127.0.0.1"
+server_type = "multiplex"
+metrics_port = "127.0.0.1:0"
+cpu_limit = 60
+
+[[service]]
+name = "heavy"
+module = "{misbehave}"
+port = 0
+cpu_share = 300
+
+[[service]]
+name = "light"
+module = "{misbehave}"
+port = 0
+
+[[service]]
+name = "neighbour"
+module = "{echo}"
+port = 0
+"#,
+            misbehave = guests::MISBEHAVE,
+            echo = guests::ECHO,
+        ),
+    );
+    let mut server = Server::start_args(&["--conf-file", &toml]);
+    let metrics = endpoint(&mut server);
+    let heavy = server.service_addr("heavy");
+    let light = server.service_addr("light");
+    let neighbour = server.service_addr("neighbour");
+
+    // Three guests of each service spin; once both take turns, count.
+    let _spinning = [spinners(heavy, 3), spinners(light, 3)];
+    let start = server.eventually("both services taking turns", || {
+        let (h, l) = (turns(metrics, "heavy"), turns(metrics, "light"));
+        if h >= 5.0 && l >= 5.0 {
+            Ok((h, l))
+        } else {
+            Err(format!("heavy {h}, light {l}"))
+        }
+    });
+    // Meanwhile a client of a third service is served, as often as it
+    // asks: its guest waits on it, and never waits for a turn.
+    let mut client = Client::connect(neighbour);
+    for i in 0..20 {
+        client.send(format!("ping {i}\n").as_bytes());
+        assert_eq!(client.read_line(), format!("You said 'ping {i}'\r\n"));
+    }
+    let (heavy_turns, light_turns) = server.eventually("200 more turns", || {
+        let h = turns(metrics, "heavy") - start.0;
+        let l = turns(metrics, "light") - start.1;
+        if h + l >= 200.0 {
+            Ok((h, l))
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+            Err(format!("heavy {h}, light {l}"))
+        }
+    });
+    // 300 against 100: three turns for one (the lane's own order is
+    // exact; the bounds leave room for turns asked for while counting).
+    let ratio = heavy_turns / light_turns.max(1.0);
+    assert!(
+        (2.0..=4.5).contains(&ratio),
+        "heavy {heavy_turns} and light {light_turns} turns: ratio {ratio}"
+    );
+}
+
+#[test]
+fn guests_whose_connections_end_while_waiting_for_a_turn_give_it_back() {
+    // Idle connections end after a second: spinning guests, which move no
+    // byte, end while they wait for their turn or take one.
+    let mut server = Server::start(&[
+        "--module",
+        guests::MISBEHAVE,
+        "--server-type",
+        "multiplex",
+        "--idle-timeout",
+        "1",
+        "--metrics-port",
+        "127.0.0.1:0",
+    ]);
+    let metrics = endpoint(&mut server);
+    let addr = server.addr;
+    let first = spinners(addr, 6);
+    server.wait_for_log_lines("idle timeout", 6);
+    drop(first);
+    // The lane is whole again: a new spinner takes turn after turn.
+    let before = turns(metrics, "misbehave");
+    let _again = spinners(addr, 1);
+    server.eventually("the new spinner taking turns", || {
+        let now = turns(metrics, "misbehave");
+        if now >= before + 20.0 {
+            Ok(())
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+            Err(format!("{before} → {now}"))
+        }
+    });
+    // And a client that waits on its guest is served.
+    let mut client = Client::connect(addr);
+    client.send(b"hello\n");
+    assert_eq!(client.read_line(), "ok hello\r\n");
+}
