@@ -60,12 +60,12 @@ fn a_watched_module_is_replaced_for_new_connections_only() {
     let (mut server, module) = two_services("replaced", "");
     let swapped = server.service_addr("swapped");
     let other = server.service_addr("other");
-    let workers = children(server.pid());
 
     // Open connections of both services, before the swap.
     let mut old = Client::connect(swapped);
     old.send(b"before\n");
     assert_eq!(old.read_line(), "You said 'before'\r\n");
+    let workers = children(server.pid());
     let mut neighbour = Client::connect(other);
     neighbour.send(b"before\n");
     assert_eq!(neighbour.read_line(), "ok before\r\n");
@@ -164,7 +164,7 @@ fn a_mux_handler_is_not_watched() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--watch-module 1") && err.contains("replaced by a restart (HUP)"),
+        err.contains("--watch_module 1") && err.contains("replaced by a restart (HUP)"),
         "{err}"
     );
 }
