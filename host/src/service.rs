@@ -5,7 +5,6 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -26,9 +25,9 @@ use crate::tls::Tls;
 use crate::transport::datagram::{RecvSettings, ReplyCap};
 use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
+use crate::wasm::cache::ModuleCache;
 use crate::wasm::mux::Event;
 use crate::wasm::stdio::GuestIo;
-use crate::wasm::cache::ModuleCache;
 use crate::wasm::{GuestKind, Handler, Instance, ServerHook};
 
 /// One service ready to serve.
@@ -254,7 +253,8 @@ impl Service {
         let Some(watch) = &self.watch else {
             return;
         };
-        let behind = || board::module_generation(self.index) != watch.generation.load(Ordering::Acquire);
+        let behind =
+            || board::module_generation(self.index) != watch.generation.load(Ordering::Acquire);
         if !behind() {
             return;
         }
@@ -263,10 +263,13 @@ impl Service {
             return;
         }
         let now = board::module_generation(self.index);
-        let engine = self.handler().engine().clone();
+        let (engine, budgets) = {
+            let handler = self.handler();
+            (handler.engine().clone(), handler.budgets().clone())
+        };
         let (config, cache, index) = (watch.config.clone(), watch.cache.clone(), self.index);
         let loaded = tokio::task::spawn_blocking(move || {
-            Handler::load(&engine, &config, index, cache.as_ref())
+            Handler::load(&engine, &config, index, cache.as_ref(), budgets)
         })
         .await
         .map_err(anyhow::Error::from)

@@ -73,12 +73,13 @@ fn a_watched_module_is_replaced_for_new_connections_only() {
     deploy(&module, &std::fs::read(guests::MISBEHAVE).unwrap());
     server.wait_for_log("service swapped: ");
     server.wait_for_log("changed: new connections get the new module");
-    server.eventually("a new connection served by the new module", || {
-        match answer(swapped, "after").as_str() {
+    server.eventually(
+        "a new connection served by the new module",
+        || match answer(swapped, "after").as_str() {
             "ok after\r\n" => Ok(()),
             other => Err(other.to_owned()),
-        }
-    });
+        },
+    );
 
     // The open connections go on as they were.
     old.send(b"still\n");
@@ -127,7 +128,10 @@ fn a_swap_under_load_refuses_no_connection_of_either_service() {
                 let mut saw_new = false;
                 while sessions < 2000 && (swapping.load(Ordering::Relaxed) || !saw_new) {
                     let got = answer(addr, "x");
-                    assert!(answers.contains(&got.as_str()), "session {sessions}: {got:?}");
+                    assert!(
+                        answers.contains(&got.as_str()),
+                        "session {sessions}: {got:?}"
+                    );
                     saw_new |= got == answers[1];
                     sessions += 1;
                 }

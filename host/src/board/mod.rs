@@ -640,7 +640,9 @@ mod tests {
         assert_eq!(connection(1, 2, &own).unwrap_err(), 2);
         drop((mine, again));
         assert_eq!(
-            BOARD.get().unwrap().service_heads[1].open.load(Ordering::Relaxed),
+            BOARD.get().unwrap().service_heads[1]
+                .open
+                .load(Ordering::Relaxed),
             0
         );
         assert_eq!(free_slot(), Some(2));

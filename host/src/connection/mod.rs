@@ -17,8 +17,8 @@ use crate::board::{
     stats::{Ending, Refusal},
 };
 use crate::capacity::Place;
-use crate::fairness;
 use crate::client::ClientInfo;
+use crate::fairness;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
 use crate::transport::{ClientSocket, Incoming, Wait};

@@ -168,9 +168,18 @@ fn replace_in_master(service: &Service) {
         .as_ref()
         .map_or_else(String::new, |p| p.display().to_string());
     let started = Instant::now();
-    let engine = service.handler().engine().clone();
-    let loaded = Handler::load(&engine, &watch.config, service.index, watch.cache.as_ref())
-        .and_then(|handler| service.set_handler(handler));
+    let (engine, budgets) = {
+        let handler = service.handler();
+        (handler.engine().clone(), handler.budgets().clone())
+    };
+    let loaded = Handler::load(
+        &engine,
+        &watch.config,
+        service.index,
+        watch.cache.as_ref(),
+        budgets,
+    )
+    .and_then(|handler| service.set_handler(handler));
     match loaded {
         Ok(()) => {
             let generation = board::module_replaced(service.index);
