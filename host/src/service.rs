@@ -105,14 +105,24 @@ pub struct Watch {
     /// Held while this process loads a new module, so that the
     /// connections that start meanwhile wait for it.
     loading: tokio::sync::Mutex<()>,
+    /// The module file's stamp as it was when the served module was
+    /// read (the master's watch starts from it).
+    pub served: Option<crate::wasm::ModuleStamp>,
 }
 
 impl Watch {
-    /// Watches the module of `config`, compiled modules kept in `cache`.
-    pub fn new(config: ServiceConfig, cache: Option<ModuleCache>) -> Self {
+    /// Watches the module of `config`, compiled modules kept in `cache`;
+    /// `served`: the file's stamp when the module served was read (see
+    /// [`Handler::stamp`]).
+    pub fn new(
+        config: ServiceConfig,
+        cache: Option<ModuleCache>,
+        served: Option<crate::wasm::ModuleStamp>,
+    ) -> Self {
         Self {
             config,
             cache,
+            served,
             generation: std::sync::atomic::AtomicU64::new(0),
             loading: tokio::sync::Mutex::new(()),
         }
@@ -864,7 +874,8 @@ pub fn bind_all(
         };
         let mut made = Service::new(service, handler, tls, sockets)?;
         if service.watch_module && service.module.is_some() {
-            made.watch = Some(Watch::new(service.clone(), cache.clone()));
+            let served = made.handler().stamp();
+            made.watch = Some(Watch::new(service.clone(), cache.clone(), served));
         }
         services.push(made);
     }

@@ -265,21 +265,21 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
-        "cpu_share",
-        Int(1, 10_000),
-        Some("100"),
-        false,
-        Active,
-        "multiplex: this service's weight when several services' guests keep computing",
-    )
-    .per_service(),
-    spec(
         "cpu_limit",
         Seconds,
         Some("10"),
         false,
         Active,
         "seconds of CPU time a hook may compute without waiting for the client",
+    )
+    .per_service(),
+    spec(
+        "cpu_share",
+        Int(1, 10_000),
+        Some("100"),
+        false,
+        Active,
+        "multiplex: this service's weight when several services' guests keep computing",
     )
     .per_service(),
     spec(
@@ -557,15 +557,6 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "the handler component or WASI command, a regular file of at most 512 MiB (default: built-in echo)",
-    )
-    .per_service(),
-    spec(
-        "watch_module",
-        Bool,
-        Some("0"),
-        false,
-        Active,
-        "serve the module anew when its file changes, without restarting (new connections get the new module)",
     )
     .per_service(),
     spec(
@@ -904,6 +895,15 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "user to become after binding (default nobody when started as root); in a service table, the user of that service's own workers (isolation process only)",
+    )
+    .per_service(),
+    spec(
+        "watch_module",
+        Bool,
+        Some("0"),
+        false,
+        Active,
+        "serve the module anew when its file changes, without restarting (new connections get the new module)",
     )
     .per_service(),
     spec(

@@ -28,7 +28,6 @@
 //! connection; refused at start), and a new module of another kind (a
 //! WASI command for a handler, say) is refused: both need a restart (HUP).
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,30 +35,10 @@ use std::time::{Duration, Instant};
 use crate::board;
 use crate::service::Service;
 use crate::wasm::Handler;
+use crate::wasm::ModuleStamp;
 
 /// How often the master looks at the watched files.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// What identifies one version of a file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl Stamp {
-    fn of(path: &std::path::Path) -> std::io::Result<Self> {
-        let meta = std::fs::metadata(path)?;
-        Ok(Self {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        })
-    }
-}
 
 /// One watched module, in the master.
 #[derive(Debug)]
@@ -68,9 +47,9 @@ struct Watched {
     at: usize,
     path: PathBuf,
     /// The version served (or refused) last.
-    seen: Option<Stamp>,
+    seen: Option<ModuleStamp>,
     /// A new version seen at the last look, not yet settled.
-    pending: Option<Stamp>,
+    pending: Option<ModuleStamp>,
     /// Whether the file could not be read at the last look (said once).
     unreadable: bool,
 }
@@ -90,8 +69,9 @@ impl Watcher {
             .iter()
             .enumerate()
             .filter_map(|(at, service)| {
-                let path = service.watch.as_ref()?.config.module.clone()?;
-                let seen = Stamp::of(&path).ok();
+                let watch = service.watch.as_ref()?;
+                let path = watch.config.module.clone()?;
+                let seen = watch.served;
                 Some(Watched {
                     at,
                     path,
@@ -124,7 +104,7 @@ impl Watcher {
             let Some(service) = services.get(watched.at) else {
                 continue;
             };
-            let stamp = match Stamp::of(&watched.path) {
+            let stamp = match ModuleStamp::of(&watched.path) {
                 Ok(stamp) => {
                     watched.unreadable = false;
                     stamp
@@ -207,17 +187,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.wasm");
         std::fs::write(&path, b"one").unwrap();
-        let first = Stamp::of(&path).unwrap();
-        assert_eq!(Stamp::of(&path).unwrap(), first, "unchanged");
+        let first = ModuleStamp::of(&path).unwrap();
+        assert_eq!(ModuleStamp::of(&path).unwrap(), first, "unchanged");
         // Replaced by a rename, as deployments do: another inode.
         let next = dir.join("m.wasm.new");
         std::fs::write(&next, b"one").unwrap();
         std::fs::rename(&next, &path).unwrap();
-        let renamed = Stamp::of(&path).unwrap();
+        let renamed = ModuleStamp::of(&path).unwrap();
         assert_ne!(renamed, first, "a new inode");
         // Written in place, longer.
         std::fs::write(&path, b"longer").unwrap();
-        assert_ne!(Stamp::of(&path).unwrap(), renamed, "a new size");
+        assert_ne!(ModuleStamp::of(&path).unwrap(), renamed, "a new size");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -104,6 +104,8 @@ pub struct Handler {
     pre: Pre,
     shared: Arc<Shared>,
     source: String,
+    /// Its module file's stamp, taken before the file was read.
+    stamp: Option<ModuleStamp>,
 }
 
 impl Handler {
@@ -118,6 +120,10 @@ impl Handler {
         budgets: Budgets,
     ) -> Result<Self> {
         let engine = engine.clone();
+        let stamp = config
+            .module
+            .as_deref()
+            .and_then(|p| ModuleStamp::of(p).ok());
         let (source, bytes) = match &config.module {
             Some(path) => (path.display().to_string(), read_module(path)),
             None => ("built-in echo".to_owned(), Ok(embedded::ECHO.to_vec())),
@@ -130,6 +136,7 @@ impl Handler {
             pre,
             shared: Arc::new(Shared::new(config, index, budgets)),
             source,
+            stamp,
         })
     }
 
@@ -165,6 +172,12 @@ impl Handler {
     /// Where the guest came from: its path, or `built-in echo`.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Which version of its module file it was read from (none for the
+    /// built-in echo): a file changed since has another stamp.
+    pub fn stamp(&self) -> Option<ModuleStamp> {
+        self.stamp
     }
 
     /// The engine every instance runs on.
@@ -236,6 +249,30 @@ fn load_server_hooks(
 
 /// The module's bytes: a regular file, of at most
 /// [`files::MAX_MODULE`](crate::config::files::MAX_MODULE) bytes.
+/// What identifies one version of a module file: its inode, size and
+/// modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModuleStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl ModuleStamp {
+    /// The stamp of the file at `path` as it is now.
+    pub fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+}
+
 fn read_module(path: &Path) -> Result<Vec<u8>> {
     use crate::config::files;
     files::read_regular(path, files::MAX_MODULE).map_err(|why| anyhow!("cannot read: {why}"))

@@ -14,7 +14,7 @@ pub mod state;
 pub mod stdio;
 pub mod ticker;
 
-pub use handler::{GuestKind, Handler, Instance};
+pub use handler::{GuestKind, Handler, Instance, ModuleStamp};
 pub use hints::ServerHook;
 
 /// Guests built into the binary.
