@@ -11,7 +11,7 @@ use crate::util::{Client, Server, children, conf, guests, per_personality};
 const MIB: u64 = 1 << 20;
 
 /// What a worker's resident memory may grow by beyond the memory budget
-/// its guests hold (see docs/limits.md): the host's own memory for a few
+/// its guests hold (see docs/sandbox.md): the host's own memory for a few
 /// connections, the pool's slots kept warm, allocator slack.
 const OVERHEAD: u64 = 16 * MIB;
 

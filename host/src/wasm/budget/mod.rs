@@ -19,7 +19,7 @@
 //! memory, elements of tables at [`TABLE_ELEMENT_BYTES`] each), not what
 //! is resident: a guest cannot hold more of the machine than it is
 //! counted for. A finished instance's memory the pooling allocator keeps
-//! for reuse is the host's, not any guest's (see docs/limits.md).
+//! for reuse is the host's, not any guest's (see docs/sandbox.md).
 //!
 //! The defaults ([`plan`]) come from the machine (see [`crate::machine`]).
 //!
