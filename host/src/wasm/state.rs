@@ -84,8 +84,8 @@ pub fn new_store(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
-        let waits = state.io.waits();
-        if !state.cpu.tick(waits) {
+        let (waits, pends) = (state.io.waits(), state.io.pends());
+        if !state.cpu.tick(waits, pends) {
             return Err(wasmtime::format_err!(
                 "{}: computed for more than {:?} without waiting for the client",
                 sandbox::CPU_LIMIT_TRAP,

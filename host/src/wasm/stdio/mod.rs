@@ -37,6 +37,10 @@ struct GuestIoInner {
     /// How often the guest waited for the client: each wait ends a burst of
     /// computation (see [`crate::wasm::sandbox`]).
     waits: AtomicU64,
+    /// How many of those waits really waited (the client had sent nothing,
+    /// or had no room): a guest whose reads and writes all complete at once
+    /// keeps computing, for CPU fairness (see `crate::fairness`).
+    pends: AtomicU64,
 }
 
 impl GuestIo {
@@ -55,6 +59,11 @@ impl GuestIo {
         self.0.waits.load(Ordering::Relaxed)
     }
 
+    /// How often a wait for the client really waited so far.
+    pub fn pends(&self) -> u64 {
+        self.0.pends.load(Ordering::Relaxed)
+    }
+
     fn slot(&self) -> MutexGuard<'_, Option<Arc<ClientSocket>>> {
         // An `Option<Arc<_>>` cannot be left invalid by a panic.
         self.0.client.lock().unwrap_or_else(|p| p.into_inner())
@@ -66,6 +75,22 @@ impl GuestIo {
 
     fn note_wait(&self) {
         self.0.waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Awaits `io`, a wait for the client, counting it in [`Self::waits`]
+    /// and, if it is not ready at once, in [`Self::pends`].
+    async fn wait_for<T>(&self, io: impl std::future::Future<Output = T>) -> T {
+        self.note_wait();
+        let mut io = std::pin::pin!(io);
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            let poll = io.as_mut().poll(cx);
+            if std::mem::take(&mut first) && poll.is_pending() {
+                self.0.pends.fetch_add(1, Ordering::Relaxed);
+            }
+            poll
+        })
+        .await
     }
 
     /// The guest's stdin.

@@ -58,9 +58,8 @@ impl StdoutStream for GuestStdout {
 impl Pollable for GuestStdin {
     async fn ready(&mut self) {
         if let Some(client) = self.0.client() {
-            self.0.note_wait();
             // An error means the stream is readable (it will report the error).
-            let _ = client.readable().await;
+            let _ = self.0.wait_for(client.readable()).await;
         }
     }
 }
@@ -80,8 +79,7 @@ impl InputStream for GuestStdin {
         let Some(client) = self.0.client() else {
             return Err(StreamError::Closed);
         };
-        self.0.note_wait();
-        client.read_blocking(size).await
+        self.0.wait_for(client.read_blocking(size)).await
     }
 }
 
@@ -89,8 +87,7 @@ impl InputStream for GuestStdin {
 impl Pollable for GuestStdout {
     async fn ready(&mut self) {
         if let Some(client) = self.0.client() {
-            self.0.note_wait();
-            client.drain().await;
+            self.0.wait_for(client.drain()).await;
         }
     }
 }
@@ -104,8 +101,7 @@ impl OutputStream for GuestStdout {
         let Some(client) = self.0.client() else {
             return Ok(());
         };
-        self.0.note_wait();
-        client.write_and_flush(bytes).await
+        self.0.wait_for(client.write_and_flush(bytes)).await
     }
 
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
