@@ -97,9 +97,7 @@ fn give_back() {
     if HOLDS_TURN.replace(false)
         && let Some(lane) = LANE.get()
     {
-        let mut lane = lock(lane);
-        lane.running = lane.running.saturating_sub(1);
-        lane.dispatch();
+        lock(lane).release();
     }
 }
 
@@ -192,9 +190,7 @@ impl Drop for Turn {
         if let Some(id) = self.id {
             lock(lane).leave(self.service, id);
         } else if self.held {
-            let mut lane = lock(lane);
-            lane.running = lane.running.saturating_sub(1);
-            lane.dispatch();
+            lock(lane).release();
         }
     }
 }
@@ -302,10 +298,17 @@ impl Lane {
     /// back.
     fn leave(&mut self, service: usize, id: u64) {
         if self.granted.remove(&id) {
-            self.running = self.running.saturating_sub(1);
+            self.release();
         } else {
             self.queue(service).waiting.retain(|(i, _)| *i != id);
+            self.dispatch();
         }
+    }
+
+    /// A turn held or granted is given back: its slot goes to the next
+    /// waiter.
+    fn release(&mut self) {
+        self.running = self.running.saturating_sub(1);
         self.dispatch();
     }
 
