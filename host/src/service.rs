@@ -273,18 +273,13 @@ impl Service {
             return;
         }
         let now = board::module_generation(self.index);
-        let (engine, budgets) = {
-            let handler = self.handler();
-            (handler.engine().clone(), handler.budgets().clone())
-        };
-        let (config, cache, index) = (watch.config.clone(), watch.cache.clone(), self.index);
-        let loaded = tokio::task::spawn_blocking(move || {
-            Handler::load(&engine, &config, index, cache.as_ref(), budgets)
-        })
-        .await
-        .map_err(anyhow::Error::from)
-        .and_then(|loaded| loaded)
-        .and_then(|handler| self.set_handler(handler));
+        let (current, config, cache) = (self.handler(), watch.config.clone(), watch.cache.clone());
+        let loaded =
+            tokio::task::spawn_blocking(move || current.load_anew(&config, cache.as_ref()))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|loaded| loaded)
+                .and_then(|handler| self.set_handler(handler));
         // Tried once per generation: a module this process cannot load
         // leaves the old one serving until the next.
         watch.generation.store(now, Ordering::Release);

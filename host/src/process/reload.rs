@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use crate::board;
 use crate::service::Service;
-use crate::wasm::Handler;
 use crate::wasm::ModuleStamp;
 
 /// How often the master looks at the watched files.
@@ -148,18 +147,10 @@ fn replace_in_master(service: &Service) {
         .as_ref()
         .map_or_else(String::new, |p| p.display().to_string());
     let started = Instant::now();
-    let (engine, budgets) = {
-        let handler = service.handler();
-        (handler.engine().clone(), handler.budgets().clone())
-    };
-    let loaded = Handler::load(
-        &engine,
-        &watch.config,
-        service.index,
-        watch.cache.as_ref(),
-        budgets,
-    )
-    .and_then(|handler| service.set_handler(handler));
+    let loaded = service
+        .handler()
+        .load_anew(&watch.config, watch.cache.as_ref())
+        .and_then(|handler| service.set_handler(handler));
     match loaded {
         Ok(()) => {
             let generation = board::module_replaced(service.index);

@@ -140,6 +140,22 @@ impl Handler {
         })
     }
 
+    /// Loads the module of `config` again for the same service (a new
+    /// version of its file): the same engine, place and memory budgets.
+    pub fn load_anew(
+        &self,
+        config: &ServiceConfig,
+        cache: Option<&super::cache::ModuleCache>,
+    ) -> Result<Self> {
+        Self::load(
+            &self.engine,
+            config,
+            self.index(),
+            cache,
+            self.budgets().clone(),
+        )
+    }
+
     /// The world the guest implements.
     pub fn kind(&self) -> GuestKind {
         match self.pre {
