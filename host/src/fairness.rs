@@ -13,9 +13,9 @@
 //!   computation that could wait, so a guest whose client just sent a request
 //!   finds a thread within microseconds, however many guests spin.
 //! - **Between services, turns go by weighted fair queuing** on
-//!   `cpu_share`: each turn a service is given advances its virtual time by
-//!   `SCALE / share`, and the waiting service with the smallest virtual time
-//!   goes next. A service that was not waiting starts at the smallest
+//!   `cpu_share`: each turn a service took advances its virtual time by how
+//!   long it lasted × `DEFAULT_SHARE / share`, and the waiting service with
+//!   the smallest virtual time goes next. A service that was not waiting starts at the smallest
 //!   virtual time of those that are: it cannot bank turns while idle.
 //! - **Within a service, turns go in order of asking** (first come, first
 //!   served), so every heavy connection of a service advances.
@@ -27,36 +27,78 @@
 //! worker hooks) take turns; a process whose lane is not installed (every
 //! personality but `multiplex`, which serve one connection at a time) never
 //! waits here.
+//!
+//! **Short computations are weighed too.** Ticks only catch a guest that
+//! computes for a whole tick; a tenant that opens thousands of connections
+//! a second, each trapping or overflowing its stack within a millisecond,
+//! never reaches one. So every poll of a task that [`enter`]ed a service is
+//! timed and charged to that service. Every [`WINDOW`] the worker looks at
+//! what each service used: a service that took more than its fair part of
+//! the worker's threads (`threads × share / the shares of the services with
+//! tasks open`) while another service has tasks open becomes **throttled**,
+//! and stays so until it uses less than half its part. A throttled
+//! service's tasks take a turn before *every* poll, so together they use
+//! at most `slots` threads, in weighted fair queuing with the heavy guests,
+//! and the last thread again stays free for the other services. Alone on
+//! a worker a service is never throttled: nothing is lost when no one else
+//! waits. Turns are charged by the time they last, so a service of many
+//! short turns and one of few long ones share by `cpu_share` all the same.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// The weight a service has when `cpu_share` is not given.
 pub const DEFAULT_SHARE: u32 = 100;
 
-/// Virtual time one turn costs a service of share 1.
-const SCALE: u64 = 1 << 20;
+/// How often the worker looks at what each service used (see the module
+/// documentation): two epoch ticks.
+pub const WINDOW: Duration = Duration::from_millis(20);
+
+/// The least a turn is charged, however short it was.
+const LEAST_CHARGE: Duration = Duration::from_micros(1);
 
 /// This process's lane (installed by a `multiplex` worker).
 static LANE: OnceLock<Mutex<Lane>> = OnceLock::new();
+
+/// What each service of this process used, by service index (installed
+/// with the lane).
+static METERS: OnceLock<Meters> = OnceLock::new();
 
 thread_local! {
     /// Whether the task being polled on this thread was spawned with
     /// [`spawn`] (and so may take turns).
     static IN_FAIR_TASK: Cell<bool> = const { Cell::new(false) };
-    /// Whether the task being polled on this thread holds a turn.
-    static HOLDS_TURN: Cell<bool> = const { Cell::new(false) };
+    /// The turn the task being polled on this thread holds: its service
+    /// and when it began.
+    static HOLDS_TURN: Cell<Option<(usize, Instant)>> = const { Cell::new(None) };
+    /// The service the task being polled on this thread serves, once it
+    /// [`enter`]ed one (or works for one).
+    static SERVICE: Cell<Option<Entry>> = const { Cell::new(None) };
+    /// Whether the task being polled on this thread took a turn for this
+    /// poll because its service is throttled.
+    static GATED: Cell<bool> = const { Cell::new(false) };
+    /// Whether a heavy guest of the task being polled on this thread
+    /// waits in the lane for its turn.
+    static WAITS_IN_LANE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Installs this process's lane: `threads` threads run its guests, and
 /// the services' shares are `shares` (by service index). Once per process;
 /// later calls are ignored.
 pub fn install(threads: usize, shares: Vec<u32>) {
-    let _ = LANE.set(Mutex::new(Lane::new(slots_for(threads), shares)));
+    let meters = Meters::new(threads, &shares);
+    if LANE
+        .set(Mutex::new(Lane::new(slots_for(threads), shares)))
+        .is_ok()
+    {
+        let _ = METERS.set(meters);
+    }
 }
 
 /// Heavy guests that compute at once when the runtime has `threads`
@@ -71,15 +113,91 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(Fair { task })
+    tokio::spawn(fair(task))
+}
+
+/// `task` as a task whose guests take turns, to be spawned by the caller
+/// (as [`spawn`] does).
+pub fn fair<F: Future>(task: F) -> impl Future<Output = F::Output> {
+    Fair {
+        task,
+        member: None,
+        gate: None,
+        waits_in_lane: false,
+    }
+}
+
+/// Says that the task being polled (one spawned with [`spawn`]) serves a
+/// client of `service` from now on: it counts among the service's open
+/// tasks, its polls are charged to the service, and take a turn each while
+/// the service is throttled. Returns whether it is (the task then waits for
+/// its first turn here, before any more of it runs).
+pub async fn enter(service: usize) -> bool {
+    enter_as(Entry {
+        service,
+        client: true,
+    })
+    .await
+}
+
+/// As [`enter`], for a task that works for `service` without a client of
+/// its own (an accept loop, a mux instance's driver, a signal's delivery):
+/// charged and throttled, but not counted among the open tasks that make
+/// other services yield.
+pub async fn work_for(service: usize) -> bool {
+    enter_as(Entry {
+        service,
+        client: false,
+    })
+    .await
+}
+
+/// Which service a task works for, and whether it serves a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    service: usize,
+    client: bool,
+}
+
+async fn enter_as(entry: Entry) -> bool {
+    if !IN_FAIR_TASK.get() || METERS.get().is_none() {
+        return false;
+    }
+    SERVICE.set(Some(entry));
+    if !throttled(entry.service) {
+        return false;
+    }
+    // Hand the task back to `Fair`, which takes the turn before polling it
+    // again.
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+    true
+}
+
+/// Whether the tasks of `service` take a turn before every poll.
+fn throttled(service: usize) -> bool {
+    METERS
+        .get()
+        .and_then(|m| m.services.get(service))
+        .is_some_and(|m| m.throttled.load(Ordering::Relaxed))
 }
 
 /// For a heavy guest of service `service` at its tick: the wait for its
 /// next turn, in which the turn its task holds, if any, is given back as
 /// it asks again (so that it competes for the next turn with those
-/// waiting) — or `None` where there is no lane (the guest just yields).
+/// waiting) — or `None` where there is no lane, or where its task took a
+/// turn for this very poll because its service is throttled (the guest
+/// just yields, and its task takes a turn again before its next poll).
 pub fn turn(service: usize) -> Option<Turn> {
-    if !IN_FAIR_TASK.get() {
+    if !IN_FAIR_TASK.get() || GATED.get() {
         return None;
     }
     LANE.get()?;
@@ -88,16 +206,17 @@ pub fn turn(service: usize) -> Option<Turn> {
         id: None,
         yielded: false,
         done: false,
-        held: HOLDS_TURN.replace(false),
+        held: HOLDS_TURN.take().map(|(s, since)| (s, since.elapsed())),
+        gate: false,
     })
 }
 
 /// Gives back the turn the task being polled on this thread holds.
 fn give_back() {
-    if HOLDS_TURN.replace(false)
+    if let Some((service, since)) = HOLDS_TURN.take()
         && let Some(lane) = LANE.get()
     {
-        lock(lane).release();
+        lock(lane).release(Some((service, since.elapsed())));
     }
 }
 
@@ -112,6 +231,14 @@ pin_project_lite::pin_project! {
     struct Fair<F> {
         #[pin]
         task: F,
+        // The service it serves, once it entered one.
+        member: Option<Member>,
+        // Its wait for a turn before a poll, while its service is
+        // throttled.
+        gate: Option<Turn>,
+        // Whether a heavy guest of it waits in the lane (it then needs no
+        // turn to be polled: it computes only once that one is granted).
+        waits_in_lane: bool,
     }
 }
 
@@ -119,12 +246,202 @@ impl<F: Future> Future for Fair<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let entry = this.member.as_ref().map(|m| m.entry);
+        let service = entry.map(|e| e.service);
+        let mut gated = false;
+        if let Some(service) = service
+            && !*this.waits_in_lane
+            && (this.gate.is_some() || throttled(service))
+        {
+            let gate = this.gate.get_or_insert_with(|| Turn::gate(service));
+            if Pin::new(gate).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            *this.gate = None;
+            gated = true;
+        }
         let was = IN_FAIR_TASK.replace(true);
-        let out = self.project().task.poll(cx);
+        let was_gated = GATED.replace(gated);
+        let waited = WAITS_IN_LANE.replace(false);
+        let outer = SERVICE.replace(entry);
+        let start = Instant::now();
+        let out = this.task.poll(cx);
+        let end = Instant::now();
+        let now = SERVICE.replace(outer);
+        *this.waits_in_lane = WAITS_IN_LANE.replace(waited);
+        GATED.set(was_gated);
         IN_FAIR_TASK.set(was);
         give_back();
+        if now != entry
+            && let Some(entry) = now
+        {
+            *this.member = Member::join(entry);
+        }
+        if let Some(member) = this.member.as_ref() {
+            member.spend(end - start, end);
+        }
         out
     }
+}
+
+/// A task's membership of a service: counted among the service's open
+/// tasks while it lasts, if it serves a client.
+struct Member {
+    entry: Entry,
+}
+
+impl Member {
+    fn join(entry: Entry) -> Option<Member> {
+        let meter = METERS.get()?.services.get(entry.service)?;
+        if entry.client {
+            meter.open.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Member { entry })
+    }
+
+    /// Charges `spent` to the service, and looks at what every service
+    /// used when a window is over (it is `now`).
+    fn spend(&self, spent: Duration, now: Instant) {
+        let Some(meters) = METERS.get() else {
+            return;
+        };
+        if let Some(meter) = meters.services.get(self.entry.service) {
+            meter.busy_ns.fetch_add(nanos(spent), Ordering::Relaxed);
+        }
+        meters.tick(now);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if self.entry.client
+            && let Some(meter) = METERS
+                .get()
+                .and_then(|m| m.services.get(self.entry.service))
+        {
+            meter.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the services of this process use, by service index.
+struct Meters {
+    threads: u64,
+    started: Instant,
+    /// The window last looked at, in [`WINDOW`]s since `started`.
+    window: AtomicU64,
+    services: Vec<Meter>,
+}
+
+/// What one service used in the current window.
+struct Meter {
+    share: u64,
+    /// Time its tasks were polled in the current window.
+    busy_ns: AtomicU64,
+    /// Its tasks that entered it and have not ended.
+    open: AtomicUsize,
+    /// Whether its tasks take a turn before every poll.
+    throttled: AtomicBool,
+    /// Its throttled tasks' polls that had to wait for a turn in the
+    /// current window: it wanted more than it was given.
+    held_back: AtomicU64,
+}
+
+impl Meters {
+    fn new(threads: usize, shares: &[u32]) -> Self {
+        Self {
+            threads: threads.max(1) as u64,
+            started: Instant::now(),
+            window: AtomicU64::new(0),
+            services: shares
+                .iter()
+                .map(|&share| Meter {
+                    share: u64::from(share.max(1)),
+                    busy_ns: AtomicU64::new(0),
+                    open: AtomicUsize::new(0),
+                    throttled: AtomicBool::new(false),
+                    held_back: AtomicU64::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    /// When a window is over, the first thread to see it decides which
+    /// services are throttled for the next one.
+    fn tick(&self, now: Instant) {
+        let window = nanos(now.saturating_duration_since(self.started)) / nanos(WINDOW);
+        let last = self.window.load(Ordering::Relaxed);
+        if window <= last
+            || self
+                .window
+                .compare_exchange(last, window, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // A window with no poll at all in between counts as idle.
+        let length = nanos(WINDOW) * (window - last);
+        let used: Vec<Use> = self
+            .services
+            .iter()
+            .map(|m| Use {
+                share: m.share,
+                busy_ns: m.busy_ns.swap(0, Ordering::Relaxed),
+                open: m.open.load(Ordering::Relaxed) > 0,
+                throttled: m.throttled.load(Ordering::Relaxed),
+                held_back: m.held_back.swap(0, Ordering::Relaxed) > 0,
+            })
+            .collect();
+        for (meter, throttled) in self
+            .services
+            .iter()
+            .zip(decide(&used, self.threads, length))
+        {
+            meter.throttled.store(throttled, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one service used in a window, and whether it was throttled (and
+/// then, whether any of its polls had to wait for a turn).
+#[derive(Debug, Clone, Copy)]
+struct Use {
+    share: u64,
+    busy_ns: u64,
+    open: bool,
+    throttled: bool,
+    held_back: bool,
+}
+
+/// Which services are throttled in the next window, given what each used
+/// in a window `length_ns` long on `threads` threads: those that took more
+/// than their fair part of the threads while another service has tasks
+/// open, until they use less than half of it with none of their polls
+/// held back (a throttled service may use less than its part only because
+/// it is throttled: while its polls wait for turns it still wants more).
+fn decide(used: &[Use], threads: u64, length_ns: u64) -> Vec<bool> {
+    let open_shares: u64 = used.iter().filter(|u| u.open).map(|u| u.share).sum();
+    used.iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let others_open = used.iter().enumerate().any(|(j, o)| j != i && o.open);
+            if !others_open || open_shares == 0 {
+                return false;
+            }
+            let part = (u128::from(length_ns) * u128::from(threads) * u128::from(u.share)
+                / u128::from(open_shares.max(u.share))) as u64;
+            if u.throttled {
+                u.held_back || u.busy_ns > part / 2
+            } else {
+                u.busy_ns > part
+            }
+        })
+        .collect()
 }
 
 /// The wait of a heavy guest for its next turn (see [`turn`]).
@@ -135,8 +452,25 @@ pub struct Turn {
     /// Whether it gave its task's other futures a poll (see `poll`).
     yielded: bool,
     done: bool,
-    /// Whether it holds a turn, given back when it asks.
-    held: bool,
+    /// The turn it holds, given back when it asks: its service and how
+    /// long it lasted.
+    held: Option<(usize, Duration)>,
+    /// Whether it is a throttled task's wait before a poll.
+    gate: bool,
+}
+
+impl Turn {
+    /// The wait of a throttled service's task for a turn before its poll.
+    fn gate(service: usize) -> Turn {
+        Turn {
+            service,
+            id: None,
+            yielded: true,
+            done: false,
+            held: None,
+            gate: true,
+        }
+    }
 }
 
 impl Future for Turn {
@@ -149,9 +483,11 @@ impl Future for Turn {
         // First a plain yield, as a guest with no lane makes: the task's
         // other futures — the connection's idle and total timeouts, its
         // end — are polled at every tick even when the turn is given back
-        // at once (the turn it holds stays counted until it asks).
+        // at once (the turn it holds stays counted until it asks, and its
+        // task takes no other turn meanwhile).
         if !self.yielded {
             self.yielded = true;
+            WAITS_IN_LANE.set(true);
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -160,10 +496,15 @@ impl Future for Turn {
         };
         let mut lane = lock(lane);
         let granted = match self.id {
-            None => match lane.ask(self.service, cx.waker(), std::mem::take(&mut self.held)) {
+            None => match lane.ask(self.service, cx.waker(), self.held.take()) {
                 Ok(()) => true,
                 Err(id) => {
                     self.id = Some(id);
+                    if self.gate
+                        && let Some(meter) = METERS.get().and_then(|m| m.services.get(self.service))
+                    {
+                        meter.held_back.fetch_add(1, Ordering::Relaxed);
+                    }
                     false
                 }
             },
@@ -172,9 +513,10 @@ impl Future for Turn {
         if granted {
             self.done = true;
             self.id = None;
-            HOLDS_TURN.set(true);
+            HOLDS_TURN.set(Some((self.service, Instant::now())));
             Poll::Ready(())
         } else {
+            WAITS_IN_LANE.set(true);
             Poll::Pending
         }
     }
@@ -182,15 +524,15 @@ impl Future for Turn {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        // Dropped while waiting (its connection ended): leave the lane, and
-        // give back a turn granted but never taken.
+        // Dropped while waiting (its connection ended): leave the lane, or
+        // give back the turn granted but never taken.
         let Some(lane) = LANE.get() else {
             return;
         };
         if let Some(id) = self.id {
             lock(lane).leave(self.service, id);
-        } else if self.held {
-            lock(lane).release();
+        } else if let Some(held) = self.held {
+            lock(lane).release(Some(held));
         }
     }
 }
@@ -251,11 +593,17 @@ impl Lane {
     }
 
     /// A heavy guest of `service` asks for a turn, giving back the one it
-    /// `held`: `Ok` when it may compute at once (a slot is free and nobody
-    /// waits), else its place in line.
-    fn ask(&mut self, service: usize, waker: &Waker, held: bool) -> Result<(), u64> {
-        if held {
+    /// `held` (its service and how long it lasted): `Ok` when it may compute
+    /// at once (a slot is free and nobody waits), else its place in line.
+    fn ask(
+        &mut self,
+        service: usize,
+        waker: &Waker,
+        held: Option<(usize, Duration)>,
+    ) -> Result<(), u64> {
+        if let Some((of, lasted)) = held {
             self.running = self.running.saturating_sub(1);
+            self.spend(of, lasted);
         }
         // A service that starts asking is set to the lane's clock, if it
         // is behind: time spent idle earns no turns.
@@ -267,7 +615,7 @@ impl Lane {
         let nobody_waits = self.services.iter().all(|q| q.waiting.is_empty());
         if nobody_waits && self.running < self.slots {
             self.running += 1;
-            self.charge(service);
+            self.start(service);
             return Ok(());
         }
         let id = self.next_id;
@@ -298,17 +646,21 @@ impl Lane {
     /// back.
     fn leave(&mut self, service: usize, id: u64) {
         if self.granted.remove(&id) {
-            self.release();
+            self.release(None);
         } else {
             self.queue(service).waiting.retain(|(i, _)| *i != id);
             self.dispatch();
         }
     }
 
-    /// A turn held or granted is given back: its slot goes to the next
+    /// A turn held or granted is given back (charged to its service for
+    /// how long it lasted, if it was taken): its slot goes to the next
     /// waiter.
-    fn release(&mut self) {
+    fn release(&mut self, held: Option<(usize, Duration)>) {
         self.running = self.running.saturating_sub(1);
+        if let Some((service, lasted)) = held {
+            self.spend(service, lasted);
+        }
         self.dispatch();
     }
 
@@ -330,19 +682,24 @@ impl Lane {
                 return;
             };
             self.running += 1;
-            self.charge(next);
+            self.start(next);
             self.granted.insert(id);
             waker.wake();
         }
     }
 
     /// A turn starts for `service`: the lane's clock moves to its
-    /// virtual time, which the turn then advances.
-    fn charge(&mut self, service: usize) {
+    /// virtual time.
+    fn start(&mut self, service: usize) {
+        self.clock = self.queue(service).vtime;
+    }
+
+    /// A turn of `service` lasted `lasted`: its virtual time advances by
+    /// that, weighted by its share.
+    fn spend(&mut self, service: usize, lasted: Duration) {
         let queue = self.queue(service);
-        let start = queue.vtime;
-        queue.vtime = queue.vtime.saturating_add(SCALE / queue.share);
-        self.clock = start;
+        let cost = nanos(lasted.max(LEAST_CHARGE)).saturating_mul(u64::from(DEFAULT_SHARE));
+        queue.vtime = queue.vtime.saturating_add(cost / queue.share);
     }
 }
 
@@ -357,14 +714,20 @@ mod tests {
     /// Asks for turns in the order given, gives every granted turn back at
     /// once, and returns the services in the order their turns came.
     fn order(slots: usize, shares: &[u32], asks: &[usize], turns: usize) -> Vec<usize> {
-        order_in(&mut Lane::new(slots, shares.to_vec()), asks, turns)
+        order_in(&mut Lane::new(slots, shares.to_vec()), asks, turns, &[])
     }
 
-    fn order_in(lane: &mut Lane, asks: &[usize], turns: usize) -> Vec<usize> {
+    /// A whole tick: how long a heavy guest's turn lasts.
+    const TICK: Duration = Duration::from_millis(10);
+
+    /// As [`order`], on `lane`, each turn of service `s` lasting
+    /// `lasting[s]` (a tick if not given).
+    fn order_in(lane: &mut Lane, asks: &[usize], turns: usize, lasting: &[Duration]) -> Vec<usize> {
+        let lasted = |s: usize| Some((s, lasting.get(s).copied().unwrap_or(TICK)));
         let mut held = Vec::new();
         let mut ids = std::collections::BTreeMap::new();
         for &service in asks {
-            match lane.ask(service, &waker(), false) {
+            match lane.ask(service, &waker(), None) {
                 Ok(()) => held.push(service),
                 Err(id) => {
                     ids.insert(id, service);
@@ -377,7 +740,7 @@ mod tests {
             // back and asks again at once.
             let computing = std::mem::take(&mut held);
             for service in computing {
-                match lane.ask(service, &waker(), true) {
+                match lane.ask(service, &waker(), lasted(service)) {
                     Ok(()) => {
                         held.push(service);
                         got.push(service);
@@ -433,11 +796,21 @@ mod tests {
     }
 
     #[test]
+    fn turns_are_charged_by_how_long_they_last() {
+        // Service 0's turns last a tenth of service 1's: it gets ten turns
+        // to every one of service 1, the same time on the threads.
+        let mut lane = Lane::new(1, vec![100, 100]);
+        let got = order_in(&mut lane, &[0, 1], 110, &[TICK / 10, TICK]);
+        let ones = got.iter().filter(|&&s| s == 1).count();
+        assert!((9..=11).contains(&ones), "{ones} turns of 11: {got:?}");
+    }
+
+    #[test]
     fn within_a_service_turns_go_round() {
         let mut lane = Lane::new(1, vec![100]);
-        assert_eq!(lane.ask(0, &waker(), false), Ok(()));
-        let a = lane.ask(0, &waker(), false).unwrap_err();
-        let b = lane.ask(0, &waker(), false).unwrap_err();
+        assert_eq!(lane.ask(0, &waker(), None), Ok(()));
+        let a = lane.ask(0, &waker(), None).unwrap_err();
+        let b = lane.ask(0, &waker(), None).unwrap_err();
         // The first guest's tick: the longest waiter goes next.
         lane.running -= 1;
         lane.dispatch();
@@ -451,9 +824,9 @@ mod tests {
     #[test]
     fn a_waiter_that_leaves_frees_its_place_and_its_grant() {
         let mut lane = Lane::new(1, vec![100, 100]);
-        assert_eq!(lane.ask(0, &waker(), false), Ok(()));
-        let a = lane.ask(0, &waker(), false).unwrap_err();
-        let b = lane.ask(1, &waker(), false).unwrap_err();
+        assert_eq!(lane.ask(0, &waker(), None), Ok(()));
+        let a = lane.ask(0, &waker(), None).unwrap_err();
+        let b = lane.ask(1, &waker(), None).unwrap_err();
         // `a` leaves while waiting.
         lane.leave(0, a);
         assert_eq!(lane.services[0].waiting.len(), 0);
@@ -464,7 +837,7 @@ mod tests {
         assert!(lane.granted.contains(&b));
         lane.leave(1, b);
         assert_eq!(lane.running, 0);
-        assert_eq!(lane.ask(1, &waker(), false), Ok(()));
+        assert_eq!(lane.ask(1, &waker(), None), Ok(()));
     }
 
     #[test]
@@ -472,12 +845,12 @@ mod tests {
         let mut lane = Lane::new(1, vec![100, 100]);
         // Service 0 computes alone for a long time.
         for _ in 0..1000 {
-            assert_eq!(lane.ask(0, &waker(), false), Ok(()));
-            lane.running -= 1;
+            assert_eq!(lane.ask(0, &waker(), None), Ok(()));
+            lane.release(Some((0, TICK)));
         }
         // Then service 1 starts computing beside it: they alternate, rather
         // than 1 taking the next thousand turns.
-        let got = order_in(&mut lane, &[0, 1], 40);
+        let got = order_in(&mut lane, &[0, 1], 40, &[]);
         let ones = got.iter().filter(|&&s| s == 1).count();
         assert!((19..=21).contains(&ones), "{got:?}");
     }
@@ -487,6 +860,77 @@ mod tests {
         let cases = [(1, 1), (2, 1), (3, 2), (8, 7)];
         for (threads, slots) in cases {
             assert_eq!(slots_for(threads), slots, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn services_over_their_part_are_throttled_while_others_are_open() {
+        const MS: u64 = 1_000_000;
+        let u = |share, busy_ms, open, throttled| Use {
+            share,
+            busy_ns: busy_ms * MS,
+            open,
+            throttled,
+            held_back: false,
+        };
+        let held_back = |busy_ms| Use {
+            held_back: true,
+            ..u(100, busy_ms, true, true)
+        };
+        // Two threads, a 20 ms window: 40 ms of thread time to share.
+        let cases: &[(&str, &[Use], &[bool])] = &[
+            (
+                "alone, a service may take every thread",
+                &[u(100, 40, true, false), u(100, 0, false, false)],
+                &[false, false],
+            ),
+            (
+                "over its half while a neighbour is open",
+                &[u(100, 30, true, false), u(100, 1, true, false)],
+                &[true, false],
+            ),
+            (
+                "the neighbour's open connections count even when idle",
+                &[u(100, 25, true, false), u(100, 0, true, false)],
+                &[true, false],
+            ),
+            (
+                "within its half",
+                &[u(100, 19, true, false), u(100, 1, true, false)],
+                &[false, false],
+            ),
+            (
+                "a throttled service stays so above a quarter",
+                &[u(100, 11, true, true), u(100, 1, true, false)],
+                &[true, false],
+            ),
+            (
+                "and is let go below it",
+                &[u(100, 9, true, true), u(100, 1, true, false)],
+                &[false, false],
+            ),
+            (
+                "unless its polls waited for turns: it still wants more",
+                &[held_back(9), u(100, 1, true, false)],
+                &[true, false],
+            ),
+            (
+                "shares weigh the parts: 3 of 4 is 30 ms",
+                &[u(300, 29, true, false), u(100, 11, true, false)],
+                &[false, true],
+            ),
+            (
+                "services with nothing open do not dilute the parts",
+                &[
+                    u(100, 25, true, false),
+                    u(100, 1, true, false),
+                    u(100, 0, false, false),
+                ],
+                &[true, false, false],
+            ),
+        ];
+        for (why, used, want) in cases {
+            assert_eq!(decide(used, 2, 20 * MS), *want, "{why}");
         }
     }
 }

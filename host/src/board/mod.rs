@@ -321,6 +321,14 @@ pub fn cpu_turn(service: usize) {
     }
 }
 
+/// A task of `service` began while the service was throttled for taking
+/// more than its part of the worker's CPU (see `fairness`).
+pub fn cpu_throttled(service: usize) {
+    if let Some(stats) = stats(service) {
+        stats.cpu_throttled();
+    }
+}
+
 /// `service`'s `dequeue` ran (forked by the master, or on a mux instance).
 pub fn dequeued(service: usize) {
     if let Some(stats) = stats(service) {

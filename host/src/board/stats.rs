@@ -226,6 +226,8 @@ pub struct Stats {
     dequeue_runs: AtomicU64,
     /// Turns its guests took in the CPU lane (see `fairness`).
     cpu_turns: AtomicU64,
+    /// Its tasks that began while it was throttled (see `fairness`).
+    cpu_throttled: AtomicU64,
     refused: [AtomicU64; REFUSALS],
     ended: [AtomicU64; ENDINGS],
     duration: Histogram<12>,
@@ -295,6 +297,10 @@ impl Stats {
         self.cpu_turns.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn cpu_throttled(&self) {
+        self.cpu_throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds this row to `sum`.
     pub(super) fn add_to(&self, sum: &mut ServiceSum) {
         sum.accepted += self.accepted.load(Ordering::Relaxed);
@@ -303,6 +309,7 @@ impl Stats {
         sum.bytes_out += self.bytes_out.load(Ordering::Relaxed);
         sum.dequeue_runs += self.dequeue_runs.load(Ordering::Relaxed);
         sum.cpu_turns += self.cpu_turns.load(Ordering::Relaxed);
+        sum.cpu_throttled += self.cpu_throttled.load(Ordering::Relaxed);
         for (into, n) in sum.refused.iter_mut().zip(&self.refused) {
             *into += n.load(Ordering::Relaxed);
         }
@@ -324,6 +331,7 @@ impl Stats {
         move_over(&self.bytes_out, &from.bytes_out);
         move_over(&self.dequeue_runs, &from.dequeue_runs);
         move_over(&self.cpu_turns, &from.cpu_turns);
+        move_over(&self.cpu_throttled, &from.cpu_throttled);
         for (into, n) in self.refused.iter().zip(&from.refused) {
             move_over(into, n);
         }
@@ -379,6 +387,10 @@ pub struct ServiceSum {
     /// Turns its guests took in the CPU lane: ticks of CPU they computed
     /// through without waiting for their clients.
     pub cpu_turns: u64,
+    /// Connections (and mux instances, signal deliveries) that began while
+    /// the service was throttled for taking more than its part of a
+    /// worker's CPU.
+    pub cpu_throttled: u64,
     /// Refusals, by [`Refusal`] (in [`Refusal::ALL`]'s order).
     pub refused: [u64; REFUSALS],
     /// Ends, by [`Ending`] (in [`Ending::ALL`]'s order).

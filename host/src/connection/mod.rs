@@ -260,6 +260,11 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
     if service.mux.is_some() {
         return Box::pin(mux::serve(service, incoming, place)).await;
     }
+    // Its polls are charged to the service (and wait for turns while it
+    // takes more than its part of the worker: see `fairness`).
+    if fairness::enter(service.index).await {
+        board::cpu_throttled(service.index);
+    }
     // Among the service's connections across workers, while it lasts.
     let Some(_open) = service.open_connection(&incoming) else {
         return;

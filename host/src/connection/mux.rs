@@ -85,6 +85,9 @@ pub fn serve(
     let open = service.open_connection(&incoming);
     let admission = Box::pin(admit(service.clone(), incoming));
     async move {
+        if crate::fairness::enter(service.index).await {
+            crate::board::cpu_throttled(service.index);
+        }
         let Some(_open) = open else {
             return;
         };
@@ -458,6 +461,9 @@ async fn drive(service: Arc<Service>, mut events: mpsc::Receiver<Event>) {
     let Some(plan) = &service.mux else {
         return;
     };
+    if crate::fairness::work_for(service.index).await {
+        crate::board::cpu_throttled(service.index);
+    }
     let mut driver = Driver {
         service: &service,
         input_cap: plan.input_cap,

@@ -18,6 +18,7 @@
 //! | `netserver_instantiation_duration_seconds` | histogram | `service` |
 //! | `netserver_dequeue_runs_total` | counter | `service` |
 //! | `netserver_guest_cpu_turns_total` | counter | `service` |
+//! | `netserver_guest_cpu_throttled_total` | counter | `service` |
 //! | `netserver_workers` | gauge | `state` (`idle`, `busy`) |
 //! | `netserver_restarts_total` | counter | |
 //! | `netserver_module_compilations_total`, `netserver_module_cache_hits_total` | counter | |
@@ -221,6 +222,12 @@ impl Collector for Scrape {
             "guest_cpu_turns",
             "Ticks of CPU (10 ms) the handler's guests computed through without waiting for their clients, each a turn shared out by cpu_share.",
             |s| s.cpu_turns,
+        )?;
+        self.per_service(
+            &mut encoder,
+            "guest_cpu_throttled",
+            "Connections (and mux instances, signal deliveries) that began while the service was throttled for taking more than its cpu_share part of a worker's CPU while other services had connections open.",
+            |s| s.cpu_throttled,
         )?;
         {
             let mut family = encoder.encode_descriptor(

@@ -207,7 +207,9 @@ async fn concurrent(
         match route {
             Route::One(service) => {
                 let capacity = capacity_of(&service);
-                loops.spawn(accept_loop(listener, service, capacity));
+                // The loop's accepts are charged to its service, and wait
+                // for turns while it is throttled (see `fairness`).
+                loops.spawn(fairness::fair(accept_loop(listener, service, capacity)));
             }
             Route::Shared(port) => {
                 let capacities = port.services().iter().map(&mut capacity_of).collect();
@@ -439,7 +441,12 @@ async fn pass_signals(mut signals: GuestSignals, hooked: Vec<Arc<Service>>) {
         let signal = signals.next().await;
         for service in &hooked {
             let service = service.clone();
-            fairness::spawn(async move { service.signal(signal).await });
+            fairness::spawn(async move {
+                if fairness::work_for(service.index).await {
+                    board::cpu_throttled(service.index);
+                }
+                service.signal(signal).await
+            });
         }
     }
 }
@@ -488,6 +495,7 @@ impl Drop for AcceptLock {
 /// buffer, which the kernel drops from when full: the host queues nothing.
 async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Capacity>) {
     let datagrams = listener.is_datagram();
+    fairness::work_for(service.index).await;
     loop {
         // A datagram is received only with a place to serve it in.
         let free = if datagrams {
@@ -525,6 +533,8 @@ async fn accept_loop(listener: Listener, service: Arc<Service>, capacity: Arc<Ca
             // One instance serves the worker's datagrams in turn: serve
             // this one here, the next waiting in the socket meanwhile.
             connection::serve(service.clone(), incoming, Thread::Shared, place).await;
+            // The loop is the service's again, not a client's.
+            fairness::work_for(service.index).await;
             continue;
         }
         send_at_once(&incoming);
