@@ -122,6 +122,45 @@ fn guest_stderr_is_logged_per_line() {
     assert!(line.contains("peer=127.0.0.1:"), "{line}");
 }
 
+#[test]
+fn a_guest_over_its_log_rate_has_lines_dropped_said_and_counted() {
+    let mut server = Server::start(&[
+        "--module",
+        guests::MISBEHAVE,
+        "--guest-log-rate",
+        "10",
+        "--metrics-port",
+        "127.0.0.1:0",
+    ]);
+    let metrics = crate::metrics::endpoint(&mut server);
+    let mut client = server.connect();
+    // A hundred lines at once: the burst of ten is logged, the rest is
+    // dropped (a line or two more may come back with time), and the
+    // connection goes on.
+    client.send(b"stderr\nhello\n");
+    assert_eq!(client.read_line(), "ok hello\r\n");
+    let warning = server.wait_for_log("guest log lines dropped");
+    assert!(
+        warning.contains("service misbehave")
+            && warning.contains("guest_log_rate 10 lines a second"),
+        "{warning}"
+    );
+    let logged = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("stderr: line "))
+        .count();
+    assert!((10..=12).contains(&logged), "{logged} lines logged");
+    crate::metrics::until(
+        &server,
+        metrics,
+        r#"netserver_guest_log_lines_dropped_total{service="misbehave"}"#,
+        (100 - logged) as f64,
+    );
+    client.send(b"still\n");
+    assert_eq!(client.read_line(), "ok still\r\n");
+}
+
 // The idle-timeout tests run in the personality whose guests wait through
 // the runtime (`multiplex`) and in those whose guests sleep in the client's
 // socket (one connection per process: `prefork`, `fork`).

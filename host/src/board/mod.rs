@@ -329,6 +329,13 @@ pub fn cpu_throttled(service: usize) {
     }
 }
 
+/// A log line of a guest of `service` was dropped over `guest_log_rate`.
+pub fn guest_log_dropped(service: usize) {
+    if let Some(stats) = stats(service) {
+        stats.log_dropped();
+    }
+}
+
 /// `service`'s `dequeue` ran (forked by the master, or on a mux instance).
 pub fn dequeued(service: usize) {
     if let Some(stats) = stats(service) {

@@ -228,6 +228,8 @@ pub struct Stats {
     cpu_turns: AtomicU64,
     /// Its tasks that began while it was throttled (see `fairness`).
     cpu_throttled: AtomicU64,
+    /// Its guests' log lines dropped over `guest_log_rate`.
+    log_dropped: AtomicU64,
     refused: [AtomicU64; REFUSALS],
     ended: [AtomicU64; ENDINGS],
     duration: Histogram<12>,
@@ -301,6 +303,10 @@ impl Stats {
         self.cpu_throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(super) fn log_dropped(&self) {
+        self.log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Adds this row to `sum`.
     pub(super) fn add_to(&self, sum: &mut ServiceSum) {
         sum.accepted += self.accepted.load(Ordering::Relaxed);
@@ -310,6 +316,7 @@ impl Stats {
         sum.dequeue_runs += self.dequeue_runs.load(Ordering::Relaxed);
         sum.cpu_turns += self.cpu_turns.load(Ordering::Relaxed);
         sum.cpu_throttled += self.cpu_throttled.load(Ordering::Relaxed);
+        sum.log_dropped += self.log_dropped.load(Ordering::Relaxed);
         for (into, n) in sum.refused.iter_mut().zip(&self.refused) {
             *into += n.load(Ordering::Relaxed);
         }
@@ -332,6 +339,7 @@ impl Stats {
         move_over(&self.dequeue_runs, &from.dequeue_runs);
         move_over(&self.cpu_turns, &from.cpu_turns);
         move_over(&self.cpu_throttled, &from.cpu_throttled);
+        move_over(&self.log_dropped, &from.log_dropped);
         for (into, n) in self.refused.iter().zip(&from.refused) {
             move_over(into, n);
         }
@@ -391,6 +399,8 @@ pub struct ServiceSum {
     /// the service was throttled for taking more than its part of a
     /// worker's CPU.
     pub cpu_throttled: u64,
+    /// Its guests' log lines dropped over `guest_log_rate`.
+    pub log_dropped: u64,
     /// Refusals, by [`Refusal`] (in [`Refusal::ALL`]'s order).
     pub refused: [u64; REFUSALS],
     /// Ends, by [`Ending`] (in [`Ending::ALL`]'s order).

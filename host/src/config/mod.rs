@@ -272,6 +272,9 @@ pub struct ServiceConfig {
     pub memory_budget: Option<u64>,
     /// Bytes a connection's guest may write to its client (0: no limit).
     pub max_bytes_written: u64,
+    /// Log lines a second its guests may write in each worker (0: no
+    /// limit).
+    pub guest_log_rate: u32,
     /// Connections open at once across every worker process (0: no
     /// limit).
     pub max_connections: u32,

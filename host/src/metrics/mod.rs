@@ -19,6 +19,7 @@
 //! | `netserver_dequeue_runs_total` | counter | `service` |
 //! | `netserver_guest_cpu_turns_total` | counter | `service` |
 //! | `netserver_guest_cpu_throttled_total` | counter | `service` |
+//! | `netserver_guest_log_lines_dropped_total` | counter | `service` |
 //! | `netserver_workers` | gauge | `state` (`idle`, `busy`) |
 //! | `netserver_restarts_total` | counter | |
 //! | `netserver_module_compilations_total`, `netserver_module_cache_hits_total` | counter | |
@@ -228,6 +229,12 @@ impl Collector for Scrape {
             "guest_cpu_throttled",
             "Connections (and mux instances, signal deliveries) that began while the service was throttled for taking more than its cpu_share part of a worker's CPU while other services had connections open.",
             |s| s.cpu_throttled,
+        )?;
+        self.per_service(
+            &mut encoder,
+            "guest_log_lines_dropped",
+            "Log lines (log calls and stderr lines) of the service's guests dropped for going over guest_log_rate.",
+            |s| s.log_dropped,
         )?;
         {
             let mut family = encoder.encode_descriptor(

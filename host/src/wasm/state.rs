@@ -15,6 +15,7 @@ use super::bindings::{
 };
 use super::budget::{Account, Budgets, Limiter};
 use super::hints::{Hint, Hook, IdleHooks, ServerHook};
+use super::log_rate::LogRate;
 use super::mux::{self, ConnId, MuxTable};
 use super::sandbox::{self, CpuMeter};
 use super::stdio::{GuestIo, GuestStderr};
@@ -41,6 +42,8 @@ pub struct Shared {
     pub cpu_limit: Duration,
     /// The hooks its handler said do nothing, which are no longer called.
     pub idle_hooks: IdleHooks,
+    /// How fast its guests may log, together (see [`LogRate`]).
+    pub log_rate: Arc<LogRate>,
 }
 
 impl Shared {
@@ -56,6 +59,11 @@ impl Shared {
             budgets,
             cpu_limit: config.cpu_limit,
             idle_hooks: IdleHooks::default(),
+            log_rate: Arc::new(LogRate::new(
+                config.guest_log_rate,
+                index,
+                config.name.as_str().into(),
+            )),
         }
     }
 }
@@ -139,7 +147,7 @@ impl State {
         builder
             .stdin(io.stdin())
             .stdout(io.stdout())
-            .stderr(GuestStderr::default())
+            .stderr(GuestStderr::new(shared.log_rate.clone()))
             .envs(env)
             .envs(&shared.grants.env);
         super::grants::apply(&mut builder, &shared.grants)?;
@@ -293,7 +301,14 @@ impl ConnectionsHost for State {
 
 impl LogHost for State {
     fn log(&mut self, level: WitLevel, message: String) {
+        // A line the log level filters out costs no token.
+        if !LogHost::enabled(self, level) {
+            return;
+        }
         for line in message.lines() {
+            if !self.shared.log_rate.admit() {
+                continue;
+            }
             match level {
                 WitLevel::Err => tracing::error!(target: "guest", "{line}"),
                 WitLevel::Warning => tracing::warn!(target: "guest", "{line}"),

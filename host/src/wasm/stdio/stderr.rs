@@ -12,22 +12,43 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::transport::CHUNK;
+use crate::wasm::log_rate::LogRate;
 
 /// The longest line of guest stderr logged as one line.
 const MAX_LOG_LINE: usize = 4096;
 
 /// The guest's stderr: each line becomes a log line at `notice`, inside the
-/// connection's span (so tagged with the service and the client).
-#[derive(Clone, Debug, Default)]
-pub struct GuestStderr(Arc<Mutex<Vec<u8>>>);
+/// connection's span (so tagged with the service and the client), as the
+/// service's log rate lets it.
+#[derive(Clone, Debug)]
+pub struct GuestStderr {
+    /// What the guest wrote past its last whole line.
+    rest: Arc<Mutex<Vec<u8>>>,
+    rate: Arc<LogRate>,
+}
 
 impl GuestStderr {
+    /// A guest's stderr, whose lines count against `rate`.
+    pub fn new(rate: Arc<LogRate>) -> Self {
+        Self {
+            rest: Arc::default(),
+            rate,
+        }
+    }
+
     fn take_lines(&self, bytes: &[u8]) {
-        let mut buf = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buf = self.rest.lock().unwrap_or_else(|p| p.into_inner());
         buf.extend_from_slice(bytes);
         while let Some(end) = line_end(&buf) {
-            log_line(&buf[..end]);
+            self.log_line(&buf[..end]);
             buf.drain(..end);
+        }
+    }
+
+    fn log_line(&self, line: &[u8]) {
+        // A line the log level filters out costs no token.
+        if tracing::enabled!(target: "guest", tracing::Level::INFO) && self.rate.admit() {
+            log_line(line);
         }
     }
 }
@@ -50,10 +71,10 @@ fn line_end(buf: &[u8]) -> Option<usize> {
 impl Drop for GuestStderr {
     fn drop(&mut self) {
         // The last handle logs what is left of an unterminated line.
-        if Arc::strong_count(&self.0) == 1 {
-            let rest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if Arc::strong_count(&self.rest) == 1 {
+            let rest = self.rest.lock().unwrap_or_else(|p| p.into_inner());
             if !rest.is_empty() {
-                log_line(&rest);
+                self.log_line(&rest);
             }
         }
     }

@@ -1,0 +1,151 @@
+//! How fast a service's guests may log: `guest_log_rate` lines a second
+//! in each worker, log calls and stderr lines together, in bursts of as
+//! many (a token bucket). A guest that logs without end would otherwise
+//! fill the disk and take the CPU that writing costs from every tenant.
+//! Lines over the rate are dropped and counted
+//! (`netserver_guest_log_lines_dropped_total`), and said, at most once a
+//! second, in one `warning` line naming the service and how many.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often at most the drops of one service are said in the log.
+const SAY_EVERY: Duration = Duration::from_secs(1);
+
+/// The log rate of one service in one worker, shared by its instances.
+#[derive(Debug)]
+pub struct LogRate {
+    /// Lines a second, and the largest burst (0: no limit).
+    rate: u32,
+    service: usize,
+    name: Arc<str>,
+    bucket: Mutex<Bucket>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Lines that may be logged at once.
+    tokens: f64,
+    /// When `tokens` was last filled.
+    filled: Instant,
+    /// Lines dropped and not said yet.
+    dropped: u64,
+    /// When drops were last said.
+    said: Option<Instant>,
+}
+
+impl LogRate {
+    /// A bucket for the service `name` (index `service`): `rate` lines a
+    /// second, and full to begin with.
+    pub fn new(rate: u32, service: usize, name: Arc<str>) -> Self {
+        Self {
+            rate,
+            service,
+            name,
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(rate),
+                filled: Instant::now(),
+                dropped: 0,
+                said: None,
+            }),
+        }
+    }
+
+    /// Whether a guest of the service may log one more line now; a line
+    /// refused is counted, and the drops are said now and then.
+    pub fn admit(&self) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let (admitted, say) = self.take(Instant::now());
+        if !admitted {
+            crate::board::guest_log_dropped(self.service);
+        }
+        if let Some(dropped) = say {
+            tracing::warn!(
+                "service {}: guest log lines dropped: its guests log more than guest_log_rate {} lines a second ({dropped} dropped since this was last said)",
+                self.name,
+                self.rate
+            );
+        }
+        admitted
+    }
+
+    /// Takes a token at `now`: whether there was one, and the drops to say
+    /// now, if it is time.
+    fn take(&self, now: Instant) -> (bool, Option<u64>) {
+        let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let rate = f64::from(self.rate);
+        let since = now.saturating_duration_since(bucket.filled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + since * rate).min(rate);
+        bucket.filled = now;
+        let admitted = bucket.tokens >= 1.0;
+        if admitted {
+            bucket.tokens -= 1.0;
+        } else {
+            bucket.dropped += 1;
+        }
+        let due = bucket
+            .said
+            .is_none_or(|said| now.saturating_duration_since(said) >= SAY_EVERY);
+        let say = (bucket.dropped > 0 && due).then(|| {
+            bucket.said = Some(now);
+            std::mem::take(&mut bucket.dropped)
+        });
+        (admitted, say)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bursts_then_the_rate_and_drops_said_once_a_second() {
+        let rate = LogRate::new(10, 0, "svc".into());
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // (when, admitted, drops said)
+        let cases: &[(u64, bool, Option<u64>)] = &[
+            // The burst: ten lines at once.
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            (0, true, None),
+            // The eleventh is dropped, and said at once (the first drop).
+            (0, false, Some(1)),
+            // Dropped, said no sooner than a second later.
+            (50, false, None),
+            (99, false, None),
+            // A tenth of a second later a token is back.
+            (100, true, None),
+            (150, false, None),
+            // A second after the first drops were said: the three since.
+            (1000, true, Some(3)),
+        ];
+        for (i, &(ms, admitted, said)) in cases.iter().enumerate() {
+            assert_eq!(rate.take(at(ms)), (admitted, said), "line {i} at {ms} ms");
+        }
+    }
+
+    #[test]
+    fn idle_time_refills_no_more_than_one_burst() {
+        let rate = LogRate::new(3, 0, "svc".into());
+        let start = Instant::now();
+        let later = start + Duration::from_secs(60);
+        let admitted = (0..5).filter(|_| rate.take(later).0).count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn no_limit_at_zero() {
+        let rate = LogRate::new(0, 0, "svc".into());
+        assert!((0..10_000).all(|_| rate.admit()));
+    }
+}
