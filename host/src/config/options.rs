@@ -339,7 +339,7 @@ pub const OPTIONS: &[Spec] = &[
     spec(
         "guest_log_rate",
         Int(0, 1_000_000),
-        Some("100"),
+        Some("1000"),
         false,
         Active,
         "log lines a second (log calls and stderr lines) this service's guests may write in each worker, in bursts of as many; more are dropped and counted (0: no limit)",
