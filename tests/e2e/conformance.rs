@@ -19,10 +19,34 @@
 //! `process-request` after writing `stderr from hook-trace` to stderr, and
 //! says `bye` in `post-process-request-hook`.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::util::{HOOKS_IN_ORDER, Server};
+use crate::util::{HOOKS_IN_ORDER, Server, run};
+
+/// The modules compiled into the module cache by this test process.
+static WARM: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Compiles `module` into the module cache (`--check` does), once per
+/// test process and one module at a time: the servers of the tests then
+/// load it compiled. A Python or JavaScript handler is a whole interpreter
+/// (12 to 18 MB); several tests compiling it at once on a busy machine
+/// could outlast the wait for a server's start.
+pub fn warm(module: &str) {
+    let mut warm = WARM.lock().unwrap_or_else(|p| p.into_inner());
+    if warm.contains(module) {
+        return;
+    }
+    let out = run(&["--check", "--module", module]);
+    assert!(
+        out.status.success(),
+        "{module}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    warm.insert(module.to_owned());
+}
 
 /// What is sent to an echo handler, and what Net::Server's echo answers:
 /// (what the case shows, bytes sent, the reply, whether the client closes
@@ -106,6 +130,7 @@ pub fn echoes_like_rust(module: &str, personality: &str) {
         let udp = server.bound_of("UDP", 1)[0];
         (server, udp)
     };
+    warm(module);
     let (rust, rust_udp) = start(None);
     let (theirs, their_udp) = start(Some(module));
     for (what, sent, want, close_write) in conversations() {
@@ -138,6 +163,7 @@ pub fn echoes_like_rust(module: &str, personality: &str) {
 /// info and a property, and its stderr is logged tagged with the service
 /// and the client.
 pub fn hook_order(module: &str, personality: &str) {
+    warm(module);
     let mut server = Server::start(&[
         "--module",
         module,
@@ -188,6 +214,7 @@ pub fn hook_order(module: &str, personality: &str) {
 /// client in `allow-deny-hook`: `request-denied-hook` runs instead of
 /// `process-request`, and the client reads no echo.
 pub fn refuses_through_allow_deny(module: &str) {
+    warm(module);
     let mut server = Server::start(&["--module", module, "--property", "deny=yes"]);
     let mut client = server.connect();
     client.send(b"ping\n");

@@ -20,12 +20,15 @@ from wit_world.imports.hook_hints import Hook
 
 
 def write_all(stdout, data):
-    """Writes all of ``data`` to the client and flushes: one write of the
-    raw stream may take only part of it (64 KiB at most)."""
-    stdout.flush()
+    """Writes all of ``data`` to the client: stdout is an unbuffered
+    stream here (``FileIO``), one write of which may take only part of it
+    (64 KiB at most)."""
+    raw = getattr(stdout, "raw", stdout)
+    if raw is not stdout:
+        stdout.flush()
     view = memoryview(data)
     while view:
-        written = stdout.raw.write(view)
+        written = raw.write(view)
         view = view[written or 0 :]
 
 
