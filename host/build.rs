@@ -373,8 +373,10 @@ fn build_languages(root: &Path, out: &Path) -> Vec<LangGuest> {
     }
 
     let js = root.join(JS_DIR);
-    let node = on_path("node")
-        .filter(|_| js.join("node_modules/@bytecodealliance/componentize-js").is_dir());
+    let node = on_path("node").filter(|_| {
+        js.join("node_modules/@bytecodealliance/componentize-js")
+            .is_dir()
+    });
     // The world's copy of the contract follows wit/handler.wit.
     if node.is_some() {
         let copy = js.join("wit/deps/handler.wit");
