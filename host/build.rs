@@ -314,12 +314,20 @@ fn build_languages(root: &Path, out: &Path) -> Vec<LangGuest> {
         "guest-examples/js/build.mjs",
         "guest-examples/js/wit",
         "guest-examples/js/package-lock.json",
-        // Installing a toolchain builds its guests.
-        COMPONENTIZE_PY,
-        "guest-examples/js/node_modules/.installed-lock",
-        WASI_LIBC,
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    // A toolchain installed again builds its guests again. Only those
+    // installed are watched: cargo runs a build script whose watched path
+    // is missing at every build (after installing one, `touch host/build.rs`).
+    for installed in [
+        root.join(COMPONENTIZE_PY),
+        root.join(JS_DIR).join("node_modules/.installed-lock"),
+        PathBuf::from(WASI_LIBC),
+    ] {
+        if installed.exists() {
+            println!("cargo:rerun-if-changed={}", installed.display());
+        }
     }
     let mut guests = Vec::new();
 
@@ -418,7 +426,7 @@ fn build_languages(root: &Path, out: &Path) -> Vec<LangGuest> {
     for guest in &guests {
         if guest.wasm.is_none() {
             println!(
-                "cargo:warning=guest {} not built: {} is not installed (.ci/run installs it)",
+                "cargo:warning=guest {} not built: {} is not installed (.ci/run installs it; then `touch host/build.rs`)",
                 guest.name, guest.toolchain
             );
         }
