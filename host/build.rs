@@ -15,6 +15,19 @@
 //! depends on the outer profile (guests are always built `--release`, once
 //! for dev, test and release builds of the host). Guests are found with
 //! `cargo metadata`: a new member of the guest workspace needs no edit here.
+//!
+//! It also builds the handlers in other languages, each when its toolchain
+//! is there (`.ci/run` installs them), into `target/guests/lang/`:
+//!
+//! | guest | from | toolchain |
+//! | --- | --- | --- |
+//! | `c-echo` | `guest-examples/c-echo/echo.c` | `clang` with wasi-libc (a WASI preview-1 command) |
+//! | `py-echo`, `py-hooks` | `guest-examples/python/{echo,hooks}/app.py` | componentize-py in `target/lang/py` |
+//! | `js-echo`, `js-hooks` | `guest-examples/js/{echo,hooks}.js` | ComponentizeJS in `guest-examples/js/node_modules` |
+//!
+//! Their constants are `Option<&str>`: `None` when the toolchain was
+//! missing (the tests that need one then skip, or fail under
+//! `NETSERVER_TEST_ALL=1`).
 
 use std::env;
 use std::ffi::OsString;
@@ -60,8 +73,9 @@ fn main() {
             guest.wasm.display()
         );
     }
+    let langs = build_languages(&root, &target_dir.join("lang"));
     let out = Path::new(&env_var("OUT_DIR")).join("guests.rs");
-    fs::write(&out, guests_rs(&guests))
+    fs::write(&out, guests_rs(&guests) + &langs_rs(&langs))
         .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
 }
 
@@ -268,6 +282,200 @@ fn check_component(guest: &Guest) {
         guest.name,
         guest.wasm.display()
     );
+}
+
+/// A handler in another language than Rust: its name and the component
+/// (or preview-1 module) built, if its toolchain was there.
+struct LangGuest {
+    name: &'static str,
+    /// What builds it, for the generated doc comment.
+    toolchain: &'static str,
+    wasm: Option<PathBuf>,
+}
+
+/// Where componentize-py is installed (`.ci/run` makes this venv).
+const COMPONENTIZE_PY: &str = "target/lang/py/bin/componentize-py";
+/// The JavaScript guests' directory (its `node_modules` from `npm ci`).
+const JS_DIR: &str = "guest-examples/js";
+/// Debian's wasi-libc: the sysroot clang is given.
+const WASI_SYSROOT: &str = "/usr";
+const WASI_LIBC: &str = "/usr/lib/wasm32-wasi/libc.a";
+
+/// Builds the C, Python and JavaScript guests whose toolchains are there.
+fn build_languages(root: &Path, out: &Path) -> Vec<LangGuest> {
+    fs::create_dir_all(out).unwrap_or_else(|e| panic!("creating {}: {e}", out.display()));
+    for dir in [
+        "guest-examples/c-echo",
+        "guest-examples/python/echo",
+        "guest-examples/python/hooks",
+        "guest-examples/js/echo.js",
+        "guest-examples/js/hooks.js",
+        "guest-examples/js/stdio.js",
+        "guest-examples/js/build.mjs",
+        "guest-examples/js/wit",
+        "guest-examples/js/package-lock.json",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    // A toolchain installed again builds its guests again. Only those
+    // installed are watched: cargo runs a build script whose watched path
+    // is missing at every build (after installing one, `touch host/build.rs`).
+    for installed in [
+        root.join(COMPONENTIZE_PY),
+        root.join(JS_DIR).join("node_modules/.installed-lock"),
+        PathBuf::from(WASI_LIBC),
+    ] {
+        if installed.exists() {
+            println!("cargo:rerun-if-changed={}", installed.display());
+        }
+    }
+    let mut guests = Vec::new();
+
+    let clang = on_path("clang").filter(|_| Path::new(WASI_LIBC).is_file());
+    let c_echo = out.join("c-echo.wasm");
+    let source = root.join("guest-examples/c-echo/echo.c");
+    guests.push(LangGuest {
+        name: "c-echo",
+        toolchain: "clang and wasi-libc: a WASI preview-1 command",
+        wasm: clang.map(|clang| {
+            if stale(&c_echo, &[&source]) {
+                // The command of guest-examples/c-echo/Makefile.
+                let mut cc = Command::new(clang);
+                cc.args(["--target=wasm32-wasi", "--sysroot", WASI_SYSROOT])
+                    .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+                    .arg(&c_echo)
+                    .arg(&source);
+                eprintln!("running: {cc:?}");
+                run(&mut cc);
+            }
+            c_echo
+        }),
+    });
+
+    let componentize_py = root.join(COMPONENTIZE_PY);
+    let wit = root.join("wit");
+    for (name, dir) in [("py-echo", "echo"), ("py-hooks", "hooks")] {
+        let dir = root.join("guest-examples/python").join(dir);
+        let wasm = out.join(format!("{name}.wasm"));
+        let built = componentize_py.is_file().then(|| {
+            if stale(&wasm, &[&dir.join("app.py"), &wit.join("handler.wit")]) {
+                let mut build = Command::new(&componentize_py);
+                build
+                    .arg("-d")
+                    .arg(&wit)
+                    .args(["-w", "handler", "componentize", "app", "-o"])
+                    .arg(&wasm)
+                    .current_dir(&dir)
+                    // No __pycache__ in the source tree.
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                eprintln!("running: {build:?}");
+                run(&mut build);
+            }
+            wasm
+        });
+        guests.push(LangGuest {
+            name,
+            toolchain: "componentize-py",
+            wasm: built,
+        });
+    }
+
+    let js = root.join(JS_DIR);
+    let node = on_path("node").filter(|_| {
+        js.join("node_modules/@bytecodealliance/componentize-js")
+            .is_dir()
+    });
+    // The world's copy of the contract follows wit/handler.wit.
+    if node.is_some() {
+        let copy = js.join("wit/deps/handler.wit");
+        let contract = fs::read(wit.join("handler.wit")).expect("wit/handler.wit is readable");
+        if fs::read(&copy).ok().as_ref() != Some(&contract) {
+            fs::write(&copy, &contract)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", copy.display()));
+        }
+    }
+    for (name, source) in [("js-echo", "echo.js"), ("js-hooks", "hooks.js")] {
+        let wasm = out.join(format!("{name}.wasm"));
+        let built = node.as_ref().map(|node| {
+            let inputs = [
+                js.join(source),
+                js.join("stdio.js"),
+                js.join("build.mjs"),
+                js.join("wit/js.wit"),
+                js.join("wit/deps/handler.wit"),
+            ];
+            let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+            if stale(&wasm, &inputs) {
+                let mut build = Command::new(node);
+                build
+                    .arg("build.mjs")
+                    .arg(source)
+                    .arg(&wasm)
+                    .current_dir(&js);
+                eprintln!("running: {build:?}");
+                run(&mut build);
+            }
+            wasm
+        });
+        guests.push(LangGuest {
+            name,
+            toolchain: "ComponentizeJS",
+            wasm: built,
+        });
+    }
+    for guest in &guests {
+        if guest.wasm.is_none() {
+            println!(
+                "cargo:warning=guest {} not built: {} is not installed (.ci/run installs it; then `touch host/build.rs`)",
+                guest.name, guest.toolchain
+            );
+        }
+    }
+    guests
+}
+
+/// Whether `out` is missing or older than one of `inputs`.
+fn stale(out: &Path, inputs: &[&Path]) -> bool {
+    let Ok(built) = fs::metadata(out).and_then(|m| m.modified()) else {
+        return true;
+    };
+    inputs.iter().any(|input| {
+        fs::metadata(input)
+            .and_then(|m| m.modified())
+            .map_or(true, |changed| changed > built)
+    })
+}
+
+/// The path of `program` on `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The constants of the other languages' guests.
+fn langs_rs(guests: &[LangGuest]) -> String {
+    let mut rs = String::new();
+    for guest in guests {
+        let _ = writeln!(
+            rs,
+            "\n/// The `{}` guest ({}); `None` when that was not installed.",
+            guest.name, guest.toolchain
+        );
+        let value = match &guest.wasm {
+            Some(path) => format!(
+                "Some({:?})",
+                path.to_str().expect("the repository's path is UTF-8")
+            ),
+            None => "None".to_owned(),
+        };
+        let _ = writeln!(
+            rs,
+            "pub const {}: Option<&str> = {value};",
+            const_name(guest.name)
+        );
+    }
+    rs
 }
 
 /// `hook-trace` → `HOOK_TRACE`.

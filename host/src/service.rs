@@ -142,7 +142,7 @@ impl Service {
         sockets: Vec<Bound>,
     ) -> Result<Self> {
         let per_worker = config.instance == InstanceMode::PerWorker;
-        if per_worker && handler.kind() == GuestKind::Command {
+        if per_worker && handler.kind().served_as() == GuestKind::Command {
             tracing::warn!(
                 "service {}: a WASI command runs once per connection; `instance per-worker` does not apply",
                 config.name
@@ -241,7 +241,7 @@ impl Service {
     /// on it.
     pub fn set_handler(&self, handler: Handler) -> Result<()> {
         let old = self.handler();
-        if handler.kind() != old.kind() {
+        if handler.kind().served_as() != old.kind().served_as() {
             anyhow::bail!(
                 "it is {}, and the module served is {}: a module of another kind needs a restart (HUP)",
                 handler.kind(),

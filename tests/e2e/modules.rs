@@ -55,15 +55,40 @@ fn not_wasm() {
     assert_rejected(path.to_str().unwrap(), "not a WebAssembly component");
 }
 
+/// A core module is served when it is a WASI preview-1 command (see
+/// languages.rs); one without `_start` is refused.
 #[test]
-fn core_module() {
-    let path = file(
-        "core.wasm",
-        &wat::parse_str("(module (func (export \"_start\")))").unwrap(),
+fn core_module_that_is_not_a_command() {
+    let reactor = file(
+        "reactor.wasm",
+        &wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_initialize")))"#)
+            .unwrap(),
     );
     assert_rejected(
-        path.to_str().unwrap(),
-        "a core WebAssembly module, not a component",
+        reactor.to_str().unwrap(),
+        "a WASI reactor (it exports `_initialize`), not a WASI command",
+    );
+    let library = file(
+        "library.wasm",
+        &wat::parse_str(r#"(module (func (export "add") (param i32) (result i32) local.get 0))"#)
+            .unwrap(),
+    );
+    assert_rejected(
+        library.to_str().unwrap(),
+        "a core WebAssembly module that exports no `_start`, not a WASI command",
+    );
+    // One whose imports the preview-1 adapter does not give.
+    let foreign = file(
+        "foreign.wasm",
+        &wat::parse_str(
+            r#"(module (import "env" "mystery" (func)) (memory (export "memory") 1)
+                (func (export "_start") (call 0)))"#,
+        )
+        .unwrap(),
+    );
+    assert_rejected(
+        foreign.to_str().unwrap(),
+        "cannot adapt the WASI preview-1 module",
     );
 }
 

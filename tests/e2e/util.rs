@@ -575,6 +575,19 @@ pub fn require_command(program: &str) -> Option<std::path::PathBuf> {
     found
 }
 
+/// The path of a guest in another language (a `guests` constant that is
+/// `None` when its toolchain was not installed at build time); when it was
+/// not built, the running test says so on stderr and gets `None` (and
+/// returns early), unless `NETSERVER_TEST_ALL=1`, where it fails.
+pub fn require_guest(guest: Option<&'static str>, toolchain: &str) -> Option<&'static str> {
+    if guest.is_none() {
+        skip(&format!(
+            "needs a guest built with {toolchain}, which was not installed when the host was built"
+        ));
+    }
+    guest
+}
+
 /// Skips the running test, saying `why` on stderr, or fails it when
 /// `NETSERVER_TEST_ALL=1`; returns false.
 fn skip(why: &str) -> bool {

@@ -147,9 +147,16 @@ impl ModePrivate for std::fs::OpenOptions {
 static COMPILED: AtomicU64 = AtomicU64::new(0);
 static CACHE_HITS: AtomicU64 = AtomicU64::new(0);
 
-/// Compiles `bytes` (counted: see [`counts`]).
+/// Compiles `bytes` (counted: see [`counts`]): a component, or a WASI
+/// preview-1 core module, adapted first (see [`super::adapt`]); the
+/// cache keeps it under the core module's bytes.
 pub fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component> {
     COMPILED.fetch_add(1, Ordering::Relaxed);
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        let component = super::adapt::to_component(bytes)?;
+        return Component::new(engine, &component)
+            .map_err(|e| anyhow!("invalid adapted component: {e:#}"));
+    }
     Component::new(engine, bytes).map_err(|e| anyhow!("invalid component: {e:#}"))
 }
 

@@ -6,7 +6,9 @@
 //! world (Net::Server::Multiplex's callbacks, on one instance per worker)
 //! and a plain WASI command (`wasi:cli/run`), run once per connection as
 //! inetd would, with the client's addresses in its environment. The host
-//! tells them apart by what the component exports.
+//! tells them apart by what the component exports. A WASI preview-1 core
+//! module that is a command (`_start`) is made a component first (see
+//! [`super::adapt`]) and served as a command.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -70,6 +72,19 @@ pub enum GuestKind {
     Mux,
     /// A WASI command (`wasi:cli/run`), served inetd-style.
     Command,
+    /// A WASI preview-1 core module with `_start`, adapted into a command
+    /// at load and served as one.
+    Preview1Command,
+}
+
+impl GuestKind {
+    /// How the guest is served: a preview-1 command as a command.
+    pub fn served_as(self) -> Self {
+        match self {
+            Self::Preview1Command => Self::Command,
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for GuestKind {
@@ -78,6 +93,7 @@ impl std::fmt::Display for GuestKind {
             Self::Handler => "a netserver handler",
             Self::Mux => "a netserver mux handler",
             Self::Command => "a WASI command, inetd-style",
+            Self::Preview1Command => "a WASI preview-1 command, adapted",
         })
     }
 }
@@ -93,7 +109,11 @@ enum Pre {
         mux: bindings::mux::MuxHandlerIndices,
         server: Option<ServerHooksIndices>,
     },
-    Command(CommandPre<State>),
+    /// A command; `adapted` when it was a preview-1 core module.
+    Command {
+        pre: CommandPre<State>,
+        adapted: bool,
+    },
 }
 
 /// A compiled, linked handler, ready to make instances of. It only
@@ -161,7 +181,8 @@ impl Handler {
         match self.pre {
             Pre::Handler { .. } => GuestKind::Handler,
             Pre::Mux { .. } => GuestKind::Mux,
-            Pre::Command(_) => GuestKind::Command,
+            Pre::Command { adapted: false, .. } => GuestKind::Command,
+            Pre::Command { adapted: true, .. } => GuestKind::Preview1Command,
         }
     }
 
@@ -221,7 +242,7 @@ impl Handler {
     /// `io`. A command guest gets `client`'s addresses in its environment.
     pub async fn instantiate(&self, io: GuestIo, client: Option<&ClientInfo>) -> Result<Instance> {
         let env = match (&self.pre, client) {
-            (Pre::Command(_), Some(client)) => client.environment(),
+            (Pre::Command { .. }, Some(client)) => client.environment(),
             _ => Vec::new(),
         };
         let started = std::time::Instant::now();
@@ -237,7 +258,7 @@ impl Handler {
                 let guest = Guest::Mux(mux.load(&mut store, &instance)?);
                 (guest, load_server_hooks(server, &mut store, &instance)?)
             }
-            Pre::Command(pre) => (
+            Pre::Command { pre, .. } => (
                 Guest::Command(pre.instantiate_async(&mut store).await?),
                 None,
             ),
@@ -300,13 +321,10 @@ fn prepare(
     bytes: &[u8],
     cache: Option<&super::cache::ModuleCache>,
 ) -> Result<Pre> {
-    if wasmparser::Parser::is_core_wasm(bytes) {
-        bail!(
-            "a core WebAssembly module, not a component: build the handler for \
-             wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
-        );
-    }
-    if !wasmparser::Parser::is_component(bytes) {
+    let adapted = wasmparser::Parser::is_core_wasm(bytes);
+    if adapted {
+        super::adapt::check_command(bytes)?;
+    } else if !wasmparser::Parser::is_component(bytes) {
         bail!("not a WebAssembly component (no `\\0asm` component header)");
     }
     let component = match cache {
@@ -378,7 +396,7 @@ fn prepare(
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
         let pre = CommandPre::new(pre)
             .map_err(|e| anyhow!("its wasi:cli/run export does not match WASI 0.2: {e:#}"))?;
-        return Ok(Pre::Command(pre));
+        return Ok(Pre::Command { pre, adapted });
     }
     bail!(
         "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler) nor wasi:cli/run (a WASI command); it exports: [{}]",

@@ -1,6 +1,7 @@
 //! The WebAssembly side: the engine, the WIT bindings, the per-Store state
-//! (with the mux world's connections and timers), guest stdio, the sandbox's limits and memory budgets, the epoch ticker and loading handlers.
+//! (with the mux world's connections and timers), guest stdio, the sandbox's limits and memory budgets, the epoch ticker, loading handlers and adapting WASI preview-1 modules.
 
+pub mod adapt;
 pub mod bindings;
 pub mod budget;
 pub mod cache;
