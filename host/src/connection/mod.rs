@@ -4,6 +4,7 @@
 //! ([`mux`]); close, and one log line saying how it ended. Nothing that
 //! happens here reaches the listener or another connection.
 
+pub mod http;
 pub mod mux;
 
 use std::fmt;
@@ -270,6 +271,9 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
         return;
     };
     let tag = admitted.tag.clone();
+    if service.http.is_some() {
+        return tagged(tag, http::converse(service, admitted, thread)).await;
+    }
     tagged(tag, converse_with(&service, admitted, thread, place)).await
 }
 

@@ -1,12 +1,14 @@
 //! Loading a handler once (read, check, compile, link, pre-instantiate) and
 //! making instances of it.
 //!
-//! Three kinds of guest are served: a component of the `handler` world
+//! Four kinds of guest are served: a component of the `handler` world
 //! (its hooks are called in Net::Server's order), one of the `mux-handler`
-//! world (Net::Server::Multiplex's callbacks, on one instance per worker)
-//! and a plain WASI command (`wasi:cli/run`), run once per connection as
-//! inetd would, with the client's addresses in its environment. The host
-//! tells them apart by what the component exports.
+//! world (Net::Server::Multiplex's callbacks, on one instance per worker),
+//! a plain WASI command (`wasi:cli/run`), run once per connection as
+//! inetd would, with the client's addresses in its environment, and a
+//! wasi:http component (`wasi:http/incoming-handler`, the `wasi:http/proxy`
+//! world), called once per HTTP request. The host tells them apart by what
+//! the component exports.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use serde::Serialize;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::bindings::{
     self, ServerHooks, ServerHooksIndices, WitCloseReason, WitServerHook, WitSignal,
@@ -70,6 +74,9 @@ pub enum GuestKind {
     Mux,
     /// A WASI command (`wasi:cli/run`), served inetd-style.
     Command,
+    /// A wasi:http component (`wasi:http/incoming-handler`), served as
+    /// HTTP.
+    Http,
 }
 
 impl std::fmt::Display for GuestKind {
@@ -78,6 +85,7 @@ impl std::fmt::Display for GuestKind {
             Self::Handler => "a netserver handler",
             Self::Mux => "a netserver mux handler",
             Self::Command => "a WASI command, inetd-style",
+            Self::Http => "a wasi:http component",
         })
     }
 }
@@ -94,6 +102,7 @@ enum Pre {
         server: Option<ServerHooksIndices>,
     },
     Command(CommandPre<State>),
+    Http(ProxyPre<State>),
 }
 
 /// A compiled, linked handler, ready to make instances of. It only
@@ -162,6 +171,7 @@ impl Handler {
             Pre::Handler { .. } => GuestKind::Handler,
             Pre::Mux { .. } => GuestKind::Mux,
             Pre::Command(_) => GuestKind::Command,
+            Pre::Http(_) => GuestKind::Http,
         }
     }
 
@@ -241,6 +251,7 @@ impl Handler {
                 Guest::Command(pre.instantiate_async(&mut store).await?),
                 None,
             ),
+            Pre::Http(pre) => (Guest::Http(pre.instantiate_async(&mut store).await?), None),
         };
         crate::board::instantiated(self.shared.index, started.elapsed());
         Ok(Instance {
@@ -320,6 +331,7 @@ fn prepare(
         &mut linker,
         |state| state,
     )?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     // Every import is resolved now, before anything is bound: a handler
     // that needs what this host does not provide is refused at start.
     let pre = linker
@@ -375,13 +387,22 @@ fn prepare(
     {
         bail!("exports {other}, but this host serves {MUX_EXPORT}");
     }
+    if exports
+        .iter()
+        .any(|e| e.starts_with(super::http::INCOMING_HANDLER_PREFIX))
+    {
+        let pre = ProxyPre::new(pre).map_err(|e| {
+            anyhow!("its wasi:http/incoming-handler export does not match WASI 0.2: {e:#}")
+        })?;
+        return Ok(Pre::Http(pre));
+    }
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
         let pre = CommandPre::new(pre)
             .map_err(|e| anyhow!("its wasi:cli/run export does not match WASI 0.2: {e:#}"))?;
         return Ok(Pre::Command(pre));
     }
     bail!(
-        "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler) nor wasi:cli/run (a WASI command); it exports: [{}]",
+        "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler), wasi:http/incoming-handler@0.2 (a wasi:http component) nor wasi:cli/run (a WASI command); it exports: [{}]",
         exports.join(", ")
     )
 }
@@ -390,6 +411,7 @@ enum Guest {
     Handler(bindings::Handler),
     Mux(bindings::MuxHandler),
     Command(Command),
+    Http(Proxy),
 }
 
 /// One instance of a handler with its Store.
@@ -463,7 +485,35 @@ impl Instance {
             Guest::Mux(_) => Err(wasmtime::format_err!(
                 "a mux handler has no process-request"
             )),
+            Guest::Http(_) => Err(wasmtime::format_err!(
+                "a wasi:http component has no process-request"
+            )),
         }
+    }
+
+    /// `wasi:http/incoming-handler.handle`: hands `request` (which came
+    /// over `scheme`) to a wasi:http guest with a fresh CPU budget; its
+    /// response goes to `respond` (as soon as the guest sets it: the call
+    /// returns once the guest has written the body, too). An `Err` is a
+    /// trap.
+    pub async fn handle_http(
+        &mut self,
+        request: hyper::Request<super::http::HyperIncomingBody>,
+        scheme: super::http::Scheme,
+        respond: super::http::Respond,
+    ) -> wasmtime::Result<()> {
+        let Guest::Http(proxy) = &self.guest else {
+            return Err(wasmtime::format_err!("not a wasi:http component"));
+        };
+        let state = self.store.data_mut();
+        state.cpu.reset();
+        let mut http = state.http();
+        let request = http.new_incoming_request(scheme, request)?;
+        let out = http.new_response_outparam(respond)?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut self.store, request, out)
+            .await
     }
 
     /// `post-process-request-hook`.

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod grants;
 pub mod handler;
 pub mod hints;
+pub mod http;
 pub mod mux;
 pub mod sandbox;
 pub mod state;
