@@ -11,6 +11,7 @@ mod conf;
 mod daemon;
 mod echo;
 mod fairness;
+mod http;
 mod faults;
 mod hardening;
 mod logging;
