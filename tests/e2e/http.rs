@@ -51,7 +51,10 @@ fn curl_gets_http_hello_over_http() {
     let mut server = http_server(&[]);
     let out = curl_ok(&["-i", &url(&server, "/")]);
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
-    assert!(out.ends_with("\r\n\r\nHello from a wasi:http component!\n"), "{out}");
+    assert!(
+        out.ends_with("\r\n\r\nHello from a wasi:http component!\n"),
+        "{out}"
+    );
     // Apache's combined format, in the main log.
     server.wait_for_log(r#"- - ["#);
     server.wait_for_log(r#""GET / HTTP/1.1" 200 34 "-" "curl/"#);
@@ -71,7 +74,10 @@ fn curl_gets_http_hello_over_http() {
     assert!(echoed.contains("content-type: text/x-test\r\n"), "{echoed}");
     assert!(echoed.ends_with("\r\n\r\na body"), "{echoed}");
     let streamed = curl_ok(&["-i", &url(&server, "/stream?n=3")]);
-    assert!(streamed.contains("transfer-encoding: chunked\r\n"), "{streamed}");
+    assert!(
+        streamed.contains("transfer-encoding: chunked\r\n"),
+        "{streamed}"
+    );
     assert!(streamed.ends_with("line 0\nline 1\nline 2\n"), "{streamed}");
 }
 
@@ -142,9 +148,16 @@ fn limits_and_a_trapping_guest_end_the_request_not_the_server() {
         return;
     }
     let mut server = http_server(&["--max-body-size", "10", "--max-header-size", "8K"]);
-    let code = |args: &[&str]| curl_ok(&[&["-o", "/dev/null", "-w", "%{http_code}"], args].concat());
-    assert_eq!(code(&["--data-binary", "0123456789", &url(&server, "/echo")]), "200");
-    assert_eq!(code(&["--data-binary", "0123456789a", &url(&server, "/echo")]), "413");
+    let code =
+        |args: &[&str]| curl_ok(&[&["-o", "/dev/null", "-w", "%{http_code}"], args].concat());
+    assert_eq!(
+        code(&["--data-binary", "0123456789", &url(&server, "/echo")]),
+        "200"
+    );
+    assert_eq!(
+        code(&["--data-binary", "0123456789a", &url(&server, "/echo")]),
+        "413"
+    );
     server.wait_for_log("refused with 413");
     let big = format!("x-big: {}", "y".repeat(9000));
     assert_eq!(code(&["-H", &big, &url(&server, "/")]), "431");
@@ -176,7 +189,13 @@ fn the_access_log_goes_to_its_file_in_its_format() {
 #[test]
 fn an_unknown_access_log_directive_is_a_config_error() {
     let out = Command::new(BIN)
-        .args(["--module", guests::HTTP_HELLO, "--access-log-format", "%h %Z", "--check"])
+        .args([
+            "--module",
+            guests::HTTP_HELLO,
+            "--access-log-format",
+            "%h %Z",
+            "--check",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -194,7 +213,10 @@ fn outgoing_requests_go_only_where_granted() {
     let mut refused = http_server(&[]);
     let own = url(&refused, "/");
     let out = curl_ok(&[&url(&refused, &format!("/fetch?url={own}"))]);
-    assert_eq!(out, "outgoing request failed: ErrorCode::HttpRequestDenied\n");
+    assert_eq!(
+        out,
+        "outgoing request failed: ErrorCode::HttpRequestDenied\n"
+    );
     refused.wait_for_log("not in grant_connect");
     let granted = http_server(&["--grant-connect", "127.0.0.1/32"]);
     let own = url(&granted, "/");
@@ -232,7 +254,13 @@ fn a_worker_instance_serves_request_after_request() {
 #[test]
 fn a_datagram_port_is_refused_for_a_wasi_http_component() {
     let out = Command::new(BIN)
-        .args(["--module", guests::HTTP_HELLO, "--port", "127.0.0.1:0/udp", "--check"])
+        .args([
+            "--module",
+            guests::HTTP_HELLO,
+            "--port",
+            "127.0.0.1:0/udp",
+            "--check",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

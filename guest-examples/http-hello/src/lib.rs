@@ -30,15 +30,28 @@ impl Guest for Hello {
             None => (target.clone(), String::new()),
         };
         match path.as_str() {
-            "/" => reply(out, 200, &[("content-type", "text/plain")], b"Hello from a wasi:http component!\n"),
+            "/" => reply(
+                out,
+                200,
+                &[("content-type", "text/plain")],
+                b"Hello from a wasi:http component!\n",
+            ),
             "/echo" => echo(request, out),
             "/headers" => headers(&request, out),
-            "/stream" => stream(out, param(&query, "n").and_then(|n| n.parse().ok()).unwrap_or(3)),
+            "/stream" => stream(
+                out,
+                param(&query, "n").and_then(|n| n.parse().ok()).unwrap_or(3),
+            ),
             "/fetch" => fetch(out, &param(&query, "url").unwrap_or_default()),
             "/trap" => panic!("asked to trap"),
             p if p.starts_with("/status/") => {
                 let code = p["/status/".len()..].parse().unwrap_or(500);
-                reply(out, code, &[("content-type", "text/plain")], format!("{code}\n").as_bytes());
+                reply(
+                    out,
+                    code,
+                    &[("content-type", "text/plain")],
+                    format!("{code}\n").as_bytes(),
+                );
             }
             _ => reply(out, 404, &[("content-type", "text/plain")], b"not found\n"),
         }
@@ -62,7 +75,10 @@ fn reply(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], body: &[u
         .iter()
         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
         .collect();
-    all.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
+    all.push((
+        "content-length".to_owned(),
+        body.len().to_string().into_bytes(),
+    ));
     let (response_body, stream) = start(out, status, &all);
     write(&stream, body);
     drop(stream);
@@ -87,7 +103,9 @@ fn start(
 /// Writes `bytes` whole (at most 4096 at a time, as the stream allows).
 fn write(stream: &wasip2::io::streams::OutputStream, bytes: &[u8]) {
     for chunk in bytes.chunks(4096) {
-        stream.blocking_write_and_flush(chunk).expect("write the body");
+        stream
+            .blocking_write_and_flush(chunk)
+            .expect("write the body");
     }
 }
 
@@ -111,20 +129,31 @@ fn read_all(body: IncomingBody) -> Result<Vec<u8>, String> {
 fn echo(request: IncomingRequest, out: ResponseOutparam) {
     let method = method_name(&request.method());
     let content_type = request.headers().get("content-type");
-    let body = request.consume().map_err(|()| "no body".to_owned()).and_then(read_all);
+    let body = request
+        .consume()
+        .map_err(|()| "no body".to_owned())
+        .and_then(read_all);
     match body {
         Ok(body) => {
             let mut headers = vec![("x-method".to_owned(), method.into_bytes())];
             if let Some(ct) = content_type.into_iter().next() {
                 headers.push(("content-type".to_owned(), ct));
             }
-            headers.push(("content-length".to_owned(), body.len().to_string().into_bytes()));
+            headers.push((
+                "content-length".to_owned(),
+                body.len().to_string().into_bytes(),
+            ));
             let (response_body, stream) = start(out, 200, &headers);
             write(&stream, &body);
             drop(stream);
             OutgoingBody::finish(response_body, None).expect("finish the body");
         }
-        Err(why) => reply(out, 400, &[("content-type", "text/plain")], format!("cannot read the body: {why}\n").as_bytes()),
+        Err(why) => reply(
+            out,
+            400,
+            &[("content-type", "text/plain")],
+            format!("cannot read the body: {why}\n").as_bytes(),
+        ),
     }
 }
 
@@ -136,7 +165,12 @@ fn headers(request: &IncomingRequest, out: ResponseOutparam) {
         .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(&value)))
         .collect();
     lines.sort();
-    reply(out, 200, &[("content-type", "text/plain")], lines.concat().as_bytes());
+    reply(
+        out,
+        200,
+        &[("content-type", "text/plain")],
+        lines.concat().as_bytes(),
+    );
 }
 
 fn stream(out: ResponseOutparam, n: u32) {
@@ -152,7 +186,12 @@ fn stream(out: ResponseOutparam, n: u32) {
 fn fetch(out: ResponseOutparam, url: &str) {
     match get(url) {
         Ok((status, body)) => reply(out, status, &[("content-type", "text/plain")], &body),
-        Err(why) => reply(out, 502, &[("content-type", "text/plain")], format!("{why}\n").as_bytes()),
+        Err(why) => reply(
+            out,
+            502,
+            &[("content-type", "text/plain")],
+            format!("{why}\n").as_bytes(),
+        ),
     }
 }
 
@@ -170,8 +209,12 @@ fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
             _ => Scheme::Http,
         }))
         .map_err(|()| "bad scheme")?;
-    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
-    request.set_path_with_query(Some(path)).map_err(|()| "bad path")?;
+    request
+        .set_authority(Some(authority))
+        .map_err(|()| "bad authority")?;
+    request
+        .set_path_with_query(Some(path))
+        .map_err(|()| "bad path")?;
     let body = request.body().map_err(|()| "no body")?;
     OutgoingBody::finish(body, None).map_err(|e| format!("{e:?}"))?;
     let future = outgoing_handler::handle(request, None).map_err(describe)?;

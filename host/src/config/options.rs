@@ -1094,8 +1094,9 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
             .map(Typed::Bool)
             .ok_or_else(|| "must be 1 or 0 (yes/no, on/off, true/false)".to_owned()),
         Text | Port => Ok(Typed::Text(text.to_owned())),
-        AccessFormat => super::access_format::AccessFormat::parse(text)
-            .map(|_| Typed::Text(text.to_owned())),
+        AccessFormat => {
+            super::access_format::AccessFormat::parse(text).map(|_| Typed::Text(text.to_owned()))
+        }
         Choice(words) => words
             .iter()
             .find(|w| w.eq_ignore_ascii_case(text))

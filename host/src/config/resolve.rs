@@ -1152,8 +1152,9 @@ mod tests {
             "no_close_by_child" => "1",
             "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "check_for_idle"
             | "min_child_ttl" | "quit_timeout" | "idle_timeout" | "cpu_limit"
-            | "check_for_dequeue" | "connection_timeout" | "timeout_header"
-            | "timeout_idle" => "2.5",
+            | "check_for_dequeue" | "connection_timeout" | "timeout_header" | "timeout_idle" => {
+                "2.5"
+            }
             "access_log_file" => "/tmp/ns-test-access.log",
             "access_log_format" => "%h %>s %b",
             "max_header_size" => "16K",

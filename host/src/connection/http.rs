@@ -135,7 +135,11 @@ fn into_io(stream: Stream) -> Option<Box<dyn AsyncStream>> {
 /// Serves HTTP on `io` until the client closes, `timeout_idle` passes
 /// between requests, the server closes (or `stop` is raised), or a limit
 /// ends the connection.
-async fn serve_http(conn: &Arc<Conn>, io: Box<dyn AsyncStream>, stop: Option<Arc<AtomicBool>>) -> End {
+async fn serve_http(
+    conn: &Arc<Conn>,
+    io: Box<dyn AsyncStream>,
+    stop: Option<Arc<AtomicBool>>,
+) -> End {
     let settings = &conn.plan().settings;
     let builder = builder(settings);
     let io = TokioIo::new(Watched {
@@ -320,7 +324,10 @@ async fn handle(
                     Ok(instance) => instance,
                     Err(Unmade::Instantiate(error)) => return unmade(error, failed),
                     Err(Unmade::Trap(error)) => {
-                        return failed(format!("the instance trapped as it started: {}", error.root_cause()), StatusCode::INTERNAL_SERVER_ERROR);
+                        return failed(
+                            format!("the instance trapped as it started: {}", error.root_cause()),
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                        );
                     }
                 },
             };
@@ -345,7 +352,10 @@ async fn handle(
                 None => StatusCode::INTERNAL_SERVER_ERROR,
             };
             failed(
-                format!("guest trapped in wasi:http/incoming-handler.handle: {}", error.root_cause()),
+                format!(
+                    "guest trapped in wasi:http/incoming-handler.handle: {}",
+                    error.root_cause()
+                ),
                 status,
             )
         }
@@ -381,7 +391,13 @@ fn limited(body: Incoming, max: u64) -> HyperIncomingBody {
 
 /// The body length a request declares, if it does.
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The host's own response with `status`: its reason as plain text.

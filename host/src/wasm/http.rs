@@ -22,7 +22,8 @@ pub const INCOMING_HANDLER_PREFIX: &str = "wasi:http/incoming-handler@0.2";
 
 /// What a guest's response is sent through: its response, or the error
 /// code it gave instead.
-pub type Respond = tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
+pub type Respond =
+    tokio::sync::oneshot::Sender<Result<hyper::Response<HyperOutgoingBody>, ErrorCode>>;
 
 /// Where one instance's outgoing requests may go: the hooks wasi:http
 /// calls to send one.
@@ -75,7 +76,9 @@ impl WasiHttpHooks for Outgoing {
 }
 
 /// The addresses a request's authority names (a name is looked up).
-fn destination(uri: &hyper::Uri) -> impl Future<Output = Result<Vec<SocketAddr>, Error>> + Send + 'static {
+fn destination(
+    uri: &hyper::Uri,
+) -> impl Future<Output = Result<Vec<SocketAddr>, Error>> + Send + 'static {
     let target = target(uri);
     async move {
         let (host, port) = target?;
@@ -122,7 +125,9 @@ mod tests {
 
     #[tokio::test]
     async fn destinations_and_grants() {
-        let dest = destination(request("http://127.0.0.1:8080/x").uri()).await.unwrap();
+        let dest = destination(request("http://127.0.0.1:8080/x").uri())
+            .await
+            .unwrap();
         assert_eq!(dest, vec!["127.0.0.1:8080".parse().unwrap()]);
         let dest = destination(request("https://[::1]/").uri()).await.unwrap();
         assert_eq!(dest, vec!["[::1]:443".parse().unwrap()]);
