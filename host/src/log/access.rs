@@ -13,6 +13,9 @@ use anyhow::{Result, anyhow};
 
 pub use crate::config::access_format::{AccessFormat, Piece};
 
+/// Looks a header up by name (any case): its value, if present.
+pub type HeaderLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// What one request gives its access log line.
 #[derive(Default)]
 pub struct Entry<'a> {
@@ -39,9 +42,9 @@ pub struct Entry<'a> {
     /// The service's name.
     pub service: &'a str,
     /// The request's headers, looked up by name (any case).
-    pub request_header: Option<&'a dyn Fn(&str) -> Option<String>>,
+    pub request_header: Option<HeaderLookup<'a>>,
     /// The response's headers, looked up by name (any case).
-    pub response_header: Option<&'a dyn Fn(&str) -> Option<String>>,
+    pub response_header: Option<HeaderLookup<'a>>,
 }
 
 /// Renders access log lines.
@@ -95,11 +98,7 @@ impl Render for AccessFormat {
 
 /// A header's value as Apache logs it: `-` when absent, quotes and
 /// control characters escaped.
-fn header(
-    line: &mut String,
-    lookup: Option<&dyn Fn(&str) -> Option<String>>,
-    name: &str,
-) -> std::fmt::Result {
+fn header(line: &mut String, lookup: Option<HeaderLookup<'_>>, name: &str) -> std::fmt::Result {
     match lookup.and_then(|lookup| lookup(name)) {
         Some(value) => {
             for c in value.chars() {
