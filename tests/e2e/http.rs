@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::{Command, Output};
 
 use crate::pki::Pki;
-use crate::util::{BIN, PATIENCE, Server, fresh_dir, guests, require_command};
+use crate::util::{BIN, PATIENCE, Server, fresh_dir, guests, per_personality, require_command};
 
 /// Serves `http-hello` over plain HTTP with `args`.
 fn http_server(args: &[&str]) -> Server {
@@ -270,3 +270,26 @@ fn a_datagram_port_is_refused_for_a_wasi_http_component() {
         "{err}"
     );
 }
+
+fn served_by(personality: &str, args: &[&str]) {
+    if require_command("curl").is_none() {
+        return;
+    }
+    let mut all = vec!["--server-type", personality];
+    all.extend_from_slice(args);
+    let mut server = http_server(&all);
+    for i in 0..3 {
+        let path = format!("/status/{}", 200 + i);
+        assert_eq!(curl_ok(&[&url(&server, &path)]), format!("{}\n", 200 + i));
+    }
+    server.wait_for_log(r#""GET /status/202 HTTP/1.1" 202 4"#);
+}
+
+per_personality!(
+    served_by: single(&[]),
+    fork(&[]),
+    prefork_simple(&["--max-servers", "2"]),
+    prefork(&["--min-servers", "2", "--max-servers", "4"]),
+    multiplex(&[]),
+    multiplex_2_workers as multiplex(&["--workers", "2"]),
+);
