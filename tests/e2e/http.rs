@@ -143,6 +143,30 @@ fn a_kept_alive_connection_serves_requests_in_turn_until_timeout_idle() {
 }
 
 #[test]
+fn a_request_head_not_whole_within_timeout_header_ends_the_connection() {
+    // Kept-alive connections wait longer (timeout_idle) than a head may take.
+    let mut server = http_server(&["--timeout-header", "1", "--timeout-idle", "600"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: a.test\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0; 1024];
+    while !got.ends_with(b"component!\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    // The next head starts and never ends.
+    stream.write_all(b"GET / HTTP/1.1\r\nhost:").unwrap();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.wait_for_log("header timeout: no whole request head within 1s (timeout_header)");
+}
+
+#[test]
 fn limits_and_a_trapping_guest_end_the_request_not_the_server() {
     if require_command("curl").is_none() {
         return;

@@ -896,7 +896,7 @@ pub const OPTIONS: &[Spec] = &[
         Some("15"),
         false,
         Active,
-        "HTTP services: seconds a client has to send a whole request head",
+        "HTTP services: seconds a client has to send a whole request head, from its first byte",
     )
     .per_service(),
     spec(

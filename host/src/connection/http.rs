@@ -171,11 +171,13 @@ async fn serve_http(
         between_requests: settings.timeout_idle,
         serving: service.idle_timeout,
         stop: stop.as_deref(),
+        header: settings.timeout_header,
     };
     tokio::select! {
         result = served.as_mut() => ended(result),
         why = watch.until_done() => match why {
             Done::Idle(after) => End::Idle(after),
+            Done::Header(after) => End::HeaderTimeout(after),
             Done::Quiet | Done::Closing => {
                 // Requests under way finish (within `idle_timeout` of
                 // silence); kept-alive connections close at once.
@@ -207,11 +209,14 @@ fn ended(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) -> End {
 fn builder(settings: &HttpSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let header = usize::try_from(settings.max_header_size).unwrap_or(usize::MAX);
+    // `timeout_header` is the host's (see `Watch`): hyper's runs from the
+    // end of one response, so it would also cut a kept-alive connection
+    // waiting for its next request (`timeout_idle`).
     builder
         .http1()
         .keep_alive(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.timeout_header)
+        .header_read_timeout(None)
         .max_buf_size(header);
     builder
         .http2()
@@ -224,6 +229,8 @@ fn builder(settings: &HttpSettings) -> auto::Builder<TokioExecutor> {
 /// whose body logs the access line when it ends.
 async fn respond(conn: Arc<Conn>, request: Request<Incoming>) -> Response<Logged> {
     let busy = Busy::new(&conn.activity);
+    // Its head is whole: `timeout_header` waits for the next one's first byte.
+    conn.activity.head_started.store(NO_HEAD, Ordering::Relaxed);
     let head = Head::of(&request, conn.plan());
     let response = answer(&conn, request).await;
     let (parts, body) = response.into_parts();
@@ -554,7 +561,13 @@ struct Activity {
     read: AtomicU64,
     written: AtomicU64,
     busy: AtomicUsize,
+    /// Milliseconds from `origin` to the first byte of a request head not
+    /// yet whole ([`NO_HEAD`]: none under way).
+    head_started: AtomicU64,
 }
+
+/// No request head under way.
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
@@ -564,6 +577,7 @@ impl Activity {
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
+            head_started: AtomicU64::new(NO_HEAD),
         }
     }
 
@@ -571,6 +585,30 @@ impl Activity {
         counter.fetch_add(n as u64, Ordering::Relaxed);
         let now = self.origin.elapsed().as_millis() as u64;
         self.last.store(now, Ordering::Relaxed);
+    }
+
+    /// Bytes came while no request is served: a head has begun, unless
+    /// one had already.
+    fn read_between_requests(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            let now = self.origin.elapsed().as_millis() as u64;
+            let _ = self.head_started.compare_exchange(
+                NO_HEAD,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// How long the request head under way has taken so far, if one is.
+    fn head_for(&self) -> Option<Duration> {
+        let started = self.head_started.load(Ordering::Relaxed);
+        (started != NO_HEAD).then(|| {
+            self.origin
+                .elapsed()
+                .saturating_sub(Duration::from_millis(started))
+        })
     }
 
     /// How long since a byte last moved.
@@ -610,6 +648,8 @@ enum Done {
     Quiet,
     /// A request under way moved no byte for `idle_timeout`.
     Idle(Duration),
+    /// A request head took longer than `timeout_header`.
+    Header(Duration),
     /// The server is closing (or, one connection per process, stopping).
     Closing,
 }
@@ -621,6 +661,8 @@ struct Watch<'a> {
     between_requests: Duration,
     /// `idle_timeout`: while a request is served.
     serving: Duration,
+    /// `timeout_header`: a request head's time, from its first byte.
+    header: Duration,
     stop: Option<&'a AtomicBool>,
 }
 
@@ -638,9 +680,22 @@ impl Watch<'_> {
                 self.between_requests
             };
             let quiet = self.activity.quiet_for();
-            if quiet >= limit {
+            let head = self.activity.head_for().filter(|_| !busy);
+            if head.is_some_and(|took| took >= self.header) {
+                return Done::Header(self.header);
+            }
+            if quiet >= limit && head.is_none() {
                 return if busy { Done::Idle(limit) } else { Done::Quiet };
             }
+            let limit = match head {
+                Some(took) => {
+                    self.header
+                        .saturating_sub(took)
+                        .max(Duration::from_millis(10))
+                        + quiet
+                }
+                None => limit,
+            };
             if board::closing() != board::Closing::No
                 || self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
             {
@@ -680,6 +735,7 @@ impl AsyncRead for Watched {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.activity.moved(&self.activity.read, n);
+            self.activity.read_between_requests();
         }
         polled
     }
