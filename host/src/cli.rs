@@ -110,6 +110,7 @@ fn value_name(kind: Kind) -> &'static str {
         Kind::TlsVersion => "VERSION",
         Kind::CipherList => "SUITES",
         Kind::Alpn => "PROTOCOLS",
+        Kind::AccessFormat => "FORMAT",
         Kind::ServerName => "NAME",
         Kind::Address => "[ADDRESS:]PORT",
     }

@@ -273,6 +273,18 @@ pub fn load_handlers(config: &config::Config) -> Result<Vec<wasm::Handler>> {
 fn check_worlds(config: &config::Config, handlers: &[wasm::Handler]) -> Result<()> {
     use config::{Proto, ServerType};
     for (service, handler) in config.services.iter().zip(handlers) {
+        if handler.kind() == wasm::GuestKind::Http
+            && let Some(datagram) = service
+                .listeners
+                .iter()
+                .find(|l| matches!(l.proto, Proto::Udp | Proto::UnixDgram))
+        {
+            anyhow::bail!(
+                "{}: a wasi:http component ({}) serves HTTP over streams, not datagrams",
+                service.origin("port", &datagram.to_string()),
+                handler.source()
+            );
+        }
         if handler.kind() != wasm::GuestKind::Mux {
             continue;
         }

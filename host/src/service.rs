@@ -75,6 +75,18 @@ pub struct Service {
     worker_instance: Option<tokio::sync::Mutex<Option<Instance>>>,
     /// A mux handler's settings, and the way to its driver in this worker.
     pub mux: Option<MuxPlan>,
+    /// A wasi:http component's settings and access log.
+    pub http: Option<HttpPlan>,
+}
+
+/// How a service whose guest is a wasi:http component serves HTTP (the
+/// connection layer's `http`).
+#[derive(Debug)]
+pub struct HttpPlan {
+    /// Its timeouts, size limits and access log format.
+    pub settings: crate::config::HttpSettings,
+    /// Where its access log goes (opened before the workers fork).
+    pub access_log: crate::log::access::Sink,
 }
 
 /// How a service of the mux world is served (its driver and connections
@@ -148,7 +160,15 @@ impl Service {
                 config.name
             );
         }
-        let shared = per_worker && handler.kind() == GuestKind::Handler;
+        let shared = per_worker && matches!(handler.kind(), GuestKind::Handler | GuestKind::Http);
+        let http = match handler.kind() {
+            GuestKind::Http => Some(HttpPlan {
+                settings: config.http.clone(),
+                access_log: crate::log::access::Sink::open(config.http.access_log_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("service '{}': {e:#}", config.name))?,
+            }),
+            _ => None,
+        };
         let name = handler.service_name().clone();
         let mux = (handler.kind() == GuestKind::Mux).then(|| MuxPlan {
             dequeue: config.check_for_dequeue,
@@ -187,6 +207,7 @@ impl Service {
                 .filter(|_| mux.is_none())
                 .map(|every| (every, config.max_dequeue)),
             mux,
+            http,
         })
     }
 

@@ -14,6 +14,7 @@ mod echo;
 mod fairness;
 mod faults;
 mod hardening;
+mod http;
 mod languages;
 mod logging;
 mod metrics;

@@ -104,7 +104,7 @@ fn component_exporting_neither_world() {
     let path = component("empty.wasm", "(component)");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports neither netserver:handler/hooks@0.1.4 (a handler), netserver:handler/mux@0.1.3 to @0.1.4 (a mux handler) nor wasi:cli/run",
+        "exports neither netserver:handler/hooks@0.1.4 (a handler), netserver:handler/mux@0.1.3 to @0.1.4 (a mux handler), wasi:http/incoming-handler@0.2 (a wasi:http component) nor wasi:cli/run",
     );
 }
 

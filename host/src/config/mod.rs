@@ -15,6 +15,7 @@
 //! | [`port`] | the port grammar, without I/O |
 //! | [`tls`] | the TLS settings (`SSL_*`), cipher and version names, SNI name patterns |
 
+pub mod access_format;
 pub mod files;
 pub mod options;
 pub mod port;
@@ -301,6 +302,8 @@ pub struct ServiceConfig {
     pub access: AccessConfig,
     /// Proxies whose connections start with a PROXY protocol header.
     pub proxy_from: Vec<ipnet::IpNet>,
+    /// How it serves HTTP, when its guest is a wasi:http component.
+    pub http: HttpSettings,
     /// Connections one client address may hold open at once (0: no limit).
     pub max_conn_per_ip: u32,
     /// New connections per second one client address may open (0: no
@@ -346,6 +349,32 @@ impl ServiceConfig {
 /// `MSG_TRUNC` and `MSG_DONTWAIT` change nothing here (truncation is
 /// always detected, every socket is non-blocking); any other flag would
 /// change what a request is (`MSG_PEEK` would read one datagram forever).
+/// `access_log_format`'s default: Apache's combined format, as
+/// Net::Server::HTTP logs.
+pub const DEFAULT_ACCESS_LOG_FORMAT: &str =
+    r#"%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i""#;
+
+/// How a service whose guest is a wasi:http component serves HTTP (see
+/// `docs/http.md`); the other guests ignore it.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// `timeout_header`: how long a client has to send a request head.
+    pub timeout_header: Duration,
+    /// `timeout_idle`: how long a kept-alive connection may wait for its
+    /// next request.
+    pub timeout_idle: Duration,
+    /// `max_header_size`: bytes of a request's line and headers.
+    pub max_header_size: u64,
+    /// `max_body_size`: bytes of a request body (0: no limit).
+    pub max_body_size: u64,
+    /// `access_log_file`: where the access log goes (`None`: the main log).
+    pub access_log_file: Option<PathBuf>,
+    /// `access_log_format`: the access log's line (Apache's directives).
+    pub access_log_format: access_format::AccessFormat,
+    /// `access_log_format` as given.
+    pub access_log_format_text: String,
+}
+
 pub const RECV_FLAGS_ALLOWED: i32 = nix::libc::MSG_TRUNC | nix::libc::MSG_DONTWAIT;
 
 /// How a service's sockets are set up beyond their address: datagram

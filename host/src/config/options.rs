@@ -74,6 +74,8 @@ pub enum Kind {
     ServerName,
     /// A TCP address to listen on: `PORT` (on 127.0.0.1) or `ADDRESS:PORT`.
     Address,
+    /// Apache's `LogFormat` directives (`access_log_format`).
+    AccessFormat,
 }
 
 /// Whether an option belongs to the whole server or to each hosted service
@@ -162,6 +164,24 @@ const SERVER_TYPES: &[&str] = &[
 
 /// Every option this host knows, sorted by name.
 pub const OPTIONS: &[Spec] = &[
+    spec(
+        "access_log_file",
+        FileToWrite,
+        None,
+        false,
+        Active,
+        "HTTP services: append the access log (one line per request) to this file instead of the main log",
+    )
+    .per_service(),
+    spec(
+        "access_log_format",
+        AccessFormat,
+        Some(crate::config::DEFAULT_ACCESS_LOG_FORMAT),
+        false,
+        Active,
+        "HTTP services: the access log's line, in Apache's LogFormat directives (the default is Apache's combined format)",
+    )
+    .per_service(),
     spec(
         "allow",
         Regex,
@@ -431,6 +451,15 @@ pub const OPTIONS: &[Spec] = &[
         "0 err, 1 warning, 2 notice, 3 info, 4 debug",
     ),
     spec(
+        "max_body_size",
+        Bytes(0, MAX_BYTES),
+        Some("10M"),
+        false,
+        Active,
+        "HTTP services: bytes of a request body the guest may read; a larger declared body gets 413 (0: no limit)",
+    )
+    .per_service(),
+    spec(
         "max_bytes_written",
         Bytes(0, MAX_BYTES),
         Some("0"),
@@ -464,6 +493,15 @@ pub const OPTIONS: &[Spec] = &[
         false,
         Active,
         "dequeue workers at once",
+    )
+    .per_service(),
+    spec(
+        "max_header_size",
+        Bytes(8192, 16 << 20),
+        Some("100K"),
+        false,
+        Active,
+        "HTTP services: bytes of a request's line and headers; a larger one gets 431",
     )
     .per_service(),
     spec(
@@ -862,6 +900,24 @@ pub const OPTIONS: &[Spec] = &[
         "TERM drains as QUIT does (open connections finish) instead of stopping at once; INT still stops at once (ours, not Net::Server's: for systemd, Kubernetes and other managers that stop with TERM)",
     ),
     spec(
+        "timeout_header",
+        Seconds,
+        Some("15"),
+        false,
+        Active,
+        "HTTP services: seconds a client has to send a whole request head, from its first byte",
+    )
+    .per_service(),
+    spec(
+        "timeout_idle",
+        Seconds,
+        Some("60"),
+        false,
+        Active,
+        "HTTP services: seconds a kept-alive connection may wait for its next request",
+    )
+    .per_service(),
+    spec(
         "udp_amplification",
         Int(0, 1000),
         Some("3"),
@@ -1047,6 +1103,9 @@ pub fn parse(kind: Kind, text: &str) -> Result<Typed, String> {
             .map(Typed::Bool)
             .ok_or_else(|| "must be 1 or 0 (yes/no, on/off, true/false)".to_owned()),
         Text | Port => Ok(Typed::Text(text.to_owned())),
+        AccessFormat => {
+            super::access_format::AccessFormat::parse(text).map(|_| Typed::Text(text.to_owned()))
+        }
         Choice(words) => words
             .iter()
             .find(|w| w.eq_ignore_ascii_case(text))
@@ -1391,6 +1450,7 @@ fn describe(kind: Kind) -> String {
         CipherList => "suite names".to_owned(),
         Alpn => "protocol names".to_owned(),
         ServerName => "DNS name or *.name".to_owned(),
+        AccessFormat => "Apache LogFormat".to_owned(),
     }
 }
 

@@ -16,7 +16,7 @@ use super::{
     Isolation, Listener, LogTarget, OwnProcesses, Port, PortDefaults, Privileges, ProcessConfig,
     Report, ServerType, ServiceConfig, Setting, Source, Syslog, SyslogSocket, port, sources,
 };
-use super::{RECV_FLAGS_ALLOWED, SocketSettings};
+use super::{HttpSettings, RECV_FLAGS_ALLOWED, SocketSettings};
 
 impl Config {
     /// Resolves the command line's `settings` and, when given, the conf
@@ -277,6 +277,23 @@ impl ServiceConfig {
             grants: Grants::from_values(values),
             access: access(values),
             proxy_from: values.cidrs("proxy_from"),
+            http: HttpSettings {
+                timeout_header: values.secs("timeout_header"),
+                timeout_idle: values.secs("timeout_idle"),
+                max_header_size: values.size("max_header_size"),
+                max_body_size: values.size("max_body_size"),
+                access_log_file: values.path("access_log_file"),
+                access_log_format_text: values
+                    .text("access_log_format")
+                    .unwrap_or_else(|| super::DEFAULT_ACCESS_LOG_FORMAT.to_owned()),
+                // Checked as the value was read.
+                access_log_format: super::access_format::AccessFormat::parse(
+                    &values
+                        .text("access_log_format")
+                        .unwrap_or_else(|| super::DEFAULT_ACCESS_LOG_FORMAT.to_owned()),
+                )
+                .unwrap_or_else(|_| super::access_format::AccessFormat(Vec::new())),
+            },
             max_conn_per_ip: values.int("max_conn_per_ip"),
             max_rate_per_ip: values.int("max_rate_per_ip"),
             sockets: socket_settings(values)?,
@@ -919,6 +936,12 @@ mod tests {
                     .collect::<Vec<_>>()
             ),
             "idle_timeout" => secs(s.idle_timeout),
+            "timeout_header" => secs(s.http.timeout_header),
+            "timeout_idle" => secs(s.http.timeout_idle),
+            "max_header_size" => json!(s.http.max_header_size),
+            "max_body_size" => json!(s.http.max_body_size),
+            "access_log_file" => path(&s.http.access_log_file),
+            "access_log_format" => json!(s.http.access_log_format_text),
             "instance" => json!(match s.instance {
                 InstanceMode::PerConnection => "per-connection",
                 InstanceMode::PerWorker => "per-worker",
@@ -1131,7 +1154,13 @@ mod tests {
             "no_close_by_child" => "1",
             "check_for_dead" | "check_for_spawn" | "check_for_waiting" | "check_for_idle"
             | "min_child_ttl" | "quit_timeout" | "idle_timeout" | "cpu_limit"
-            | "check_for_dequeue" | "connection_timeout" => "2.5",
+            | "check_for_dequeue" | "connection_timeout" | "timeout_header" | "timeout_idle" => {
+                "2.5"
+            }
+            "access_log_file" => "/tmp/ns-test-access.log",
+            "access_log_format" => "%h %>s %b",
+            "max_header_size" => "16K",
+            "max_body_size" => "1M",
             "chroot" => "/tmp",
             "cidr_allow" | "cidr_deny" | "grant_connect" | "proxy_from" => "10.0.0.0/8",
             "deny" => "evil.example",

@@ -4,6 +4,7 @@
 //! ([`mux`]); close, and one log line saying how it ended. Nothing that
 //! happens here reaches the listener or another connection.
 
+pub mod http;
 pub mod mux;
 
 use std::fmt;
@@ -55,6 +56,8 @@ pub enum End {
     Idle(Duration),
     /// The connection lasted its whole `connection_timeout`.
     TimedOut(Duration),
+    /// HTTP: a request head took longer than `timeout_header`.
+    HeaderTimeout(Duration),
     /// Its place was taken for a waiting client (see [`crate::capacity`]).
     Evicted,
     /// Mux world: more than this many bytes were queued for a client that
@@ -184,7 +187,7 @@ impl End {
             Self::Instantiate(_) => Ending::InstantiateFailed,
             Self::ClientGone => Ending::ClientGone,
             Self::ReplyFailed(_) => Ending::ReplyFailed,
-            Self::Idle(_) => Ending::IdleTimeout,
+            Self::Idle(_) | Self::HeaderTimeout(_) => Ending::IdleTimeout,
             Self::TimedOut(_) => Ending::ConnectionTimeout,
             Self::Evicted => Ending::Evicted,
             Self::WriteCap(_) => Ending::WriteCap,
@@ -210,6 +213,11 @@ impl fmt::Display for End {
             Self::ClientGone => f.write_str("the client went away"),
             Self::ReplyFailed(why) => write!(f, "cannot send the reply: {why}"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
+            Self::HeaderTimeout(after) => write!(
+                f,
+                "header timeout: no whole request head within {}s (timeout_header)",
+                after.as_secs_f64()
+            ),
             Self::TimedOut(after) => {
                 write!(f, "connection timeout: open for {}s", after.as_secs_f64())
             }
@@ -275,6 +283,9 @@ pub async fn serve(service: Arc<Service>, incoming: Incoming, thread: Thread, pl
         return;
     };
     let tag = admitted.tag.clone();
+    if service.http.is_some() {
+        return tagged(tag, http::converse(service, admitted, thread)).await;
+    }
     tagged(tag, converse_with(&service, admitted, thread, place)).await
 }
 

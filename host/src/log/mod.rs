@@ -27,6 +27,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+pub mod access;
 pub mod every;
 pub mod tag;
 

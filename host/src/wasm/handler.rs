@@ -1,14 +1,16 @@
 //! Loading a handler once (read, check, compile, link, pre-instantiate) and
 //! making instances of it.
 //!
-//! Three kinds of guest are served: a component of the `handler` world
+//! Four kinds of guest are served: a component of the `handler` world
 //! (its hooks are called in Net::Server's order), one of the `mux-handler`
-//! world (Net::Server::Multiplex's callbacks, on one instance per worker)
-//! and a plain WASI command (`wasi:cli/run`), run once per connection as
-//! inetd would, with the client's addresses in its environment. The host
-//! tells them apart by what the component exports. A WASI preview-1 core
-//! module that is a command (`_start`) is made a component first (see
-//! [`super::adapt`]) and served as a command.
+//! world (Net::Server::Multiplex's callbacks, on one instance per worker),
+//! a plain WASI command (`wasi:cli/run`), run once per connection as
+//! inetd would, with the client's addresses in its environment, and a
+//! wasi:http component (`wasi:http/incoming-handler`, the `wasi:http/proxy`
+//! world), called once per HTTP request. The host tells them apart by what
+//! the component exports. A WASI preview-1 core module that is a command
+//! (`_start`) is made a component first (see [`super::adapt`]) and served
+//! as a command.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use serde::Serialize;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 
 use super::bindings::{
     self, ServerHooks, ServerHooksIndices, WitCloseReason, WitServerHook, WitSignal,
@@ -75,6 +79,9 @@ pub enum GuestKind {
     /// A WASI preview-1 core module with `_start`, adapted into a command
     /// at load and served as one.
     Preview1Command,
+    /// A wasi:http component (`wasi:http/incoming-handler`), served as
+    /// HTTP.
+    Http,
 }
 
 impl GuestKind {
@@ -94,6 +101,7 @@ impl std::fmt::Display for GuestKind {
             Self::Mux => "a netserver mux handler",
             Self::Command => "a WASI command, inetd-style",
             Self::Preview1Command => "a WASI preview-1 command, adapted",
+            Self::Http => "a wasi:http component",
         })
     }
 }
@@ -114,6 +122,7 @@ enum Pre {
         pre: CommandPre<State>,
         adapted: bool,
     },
+    Http(ProxyPre<State>),
 }
 
 /// A compiled, linked handler, ready to make instances of. It only
@@ -183,6 +192,7 @@ impl Handler {
             Pre::Mux { .. } => GuestKind::Mux,
             Pre::Command { adapted: false, .. } => GuestKind::Command,
             Pre::Command { adapted: true, .. } => GuestKind::Preview1Command,
+            Pre::Http(_) => GuestKind::Http,
         }
     }
 
@@ -262,6 +272,7 @@ impl Handler {
                 Guest::Command(pre.instantiate_async(&mut store).await?),
                 None,
             ),
+            Pre::Http(pre) => (Guest::Http(pre.instantiate_async(&mut store).await?), None),
         };
         crate::board::instantiated(self.shared.index, started.elapsed());
         Ok(Instance {
@@ -338,6 +349,7 @@ fn prepare(
         &mut linker,
         |state| state,
     )?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
     // Every import is resolved now, before anything is bound: a handler
     // that needs what this host does not provide is refused at start.
     let pre = linker
@@ -393,13 +405,22 @@ fn prepare(
     {
         bail!("exports {other}, but this host serves {MUX_EXPORT}");
     }
+    if exports
+        .iter()
+        .any(|e| e.starts_with(super::http::INCOMING_HANDLER_PREFIX))
+    {
+        let pre = ProxyPre::new(pre).map_err(|e| {
+            anyhow!("its wasi:http/incoming-handler export does not match WASI 0.2: {e:#}")
+        })?;
+        return Ok(Pre::Http(pre));
+    }
     if exports.iter().any(|e| e.starts_with(RUN_EXPORT_PREFIX)) {
         let pre = CommandPre::new(pre)
             .map_err(|e| anyhow!("its wasi:cli/run export does not match WASI 0.2: {e:#}"))?;
         return Ok(Pre::Command { pre, adapted });
     }
     bail!(
-        "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler) nor wasi:cli/run (a WASI command); it exports: [{}]",
+        "exports neither {HOOKS_EXPORT} (a handler), {MUX_EXPORT} (a mux handler), wasi:http/incoming-handler@0.2 (a wasi:http component) nor wasi:cli/run (a WASI command); it exports: [{}]",
         exports.join(", ")
     )
 }
@@ -408,6 +429,7 @@ enum Guest {
     Handler(bindings::Handler),
     Mux(bindings::MuxHandler),
     Command(Command),
+    Http(Proxy),
 }
 
 /// One instance of a handler with its Store.
@@ -481,7 +503,35 @@ impl Instance {
             Guest::Mux(_) => Err(wasmtime::format_err!(
                 "a mux handler has no process-request"
             )),
+            Guest::Http(_) => Err(wasmtime::format_err!(
+                "a wasi:http component has no process-request"
+            )),
         }
+    }
+
+    /// `wasi:http/incoming-handler.handle`: hands `request` (which came
+    /// over `scheme`) to a wasi:http guest with a fresh CPU budget; its
+    /// response goes to `respond` (as soon as the guest sets it: the call
+    /// returns once the guest has written the body, too). An `Err` is a
+    /// trap.
+    pub async fn handle_http(
+        &mut self,
+        request: hyper::Request<super::http::HyperIncomingBody>,
+        scheme: super::http::Scheme,
+        respond: super::http::Respond,
+    ) -> wasmtime::Result<()> {
+        let Guest::Http(proxy) = &self.guest else {
+            return Err(wasmtime::format_err!("not a wasi:http component"));
+        };
+        let state = self.store.data_mut();
+        state.cpu.reset();
+        let mut http = state.http();
+        let request = http.new_incoming_request(scheme, request)?;
+        let out = http.new_response_outparam(respond)?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut self.store, request, out)
+            .await
     }
 
     /// `post-process-request-hook`.

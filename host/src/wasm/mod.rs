@@ -9,6 +9,7 @@ pub mod engine;
 pub mod grants;
 pub mod handler;
 pub mod hints;
+pub mod http;
 pub mod log_rate;
 pub mod mux;
 pub mod sandbox;

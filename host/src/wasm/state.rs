@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{
     ClientHost, ConnectionsHost, HookHintsHost, LogHost, PropertiesHost, ServerHost, WitClientCert,
@@ -117,6 +118,10 @@ pub fn new_store(
 pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// wasi:http's context (used by wasi:http guests only).
+    http: WasiHttpCtx,
+    /// Where a wasi:http guest's outgoing requests may go.
+    outgoing: super::http::Outgoing,
     /// The memory and instance limits of this Store, and what it holds
     /// against its budgets.
     pub limits: Limiter,
@@ -155,6 +160,8 @@ impl State {
         Ok(Self {
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            outgoing: super::http::Outgoing::new(&shared.grants),
             limits,
             cpu,
             client: None,
@@ -192,6 +199,16 @@ impl WasiView for State {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing,
         }
     }
 }
