@@ -317,3 +317,113 @@ per_personality!(
     multiplex(&[]),
     multiplex_2_workers as multiplex(&["--workers", "2"]),
 );
+
+/// Sends `head` then a `GET path` with `Connection: close` to `addr`; the
+/// whole response.
+fn get_raw(addr: std::net::SocketAddr, head: &[u8], path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut request = head.to_vec();
+    request.extend_from_slice(
+        format!("GET {path} HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n").as_bytes(),
+    );
+    stream.write_all(&request).unwrap();
+    let mut got = Vec::new();
+    // A refused client may see a reset instead of an orderly close.
+    let _ = stream.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_proxy_header_gives_rules_and_access_log_the_client_behind_it() {
+    let mut server = http_server(&[
+        "--proxy-from",
+        "127.0.0.1/32",
+        "--cidr-deny",
+        "192.0.2.66/32",
+        "--cidr-allow",
+        "0.0.0.0/0",
+    ]);
+    let reply = get_raw(
+        server.addr,
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 4000 80\r\n",
+        "/status/202",
+    );
+    assert!(reply.starts_with("HTTP/1.1 202 "), "{reply:?}");
+    assert!(reply.ends_with("\r\n\r\n202\n"), "{reply:?}");
+    server.wait_for_log(r#"192.0.2.7 - - ["#);
+    server.wait_for_log(r#""GET /status/202 HTTP/1.1" 202 4"#);
+    // The deny rule applies to the client behind the proxy, before its
+    // request is read: no response, no access log line.
+    let reply = get_raw(
+        server.addr,
+        b"PROXY TCP4 192.0.2.66 198.51.100.1 4000 80\r\n",
+        "/status/203",
+    );
+    assert_eq!(reply, "");
+    server.wait_for_log("denied by cidr_deny 192.0.2.66/32");
+    assert!(
+        !server.log().iter().any(|l| l.contains("/status/203")),
+        "a denied request reached the guest"
+    );
+}
+
+/// HUP under a steady load of requests: every request is answered, by the
+/// old generation of workers or the new one.
+fn hup_under_load_refuses_no_request(personality: &str) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Instant;
+
+    let mut server = http_server(&["--server-type", personality, "--min-servers", "2"]);
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut failures = Vec::new();
+            for i in 0..100_000u64 {
+                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
+                    break;
+                }
+                let path = format!("/status/{}", 200 + i % 4);
+                match std::panic::catch_unwind(|| get_raw(addr, b"", &path)) {
+                    Ok(reply) if reply.ends_with(&format!("\r\n\r\n{}\n", 200 + i % 4)) => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
+                    Err(_) => failures.push(format!("#{i}: connection failed")),
+                }
+            }
+            failures
+        })
+    };
+    let wait_for = |server: &Server, what: &str, at_least: u64| {
+        server.eventually(&format!("{personality}: {what}"), || {
+            let n = served.load(Ordering::SeqCst);
+            if n >= at_least {
+                Ok(())
+            } else {
+                Err(format!("served {n}"))
+            }
+        })
+    };
+    wait_for(&server, "load before HUP", 20);
+    server.signal("HUP");
+    server.wait_for_log("Received HUP: restarting");
+    server.wait_for_log("(inherited across a restart)");
+    let before = served.load(Ordering::SeqCst);
+    wait_for(&server, "load after HUP", before + 50);
+    stop.store(true, Ordering::SeqCst);
+    let failures = load.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{personality}: {} of {} requests failed across HUP: {:?}",
+        failures.len(),
+        served.load(Ordering::SeqCst),
+        &failures[..failures.len().min(5)],
+    );
+}
+per_personality!(hup_under_load_refuses_no_request: multiplex, prefork);

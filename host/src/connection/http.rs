@@ -178,7 +178,19 @@ async fn serve_http(
         why = watch.until_done() => match why {
             Done::Idle(after) => End::Idle(after),
             Done::Header(after) => End::HeaderTimeout(after),
-            Done::Quiet | Done::Closing => {
+            why @ (Done::Quiet | Done::Closing) => {
+                if matches!(why, Done::Closing) {
+                    // hyper closes a connection it sees idle at once: one
+                    // accepted as the server began closing, whose request
+                    // has not come yet (or is half read), gets it served.
+                    tokio::select! {
+                        result = served.as_mut() => return ended(result),
+                        limit = &mut deadline => return End::TimedOut(limit),
+                        end = watch.until_request() => if let Some(end) = end {
+                            return end;
+                        },
+                    }
+                }
                 // Requests under way finish (within `idle_timeout` of
                 // silence); kept-alive connections close at once.
                 served.as_mut().graceful_shutdown();
@@ -702,6 +714,35 @@ impl Watch<'_> {
                 return Done::Closing;
             }
             tokio::time::sleep((limit - quiet).min(CLOSING_LOOK)).await;
+        }
+    }
+
+    /// While the server closes: waits until the connection has a request
+    /// under way, when its first request has not come yet or a request
+    /// head is half read (hyper would drop either as an idle connection);
+    /// `None` when there is none to wait for, or the first request did not
+    /// come within `timeout_idle`; the head's end when it took longer than
+    /// `timeout_header`.
+    async fn until_request(&self) -> Option<End> {
+        /// How often it looks whether a request began.
+        const LOOK: Duration = Duration::from_millis(5);
+        loop {
+            if self.activity.busy.load(Ordering::Relaxed) > 0 {
+                return None;
+            }
+            let wait = match self.activity.head_for() {
+                Some(took) if took >= self.header => return Some(End::HeaderTimeout(self.header)),
+                Some(took) => self.header - took,
+                None if self.activity.bytes().0 > 0 => return None,
+                None => {
+                    let quiet = self.activity.quiet_for();
+                    if quiet >= self.between_requests {
+                        return None;
+                    }
+                    self.between_requests - quiet
+                }
+            };
+            tokio::time::sleep(wait.min(LOOK)).await;
         }
     }
 
