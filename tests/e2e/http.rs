@@ -8,7 +8,9 @@ use std::net::TcpStream;
 use std::process::{Command, Output};
 
 use crate::pki::Pki;
-use crate::util::{BIN, PATIENCE, Server, fresh_dir, guests, per_personality, require_command};
+use crate::util::{
+    BIN, PATIENCE, Server, SteadyLoad, fresh_dir, guests, per_personality, require_command,
+};
 
 /// Serves `http-hello` over plain HTTP with `args`.
 fn http_server(args: &[&str]) -> Server {
@@ -371,59 +373,22 @@ fn a_proxy_header_gives_rules_and_access_log_the_client_behind_it() {
 /// HUP under a steady load of requests: every request is answered, by the
 /// old generation of workers or the new one.
 fn hup_under_load_refuses_no_request(personality: &str) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::time::Instant;
-
     let mut server = http_server(&["--server-type", personality, "--min-servers", "2"]);
     let addr = server.addr;
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let load = {
-        let (stop, served) = (stop.clone(), served.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut failures = Vec::new();
-            for i in 0..100_000u64 {
-                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
-                    break;
-                }
-                let path = format!("/status/{}", 200 + i % 4);
-                match std::panic::catch_unwind(|| get_raw(addr, b"", &path)) {
-                    Ok(reply) if reply.ends_with(&format!("\r\n\r\n{}\n", 200 + i % 4)) => {
-                        served.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
-                    Err(_) => failures.push(format!("#{i}: connection failed")),
-                }
-            }
-            failures
-        })
-    };
-    let wait_for = |server: &Server, what: &str, at_least: u64| {
-        server.eventually(&format!("{personality}: {what}"), || {
-            let n = served.load(Ordering::SeqCst);
-            if n >= at_least {
-                Ok(())
-            } else {
-                Err(format!("served {n}"))
-            }
-        })
-    };
-    wait_for(&server, "load before HUP", 20);
+    let load = SteadyLoad::start(move |i| {
+        let status = 200 + i % 4;
+        let reply = get_raw(addr, b"", &format!("/status/{status}"));
+        if reply.ends_with(&format!("\r\n\r\n{status}\n")) {
+            Ok(())
+        } else {
+            Err(format!("{reply:?}"))
+        }
+    });
+    load.wait_for_more(&server, "load before HUP", 20);
     server.signal("HUP");
     server.wait_for_log("Received HUP: restarting");
     server.wait_for_log("(inherited across a restart)");
-    let before = served.load(Ordering::SeqCst);
-    wait_for(&server, "load after HUP", before + 50);
-    stop.store(true, Ordering::SeqCst);
-    let failures = load.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{personality}: {} of {} requests failed across HUP: {:?}",
-        failures.len(),
-        served.load(Ordering::SeqCst),
-        &failures[..failures.len().min(5)],
-    );
+    load.wait_for_more(&server, "load after HUP", 50);
+    load.stop_and_check(&format!("{personality}: requests across HUP"));
 }
 per_personality!(hup_under_load_refuses_no_request: multiplex, prefork);

@@ -8,10 +8,12 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, PATIENCE, Server, children, guests, kill, per_personality};
+use crate::util::{
+    BIN, Client, PATIENCE, Server, SteadyLoad, children, guests, kill, per_personality,
+};
 
 /// Waits (at most [`PATIENCE`]) until the server's children satisfy
 /// `want`; returns them.
@@ -446,73 +448,41 @@ fn hup_under_load_loses_no_client_and_serves_the_new_module(personality: &str) {
     ]);
     let addr = server.addr;
     let pid = server.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
     let new_replies = Arc::new(AtomicU64::new(0));
-    // A continuous load of short connections, bounded in count and time.
+    // A continuous load of short connections.
     let load = {
-        let (stop, served, new_replies) = (stop.clone(), served.clone(), new_replies.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut failures = Vec::new();
-            for i in 0..100_000u64 {
-                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
-                    break;
-                }
-                let reply = std::panic::catch_unwind(|| {
-                    let mut client = Client::connect(addr);
-                    client.send(b"ping\nquit\n");
-                    client.read_all()
-                });
-                match reply {
-                    // The echo ends with the quit line, the tracer
-                    // says `bye` after it.
-                    Ok(reply) if reply.contains("You said 'ping'\r\nYou said 'quit'\r\n") => {
-                        served.fetch_add(1, Ordering::SeqCst);
-                        if reply.contains("peer=") {
-                            new_replies.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    Ok(reply) => failures.push(format!("#{i}: {reply:?}")),
-                    Err(_) => failures.push(format!("#{i}: connection failed")),
-                }
+        let new_replies = new_replies.clone();
+        SteadyLoad::start(move |_| {
+            let mut client = Client::connect(addr);
+            client.send(b"ping\nquit\n");
+            let reply = client.read_all();
+            // The echo ends with the quit line, the tracer says `bye`
+            // after it.
+            if !reply.contains("You said 'ping'\r\nYou said 'quit'\r\n") {
+                return Err(format!("{reply:?}"));
             }
-            failures
+            if reply.contains("peer=") {
+                new_replies.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
         })
     };
-    let wait_for = |server: &Server, what: &str, counter: &AtomicU64, at_least: u64| {
-        server.eventually(&format!("{personality}: {what}"), || {
-            if counter.load(Ordering::SeqCst) >= at_least {
-                Ok(())
-            } else {
-                Err(format!(
-                    "served {}, new {}, children {:?}",
-                    served.load(Ordering::SeqCst),
-                    new_replies.load(Ordering::SeqCst),
-                    children(pid)
-                ))
-            }
-        })
-    };
-    wait_for(&server, "load before HUP", &served, 20);
+    load.wait_for_more(&server, &format!("{personality}: load before HUP"), 20);
     // The new module: the hook tracer, whose replies say `peer=`.
     replace(&module, guests::HOOK_TRACE);
     server.signal("HUP");
     server.wait_for_log("Received HUP: restarting");
     server.wait_for_log("(inherited across a restart)");
-    wait_for(&server, "the new module to answer", &new_replies, 20);
-    let before = served.load(Ordering::SeqCst);
-    wait_for(&server, "load after HUP", &served, before + 20);
-    stop.store(true, Ordering::SeqCst);
-    let failures = load.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{personality}: {} of {} connections failed across HUP: {:?}\nlog:\n{}",
-        failures.len(),
-        served.load(Ordering::SeqCst),
-        &failures[..failures.len().min(5)],
-        server.log().join("\n")
-    );
+    server.eventually(&format!("{personality}: the new module to answer"), || {
+        let new = new_replies.load(Ordering::SeqCst);
+        if new >= 20 {
+            Ok(())
+        } else {
+            Err(format!("new {new}, children {:?}", children(pid)))
+        }
+    });
+    load.wait_for_more(&server, &format!("{personality}: load after HUP"), 20);
+    load.stop_and_check(&format!("{personality}: connections across HUP"));
 }
 per_personality!(hup_under_load_loses_no_client_and_serves_the_new_module: multiplex, prefork);
 

@@ -6,13 +6,10 @@
 //! `tests/config/invalid/isolation-*`.)
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
 
 use crate::privileges::{NOBODY, ids};
 use crate::util::{
-    Client, PATIENCE, Server, children, conf, fresh_dir, guests, kill, per_personality,
+    Client, PATIENCE, Server, SteadyLoad, children, conf, fresh_dir, guests, kill, per_personality,
     require_root,
 };
 
@@ -205,38 +202,16 @@ fn hup_with_a_group_of_its_own_loses_no_client() {
         wait_titled(&server, "worker tenant", 1),
     ]
     .concat();
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let load = {
-        let (stop, served) = (stop.clone(), served.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut failures = Vec::new();
-            for i in 0..100_000u64 {
-                if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
-                    break;
-                }
-                let addr = if i % 2 == 0 { plain } else { tenant };
-                let reply = std::panic::catch_unwind(|| {
-                    let mut client = Client::connect(addr);
-                    client.send(b"ping\nquit\n");
-                    client.read_all()
-                });
-                match reply {
-                    Ok(reply) if reply == "You said 'ping'\r\nYou said 'quit'\r\n" => {
-                        served.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(reply) => failures.push(format!("#{i} ({addr}): {reply:?}")),
-                    Err(_) => failures.push(format!("#{i} ({addr}): connection failed")),
-                }
-            }
-            failures
-        })
-    };
-    let wait_served = |server: &Server, what: &str, at_least: u64| {
-        server.eventually(what, || served.load(Ordering::SeqCst) >= at_least);
-    };
-    wait_served(&server, "load before the HUP", 20);
+    let load = SteadyLoad::start(move |i| {
+        let addr = if i % 2 == 0 { plain } else { tenant };
+        let mut client = Client::connect(addr);
+        client.send(b"ping\nquit\n");
+        match client.read_all() {
+            reply if reply == "You said 'ping'\r\nYou said 'quit'\r\n" => Ok(()),
+            reply => Err(format!("({addr}): {reply:?}")),
+        }
+    });
+    load.wait_for_more(&server, "load before the HUP", 20);
     server.signal("HUP");
     server.wait_for_log_lines("(inherited across a restart)", 2);
     // The old workers of both groups finish; new ones serve.
@@ -245,17 +220,8 @@ fn hup_with_a_group_of_its_own_loses_no_client() {
     });
     wait_titled(&server, "worker plain", 1);
     wait_titled(&server, "worker tenant", 1);
-    let before = served.load(Ordering::SeqCst);
-    wait_served(&server, "load after the HUP", before + 20);
-    stop.store(true, Ordering::SeqCst);
-    let failures = load.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} connections failed across the HUP: {:?}",
-        failures.len(),
-        served.load(Ordering::SeqCst),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_for_more(&server, "load after the HUP", 20);
+    load.stop_and_check("connections across the HUP");
 }
 
 /// As root, with the server's `user daemon` and the tenant's own `user

@@ -746,3 +746,83 @@ pub fn conf(name: &str, text: &str) -> String {
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_owned()
 }
+
+/// A steady load of short exchanges from a thread of its own, as clients
+/// that keep coming across a restart: `exchange(i)` makes the i-th (a
+/// connection, a request, its reply) and says what was wrong with it, if
+/// anything; one that panics (a connection refused or reset) fails too.
+/// Bounded: at most 100,000 exchanges and [`PATIENCE`].
+pub struct SteadyLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl SteadyLoad {
+    /// Starts the load.
+    pub fn start(exchange: impl Fn(u64) -> Result<(), String> + Send + 'static) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, served) = (stop.clone(), served.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut failures = Vec::new();
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > PATIENCE {
+                        break;
+                    }
+                    // A failed exchange leaves nothing half-done behind: it is
+                    // only counted.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exchange(i))) {
+                        Ok(Ok(())) => {
+                            served.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(Err(wrong)) => failures.push(format!("#{i}: {wrong}")),
+                        Err(_) => failures.push(format!("#{i}: connection failed")),
+                    }
+                }
+                failures
+            })
+        };
+        Self {
+            stop,
+            served,
+            thread,
+        }
+    }
+
+    /// How many exchanges went right so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `more` further exchanges went right (`server`'s log in
+    /// the panic if they do not).
+    pub fn wait_for_more(&self, server: &Server, what: &str, more: u64) {
+        let at_least = self.served() + more;
+        server.eventually(what, || {
+            let served = self.served();
+            if served >= at_least {
+                Ok(())
+            } else {
+                Err(format!("served {served}, waiting for {at_least}"))
+            }
+        });
+    }
+
+    /// Stops the load and asserts that no exchange failed.
+    pub fn stop_and_check(self, what: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let served = self.served();
+        let failures = self.thread.join().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {} exchanges failed: {:?}",
+            failures.len(),
+            served + failures.len() as u64,
+            &failures[..failures.len().min(5)]
+        );
+    }
+}
