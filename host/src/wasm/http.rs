@@ -7,10 +7,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::BodyExt;
 use ipnet::IpNet;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::http_send::Sent;
 
 use crate::config::Grants;
 
@@ -41,13 +42,6 @@ impl Outgoing {
     }
 }
 
-/// The response of a request sent, and the future of its connection's
-/// end.
-type Sent = (
-    hyper::Response<WasiBody>,
-    Box<dyn Future<Output = Result<(), Error>> + Send>,
-);
-
 impl WasiHttpHooks for Outgoing {
     fn send_request(
         &mut self,
@@ -57,6 +51,7 @@ impl WasiHttpHooks for Outgoing {
     ) -> Box<dyn Future<Output = Result<Sent, Error>> + Send> {
         drop(fut);
         let nets = self.nets.clone();
+        let host = target(request.uri()).map(|(host, _)| host);
         Box::new(async move {
             let addrs = destination(request.uri()).await?;
             if let Some(refused) = addrs.iter().find(|a| !granted(&nets, **a)) {
@@ -66,11 +61,8 @@ impl WasiHttpHooks for Outgoing {
                 );
                 return Err(Error::HttpRequestDenied);
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                response.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
+            // To the addresses checked, not to a second lookup's.
+            super::http_send::send(&addrs, &host?, request, options).await
         })
     }
 }
@@ -114,6 +106,8 @@ fn granted(nets: &[IpNet], addr: SocketAddr) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
 
     fn request(uri: &str) -> hyper::Request<WasiBody> {

@@ -10,6 +10,7 @@ pub mod grants;
 pub mod handler;
 pub mod hints;
 pub mod http;
+pub mod http_send;
 pub mod log_rate;
 pub mod mux;
 pub mod sandbox;
