@@ -392,3 +392,24 @@ fn hup_under_load_refuses_no_request(personality: &str) {
     load.stop_and_check(&format!("{personality}: requests across HUP"));
 }
 per_personality!(hup_under_load_refuses_no_request: multiplex, prefork);
+
+#[test]
+fn responses_are_counted_by_status_class() {
+    let mut server = http_server(&["--metrics-port", "0"]);
+    let metrics = crate::metrics::endpoint(&mut server);
+    for path in ["/status/200", "/status/201", "/status/404", "/status/503"] {
+        let status = &path["/status/".len()..];
+        let reply = get_raw(server.addr, b"", path);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{reply:?}"
+        );
+    }
+    let series = |code: &str| {
+        format!(r#"netserver_http_responses_total{{service="http_hello",code="{code}"}}"#)
+    };
+    crate::metrics::until(&server, metrics, &series("2xx"), 2.0);
+    crate::metrics::until(&server, metrics, &series("4xx"), 1.0);
+    crate::metrics::until(&server, metrics, &series("5xx"), 1.0);
+    assert_eq!(crate::metrics::value(metrics, &series("3xx")), 0.0);
+}

@@ -336,6 +336,13 @@ pub fn guest_log_dropped(service: usize) {
     }
 }
 
+/// `service` (a wasi:http service) answered a request with `status`.
+pub fn http_response(service: usize, status: u16) {
+    if let Some(stats) = stats(service) {
+        stats.http_response(usize::from(status / 100).saturating_sub(1));
+    }
+}
+
 /// `service`'s `dequeue` ran (forked by the master, or on a mux instance).
 pub fn dequeued(service: usize) {
     if let Some(stats) = stats(service) {

@@ -7,6 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// HTTP status classes counted: 1xx to 5xx.
+pub const HTTP_CLASSES: usize = 5;
+
 /// Why a client was refused before its guest served it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -230,6 +233,8 @@ pub struct Stats {
     cpu_throttled: AtomicU64,
     /// Its guests' log lines dropped over `guest_log_rate`.
     log_dropped: AtomicU64,
+    /// Its HTTP responses, by status class (1xx to 5xx).
+    http_responses: [AtomicU64; HTTP_CLASSES],
     refused: [AtomicU64; REFUSALS],
     ended: [AtomicU64; ENDINGS],
     duration: Histogram<12>,
@@ -307,6 +312,13 @@ impl Stats {
         self.log_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// An HTTP response of status class `class` (0: 1xx, … 4: 5xx).
+    pub(super) fn http_response(&self, class: usize) {
+        if let Some(n) = self.http_responses.get(class) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Adds this row to `sum`.
     pub(super) fn add_to(&self, sum: &mut ServiceSum) {
         sum.accepted += self.accepted.load(Ordering::Relaxed);
@@ -317,6 +329,9 @@ impl Stats {
         sum.cpu_turns += self.cpu_turns.load(Ordering::Relaxed);
         sum.cpu_throttled += self.cpu_throttled.load(Ordering::Relaxed);
         sum.log_dropped += self.log_dropped.load(Ordering::Relaxed);
+        for (into, n) in sum.http_responses.iter_mut().zip(&self.http_responses) {
+            *into += n.load(Ordering::Relaxed);
+        }
         for (into, n) in sum.refused.iter_mut().zip(&self.refused) {
             *into += n.load(Ordering::Relaxed);
         }
@@ -340,6 +355,9 @@ impl Stats {
         move_over(&self.cpu_turns, &from.cpu_turns);
         move_over(&self.cpu_throttled, &from.cpu_throttled);
         move_over(&self.log_dropped, &from.log_dropped);
+        for (into, n) in self.http_responses.iter().zip(&from.http_responses) {
+            move_over(into, n);
+        }
         for (into, n) in self.refused.iter().zip(&from.refused) {
             move_over(into, n);
         }
@@ -401,6 +419,8 @@ pub struct ServiceSum {
     pub cpu_throttled: u64,
     /// Its guests' log lines dropped over `guest_log_rate`.
     pub log_dropped: u64,
+    /// HTTP responses, by status class (1xx to 5xx).
+    pub http_responses: [u64; HTTP_CLASSES],
     /// Refusals, by [`Refusal`] (in [`Refusal::ALL`]'s order).
     pub refused: [u64; REFUSALS],
     /// Ends, by [`Ending`] (in [`Ending::ALL`]'s order).

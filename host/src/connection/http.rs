@@ -246,6 +246,7 @@ async fn respond(conn: Arc<Conn>, request: Request<Incoming>) -> Response<Logged
     let head = Head::of(&request, conn.plan());
     let response = answer(&conn, request).await;
     let (parts, body) = response.into_parts();
+    crate::board::http_response(conn.service.index, parts.status.as_u16());
     let log = AccessLine {
         conn,
         head,

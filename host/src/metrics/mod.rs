@@ -20,6 +20,7 @@
 //! | `netserver_guest_cpu_turns_total` | counter | `service` |
 //! | `netserver_guest_cpu_throttled_total` | counter | `service` |
 //! | `netserver_guest_log_lines_dropped_total` | counter | `service` |
+//! | `netserver_http_responses_total` | counter | `service`, `code` (`1xx` … `5xx`); wasi:http services only |
 //! | `netserver_workers` | gauge | `state` (`idle`, `busy`) |
 //! | `netserver_restarts_total` | counter | |
 //! | `netserver_module_compilations_total`, `netserver_module_cache_hits_total` | counter | |
@@ -77,6 +78,8 @@ struct Scrape {
 type ServiceLabel<'a> = [(&'static str, &'a str); 1];
 /// The labels of a series by service and reason.
 type ReasonLabels<'a> = [(&'static str, &'a str); 2];
+/// A service and an HTTP status class.
+type CodeLabels<'a> = [(&'static str, &'a str); 2];
 
 impl Scrape {
     /// The services with their sums.
@@ -238,6 +241,27 @@ impl Collector for Scrape {
         )?;
         {
             let mut family = encoder.encode_descriptor(
+                "http_responses",
+                "Responses to HTTP requests (wasi:http services), by status class.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (service, sum) in self.each() {
+                // Only services that answered HTTP have the series.
+                if sum.http_responses.iter().all(|&n| n == 0) {
+                    continue;
+                }
+                for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                    .into_iter()
+                    .zip(sum.http_responses)
+                {
+                    let labels: CodeLabels = [("service", service), ("code", class)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
                 "workers",
                 "Worker processes, by state (busy: serving at least one client).",
                 None,
@@ -296,6 +320,7 @@ mod tests {
         sum.duration.buckets[0] = 3;
         sum.duration.buckets[11] = 1;
         sum.duration.sum_nanos = 1_500_000_000;
+        sum.http_responses = [0, 5, 0, 1, 2];
         let board = Snapshot {
             services: vec![sum, ServiceSum::default()],
             totals: Totals {
@@ -333,6 +358,9 @@ mod tests {
             "netserver_restarts_total 2",
             "netserver_module_compilations_total 1",
             "netserver_module_cache_hits_total 1",
+            r#"netserver_http_responses_total{service="echo",code="2xx"} 5"#,
+            r#"netserver_http_responses_total{service="echo",code="1xx"} 0"#,
+            r#"netserver_http_responses_total{service="echo",code="5xx"} 2"#,
             "# EOF",
         ];
         for line in cases {
@@ -341,5 +369,7 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+        // A service that answered no HTTP request has no such series.
+        assert!(!text.contains(r#"netserver_http_responses_total{service="chat""#));
     }
 }
