@@ -413,3 +413,83 @@ fn responses_are_counted_by_status_class() {
     crate::metrics::until(&server, metrics, &series("5xx"), 1.0);
     assert_eq!(crate::metrics::value(metrics, &series("3xx")), 0.0);
 }
+
+/// One TLS port shared by server name: `web.test` is the wasi:http
+/// component, `a.test` a line service; curl gets the component's page by
+/// its name, and the line service still echoes by the other.
+#[test]
+fn sni_routes_one_tls_port_to_an_http_service_and_a_line_service() {
+    if require_command("curl").is_none() || require_command("openssl").is_none() {
+        return;
+    }
+    let pki = Pki::new("http-sni");
+    let port = crate::util::free_port();
+    let conf = pki.dir.join("sni.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"log_level = 4
+[[service]]
+service = "web"
+module = "{http}"
+port = "127.0.0.1:{port}/ssl"
+server_name = "*.b.test"
+SSL_cert_file = "{cert}"
+SSL_key_file = "{key}"
+
+[[service]]
+service = "lines"
+module = "{echo}"
+port = "127.0.0.1:{port}/ssl"
+server_name = "a.test"
+SSL_cert_file = "{cert}"
+SSL_key_file = "{key}"
+"#,
+            http = guests::HTTP_HELLO,
+            echo = guests::ECHO,
+            cert = pki.path("server.pem"),
+            key = pki.path("server.key"),
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command.args(["--conf-file", conf.to_str().unwrap()]);
+    let mut server = Server::spawn_until(command, None, "SSL");
+    let ca = pki.path("ca.pem");
+    let resolve = format!("web.b.test:{port}:127.0.0.1");
+    let out = curl_ok(&[
+        "--cacert",
+        &ca,
+        "--resolve",
+        &resolve,
+        &format!("https://web.b.test:{port}/"),
+    ]);
+    assert_eq!(out, "Hello from a wasi:http component!\n");
+    server.wait_for_log(r#""GET / HTTP/1.1" 200 34"#);
+    // The line service, by its name, through openssl s_client.
+    let openssl = require_command("openssl").unwrap();
+    let mut client = Command::new(openssl)
+        .args(["s_client", "-quiet", "-verify_return_error", "-CAfile", &ca])
+        .args([
+            "-servername",
+            "a.test",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"over tls\r\nquit\r\n")
+        .unwrap();
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "You said 'over tls'\r\nYou said 'quit'\r\n"
+    );
+}
