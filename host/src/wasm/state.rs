@@ -45,14 +45,19 @@ pub struct Shared {
     pub idle_hooks: IdleHooks,
     /// How fast its guests may log, together (see [`LogRate`]).
     pub log_rate: Arc<LogRate>,
+    /// Where its wasi:http guests' outgoing requests may go (made once:
+    /// each Store takes a handle).
+    pub outgoing: super::http::Outgoing,
 }
 
 impl Shared {
     /// What the instances of `config`, the configuration's service
     /// `index`, are given; their memory counts against `budgets`.
     pub fn new(config: &ServiceConfig, index: usize, budgets: Budgets) -> Self {
+        let name: Arc<str> = config.name.as_str().into();
         Self {
-            name: config.name.as_str().into(),
+            log_rate: Arc::new(LogRate::new(config.guest_log_rate, index, name.clone())),
+            name,
             index,
             properties: config.properties.clone(),
             grants: config.grants.clone(),
@@ -60,11 +65,7 @@ impl Shared {
             budgets,
             cpu_limit: config.cpu_limit,
             idle_hooks: IdleHooks::default(),
-            log_rate: Arc::new(LogRate::new(
-                config.guest_log_rate,
-                index,
-                config.name.as_str().into(),
-            )),
+            outgoing: super::http::Outgoing::new(&config.grants),
         }
     }
 }
@@ -161,7 +162,7 @@ impl State {
             wasi,
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            outgoing: super::http::Outgoing::new(&shared.grants),
+            outgoing: shared.outgoing.clone(),
             limits,
             cpu,
             client: None,
