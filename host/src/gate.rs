@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use crate::access::{self, Rules, Verdict};
 use crate::client::{ClientInfo, Peer};
 use crate::config::ServiceConfig;
+use crate::rate::TokenBucket;
 
 /// A service's admission policy.
 #[derive(Debug)]
@@ -111,9 +112,8 @@ struct Table {
 #[derive(Debug)]
 struct Usage {
     open: u32,
-    /// New connections it may still open now (a token bucket).
-    tokens: f64,
-    refilled: Instant,
+    /// New connections it may still open now.
+    allowance: TokenBucket,
 }
 
 /// The table is swept of idle addresses once it holds this many.
@@ -130,7 +130,7 @@ impl PerAddress {
 
     fn admit(self: &Arc<Self>, addr: IpAddr) -> Result<Place, String> {
         let now = Instant::now();
-        let rate = f64::from(self.rate);
+        let rate = self.rate;
         let mut table = self.table();
         if table.by_address.len() >= SWEEP_ABOVE
             && table
@@ -139,14 +139,13 @@ impl PerAddress {
         {
             table.swept = Some(now);
             table.by_address.retain(|_, usage| {
-                usage.refill(now, rate);
-                usage.open > 0 || (rate > 0.0 && usage.tokens < rate)
+                usage.allowance.refill(now, rate);
+                usage.open > 0 || (rate > 0 && !usage.allowance.is_full(rate))
             });
         }
         let usage = table.by_address.entry(addr).or_insert(Usage {
             open: 0,
-            tokens: rate,
-            refilled: now,
+            allowance: TokenBucket::full(rate, now),
         });
         if self.max_open > 0 && usage.open >= self.max_open {
             return Err(format!(
@@ -154,29 +153,16 @@ impl PerAddress {
                 usage.open, self.max_open
             ));
         }
-        if self.rate > 0 {
-            usage.refill(now, rate);
-            if usage.tokens < 1.0 {
-                return Err(format!(
-                    "{addr} opens connections faster than max_rate_per_ip {} per second",
-                    self.rate
-                ));
-            }
-            usage.tokens -= 1.0;
+        if rate > 0 && !usage.allowance.take(now, rate) {
+            return Err(format!(
+                "{addr} opens connections faster than max_rate_per_ip {rate} per second"
+            ));
         }
         usage.open += 1;
         Ok(Place {
             limits: self.clone(),
             addr,
         })
-    }
-}
-
-impl Usage {
-    fn refill(&mut self, now: Instant, rate: f64) {
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.refilled = now;
     }
 }
 
@@ -239,7 +225,7 @@ mod tests {
         {
             let mut table = limits.table();
             let usage = table.by_address.get_mut(&a).unwrap();
-            usage.refilled -= std::time::Duration::from_secs(1);
+            usage.allowance.set_back(std::time::Duration::from_secs(1));
         }
         for _ in 0..3 {
             drop(limits.admit(a).unwrap());

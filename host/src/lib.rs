@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod privileges;
 pub mod process;
 pub mod proxy;
+pub mod rate;
 pub mod service;
 pub mod threads;
 pub mod title;

@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::rate::TokenBucket;
+
 /// How often at most the drops of one service are said in the log.
 const SAY_EVERY: Duration = Duration::from_secs(1);
 
@@ -24,10 +26,8 @@ pub struct LogRate {
 
 #[derive(Debug)]
 struct Bucket {
-    /// Lines that may be logged at once.
-    tokens: f64,
-    /// When `tokens` was last filled.
-    filled: Instant,
+    /// Lines that may be logged now.
+    allowance: TokenBucket,
     /// Lines dropped and not said yet.
     dropped: u64,
     /// When drops were last said.
@@ -43,8 +43,7 @@ impl LogRate {
             service,
             name,
             bucket: Mutex::new(Bucket {
-                tokens: f64::from(rate),
-                filled: Instant::now(),
+                allowance: TokenBucket::full(rate, Instant::now()),
                 dropped: 0,
                 said: None,
             }),
@@ -75,14 +74,8 @@ impl LogRate {
     /// now, if it is time.
     fn take(&self, now: Instant) -> (bool, Option<u64>) {
         let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let rate = f64::from(self.rate);
-        let since = now.saturating_duration_since(bucket.filled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + since * rate).min(rate);
-        bucket.filled = now;
-        let admitted = bucket.tokens >= 1.0;
-        if admitted {
-            bucket.tokens -= 1.0;
-        } else {
+        let admitted = bucket.allowance.take(now, self.rate);
+        if !admitted {
             bucket.dropped += 1;
         }
         let due = bucket
