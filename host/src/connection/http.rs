@@ -366,32 +366,32 @@ async fn handle(
             }
             None
         }
-        Err(error) => {
-            let status = match Which::named_in(&error.root_cause().to_string()) {
-                Some(_) => StatusCode::SERVICE_UNAVAILABLE,
-                None => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            failed(
-                format!(
-                    "guest trapped in wasi:http/incoming-handler.handle: {}",
-                    error.root_cause()
-                ),
-                status,
-            )
-        }
+        Err(error) => failed(
+            format!(
+                "guest trapped in wasi:http/incoming-handler.handle: {}",
+                error.root_cause()
+            ),
+            failure_status(error.root_cause()),
+        ),
     }
 }
 
-/// The status of a request whose instance could not be made: 503 when a
-/// memory budget had no room for it, else 500.
+/// The status of a request whose instance could not be made (see
+/// [`failure_status`]).
 fn unmade(
     error: anyhow::Error,
     failed: impl FnOnce(String, StatusCode) -> Option<StatusCode>,
 ) -> Option<StatusCode> {
-    let why = format!("{}: {error:#}", super::UNMADE);
-    match Which::named_in(&error.root_cause().to_string()) {
-        Some(_) => failed(why, StatusCode::SERVICE_UNAVAILABLE),
-        None => failed(why, StatusCode::INTERNAL_SERVER_ERROR),
+    let status = failure_status(error.root_cause());
+    failed(format!("{}: {error:#}", super::UNMADE), status)
+}
+
+/// The status of a request its guest failed for `root_cause`: 503 when a
+/// memory budget had no room for the guest, else 500.
+fn failure_status(root_cause: impl std::fmt::Display) -> StatusCode {
+    match Which::named_in(&root_cause.to_string()) {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
