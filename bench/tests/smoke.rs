@@ -350,6 +350,51 @@ fn loadgen_refuses_other_hosts() {
     assert!(stderr.contains("not a loopback address"), "{stderr}");
 }
 
+/// `native-http` answers http-hello's page, 404 elsewhere, and binds
+/// loopback only.
+#[test]
+fn native_http_answers_the_page() {
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_native-http"))
+        .args(["--port", "0", "--threads", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn native-http");
+    let line = first_line(child.stderr.take().expect("stderr"));
+    let _child = Running(child);
+    let port: u16 = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("content-type: text/plain\r\n"), "{page}");
+    assert!(
+        page.ends_with("\r\n\r\nHello from a wasi:http component!\n"),
+        "{page}"
+    );
+    assert!(get("/other").starts_with("HTTP/1.1 404 "));
+    let out = Command::new(env!("CARGO_BIN_EXE_native-http"))
+        .args(["--host", "0.0.0.0"])
+        .output()
+        .expect("run native-http");
+    assert!(!out.status.success());
+}
+
 #[test]
 fn native_echo_refuses_other_hosts() {
     let out = Command::new(env!("CARGO_BIN_EXE_native-echo"))
