@@ -23,10 +23,14 @@ sub post_bind_hook {
     $self->SUPER::post_bind_hook(@_);
 }
 
+my $HELLO = "Hello from a wasi:http component!\n";
+
 sub process_http_request {
     my $self = shift;
-    print "Content-type: text/plain\r\n\r\n";
-    print "Hello from a wasi:http component!\n";
+    # The length lets a client (wrk) see the response's end without
+    # waiting for the close.
+    print "Content-type: text/plain\r\nContent-length: " . length($HELLO) . "\r\n\r\n";
+    print $HELLO;
 }
 
 __PACKAGE__->run(log_level => 1);
