@@ -23,7 +23,7 @@
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
-//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server |
+//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`], [`fairness`], [`rate`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server; CPU turns and throttling between a worker's services; the token bucket of the rate limits |
 
 pub mod access;
 pub mod board;
@@ -429,6 +429,7 @@ mod tests {
         ("title", -1),
         ("machine", -1),
         ("fairness", -1),
+        ("rate", -1),
         ("config", 0),
         ("access", 1),
         ("log", 1),
