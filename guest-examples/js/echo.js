@@ -10,9 +10,9 @@
 //
 //   npx jco componentize echo.js --wit wit --world-name js-handler \
 //       --disable all -o js-echo.wasm
-import { info } from "netserver:handler/client@0.1.4";
-import { log, enabled } from "netserver:handler/log@0.1.4";
-import { doesNothing } from "netserver:handler/hook-hints@0.1.4";
+import { info } from "netserver:handler/client@0.1.5";
+import { log, enabled } from "netserver:handler/log@0.1.5";
+import { doesNothing } from "netserver:handler/hook-hints@0.1.5";
 import { answerDatagram, reset, serveEcho } from "./stdio.js";
 
 // The hooks: those echo does not need tell the host so, once, and are not

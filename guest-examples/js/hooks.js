@@ -10,9 +10,9 @@
 // - `process-request` echoes as Net::Server does; it writes a line to
 //   stderr, which the host logs;
 // - `post-process-request-hook` says `bye`.
-import { info, credentials } from "netserver:handler/client@0.1.4";
-import { log } from "netserver:handler/log@0.1.4";
-import { get } from "netserver:handler/properties@0.1.4";
+import { info, credentials } from "netserver:handler/client@0.1.5";
+import { log } from "netserver:handler/log@0.1.5";
+import { get } from "netserver:handler/properties@0.1.5";
 import { reset, serveEcho, write, writeStderr } from "./stdio.js";
 
 function trace(name) {

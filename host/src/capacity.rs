@@ -138,6 +138,12 @@ impl Place {
 pub struct Live(Option<(Arc<Capacity>, u64, Arc<Notify>)>);
 
 impl Live {
+    /// A connection that is never evicted: a datagram, served in
+    /// microseconds, is not worth a place on the list.
+    pub fn never() -> Self {
+        Self(None)
+    }
+
     /// Resolves when the connection is evicted (never, for one that cannot
     /// be).
     pub async fn evicted(&self) {

@@ -155,6 +155,12 @@ impl ClientInfo {
         }
     }
 
+    /// Whether the client is a datagram (`udp`, `unixdgram`): one request,
+    /// answered in datagrams.
+    pub fn is_datagram(&self) -> bool {
+        matches!(self.proto, "udp" | "unixdgram")
+    }
+
     /// The information of a TCP client accepted on `local` from `peer`.
     pub fn tcp(peer: SocketAddr, local: SocketAddr, service: Arc<str>) -> Self {
         Self::new(Peer::ip(peer), Local::ip(local), "tcp", service)
@@ -269,6 +275,23 @@ mod tests {
             let info = ClientInfo::tcp(peer, peer, "s".into());
             assert_eq!(info.peer.to_string(), want);
             assert_eq!(info.local.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn datagrams_are_udp_and_unixdgram() {
+        let peer: SocketAddr = "127.0.0.1:5".parse().unwrap();
+        let cases = [
+            ("tcp", false),
+            ("ssl", false),
+            ("unix", false),
+            ("pipe", false),
+            ("udp", true),
+            ("unixdgram", true),
+        ];
+        for (proto, datagram) in cases {
+            let info = ClientInfo::new(Peer::ip(peer), Local::ip(peer), proto, "s".into());
+            assert_eq!(info.is_datagram(), datagram, "{proto}");
         }
     }
 

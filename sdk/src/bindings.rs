@@ -44,10 +44,10 @@ pub mod mux {
         world: "mux-handler",
         path: "../wit",
         with: {
-            "netserver:handler/client@0.1.4": crate::bindings::netserver::handler::client,
-            "netserver:handler/log@0.1.4": crate::bindings::netserver::handler::log,
-            "netserver:handler/properties@0.1.4": crate::bindings::netserver::handler::properties,
-            "netserver:handler/server@0.1.4": crate::bindings::netserver::handler::server,
+            "netserver:handler/client@0.1.5": crate::bindings::netserver::handler::client,
+            "netserver:handler/log@0.1.5": crate::bindings::netserver::handler::log,
+            "netserver:handler/properties@0.1.5": crate::bindings::netserver::handler::properties,
+            "netserver:handler/server@0.1.5": crate::bindings::netserver::handler::server,
         },
         pub_export_macro: true,
     });
@@ -66,15 +66,15 @@ pub mod server_hooks {
             /// What `server-handler` adds to `handler`, and
             /// `server-mux-handler` to `mux-handler`.
             world server-hooks {
-                import netserver:handler/server@0.1.4;
+                import netserver:handler/server@0.1.5;
 
-                export netserver:handler/server-hooks@0.1.4;
+                export netserver:handler/server-hooks@0.1.5;
             }
         ",
         path: "../wit",
         world: "netserver:sdk/server-hooks",
         with: {
-            "netserver:handler/server@0.1.4": crate::bindings::netserver::handler::server,
+            "netserver:handler/server@0.1.5": crate::bindings::netserver::handler::server,
         },
         pub_export_macro: true,
     });

@@ -86,6 +86,19 @@ pub fn client() -> Option<ClientInfo> {
     wit::info().map(ClientInfo::from)
 }
 
+/// Whether the client being served is a datagram (`udp`, `unixdgram`):
+/// stdin holds the one datagram, and each flush of stdout is one reply
+/// datagram. `false` outside the connection hooks.
+///
+/// What [`ClientInfo::is_datagram`] says, without asking the host for the
+/// whole [`client`] (one host call that returns a `bool`, against a record
+/// of four strings copied into the guest's memory): the test to make on
+/// every request of a handler that serves streams and datagrams alike.
+/// Needs a host that serves `netserver:handler@0.1.5` or later.
+pub fn is_datagram() -> bool {
+    wit::is_datagram()
+}
+
 /// Who a client on a unix socket is, as the kernel says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

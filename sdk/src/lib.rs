@@ -105,8 +105,8 @@
 //!
 //! The file is named after the crate, with `-` turned into `_`
 //! (`my-handler` builds `my_handler.wasm`). It is a WebAssembly component
-//! that exports `netserver:handler/hooks@0.1.4` and
-//! `netserver:handler/server-hooks@0.1.4` (the world `server-handler` in
+//! that exports `netserver:handler/hooks@0.1.5` and
+//! `netserver:handler/server-hooks@0.1.5` (the world `server-handler` in
 //! the project's `wit/handler.wit`); `netserver-host --check --module FILE`
 //! says whether a file is one.
 //!
@@ -118,6 +118,7 @@
 //! | [`export!`] | makes a `Handler` the component's hooks: once per crate |
 //! | [`Error`] | what `process_request` returns on failure; `?` converts to it |
 //! | [`client()`], [`ClientInfo`] | the client's addresses, ports, protocol, host name and service |
+//! | [`is_datagram()`] | whether the client is a datagram, without the whole [`ClientInfo`] |
 //! | [`log()`](log()), [`Level`], [`enabled`] | the server log; [`log::info`] and friends skip formatting what would be dropped |
 //! | [`property`], [`properties`] | the handler's settings (`--property KEY=VALUE`) |
 //! | [`echo::serve`] | Net::Server's default echo, on any reader and writer |
@@ -189,7 +190,9 @@ mod properties;
 mod reply;
 pub mod server;
 
-pub use client::{ClientCertificate, ClientInfo, Credentials, Tls, client, credentials, tls};
+pub use client::{
+    ClientCertificate, ClientInfo, Credentials, Tls, client, credentials, is_datagram, tls,
+};
 use defaults::{Hook, ServerHook};
 pub use error::Error;
 pub use log::{Level, enabled, log};
@@ -284,7 +287,7 @@ pub trait Handler {
     /// The default is Net::Server's: the echo server of [`echo::serve`],
     /// or for a datagram [`echo::answer_datagram`].
     fn process_request() -> Result<(), Error> {
-        if client().is_some_and(|c| c.is_datagram()) {
+        if is_datagram() {
             echo::answer_datagram(std::io::stdin().lock(), reply())?;
         } else {
             echo::serve(std::io::stdin().lock(), reply())?;
@@ -377,8 +380,8 @@ pub trait Handler {
 /// netserver_sdk::export!(Echo);
 /// ```
 ///
-/// It exports `netserver:handler/hooks@0.1.4` and
-/// `netserver:handler/server-hooks@0.1.4` (the world `server-handler`),
+/// It exports `netserver:handler/hooks@0.1.5` and
+/// `netserver:handler/server-hooks@0.1.5` (the world `server-handler`),
 /// each hook calling the handler's, and flushes stdout after every hook.
 /// Off `wasm32` it expands to nothing, so the crate still builds and tests
 /// natively.

@@ -315,8 +315,8 @@ pub trait MuxHandler {
 /// a mux handler, not both. See [the `mux` module](crate::mux) for an
 /// example.
 ///
-/// It exports `netserver:handler/mux@0.1.4` and
-/// `netserver:handler/server-hooks@0.1.4` (the world `server-mux-handler`),
+/// It exports `netserver:handler/mux@0.1.5` and
+/// `netserver:handler/server-hooks@0.1.5` (the world `server-mux-handler`),
 /// each callback calling the handler's. Off `wasm32` it expands to nothing,
 /// so the crate still builds and tests natively.
 #[macro_export]

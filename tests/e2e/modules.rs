@@ -104,7 +104,7 @@ fn component_exporting_neither_world() {
     let path = component("empty.wasm", "(component)");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports neither netserver:handler/hooks@0.1.4 (a handler), netserver:handler/mux@0.1.3 to @0.1.4 (a mux handler), wasi:http/incoming-handler@0.2 (a wasi:http component) nor wasi:cli/run",
+        "exports neither netserver:handler/hooks@0.1.5 (a handler), netserver:handler/mux@0.1.3 to @0.1.5 (a mux handler), wasi:http/incoming-handler@0.2 (a wasi:http component) nor wasi:cli/run",
     );
 }
 
@@ -139,7 +139,7 @@ fn other_hooks_version() {
     let path = half_hooks("future.wasm", "netserver:handler/hooks@9.0.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.4",
+        "exports netserver:handler/hooks@9.0.0, but this host serves netserver:handler/hooks@0.1.0 to @0.1.5",
     );
 }
 
@@ -157,7 +157,7 @@ fn other_mux_version() {
     let path = half_hooks("future-mux.wasm", "netserver:handler/mux@0.2.0");
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/mux@0.2.0, but this host serves netserver:handler/mux@0.1.3 to @0.1.4",
+        "exports netserver:handler/mux@0.2.0, but this host serves netserver:handler/mux@0.1.3 to @0.1.5",
     );
 }
 
@@ -190,7 +190,7 @@ fn server_hooks_of_another_version_are_refused() {
     );
     assert_rejected(
         path.to_str().unwrap(),
-        "exports netserver:handler/server-hooks@0.2.0, but this host serves netserver:handler/server-hooks@0.1.4",
+        "exports netserver:handler/server-hooks@0.2.0, but this host serves netserver:handler/server-hooks@0.1.4 to @0.1.5",
     );
 }
 

@@ -41,7 +41,7 @@ impl Handler for Echo {
     /// the default `process_request` does; it is spelled out here to show
     /// where a protocol goes.
     fn process_request() -> Result<(), Error> {
-        if client().is_some_and(|c| c.is_datagram()) {
+        if netserver_sdk::is_datagram() {
             netserver_sdk::echo::answer_datagram(stdin().lock(), netserver_sdk::reply())?;
         } else {
             netserver_sdk::echo::serve(stdin().lock(), netserver_sdk::reply())?;

@@ -17,7 +17,7 @@ use crate::board::{
     self,
     stats::{Ending, Refusal},
 };
-use crate::capacity::Place;
+use crate::capacity::{Live, Place};
 use crate::client::ClientInfo;
 use crate::fairness;
 use crate::log::tag::tagged;
@@ -333,7 +333,11 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
             return;
         }
     };
-    let live = room.live(&client.peer, &socket);
+    let live = if client.is_datagram() {
+        Live::never()
+    } else {
+        room.live(&client.peer, &socket)
+    };
     let deadline = async {
         match deadline {
             Some((limit, at)) => {

@@ -37,19 +37,19 @@ use crate::client::ClientInfo;
 use crate::config::ServiceConfig;
 
 /// The newest 0.1.x of the `netserver:handler` package this host serves.
-const PATCH: u32 = 4;
+const PATCH: u32 = 5;
 
 /// The export that makes a component a handler: this version's, or that
 /// of an earlier 0.1.x, which the same bindings serve (semver-compatible).
-const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.4";
+const HOOKS_EXPORT: &str = "netserver:handler/hooks@0.1.5";
 /// The hooks versions served, as errors name them.
-const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.4";
+const HOOKS_SERVED: &str = "netserver:handler/hooks@0.1.0 to @0.1.5";
 /// The export that makes a component a mux handler: the version that
 /// brought the mux world (0.1.3), or a later 0.1.x this host serves.
-const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3 to @0.1.4";
+const MUX_EXPORT: &str = "netserver:handler/mux@0.1.3 to @0.1.5";
 /// The worker's hooks, which a guest of either world may export as well
 /// (since 0.1.4).
-const SERVER_HOOKS_EXPORT: &str = "netserver:handler/server-hooks@0.1.4";
+const SERVER_HOOKS_EXPORT: &str = "netserver:handler/server-hooks@0.1.4 to @0.1.5";
 
 /// Whether `export` is interface `interface` of a 0.1.x this host serves,
 /// from 0.1.`since` (the version that brought it) to 0.1.[`PATCH`].

@@ -247,6 +247,10 @@ impl ClientHost for State {
             }),
         })
     }
+
+    fn is_datagram(&mut self) -> bool {
+        self.client().is_some_and(ClientInfo::is_datagram)
+    }
 }
 
 /// A client as the WIT gives it.
