@@ -26,6 +26,7 @@ use crate::transport::datagram::{RecvSettings, ReplyCap};
 use crate::transport::tls::{Greeted, Hello, read_hello};
 use crate::transport::{Accepted, Incoming, RawStream, Stream};
 use crate::wasm::cache::ModuleCache;
+use crate::wasm::log_rate::{Lines, LogRate};
 use crate::wasm::mux::Event;
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{GuestKind, Handler, Instance, ServerHook};
@@ -68,6 +69,9 @@ pub struct Service {
     pub recv: RecvSettings,
     /// The amplification cap on its UDP replies (`udp_amplification`).
     pub reply_cap: Arc<ReplyCap>,
+    /// How many lines a second, in this worker, may say that a connection
+    /// ended by a fault (`fault_log_rate`).
+    pub fault_log: LogRate,
     /// Its TLS, for its `ssl` ports.
     pub tls: Option<Arc<Tls>>,
     /// `instance per-worker`: the instance this process's connections
@@ -178,6 +182,12 @@ impl Service {
         });
         Ok(Self {
             reply_cap: ReplyCap::new(name.clone(), config.sockets.udp_amplification),
+            fault_log: LogRate::of(
+                Lines::Faults,
+                config.fault_log_rate,
+                handler.index(),
+                name.clone(),
+            ),
             name,
             index: handler.index(),
             recv: RecvSettings {

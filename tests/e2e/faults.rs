@@ -161,6 +161,44 @@ fn a_guest_over_its_log_rate_has_lines_dropped_said_and_counted() {
     assert_eq!(client.read_line(), "ok still\r\n");
 }
 
+#[test]
+fn faults_over_the_fault_log_rate_are_counted_not_written() {
+    let mut server = Server::start(&[
+        "--module",
+        guests::MISBEHAVE,
+        "--fault-log-rate",
+        "5",
+        "--metrics-port",
+        "127.0.0.1:0",
+    ]);
+    let metrics = crate::metrics::endpoint(&mut server);
+    // Thirty connections that trap, one after the other, well within a
+    // second: the burst of five is written, the rest said in one line.
+    for _ in 0..30 {
+        assert_eq!(misbehave(&server, "trap"), "");
+    }
+    let warning = server.wait_for_log("connection-end lines not written");
+    assert!(
+        warning.contains("service misbehave") && warning.contains("fault_log_rate 5 a second"),
+        "{warning}"
+    );
+    // Every end is counted all the same.
+    crate::metrics::until(
+        &server,
+        metrics,
+        r#"netserver_connections_ended_total{service="misbehave",reason="trap"}"#,
+        30.0,
+    );
+    let written = server
+        .log()
+        .iter()
+        .filter(|l| l.contains("guest trapped in process-request"))
+        .count();
+    // Five at once, and a token back every 200 ms while they ran.
+    assert!((5..=10).contains(&written), "{written} lines written");
+    still_serves(&mut server);
+}
+
 // The idle-timeout tests run in the personality whose guests wait through
 // the runtime (`multiplex`) and in those whose guests sleep in the client's
 // socket (one connection per process: `prefork`, `fork`).

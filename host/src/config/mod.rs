@@ -276,6 +276,9 @@ pub struct ServiceConfig {
     /// Log lines a second its guests may write in each worker (0: no
     /// limit).
     pub guest_log_rate: u32,
+    /// Lines a second in each worker that may say its connections ended
+    /// by a fault (a trap, a limit; 0: no limit).
+    pub fault_log_rate: u32,
     /// Connections open at once across every worker process (0: no
     /// limit).
     pub max_connections: u32,

@@ -321,6 +321,15 @@ pub const OPTIONS: &[Spec] = &[
     )
     .per_service(),
     spec(
+        "fault_log_rate",
+        Int(0, 1_000_000),
+        Some("100"),
+        false,
+        Active,
+        "lines a second that may say, in each worker, that one of this service's connections ended by a fault (a trap, a limit: `err` lines); more are not written, and said once a second with how many (0: no limit)",
+    )
+    .per_service(),
+    spec(
         "grant_connect",
         Cidr,
         None,

@@ -61,6 +61,7 @@ pub async fn converse(service: Arc<Service>, admitted: Admitted, thread: Thread)
         ..
     } = admitted;
     let activity = Arc::new(Activity::new());
+    let owner = service.clone();
     let index = service.index;
     let peer_host = client.peer_host.clone();
     let end = match verdict {
@@ -95,6 +96,7 @@ pub async fn converse(service: Arc<Service>, admitted: Admitted, thread: Thread)
         bytes: activity.bytes(),
         end: &end,
         capped: false,
+        faults: &owner.fault_log,
     });
 }
 
@@ -295,14 +297,18 @@ async fn answer(conn: &Arc<Conn>, request: Request<Incoming>) -> Response<OutBod
     match response.await {
         Ok(Ok(response)) => response,
         Ok(Err(code)) => {
-            tracing::error!("{what}: the handler answered with an error: {code:?}");
+            if conn.service.fault_log.admit() {
+                tracing::error!("{what}: the handler answered with an error: {code:?}");
+            }
             page(StatusCode::INTERNAL_SERVER_ERROR)
         }
         // The guest ended without a response: its task said why.
         Err(_) => match task.await {
             Ok(Some(status)) => page(status),
             _ => {
-                tracing::error!("{what}: the handler returned without a response");
+                if conn.service.fault_log.admit() {
+                    tracing::error!("{what}: the handler returned without a response");
+                }
                 page(StatusCode::INTERNAL_SERVER_ERROR)
             }
         },
@@ -322,8 +328,11 @@ async fn handle(
 ) -> Option<StatusCode> {
     // `watch_module`: a new module the master loaded serves from now on.
     service.refresh().await;
+    // A fault's line within the service's `fault_log_rate`.
     let failed = |why: String, status: StatusCode| {
-        tracing::error!("{what}: {why} (answered {})", status.as_u16());
+        if service.fault_log.admit() {
+            tracing::error!("{what}: {why} (answered {})", status.as_u16());
+        }
         Some(status)
     };
     let mut turn = None;

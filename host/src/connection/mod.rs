@@ -24,6 +24,7 @@ use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
 use crate::transport::{ClientSocket, Incoming, Wait};
 use crate::wasm::budget::Which;
+use crate::wasm::log_rate::LogRate;
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
 
@@ -370,6 +371,7 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
         bytes: socket.bytes(),
         end: &end,
         capped: socket.reply_capped(),
+        faults: &service.fault_log,
     });
 }
 
@@ -386,8 +388,12 @@ fn log_end(summary: &Summary<'_>) {
     if let Some(refusal) = summary.end.refusal() {
         board::refused(summary.service, refusal);
     }
-    // Formatted only when the line is written.
+    // Formatted only when the line is written; a fault's line only within
+    // the service's `fault_log_rate` (counted on the board either way).
     if summary.end.is_fault() {
+        if !summary.faults.admit() {
+            return;
+        }
         tracing::error!("connection ended after {summary}");
         if let End::Trap { error, .. } = summary.end {
             tracing::trace!("trap details: {error:?}");
@@ -408,6 +414,8 @@ struct Summary<'a> {
     end: &'a End,
     /// Whether the amplification cap dropped some of a datagram's reply.
     capped: bool,
+    /// How many fault lines a second the service may write.
+    faults: &'a LogRate,
 }
 
 impl fmt::Display for Summary<'_> {

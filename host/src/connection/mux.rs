@@ -242,6 +242,7 @@ fn summary(service: &Service, started: Instant, host: Option<&str>, bytes: (u64,
         bytes,
         end,
         capped: false,
+        faults: &service.fault_log,
     });
 }
 

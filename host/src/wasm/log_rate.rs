@@ -1,10 +1,19 @@
-//! How fast a service's guests may log: `guest_log_rate` lines a second
-//! in each worker, log calls and stderr lines together, in bursts of as
-//! many (a token bucket). A guest that logs without end would otherwise
-//! fill the disk and take the CPU that writing costs from every tenant.
-//! Lines over the rate are dropped and counted
-//! (`netserver_guest_log_lines_dropped_total`), and said, at most once a
-//! second, in one `warning` line naming the service and how many.
+//! How fast a service may fill the log, in each worker, in bursts of as
+//! many lines as a second allows (a token bucket):
+//!
+//! - its guests: `guest_log_rate` lines a second, log calls and stderr
+//!   lines together. Lines over the rate are dropped and counted
+//!   (`netserver_guest_log_lines_dropped_total`).
+//! - the host's own `err` lines about its connections that ended by a
+//!   fault (a trap, a limit): `fault_log_rate` a second. Lines over it are
+//!   not written; every such end is counted all the same
+//!   (`netserver_connections_ended_total{reason}`).
+//!
+//! A guest that logs without end, or a tenant whose clients reconnect as
+//! fast as its guest traps, would otherwise fill the disk and take the CPU
+//! that writing costs from every tenant. What is not written is said, at
+//! most once a second, in one `warning` line naming the service and how
+//! many.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,11 +23,22 @@ use crate::rate::TokenBucket;
 /// How often at most the drops of one service are said in the log.
 const SAY_EVERY: Duration = Duration::from_secs(1);
 
-/// The log rate of one service in one worker, shared by its instances.
+/// Whose lines a [`LogRate`] limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// The guests' log calls and stderr lines (`guest_log_rate`).
+    Guest,
+    /// The host's lines about connections that ended by a fault
+    /// (`fault_log_rate`).
+    Faults,
+}
+
+/// One log rate of one service in one worker, shared by its instances.
 #[derive(Debug)]
 pub struct LogRate {
     /// Lines a second, and the largest burst (0: no limit).
     rate: u32,
+    lines: Lines,
     service: usize,
     name: Arc<str>,
     bucket: Mutex<Bucket>,
@@ -35,11 +55,18 @@ struct Bucket {
 }
 
 impl LogRate {
-    /// A bucket for the service `name` (index `service`): `rate` lines a
-    /// second, and full to begin with.
+    /// A bucket for the guests of service `name` (index `service`): `rate`
+    /// lines a second, and full to begin with.
     pub fn new(rate: u32, service: usize, name: Arc<str>) -> Self {
+        Self::of(Lines::Guest, rate, service, name)
+    }
+
+    /// A bucket for `lines` of service `name` (index `service`): `rate`
+    /// lines a second, and full to begin with.
+    pub fn of(lines: Lines, rate: u32, service: usize, name: Arc<str>) -> Self {
         Self {
             rate,
+            lines,
             service,
             name,
             bucket: Mutex::new(Bucket {
@@ -50,22 +77,29 @@ impl LogRate {
         }
     }
 
-    /// Whether a guest of the service may log one more line now; a line
-    /// refused is counted, and the drops are said now and then.
+    /// Whether the service may log one more of its lines now; the lines
+    /// refused are said now and then (and a guest's, counted).
     pub fn admit(&self) -> bool {
         if self.rate == 0 {
             return true;
         }
         let (admitted, say) = self.take(Instant::now());
-        if !admitted {
+        if !admitted && self.lines == Lines::Guest {
             crate::board::guest_log_dropped(self.service);
         }
         if let Some(dropped) = say {
-            tracing::warn!(
-                "service {}: guest log lines dropped: its guests log more than guest_log_rate {} lines a second ({dropped} dropped since this was last said)",
-                self.name,
-                self.rate
-            );
+            match self.lines {
+                Lines::Guest => tracing::warn!(
+                    "service {}: guest log lines dropped: its guests log more than guest_log_rate {} lines a second ({dropped} dropped since this was last said)",
+                    self.name,
+                    self.rate
+                ),
+                Lines::Faults => tracing::warn!(
+                    "service {}: connection-end lines not written: more of its connections end by a fault than fault_log_rate {} a second ({dropped} not written since this was last said; netserver_connections_ended_total counts every end)",
+                    self.name,
+                    self.rate
+                ),
+            }
         }
         admitted
     }
