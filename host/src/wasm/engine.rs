@@ -49,13 +49,13 @@ static KEPT: OnceLock<Engine> = OnceLock::new();
 /// child more than serving its connection did), and the kernel frees it at
 /// exit in one go.
 pub fn build(config: &HostConfig) -> Result<Engine> {
-    let engine = match Engine::new(base_config().allocation_strategy(pooling(config))) {
+    let engine = match Engine::new(base_config(config).allocation_strategy(pooling(config))) {
         Ok(engine) => engine,
         Err(err) => {
             tracing::warn!(
                 "pooling allocator unavailable ({err:#}); instances are allocated on demand"
             );
-            Engine::new(&base_config())?
+            Engine::new(&base_config(config))?
         }
     };
     // The first engine of the process is the one it serves with.
@@ -79,7 +79,7 @@ fn instances_per_process(config: &HostConfig) -> u32 {
         .fold(0u32, u32::saturating_add)
 }
 
-fn base_config() -> Config {
+fn base_config(config: &HostConfig) -> Config {
     let mut c = Config::new();
     // Preemption and CPU limits: a guest's loop checks the epoch, which one
     // ticker per engine advances (never a timer per connection).
@@ -92,8 +92,20 @@ fn base_config() -> Config {
     // Bounded guest stack: deep recursion traps instead of growing.
     c.max_wasm_stack(1 << 20);
     c.async_stack_size(2 << 20);
+    // A trap's wasm backtrace is shown only in the `trace` line after its
+    // connection's summary (`log_level` 4); below that, walking the guest's
+    // stack at every trap is work for nothing (a guest that overflows its
+    // stack, churned: 6 % of its connections' CPU). At that level, wasmtime's
+    // default: the innermost 20 frames.
+    if config.log_level < TRAP_DETAILS_LEVEL {
+        c.wasm_backtrace_max_frames(None);
+    }
     c
 }
+
+/// The `log_level` from which a trap's details, its wasm backtrace
+/// included, are logged.
+const TRAP_DETAILS_LEVEL: u8 = 4;
 
 /// How many finished instances' memories are given back to the kernel in
 /// one batch: a batch saves system calls and TLB flushes for small
