@@ -145,11 +145,7 @@ fn a_guest_over_its_log_rate_has_lines_dropped_said_and_counted() {
             && warning.contains("guest_log_rate 10 lines a second"),
         "{warning}"
     );
-    let logged = server
-        .log()
-        .iter()
-        .filter(|l| l.contains("stderr: line "))
-        .count();
+    let logged = server.log_count("stderr: line ");
     assert!((10..=12).contains(&logged), "{logged} lines logged");
     crate::metrics::until(
         &server,
@@ -189,11 +185,7 @@ fn faults_over_the_fault_log_rate_are_counted_not_written() {
         r#"netserver_connections_ended_total{service="misbehave",reason="trap"}"#,
         30.0,
     );
-    let written = server
-        .log()
-        .iter()
-        .filter(|l| l.contains("guest trapped in process-request"))
-        .count();
+    let written = server.log_count("guest trapped in process-request");
     // Five at once, and a token back every 200 ms while they ran.
     assert!((5..=10).contains(&written), "{written} lines written");
     still_serves(&mut server);

@@ -144,11 +144,7 @@ fn a_notify_socket_nobody_listens_on_is_no_error() {
     server.assert_echoes("hi", "with a dead NOTIFY_SOCKET");
     server.signal("TERM");
     assert_eq!(server.wait_exit(), Some(0));
-    let warned = server
-        .log()
-        .iter()
-        .filter(|l| l.contains("cannot notify systemd"))
-        .count();
+    let warned = server.log_count("cannot notify systemd");
     assert_eq!(warned, 1, "logged once");
 }
 
@@ -242,11 +238,7 @@ fn a_hup_restarts_with_the_arguments_not_the_title() {
             && t.iter()
                 .all(|t| t.starts_with("netserver-host: worker echo idle"))
     });
-    let restarted = server
-        .log()
-        .iter()
-        .filter(|l| l.contains("Binding to TCP port"))
-        .count();
+    let restarted = server.log_count("Binding to TCP port");
     assert_eq!(restarted, 2, "bound once, then inherited once");
 }
 

@@ -572,13 +572,7 @@ fn dequeue_runs_every_check_for_dequeue_seconds_beside_the_clients(personality: 
     server.wait_for_log("hook dequeue");
     echo_session_traced(&mut server.connect());
     // And again, in a new process each time.
-    let runs = || {
-        server
-            .log()
-            .iter()
-            .filter(|l| l.contains("dequeue{service=hook_trace}: hook dequeue"))
-            .count()
-    };
+    let runs = || server.log_count("dequeue{service=hook_trace}: hook dequeue");
     server.eventually(&format!("{personality}: dequeue to run 3 times"), || {
         let runs = runs();
         if runs >= 3 {

@@ -244,6 +244,16 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// How many log lines so far contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Connects a client.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
