@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod binding;
 pub mod chat;
 pub mod echo_server;
 pub mod loadgen;

@@ -37,19 +37,25 @@ fn first_line(pipe: impl std::io::Read) -> String {
     line
 }
 
-/// Starts `native-echo` with `args` (and one thread); returns it with the
-/// first line it logs.
-fn spawn_native_echo(args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_native-echo"))
+/// Starts the native server `bin` with `args` (and one thread); returns
+/// it with the first line it logs.
+fn spawn_native(bin: &str, args: &[&str]) -> (Child, String) {
+    let mut child = Command::new(bin)
         .args(args)
         .args(["--threads", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn native-echo");
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
     let line = first_line(child.stderr.take().expect("stderr"));
     (child, line)
+}
+
+/// Starts `native-echo` with `args` (and one thread); returns it with the
+/// first line it logs.
+fn spawn_native_echo(args: &[&str]) -> (Child, String) {
+    spawn_native(env!("CARGO_BIN_EXE_native-echo"), args)
 }
 
 impl NativeEcho {
@@ -355,14 +361,7 @@ fn loadgen_refuses_other_hosts() {
 #[test]
 fn native_http_answers_the_page() {
     use std::io::{Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_native-http"))
-        .args(["--port", "0", "--threads", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn native-http");
-    let line = first_line(child.stderr.take().expect("stderr"));
+    let (child, line) = spawn_native(env!("CARGO_BIN_EXE_native-http"), &["--port", "0"]);
     let _child = Running(child);
     let port: u16 = line
         .split_whitespace()

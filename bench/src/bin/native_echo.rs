@@ -16,14 +16,13 @@
 //! connect, `JOIN: guestN` to the others (not with `--no-join-notices`),
 //! and each line `TEXT` sent to every client as `[guestN] TEXT`.
 
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use netserver_bench::{chat, echo_server, tls};
+use netserver_bench::{binding, chat, echo_server, tls};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tokio_rustls::TlsAcceptor;
 
@@ -66,22 +65,6 @@ struct Args {
     threads: Option<usize>,
 }
 
-/// Writes the binding line on stderr, at once.
-fn log_binding(line: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    let mut stderr = std::io::stderr().lock();
-    writeln!(stderr, "{line}")?;
-    stderr.flush()
-}
-
-fn ip_binding(proto: &str, bound: SocketAddr) -> std::io::Result<()> {
-    let version = if bound.is_ipv4() { 4 } else { 6 };
-    log_binding(format_args!(
-        "Binding to {proto} port {} on host {} with IPv{version}",
-        bound.port(),
-        bound.ip()
-    ))
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.host.is_loopback() {
@@ -99,28 +82,25 @@ fn main() -> anyhow::Result<()> {
         if let Some(path) = &args.unix {
             let listener =
                 UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))?;
-            log_binding(format_args!(
-                "Binding to UNIX socket file \"{}\"",
-                path.display()
-            ))?;
+            binding::unix(path)?;
             echo_server::serve_unix(listener).await?;
         } else if args.udp {
             let socket = UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("bind {addr}/udp"))?;
-            ip_binding("UDP", socket.local_addr()?)?;
+            binding::ip("UDP", socket.local_addr()?)?;
             echo_server::serve_udp(socket).await?;
         } else if let Some(acceptor) = acceptor {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("bind {addr}"))?;
-            ip_binding("SSL", listener.local_addr()?)?;
+            binding::ip("SSL", listener.local_addr()?)?;
             echo_server::serve_tls(listener, acceptor).await?;
         } else {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("bind {addr}"))?;
-            ip_binding("TCP", listener.local_addr()?)?;
+            binding::ip("TCP", listener.local_addr()?)?;
             if args.chat {
                 chat::serve_chat(listener, !args.no_join_notices).await?;
             } else {

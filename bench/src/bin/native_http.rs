@@ -7,7 +7,6 @@
 //! in Net::Server's words as netserver-host does.
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, bail};
@@ -31,9 +30,9 @@ struct Args {
     /// The port to bind; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// Runtime worker threads (0: one per CPU).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Runtime threads (default: one per CPU this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,25 +40,14 @@ fn main() -> anyhow::Result<()> {
     if !args.host.is_loopback() {
         bail!("--host {}: only loopback addresses may be bound", args.host);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if args.threads > 0 {
-        runtime.worker_threads(args.threads);
-    }
-    runtime.enable_all().build()?.block_on(serve(args))
+    netserver_bench::runtime(args.threads)?.block_on(serve(args))
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
         .await
         .context("binding")?;
-    let local = listener.local_addr()?;
-    let version = if local.is_ipv4() { "IPv4" } else { "IPv6" };
-    eprintln!(
-        "Binding to TCP port {} on host {} with {version}",
-        local.port(),
-        local.ip()
-    );
-    std::io::stderr().flush()?;
+    netserver_bench::binding::ip("TCP", listener.local_addr()?)?;
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
