@@ -61,8 +61,8 @@ pub async fn converse(service: Arc<Service>, admitted: Admitted, thread: Thread)
         ..
     } = admitted;
     let activity = Arc::new(Activity::new());
+    // The service, for the summary once the connection has it.
     let owner = service.clone();
-    let index = service.index;
     let peer_host = client.peer_host.clone();
     let end = match verdict {
         // Refused by an access rule: closed before a byte is read.
@@ -90,13 +90,12 @@ pub async fn converse(service: Arc<Service>, admitted: Admitted, thread: Thread)
     };
     drop(place);
     log_end(&Summary {
-        service: index,
+        service: &owner,
         took: started.elapsed(),
         host: peer_host.as_deref(),
         bytes: activity.bytes(),
         end: &end,
         capped: false,
-        faults: &owner.fault_log,
     });
 }
 

@@ -24,7 +24,6 @@ use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
 use crate::transport::{ClientSocket, Incoming, Wait};
 use crate::wasm::budget::Which;
-use crate::wasm::log_rate::LogRate;
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
 
@@ -365,13 +364,12 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
     // Give the address's place back before saying the connection ended.
     drop(place);
     log_end(&Summary {
-        service: service.index,
+        service,
         took: started.elapsed(),
         host: client.peer_host.as_deref(),
         bytes: socket.bytes(),
         end: &end,
         capped: socket.reply_capped(),
-        faults: &service.fault_log,
     });
 }
 
@@ -380,18 +378,18 @@ async fn converse_with(service: &Service, admitted: Admitted, thread: Thread, ro
 /// on the board.
 fn log_end(summary: &Summary<'_>) {
     board::ended(
-        summary.service,
+        summary.service.index,
         summary.end.ending(),
         summary.bytes,
         summary.took,
     );
     if let Some(refusal) = summary.end.refusal() {
-        board::refused(summary.service, refusal);
+        board::refused(summary.service.index, refusal);
     }
     // Formatted only when the line is written; a fault's line only within
     // the service's `fault_log_rate` (counted on the board either way).
     if summary.end.is_fault() {
-        if !summary.faults.admit() {
+        if !summary.service.fault_log.admit() {
             return;
         }
         tracing::error!("connection ended after {summary}");
@@ -406,16 +404,14 @@ fn log_end(summary: &Summary<'_>) {
 /// The line a connection's end is logged with: how long it lasted, the
 /// client's host name, the bytes each way and why it ended.
 struct Summary<'a> {
-    /// The service's index (its column on the board).
-    service: usize,
+    /// The service: its column on the board, its `fault_log_rate`.
+    service: &'a Service,
     took: Duration,
     host: Option<&'a str>,
     bytes: (u64, u64),
     end: &'a End,
     /// Whether the amplification cap dropped some of a datagram's reply.
     capped: bool,
-    /// How many fault lines a second the service may write.
-    faults: &'a LogRate,
 }
 
 impl fmt::Display for Summary<'_> {

@@ -236,13 +236,12 @@ async fn tell(door: &Door, event: Event) -> Result<(), ()> {
 /// Logs and counts a connection's end (see [`log_end`]).
 fn summary(service: &Service, started: Instant, host: Option<&str>, bytes: (u64, u64), end: &End) {
     log_end(&Summary {
-        service: service.index,
+        service,
         took: started.elapsed(),
         host,
         bytes,
         end,
         capped: false,
-        faults: &service.fault_log,
     });
 }
 
