@@ -23,10 +23,11 @@
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
 //! | 1 | [`access`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
-//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`], [`fairness`], [`rate`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server; CPU turns and throttling between a worker's services; the token bucket of the rate limits |
+//! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`], [`fairness`], [`busy`], [`rate`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server; CPU turns and throttling between a worker's services; the time slice a tenant process asks for while it keeps a CPU busy; the token bucket of the rate limits |
 
 pub mod access;
 pub mod board;
+pub mod busy;
 pub mod capacity;
 pub mod cli;
 pub mod client;
@@ -426,6 +427,7 @@ mod tests {
         ("threads", -1),
         ("proxy", -1),
         ("board", -1),
+        ("busy", -1),
         ("title", -1),
         ("machine", -1),
         ("fairness", -1),

@@ -383,3 +383,95 @@ fn inetd_runs_as_the_services_own_user() {
     assert_eq!(uids, vec![NOBODY; 4]);
     assert!(status.success());
 }
+
+/// The slices the threads of process `pid` ask for, by thread name, where
+/// the kernel says (`se.slice` in `/proc/PID/task/TID/sched`, Linux 6.6+
+/// built with scheduler debugging); empty where it does not.
+fn slices(pid: u32) -> Vec<(String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
+        let slice = sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.split(':').nth(1))
+            .and_then(|v| v.trim().parse().ok());
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if let Some(slice) = slice {
+            found.push((name.trim().to_owned(), slice));
+        }
+    }
+    found
+}
+
+/// A tenant's worker that keeps a CPU busy asks for 100 ms slices (all its
+/// threads but the epoch ticker), while the shared worker keeps the
+/// kernel's default and goes on answering; once its guest stops computing
+/// (trapped at its `cpu_limit`), the worker asks for the default again.
+#[test]
+fn a_busy_tenant_asks_for_long_slices_until_it_is_quiet_again() {
+    let toml = conf(
+        "tenancy-busy.toml",
+        &format!(
+            r#"
+host = "127.0.0.1"
+server_type = "multiplex"
+log_level = 4
+
+[[service]]
+name = "plain"
+module = "{echo}"
+port = 0
+
+[[service]]
+name = "tenant"
+module = "{misbehave}"
+port = 0
+isolation = "process"
+cpu_limit = 2
+"#,
+            echo = guests::ECHO,
+            misbehave = guests::MISBEHAVE,
+        ),
+    );
+    let mut server = Server::start_args(&["--conf-file", &toml]);
+    let plain = service_addr(&mut server, "plain");
+    let tenant = service_addr(&mut server, "tenant");
+    let [tenant_worker] = wait_titled(&server, "worker tenant", 1)[..] else {
+        unreachable!()
+    };
+    let [plain_worker] = wait_titled(&server, "worker plain", 1)[..] else {
+        unreachable!()
+    };
+    let default = slices(plain_worker).first().map(|(_, s)| *s);
+    let mut spinner = Client::connect(tenant);
+    spinner.send(b"spin\n");
+    server.wait_for_log("busy: slices of 100ms");
+    answers(plain);
+    if let Some(default) = default {
+        for (thread, slice) in slices(tenant_worker) {
+            let want = if thread == "netserver-epoch" {
+                default
+            } else {
+                100_000_000
+            };
+            assert_eq!(slice, want, "tenant thread {thread}");
+        }
+        for (thread, slice) in slices(plain_worker) {
+            assert_eq!(slice, default, "plain thread {thread}");
+        }
+    }
+    // The guest is stopped at its cpu_limit; the worker, quiet again,
+    // asks for the default.
+    server.wait_for_log("quiet again: the default slice");
+    if let Some(default) = default {
+        for (thread, slice) in slices(tenant_worker) {
+            assert_eq!(slice, default, "tenant thread {thread}, quiet");
+        }
+    }
+    answers(plain);
+    drop(spinner);
+}

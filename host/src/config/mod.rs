@@ -242,6 +242,9 @@ pub struct OwnProcesses {
     pub workers: Option<u32>,
     /// `max_servers`: how many at most (the other personalities).
     pub max_servers: Option<u32>,
+    /// `busy_slice`: the time slice its workers ask for while they keep a
+    /// CPU busy, in milliseconds (0: never; see `busy`).
+    pub busy_slice: u32,
 }
 
 /// One hosted service: a handler, the ports it is served on, its limits.

@@ -209,6 +209,15 @@ pub const OPTIONS: &[Spec] = &[
         "fork into the background after binding",
     ),
     spec(
+        "busy_slice",
+        Int(0, 100),
+        Some("100"),
+        false,
+        Active,
+        "isolation process: the time slice, in ms, this service's workers ask the kernel for while they keep a CPU busy, so that processes that wake for their clients run first (0: never; Linux 6.12+)",
+    )
+    .per_service(),
+    spec(
         "check_for_dead",
         Seconds,
         Some("30"),

@@ -304,7 +304,10 @@ impl ServiceConfig {
                 _ => Isolation::Shared,
             },
             // What its own table sets: see `own_processes`.
-            own: OwnProcesses::default(),
+            own: OwnProcesses {
+                busy_slice: values.int("busy_slice"),
+                ..OwnProcesses::default()
+            },
             source,
             options,
         };
@@ -315,16 +318,20 @@ impl ServiceConfig {
 
 /// The options a service's table may set for its own worker processes,
 /// with why a shared service may not.
-const OWN_PROCESS_KEYS: [(&str, &str); 4] = [
+const OWN_PROCESS_KEYS: [(&str, &str); 5] = [
     ("user", WHOSE_USER),
     ("group", WHOSE_USER),
     ("workers", HOW_MANY),
     ("max_servers", HOW_MANY),
+    ("busy_slice", WHOSE_SLICE),
 ];
 const WHOSE_USER: &str = "a service runs as a user of its own only with isolation process \
      (shared workers run as the server's user, set at the top level)";
 const HOW_MANY: &str = "a service has a number of workers of its own only with isolation process \
      (the shared workers' number is set at the top level)";
+
+const WHOSE_SLICE: &str = "a service's workers ask for long time slices while busy only with isolation process \
+     (shared workers serve several services)";
 
 /// What a service's table sets for its own worker processes (`user`,
 /// `group`, `workers`, `max_servers` given in the table itself: a value
@@ -345,6 +352,9 @@ fn own_processes(own: &Values, top: &Values, isolation: Isolation) -> Result<Own
         group: given("group").and_then(|_| own.text("group")),
         workers: given("workers").map(|_| own.int("workers")),
         max_servers: given("max_servers").map(|_| own.int("max_servers")),
+        // Used by a service's own workers only (a shared worker serves
+        // several services).
+        busy_slice: own.int("busy_slice"),
     })
 }
 
@@ -724,18 +734,28 @@ mod tests {
             OwnProcesses {
                 user: Some("nobody".into()),
                 workers: Some(1),
+                busy_slice: 100,
                 ..OwnProcesses::default()
             }
         );
-        // The top level's values are the server's, not a service's own.
-        assert_eq!(shared.own, OwnProcesses::default());
-        assert_eq!(plain.own, OwnProcesses::default());
+        // The top level's values are the server's, not a service's own
+        // (but for busy_slice, which only a service's own workers use).
+        let default = OwnProcesses {
+            busy_slice: 100,
+            ..OwnProcesses::default()
+        };
+        assert_eq!((&shared.own, &plain.own), (&default, &default));
         assert_eq!(config.privileges.user.as_deref(), Some("daemon"));
         assert_eq!(plain.options["user"].0, "daemon");
         // The command line's value is every process's.
         let config = Config::from_sources(vec![cli("user", "root")], conf()).unwrap();
         assert_eq!(config.services[0].own.user, None);
         assert_eq!(config.services[0].own.workers, Some(1));
+        // busy_slice from the top level or the command line is each
+        // service's (used where it has workers of its own).
+        let config = Config::from_sources(vec![cli("busy_slice", "40")], conf()).unwrap();
+        let slices: Vec<u32> = config.services.iter().map(|s| s.own.busy_slice).collect();
+        assert_eq!(slices, [40, 40, 40]);
     }
 
     #[test]
@@ -760,6 +780,11 @@ mod tests {
                 "max_servers",
                 "9",
                 "s.conf:4: max_servers: invalid value '9': a service has a number of workers of its own only with isolation process (the shared workers' number is set at the top level)",
+            ),
+            (
+                "busy_slice",
+                "5",
+                "s.conf:4: busy_slice: invalid value '5': a service's workers ask for long time slices while busy only with isolation process (shared workers serve several services)",
             ),
         ];
         for (key, value, want) in cases {
@@ -961,6 +986,7 @@ mod tests {
             "max_conn_per_ip" => json!(s.max_conn_per_ip),
             "max_dequeue" => json!(s.max_dequeue),
             "max_instances" => json!(s.max_instances),
+            "busy_slice" => json!(s.own.busy_slice),
             "cpu_share" => json!(s.cpu_share),
             "guest_log_rate" => json!(s.guest_log_rate),
             "fault_log_rate" => json!(s.fault_log_rate),
@@ -1181,6 +1207,7 @@ mod tests {
             "max_conn_per_ip" | "max_rate_per_ip" => "3",
             "max_dequeue" => "2",
             "max_instances" => "7",
+            "busy_slice" => "40",
             "cpu_share" => "300",
             "guest_log_rate" => "7",
             "fault_log_rate" => "9",

@@ -40,6 +40,7 @@ use super::signals::{Intent, MASTER_SIGNALS, Signals};
 use super::spawn::{spawn, tie_to};
 use super::worker;
 use crate::board::{self, Closing};
+use crate::busy::Busy;
 use crate::config::port::Proto;
 use crate::config::{Config, ServerType};
 use crate::listen::inherit::Handed;
@@ -410,7 +411,13 @@ impl<'a> Master<'a> {
             if let Err(status) = master.become_who(group.service()) {
                 return status;
             }
-            worker::run_worker(services, mode, process.quit_timeout)
+            // A tenant's own workers ask for long slices while busy.
+            let busy = group
+                .service()
+                .map(|index| config.services[index].own.busy_slice)
+                .filter(|&ms| ms > 0)
+                .and_then(|ms| Busy::new(Duration::from_millis(ms.into())));
+            worker::run_worker(services, mode, process.quit_timeout, busy)
         })?;
         tracing::debug!("{} started", self.who(pid, index));
         self.on_board(pid, slot);

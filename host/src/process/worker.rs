@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use super::status::StatusWriter;
 use crate::board::stats::Refusal;
 use crate::board::{self, Closing};
+use crate::busy::Busy;
 use crate::capacity::{Capacity, Place, Room};
 use crate::config::port::Proto;
 use crate::connection::{self, Thread};
@@ -62,8 +63,15 @@ pub enum Mode {
 
 /// Runs a worker until it is told to stop (INT or TERM: at once; QUIT:
 /// after its open connections, within `quit_timeout`) or, sequential, has
-/// served `max_requests`. Returns the process's exit status.
-pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) -> i32 {
+/// served `max_requests`. With `busy` (a tenant's worker with
+/// `busy_slice`), it asks for long time slices while it keeps a CPU busy.
+/// Returns the process's exit status.
+pub fn run_worker(
+    services: Vec<Service>,
+    mode: Mode,
+    quit_timeout: Duration,
+    busy: Option<Busy>,
+) -> i32 {
     let names: Vec<Arc<str>> = services.iter().map(|s| s.name.clone()).collect();
     show_title(&names, false, 0);
     let runtime = match &mode {
@@ -99,7 +107,7 @@ pub fn run_worker(services: Vec<Service>, mode: Mode, quit_timeout: Duration) ->
         let mut stop = Stop::new()?;
         // Every service's handler shares one engine: one ticker.
         if let Some(first) = services.first() {
-            ticker::start(first.handler().engine().clone())?;
+            ticker::start(first.handler().engine().clone(), busy)?;
         }
         let (services, listeners) = listen(services)?;
         // A mux service's instance serves all of this worker's clients.
@@ -727,7 +735,7 @@ fn one_shot<F: std::future::Future<Output = Result<()>>>(
         async move {
             let mut stop = Stop::new()?;
             stop.arm(Vec::new());
-            ticker::start(engine)?;
+            ticker::start(engine, None)?;
             work(stop.raised.clone()).await
         },
         span.clone(),

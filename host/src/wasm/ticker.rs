@@ -25,23 +25,58 @@ use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, ClockNanosleepFlags};
 
 use super::engine::EPOCH_TICK;
+use crate::busy::Busy;
 
 /// Starts this process's ticker for `engine` (in a worker, after the fork:
 /// the master has no threads). It leaves the stop signals to the main
 /// thread, where they wake a guest's sleeping read.
-pub fn start(engine: wasmtime::Engine) -> Result<()> {
+///
+/// With `busy` (a tenant's worker with `busy_slice`), it also watches how
+/// busy the process is at each wake (see [`crate::busy`]). While the
+/// process is busy, the ticker wakes on the wall clock instead, every
+/// tick, so that it sees the process turn quiet (a quiet process uses no
+/// CPU time to end a sleep on its CPU clock), and still advances the epoch
+/// once per tick of CPU time used.
+pub fn start(engine: wasmtime::Engine, mut busy: Option<Busy>) -> Result<()> {
     let mut clock = Clock::PROCESS_CPU;
     std::thread::Builder::new()
         .name("netserver-epoch".into())
         .spawn(move || {
             crate::threads::leave_signals_to_main_thread();
+            // The CPU time at the last tick, while busy.
+            let mut ticked = cpu_used();
             loop {
-                clock.sleep(EPOCH_TICK);
-                engine.increment_epoch();
+                if busy.as_ref().is_some_and(Busy::busy) {
+                    std::thread::sleep(EPOCH_TICK);
+                    let used = cpu_used();
+                    while used.saturating_sub(ticked) >= EPOCH_TICK {
+                        engine.increment_epoch();
+                        ticked += EPOCH_TICK;
+                    }
+                } else {
+                    clock.sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                    ticked = cpu_used();
+                }
+                match &mut busy {
+                    // Without a CPU clock nothing says how busy it is.
+                    Some(watch) if clock == Clock::Wall => {
+                        watch.stop();
+                        busy = None;
+                    }
+                    Some(watch) => watch.watch(),
+                    None => {}
+                }
             }
         })
         .context("cannot start the epoch ticker")?;
     Ok(())
+}
+
+/// The CPU time of every thread of this process (zero where the clock
+/// cannot be read: then the ticker ticks on the wall clock).
+fn cpu_used() -> Duration {
+    crate::busy::process_cpu().unwrap_or_default()
 }
 
 /// The clock a tick is measured on.
@@ -96,13 +131,6 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-
-    /// The CPU time this process has used.
-    fn cpu_used() -> Duration {
-        nix::time::clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
-            .unwrap()
-            .into()
-    }
 
     #[test]
     fn a_cpu_tick_lasts_until_the_process_has_computed_that_long() {
