@@ -17,6 +17,11 @@ use crate::util::{
 /// shared, and `tenant`, with processes of its own; `top` and `tenant`
 /// are more lines for the top level and the tenant's table.
 fn two_tenants(name: &str, top: &str, tenant: &str) -> String {
+    two_tenants_serving(name, top, guests::ECHO, tenant)
+}
+
+/// As [`two_tenants`], the tenant serving `module`.
+fn two_tenants_serving(name: &str, top: &str, module: &str, tenant: &str) -> String {
     let text = format!(
         r#"
 host = "127.0.0.1"
@@ -29,7 +34,7 @@ port = 0
 
 [[service]]
 name = "tenant"
-module = "{echo}"
+module = "{module}"
 port = 0
 isolation = "process"
 {tenant}
@@ -413,33 +418,8 @@ fn slices(pid: u32) -> Vec<(String, u64)> {
 /// (trapped at its `cpu_limit`), the worker asks for the default again.
 #[test]
 fn a_busy_tenant_asks_for_long_slices_until_it_is_quiet_again() {
-    let toml = conf(
-        "tenancy-busy.toml",
-        &format!(
-            r#"
-host = "127.0.0.1"
-server_type = "multiplex"
-log_level = 4
-
-[[service]]
-name = "plain"
-module = "{echo}"
-port = 0
-
-[[service]]
-name = "tenant"
-module = "{misbehave}"
-port = 0
-isolation = "process"
-cpu_limit = 2
-"#,
-            echo = guests::ECHO,
-            misbehave = guests::MISBEHAVE,
-        ),
-    );
-    let mut server = Server::start_args(&["--conf-file", &toml]);
-    let plain = service_addr(&mut server, "plain");
-    let tenant = service_addr(&mut server, "tenant");
+    let toml = two_tenants_serving("busy", "log_level = 4", guests::MISBEHAVE, "cpu_limit = 2");
+    let (mut server, plain, tenant) = start("multiplex", &toml, &[]);
     let [tenant_worker] = wait_titled(&server, "worker tenant", 1)[..] else {
         unreachable!()
     };
