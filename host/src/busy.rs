@@ -109,7 +109,7 @@ impl Busy {
     pub fn stop(&mut self) {
         if self.busy {
             self.busy = false;
-            set_slice(None);
+            crate::slice::set_all_but_caller(None);
         }
     }
 
@@ -128,7 +128,7 @@ impl Busy {
             Change::Quiet => tracing::debug!("quiet again: the default slice"),
             Change::Still => {}
         }
-        set_slice(self.busy.then_some(self.slice));
+        crate::slice::set_all_but_caller(self.busy.then_some(self.slice));
     }
 
     /// Whether the process, which at `now` has used what it says since
@@ -214,72 +214,6 @@ fn schedstat_demand(text: &str) -> Option<u64> {
     let run = numbers.next()?.ok()?;
     let wait = numbers.next()?.ok()?;
     run.checked_add(wait)
-}
-
-/// `SCHED_OTHER` and `SCHED_BATCH`, the policies whose threads take a
-/// slice.
-const FAIR_POLICIES: [u32; 2] = [0, 3];
-
-/// Gives every thread of this process but the calling one a slice of
-/// `slice`, or the kernel's default (`None`). The caller is the epoch
-/// ticker, which keeps the default: its ticks, which make the worker's
-/// guests take turns, must not wait behind them.
-fn set_slice(slice: Option<Duration>) {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
-    let runtime = slice.map_or(0, |s| u64::try_from(s.as_nanos()).unwrap_or(u64::MAX));
-    let caller = nix::unistd::gettid().as_raw();
-    for entry in tasks.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        if tid == caller {
-            continue;
-        }
-        if let Err(err) = set_thread_slice(tid, runtime) {
-            // A thread that ended meanwhile.
-            if err.raw_os_error() != Some(libc::ESRCH) {
-                tracing::debug!("cannot set the slice of thread {tid}: {err}");
-            }
-        }
-    }
-}
-
-/// Sets thread `tid`'s requested slice to `runtime` nanoseconds (0: the
-/// kernel's default), keeping its policy and nice value.
-fn set_thread_slice(tid: libc::pid_t, runtime: u64) -> std::io::Result<()> {
-    // SAFETY: sched_attr is plain integers, for which all zeroes is valid.
-    let mut attr: libc::sched_attr = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::sched_attr>();
-    // SAFETY: `attr` is a writable sched_attr of `size` bytes, which the
-    // kernel fills in up to that size; the flags must be 0.
-    let got = unsafe {
-        libc::syscall(
-            libc::SYS_sched_getattr,
-            tid,
-            &raw mut attr,
-            libc::c_uint::try_from(size).unwrap_or(0),
-            0,
-        )
-    };
-    if got != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // A real-time or deadline thread's parameters are not ours to change.
-    if !FAIR_POLICIES.contains(&attr.sched_policy) {
-        return Ok(());
-    }
-    attr.size = u32::try_from(size).unwrap_or(0);
-    attr.sched_flags = 0;
-    attr.sched_runtime = runtime;
-    // SAFETY: `attr` is a valid sched_attr of `attr.size` bytes, which the
-    // kernel only reads; the flags must be 0.
-    let set = unsafe { libc::syscall(libc::SYS_sched_setattr, tid, &raw const attr, 0) };
-    if set != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -378,29 +312,6 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(schedstat_demand(text), expected, "{text:?}");
         }
-    }
-
-    #[test]
-    fn a_thread_asks_for_a_long_slice_and_for_the_default_again() {
-        // Unprivileged or not, on a kernel that takes slices (6.12+) or
-        // not: the call succeeds either way, and the kernel says what it
-        // took in /proc/thread-self/sched where it does.
-        let slice_of_this_thread = || {
-            std::fs::read_to_string("/proc/thread-self/sched")
-                .ok()
-                .and_then(|text| {
-                    let line = text.lines().find(|l| l.starts_with("se.slice"))?;
-                    line.split(':').nth(1)?.trim().parse::<u64>().ok()
-                })
-        };
-        let tid = nix::unistd::gettid().as_raw();
-        let before = slice_of_this_thread();
-        set_thread_slice(tid, 100_000_000).unwrap();
-        if before.is_some() {
-            assert_eq!(slice_of_this_thread(), Some(100_000_000));
-        }
-        set_thread_slice(tid, 0).unwrap();
-        assert_eq!(slice_of_this_thread(), before);
     }
 
     #[test]

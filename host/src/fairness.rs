@@ -39,7 +39,10 @@
 //! and stays so until it uses less than half its part. A throttled
 //! service's tasks take a turn before *every* poll, so together they use
 //! at most `slots` threads, in weighted fair queuing with the heavy guests,
-//! and the last thread again stays free for the other services. Alone on
+//! and the last thread again stays free for the other services. Each such
+//! turn is computed on the kernel's longest time slice (see `slice`), so
+//! that the thread kept free, and any other process, waking meanwhile (a
+//! client on this machine), runs before it. Alone on
 //! a worker a service is never throttled: nothing is lost when no one else
 //! waits. Turns are charged by the time they last, so a service of many
 //! short turns and one of few long ones share by `cpu_share` all the same.
@@ -261,6 +264,12 @@ impl<F: Future> Future for Fair<F> {
             *this.gate = None;
             gated = true;
         }
+        // A throttled service's turn is computed on a long slice: the
+        // worker's other threads and other processes (its clients, where
+        // they run on this machine), waking meanwhile, run first.
+        if gated {
+            crate::slice::this_thread(Some(crate::slice::LONGEST));
+        }
         let was = IN_FAIR_TASK.replace(true);
         let was_gated = GATED.replace(gated);
         let waited = WAITS_IN_LANE.replace(false);
@@ -273,6 +282,9 @@ impl<F: Future> Future for Fair<F> {
         GATED.set(was_gated);
         IN_FAIR_TASK.set(was);
         give_back();
+        if gated {
+            crate::slice::this_thread(None);
+        }
         if now != entry
             && let Some(entry) = now
         {
