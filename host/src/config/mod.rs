@@ -242,9 +242,6 @@ pub struct OwnProcesses {
     pub workers: Option<u32>,
     /// `max_servers`: how many at most (the other personalities).
     pub max_servers: Option<u32>,
-    /// `busy_slice`: the time slice its workers ask for while they keep a
-    /// CPU busy, in milliseconds (0: never; see `busy`).
-    pub busy_slice: u32,
 }
 
 /// One hosted service: a handler, the ports it is served on, its limits.
@@ -266,6 +263,10 @@ pub struct ServiceConfig {
     /// Its weight when several services' guests keep computing in one
     /// worker (see `fairness`).
     pub cpu_share: u32,
+    /// The time slice its own workers (`isolation process`) ask for while
+    /// they keep a CPU busy, in milliseconds (`busy_slice`; 0: never; see
+    /// `busy`).
+    pub busy_slice: u32,
     /// Bytes of linear memory one instance may use.
     pub max_memory: u64,
     /// Instances (connections) of this service served at once.

@@ -256,6 +256,7 @@ impl ServiceConfig {
             idle_timeout: values.secs("idle_timeout"),
             cpu_limit: values.secs("cpu_limit"),
             cpu_share: values.int("cpu_share"),
+            busy_slice: values.int("busy_slice"),
             max_memory: values.size("max_memory"),
             max_instances: values.int("max_instances"),
             memory_budget: values.opt_size("memory_budget"),
@@ -304,10 +305,7 @@ impl ServiceConfig {
                 _ => Isolation::Shared,
             },
             // What its own table sets: see `own_processes`.
-            own: OwnProcesses {
-                busy_slice: values.int("busy_slice"),
-                ..OwnProcesses::default()
-            },
+            own: OwnProcesses::default(),
             source,
             options,
         };
@@ -352,9 +350,6 @@ fn own_processes(own: &Values, top: &Values, isolation: Isolation) -> Result<Own
         group: given("group").and_then(|_| own.text("group")),
         workers: given("workers").map(|_| own.int("workers")),
         max_servers: given("max_servers").map(|_| own.int("max_servers")),
-        // Used by a service's own workers only (a shared worker serves
-        // several services).
-        busy_slice: own.int("busy_slice"),
     })
 }
 
@@ -734,17 +729,15 @@ mod tests {
             OwnProcesses {
                 user: Some("nobody".into()),
                 workers: Some(1),
-                busy_slice: 100,
                 ..OwnProcesses::default()
             }
         );
-        // The top level's values are the server's, not a service's own
-        // (but for busy_slice, which only a service's own workers use).
-        let default = OwnProcesses {
-            busy_slice: 100,
-            ..OwnProcesses::default()
-        };
-        assert_eq!((&shared.own, &plain.own), (&default, &default));
+        // The top level's values are the server's, not a service's own.
+        assert_eq!(shared.own, OwnProcesses::default());
+        assert_eq!(plain.own, OwnProcesses::default());
+        // busy_slice, its default, is each service's.
+        let slices: Vec<u32> = config.services.iter().map(|s| s.busy_slice).collect();
+        assert_eq!(slices, [100, 100, 100]);
         assert_eq!(config.privileges.user.as_deref(), Some("daemon"));
         assert_eq!(plain.options["user"].0, "daemon");
         // The command line's value is every process's.
@@ -754,7 +747,7 @@ mod tests {
         // busy_slice from the top level or the command line is each
         // service's (used where it has workers of its own).
         let config = Config::from_sources(vec![cli("busy_slice", "40")], conf()).unwrap();
-        let slices: Vec<u32> = config.services.iter().map(|s| s.own.busy_slice).collect();
+        let slices: Vec<u32> = config.services.iter().map(|s| s.busy_slice).collect();
         assert_eq!(slices, [40, 40, 40]);
     }
 
@@ -986,7 +979,7 @@ mod tests {
             "max_conn_per_ip" => json!(s.max_conn_per_ip),
             "max_dequeue" => json!(s.max_dequeue),
             "max_instances" => json!(s.max_instances),
-            "busy_slice" => json!(s.own.busy_slice),
+            "busy_slice" => json!(s.busy_slice),
             "cpu_share" => json!(s.cpu_share),
             "guest_log_rate" => json!(s.guest_log_rate),
             "fault_log_rate" => json!(s.fault_log_rate),

@@ -414,7 +414,7 @@ impl<'a> Master<'a> {
             // A tenant's own workers ask for long slices while busy.
             let busy = group
                 .service()
-                .map(|index| config.services[index].own.busy_slice)
+                .map(|index| config.services[index].busy_slice)
                 .filter(|&ms| ms > 0)
                 .and_then(|ms| Busy::new(Duration::from_millis(ms.into())));
             worker::run_worker(services, mode, process.quit_timeout, busy)
