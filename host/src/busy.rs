@@ -113,12 +113,13 @@ impl Busy {
         }
     }
 
-    /// Looks at the process now (the epoch ticker calls this at each of
-    /// its wakes) and gives its threads long slices or the default one, as
-    /// [`Busy::look`] says.
-    pub fn watch(&mut self) {
-        let Some(now) = Sample::now() else {
-            return;
+    /// Looks at the process now, which has used `cpu` (the epoch ticker
+    /// calls this at each of its wakes), and gives its threads long slices
+    /// or the default one, as [`Busy::look`] says.
+    pub fn watch(&mut self, cpu: Duration) {
+        let now = Sample {
+            wall: Instant::now(),
+            cpu,
         };
         let Some(change) = self.look(now, demand) else {
             return;

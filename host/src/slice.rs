@@ -61,10 +61,10 @@ fn set_thread_slice(tid: libc::pid_t, runtime: u64) -> std::io::Result<()> {
 }
 
 thread_local! {
-    /// This thread's scheduling attributes, read once, and the slice it
+    /// This thread's scheduling attributes, read once, with the slice it
     /// asked for last ([`this_thread`]); `None` before the first call, and
     /// for ever where its policy takes no slice.
-    static THIS_THREAD: Cell<Option<Option<(libc::sched_attr, u64)>>> = const { Cell::new(None) };
+    static THIS_THREAD: Cell<Option<Option<libc::sched_attr>>> = const { Cell::new(None) };
 }
 
 /// Asks for a slice of `slice` (`None`: the kernel's default) for the
@@ -72,18 +72,14 @@ thread_local! {
 /// policy and nice value are read once and assumed unchanged since.
 pub fn this_thread(slice: Option<Duration>) {
     let runtime = nanos(slice);
-    let known = THIS_THREAD.get().unwrap_or_else(|| {
-        let tid = nix::unistd::gettid().as_raw();
-        attr_of(tid)
-            .ok()
-            .flatten()
-            .map(|attr| (attr, attr.sched_runtime))
-    });
-    let Some((mut attr, current)) = known else {
+    let known = THIS_THREAD
+        .get()
+        .unwrap_or_else(|| attr_of(0).ok().flatten());
+    let Some(mut attr) = known else {
         THIS_THREAD.set(Some(None));
         return;
     };
-    if current != runtime {
+    if attr.sched_runtime != runtime {
         attr.sched_runtime = runtime;
         // A failure (a seccomp policy) leaves the slice as it was.
         if set_attr(0, &attr).is_err() {
@@ -91,7 +87,7 @@ pub fn this_thread(slice: Option<Duration>) {
             return;
         }
     }
-    THIS_THREAD.set(Some(Some((attr, runtime))));
+    THIS_THREAD.set(Some(Some(attr)));
 }
 
 /// `slice` in nanoseconds, 0 for the default.

@@ -43,40 +43,39 @@ pub fn start(engine: wasmtime::Engine, mut busy: Option<Busy>) -> Result<()> {
         .name("netserver-epoch".into())
         .spawn(move || {
             crate::threads::leave_signals_to_main_thread();
-            // The CPU time at the last tick, while busy.
-            let mut ticked = cpu_used();
+            // The CPU time at the last tick (read only with `busy`).
+            let mut ticked = Duration::ZERO;
             loop {
-                if busy.as_ref().is_some_and(Busy::busy) {
+                let Some(watch) = &mut busy else {
+                    clock.sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                    continue;
+                };
+                if watch.busy() {
                     std::thread::sleep(EPOCH_TICK);
-                    let used = cpu_used();
+                } else {
+                    clock.sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+                // Without a CPU clock nothing says how busy it is.
+                let Some(used) = crate::busy::process_cpu().filter(|_| clock != Clock::Wall) else {
+                    watch.stop();
+                    busy = None;
+                    continue;
+                };
+                if watch.busy() {
                     while used.saturating_sub(ticked) >= EPOCH_TICK {
                         engine.increment_epoch();
                         ticked += EPOCH_TICK;
                     }
                 } else {
-                    clock.sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                    ticked = cpu_used();
+                    ticked = used;
                 }
-                match &mut busy {
-                    // Without a CPU clock nothing says how busy it is.
-                    Some(watch) if clock == Clock::Wall => {
-                        watch.stop();
-                        busy = None;
-                    }
-                    Some(watch) => watch.watch(),
-                    None => {}
-                }
+                watch.watch(used);
             }
         })
         .context("cannot start the epoch ticker")?;
     Ok(())
-}
-
-/// The CPU time of every thread of this process (zero where the clock
-/// cannot be read: then the ticker ticks on the wall clock).
-fn cpu_used() -> Duration {
-    crate::busy::process_cpu().unwrap_or_default()
 }
 
 /// The clock a tick is measured on.
@@ -131,6 +130,13 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+
+    /// The CPU time this process has used.
+    fn cpu_used() -> Duration {
+        nix::time::clock_gettime(ClockId::CLOCK_PROCESS_CPUTIME_ID)
+            .unwrap()
+            .into()
+    }
 
     #[test]
     fn a_cpu_tick_lasts_until_the_process_has_computed_that_long() {
