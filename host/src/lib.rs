@@ -21,7 +21,7 @@
 //! | 3 | [`capacity`] | a service's places in a worker; evicting to make room when one client holds them |
 //! | 2 | [`transport`] | the kinds of socket: listening, accepted, and a stream as its guest uses it |
 //! | 2 | [`gate`] | what a connection passes before its guest: per-address limits, reverse lookups, access rules |
-//! | 1 | [`access`], [`busy`], [`fairness`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; a tenant process's watch over how busy it is, and its slices while it is; CPU turns and throttling between a worker's services; the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
+//! | 1 | [`access`], [`busy`], [`fairness`], [`log`], [`privileges`], [`cli`], [`tls`], [`metrics`] | access rules; a tenant process's watch over how busy it is, and its slices while it is; CPU turns and throttling between a worker's services (a throttled service's tasks set aside on threads of their own); the log; dropping root; the command line as typed; certificates and the rustls configuration; the metrics endpoint (the board's sums, over HTTP) |
 //! | 0 | [`config`] | the configuration, resolved and checked: the ground floor |
 //! | leaf | [`client`], [`threads`], [`proxy`], [`board`], [`title`], [`machine`], [`slice`], [`rate`] | what the host knows of a client; threads and the stop signals; the PROXY protocol's parser; the table of workers and their clients the processes share; the process titles `ps` shows; the memory the machine (or its cgroup) gives the server; the time slice a thread asks the kernel for; the token bucket of the rate limits |
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::metrics::{endpoint, value};
-use crate::util::{Client, Server, conf, guests};
+use crate::util::{Client, Server, children, conf, guests, thread_names, thread_slices};
 
 /// The turns service `name` took so far.
 fn turns(metrics: std::net::SocketAddr, name: &str) -> f64 {
@@ -214,4 +214,27 @@ cpu_share = 10000
         }
     });
     assert_eq!(throttled(metrics, "neighbour"), 0.0);
+
+    // Meanwhile its tasks were set aside: polled on a thread of their own,
+    // which asks for the kernel's longest slice, while the worker's own
+    // threads keep the default (where the kernel reports slices).
+    let [worker] = children(server.pid())[..] else {
+        panic!("one worker: {:?}", children(server.pid()));
+    };
+    let names = thread_names(worker);
+    assert!(
+        names.iter().any(|n| n == "netserver-aside"),
+        "threads of the worker: {names:?}"
+    );
+    let slices = thread_slices(worker);
+    for (thread, slice) in &slices {
+        match thread.as_str() {
+            "netserver-aside" => assert_eq!(*slice, 100_000_000, "{slices:?}"),
+            "netserver-worke" => assert_ne!(*slice, 100_000_000, "{slices:?}"),
+            _ => {}
+        }
+    }
+    // And the neighbour is served still.
+    client.send(b"after\n");
+    assert_eq!(client.read_line(), "You said 'after'\r\n");
 }

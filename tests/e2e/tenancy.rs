@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use crate::privileges::{NOBODY, ids};
 use crate::util::{
     Client, PATIENCE, Server, SteadyLoad, children, conf, fresh_dir, guests, kill, per_personality,
-    require_root,
+    require_root, thread_slices,
 };
 
 /// A conf file with two echo services on ports of their own: `plain`,
@@ -389,29 +389,6 @@ fn inetd_runs_as_the_services_own_user() {
     assert!(status.success());
 }
 
-/// The slices the threads of process `pid` ask for, by thread name, where
-/// the kernel says (`se.slice` in `/proc/PID/task/TID/sched`, Linux 6.6+
-/// built with scheduler debugging); empty where it does not.
-fn slices(pid: u32) -> Vec<(String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for task in tasks.flatten() {
-        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
-        let slice = sched
-            .lines()
-            .find(|l| l.starts_with("se.slice"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok());
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if let Some(slice) = slice {
-            found.push((name.trim().to_owned(), slice));
-        }
-    }
-    found
-}
-
 /// A tenant's worker that keeps a CPU busy asks for 100 ms slices (all its
 /// threads but the epoch ticker), while the shared worker keeps the
 /// kernel's default and goes on answering; once its guest stops computing
@@ -426,13 +403,13 @@ fn a_busy_tenant_asks_for_long_slices_until_it_is_quiet_again() {
     let [plain_worker] = wait_titled(&server, "worker plain", 1)[..] else {
         unreachable!()
     };
-    let default = slices(plain_worker).first().map(|(_, s)| *s);
+    let default = thread_slices(plain_worker).first().map(|(_, s)| *s);
     let mut spinner = Client::connect(tenant);
     spinner.send(b"spin\n");
     server.wait_for_log("busy: slices of 100ms");
     answers(plain);
     if let Some(default) = default {
-        for (thread, slice) in slices(tenant_worker) {
+        for (thread, slice) in thread_slices(tenant_worker) {
             let want = if thread == "netserver-epoch" {
                 default
             } else {
@@ -440,7 +417,7 @@ fn a_busy_tenant_asks_for_long_slices_until_it_is_quiet_again() {
             };
             assert_eq!(slice, want, "tenant thread {thread}");
         }
-        for (thread, slice) in slices(plain_worker) {
+        for (thread, slice) in thread_slices(plain_worker) {
             assert_eq!(slice, default, "plain thread {thread}");
         }
     }
@@ -448,7 +425,7 @@ fn a_busy_tenant_asks_for_long_slices_until_it_is_quiet_again() {
     // asks for the default.
     server.wait_for_log("quiet again: the default slice");
     if let Some(default) = default {
-        for (thread, slice) in slices(tenant_worker) {
+        for (thread, slice) in thread_slices(tenant_worker) {
             assert_eq!(slice, default, "tenant thread {thread}, quiet");
         }
     }

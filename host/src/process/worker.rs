@@ -87,12 +87,15 @@ pub fn run_worker(
                 }
                 shares[service.index] = service.cpu_share;
             }
-            fairness::install(threads, shares);
-            tokio::runtime::Builder::new_multi_thread()
+            let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads)
                 .enable_all()
                 .thread_name("netserver-worker")
-                .build()
+                .build();
+            if let Ok(runtime) = &runtime {
+                fairness::install(threads, shares, runtime.handle().clone());
+            }
+            runtime
         }
         Mode::Sequential { .. } => one_thread_runtime(),
     };

@@ -38,23 +38,32 @@
 //! tasks open`) while another service has tasks open becomes **throttled**,
 //! and stays so until it uses less than half its part. A throttled
 //! service's tasks take a turn before *every* poll, so together they use
-//! at most `slots` threads, in weighted fair queuing with the heavy guests,
-//! and the last thread again stays free for the other services. Each such
-//! turn is computed on the kernel's longest time slice (see `slice`), so
-//! that the thread kept free, and any other process, waking meanwhile (a
-//! client on this machine), runs before it. Alone on
-//! a worker a service is never throttled: nothing is lost when no one else
-//! waits. Turns are charged by the time they last, so a service of many
-//! short turns and one of few long ones share by `cpu_share` all the same.
+//! at most `slots` threads, in weighted fair queuing with the heavy guests.
+//! And they are **set aside** (see `fairness::aside`): polled on `slots` threads of
+//! their own, which compute on the kernel's longest time slice (see
+//! `slice`), not on the worker's. So nothing of theirs waits in the
+//! worker's run queues, a neighbour's task woken by its client never waits
+//! behind one of their polls, and the kernel runs a worker thread, or any
+//! other process (a client on this machine), as soon as it wakes, before
+//! the turn being computed. A task set aside comes back to the worker's
+//! threads at its first poll once its service is no longer throttled; a
+//! task a throttled task spawns (an accept loop's connection) starts
+//! aside. Alone on a worker a service is never throttled: nothing is lost
+//! when no one else waits. Turns are charged by the time they last, so a
+//! service of many short turns and one of few long ones share by
+//! `cpu_share` all the same.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+mod aside;
 
 /// The weight a service has when `cpu_share` is not given.
 pub const DEFAULT_SHARE: u32 = 100;
@@ -91,11 +100,12 @@ thread_local! {
     static WAITS_IN_LANE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Installs this process's lane: `threads` threads run its guests, and
-/// the services' shares are `shares` (by service index). Once per process;
-/// later calls are ignored.
-pub fn install(threads: usize, shares: Vec<u32>) {
+/// Installs this process's lane: `threads` threads of `runtime` run its
+/// guests, and the services' shares are `shares` (by service index). Once
+/// per process; later calls are ignored.
+pub fn install(threads: usize, shares: Vec<u32>, runtime: tokio::runtime::Handle) {
     let meters = Meters::new(threads, &shares);
+    aside::install(slots_for(threads), runtime);
     if LANE
         .set(Mutex::new(Lane::new(slots_for(threads), shares)))
         .is_ok()
@@ -116,18 +126,17 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(fair(task))
+    spawn_fair(task)
 }
 
 /// `task` as a task whose guests take turns, to be spawned by the caller
-/// (as [`spawn`] does).
-pub fn fair<F: Future>(task: F) -> impl Future<Output = F::Output> {
-    Fair {
-        task,
-        member: None,
-        gate: None,
-        waits_in_lane: false,
-    }
+/// on the worker's runtime (as [`spawn`] does).
+pub fn fair<F>(task: F) -> impl Future<Output = F::Output> + Send + 'static
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Fair::new(task, Side::Main)
 }
 
 /// Says that the task being polled (one spawned with [`spawn`]) serves a
@@ -228,46 +237,209 @@ fn lock(lane: &Mutex<Lane>) -> MutexGuard<'_, Lane> {
     lane.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pin_project_lite::pin_project! {
-    /// A task whose guests take turns: its turn is given back whenever it
-    /// stops being polled.
-    struct Fair<F> {
-        #[pin]
-        task: F,
-        // The service it serves, once it entered one.
-        member: Option<Member>,
-        // Its wait for a turn before a poll, while its service is
-        // throttled.
-        gate: Option<Turn>,
-        // Whether a heavy guest of it waits in the lane (it then needs no
-        // turn to be polled: it computes only once that one is granted).
-        waits_in_lane: bool,
+/// A task whose guests take turns: its turn is given back whenever it
+/// stops being polled; while its service is throttled it is polled on the
+/// threads set aside, and otherwise on the worker's (see [`aside`]).
+///
+/// It lives on the runtime it was spawned on, its home: the worker's, or
+/// the one set aside when a throttled task spawned it (an accept loop's
+/// connection). Polled where it should not be, it visits the other
+/// runtime (a task there polls it) until it should be back, or ends there.
+struct Fair<F: Future> {
+    /// The task, while it is polled at home.
+    core: Option<Core<F>>,
+    /// The task visiting the other runtime, while it is.
+    away: Option<tokio::task::JoinHandle<Visited<F>>>,
+    home: Side,
+}
+
+/// The worker's threads, or those set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Main,
+    Aside,
+}
+
+/// A task and what it holds of the lane.
+struct Core<F> {
+    task: Pin<Box<F>>,
+    /// The service it serves, once it entered one.
+    member: Option<Member>,
+    /// Its wait for a turn before a poll, while its service is throttled.
+    gate: Option<Turn>,
+    /// Whether a heavy guest of it waits in the lane (it then needs no
+    /// turn to be polled: it computes only once that one is granted).
+    waits_in_lane: bool,
+}
+
+/// How a task's visit ends: with the task, or given back to its home.
+enum Visited<F: Future> {
+    Done(F::Output),
+    Back(Core<F>),
+}
+
+/// Spawns `task` as a fair task on the worker's runtime, or on the one
+/// set aside when the caller is polled there (a throttled task).
+fn spawn_fair<F>(task: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if aside::on_aside_thread() {
+        match aside::spawn(Fair::new(task, Side::Aside)) {
+            Ok(handle) => handle,
+            Err(mut fair) => {
+                fair.home = Side::Main;
+                aside::spawn_main(fair)
+            }
+        }
+    } else {
+        aside::spawn_main(Fair::new(task, Side::Main))
     }
 }
 
-impl<F: Future> Future for Fair<F> {
+impl<F: Future> Fair<F> {
+    fn new(task: F, home: Side) -> Self {
+        Fair {
+            core: Some(Core {
+                task: Box::pin(task),
+                member: None,
+                gate: None,
+                waits_in_lane: false,
+            }),
+            away: None,
+            home,
+        }
+    }
+}
+
+impl<F> Future for Fair<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let entry = this.member.as_ref().map(|m| m.entry);
+        let this = self.get_mut();
+        if let Some(away) = this.away.as_mut() {
+            let back = match std::task::ready!(Pin::new(away).poll(cx)) {
+                Ok(Visited::Done(out)) => {
+                    this.away = None;
+                    return Poll::Ready(out);
+                }
+                Ok(Visited::Back(core)) => core,
+                // Its panic is this task's (as if it had not moved).
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                // Neither runtime shuts down before the worker ends.
+                Err(err) => panic!("a fair task's visit was cancelled: {err}"),
+            };
+            this.away = None;
+            this.core = Some(back);
+        }
+        let Some(core) = this.core.as_mut() else {
+            panic!("a fair task polled after it ended");
+        };
+        if let Some(there) = core.belongs().filter(|&side| side != this.home) {
+            let visit = Visit {
+                core: this.core.take(),
+                side: there,
+            };
+            let spawned = match there {
+                Side::Aside => aside::spawn(visit),
+                Side::Main => Ok(aside::spawn_main(visit)),
+            };
+            match spawned {
+                Ok(handle) => {
+                    this.away = Some(handle);
+                    // Polled once from here, to wait for it.
+                    return Pin::new(this).poll(cx);
+                }
+                // No threads set aside: it stays.
+                Err(visit) => this.core = visit.core,
+            }
+        }
+        let home = this.home;
+        let core = this.core.as_mut().expect("the task is at home");
+        let out = std::task::ready!(core.poll(cx, home));
+        this.core = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<F: Future> Drop for Fair<F> {
+    fn drop(&mut self) {
+        // Its visit ends with it.
+        if let Some(away) = &self.away {
+            away.abort();
+        }
+    }
+}
+
+/// A task visiting the runtime of `side`, polled there until it ends or
+/// belongs at home again.
+struct Visit<F> {
+    core: Option<Core<F>>,
+    side: Side,
+}
+
+impl<F: Future> Future for Visit<F> {
+    type Output = Visited<F>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Visited<F>> {
+        let this = self.get_mut();
+        let Some(core) = this.core.as_mut() else {
+            panic!("a visiting task polled after it ended");
+        };
+        if core.belongs().is_some_and(|side| side != this.side) {
+            return Poll::Ready(Visited::Back(this.core.take().expect("the task is here")));
+        }
+        let out = std::task::ready!(core.poll(cx, this.side));
+        this.core = None;
+        Poll::Ready(Visited::Done(out))
+    }
+}
+
+impl<F: Future> Core<F> {
+    /// Where it should be polled, when it may move (between turns, once it
+    /// entered a service): on the threads set aside while its service is
+    /// throttled, on the worker's otherwise.
+    fn belongs(&self) -> Option<Side> {
+        let member = self.member.as_ref()?;
+        if self.gate.is_some() || self.waits_in_lane {
+            return None;
+        }
+        Some(if throttled(member.entry.service) {
+            Side::Aside
+        } else {
+            Side::Main
+        })
+    }
+
+    /// Polls the task, on the threads of `side`: first, while its service
+    /// is throttled, it takes a turn. (The threads set aside keep the
+    /// longest slice; on the worker's, a throttled turn asks for it for its
+    /// own length.)
+    fn poll(&mut self, cx: &mut Context<'_>, side: Side) -> Poll<F::Output> {
+        let entry = self.member.as_ref().map(|m| m.entry);
         let service = entry.map(|e| e.service);
         let mut gated = false;
         if let Some(service) = service
-            && !*this.waits_in_lane
-            && (this.gate.is_some() || throttled(service))
+            && !self.waits_in_lane
+            && (self.gate.is_some() || throttled(service))
         {
-            let gate = this.gate.get_or_insert_with(|| Turn::gate(service));
+            let gate = self.gate.get_or_insert_with(|| Turn::gate(service));
             if Pin::new(gate).poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            *this.gate = None;
+            self.gate = None;
             gated = true;
         }
         // A throttled service's turn is computed on a long slice: the
         // worker's other threads and other processes (its clients, where
         // they run on this machine), waking meanwhile, run first.
-        if gated {
+        let slice = gated && side == Side::Main;
+        if slice {
             crate::slice::this_thread(Some(crate::slice::LONGEST));
         }
         let was = IN_FAIR_TASK.replace(true);
@@ -275,25 +447,28 @@ impl<F: Future> Future for Fair<F> {
         let waited = WAITS_IN_LANE.replace(false);
         let outer = SERVICE.replace(entry);
         let start = Instant::now();
-        let out = this.task.poll(cx);
+        // A panic (a bug in host code: the runtime ends the task) must
+        // still give back the turn and the thread's state, or the turn
+        // would stay taken for ever.
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| self.task.as_mut().poll(cx)));
         let end = Instant::now();
         let now = SERVICE.replace(outer);
-        *this.waits_in_lane = WAITS_IN_LANE.replace(waited);
+        self.waits_in_lane = WAITS_IN_LANE.replace(waited);
         GATED.set(was_gated);
         IN_FAIR_TASK.set(was);
         give_back();
-        if gated {
+        if slice {
             crate::slice::this_thread(None);
         }
         if now != entry
             && let Some(entry) = now
         {
-            *this.member = Member::join(entry);
+            self.member = Member::join(entry);
         }
-        if let Some(member) = this.member.as_ref() {
+        if let Some(member) = self.member.as_ref() {
             member.spend(end - start, end);
         }
-        out
+        out.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
