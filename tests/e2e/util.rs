@@ -710,39 +710,42 @@ pub fn children(pid: u32) -> Vec<u32> {
     found
 }
 
-/// The slices the threads of process `pid` ask for, by thread name, where
-/// the kernel says (`se.slice` in `/proc/PID/task/TID/sched`, Linux 6.6+
-/// built with scheduler debugging); empty where it does not.
-pub fn thread_slices(pid: u32) -> Vec<(String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for task in tasks.flatten() {
-        let sched = std::fs::read_to_string(task.path().join("sched")).unwrap_or_default();
-        let slice = sched
-            .lines()
-            .find(|l| l.starts_with("se.slice"))
-            .and_then(|l| l.split(':').nth(1))
-            .and_then(|v| v.trim().parse().ok());
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if let Some(slice) = slice {
-            found.push((name.trim().to_owned(), slice));
-        }
-    }
-    found
-}
-
-/// The names of the threads of process `pid` (`comm`: at most 15 bytes).
-pub fn thread_names(pid: u32) -> Vec<String> {
+/// The threads of process `pid`: each one's `/proc` directory and name
+/// (`comm`: at most 15 bytes).
+fn threads(pid: u32) -> Vec<(std::path::PathBuf, String)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
     tasks
         .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
-        .map(|name| name.trim().to_owned())
+        .map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            (task.path(), name.trim().to_owned())
+        })
         .collect()
+}
+
+/// The slices the threads of process `pid` ask for, by thread name, where
+/// the kernel says (`se.slice` in `/proc/PID/task/TID/sched`, Linux 6.6+
+/// built with scheduler debugging); empty where it does not.
+pub fn thread_slices(pid: u32) -> Vec<(String, u64)> {
+    threads(pid)
+        .into_iter()
+        .filter_map(|(dir, name)| {
+            let sched = std::fs::read_to_string(dir.join("sched")).unwrap_or_default();
+            let slice = sched
+                .lines()
+                .find(|l| l.starts_with("se.slice"))
+                .and_then(|l| l.split(':').nth(1))
+                .and_then(|v| v.trim().parse().ok())?;
+            Some((name, slice))
+        })
+        .collect()
+}
+
+/// The names of the threads of process `pid` (`comm`: at most 15 bytes).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    threads(pid).into_iter().map(|(_, name)| name).collect()
 }
 
 /// A fresh, empty directory `group/name` under the tests' scratch space.

@@ -20,23 +20,25 @@ use std::sync::OnceLock;
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
-/// The worker's own runtime: where tasks are spawned, whichever runtime
-/// spawns them (a throttled accept loop, set aside, spawns its
-/// connections there, not beside itself).
-static MAIN: OnceLock<Handle> = OnceLock::new();
+/// What the lane's installation tells: the worker's own runtime, where
+/// tasks are spawned whichever runtime spawns them (a throttled accept
+/// loop, set aside, spawns its connections there, not beside itself), and
+/// how many threads the runtime set aside has (as many as throttled turns
+/// may compute at once, see [`super::slots_for`]).
+struct Installed {
+    main: Handle,
+    threads: usize,
+}
+
+static INSTALLED: OnceLock<Installed> = OnceLock::new();
 
 /// The runtime tasks are set aside on, once made (`None`: it could not be).
 static ASIDE: OnceLock<Option<Runtime>> = OnceLock::new();
 
-/// How many threads the runtime set aside has: as many as throttled turns
-/// may compute at once (see [`super::slots_for`]).
-static THREADS: OnceLock<usize> = OnceLock::new();
-
 /// Remembers the worker's runtime, and how many threads may compute
 /// throttled turns at once (installed with the lane).
 pub(super) fn install(threads: usize, main: Handle) {
-    let _ = THREADS.set(threads);
-    let _ = MAIN.set(main);
+    let _ = INSTALLED.set(Installed { main, threads });
 }
 
 /// Spawns `task` on the worker's own runtime, wherever the caller runs
@@ -46,8 +48,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    match MAIN.get() {
-        Some(main) => main.spawn(task),
+    match INSTALLED.get() {
+        Some(installed) => installed.main.spawn(task),
         None => tokio::spawn(task),
     }
 }
@@ -60,11 +62,11 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    if MAIN.get().is_none() {
+    let Some(installed) = INSTALLED.get() else {
         // No lane: no service is ever throttled.
         return Err(task);
-    }
-    match ASIDE.get_or_init(start) {
+    };
+    match ASIDE.get_or_init(|| start(installed.threads)) {
         Some(runtime) => Ok(runtime.spawn(task)),
         None => Err(task),
     }
@@ -81,8 +83,8 @@ pub(super) fn on_aside_thread() -> bool {
     ASIDE_THREAD.get()
 }
 
-fn start() -> Option<Runtime> {
-    let threads = THREADS.get().copied().unwrap_or(1).max(1);
+fn start(threads: usize) -> Option<Runtime> {
+    let threads = threads.max(1);
     let built = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
