@@ -58,6 +58,25 @@ fn a_throttled_services_tasks_are_set_aside_until_it_is_no_longer() {
             }
             polls
         });
+        // A heavy guest of it: at each tick it asks the lane for its next
+        // turn (as `wasm::state` makes a guest that computed through a
+        // tick), so between its polls it is always waiting in the lane.
+        let (heavy_tx, mut heavy_polls) = mpsc::unbounded_channel();
+        let (heavy_stop_tx, heavy_stop) = watch::channel(false);
+        let heavy = fairness::spawn(async move {
+            fairness::enter(0).await;
+            while !*heavy_stop.borrow() {
+                let until = Instant::now() + Duration::from_micros(500);
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                let _ = heavy_tx.send(thread());
+                match fairness::turn(0) {
+                    Some(turn) => turn.await,
+                    None => tokio::task::yield_now().await,
+                }
+            }
+        });
         // Alone, it stays on the worker's threads.
         polled_on(&mut polls, "netserver-worker").await;
 
@@ -69,6 +88,8 @@ fn a_throttled_services_tasks_are_set_aside_until_it_is_no_longer() {
             thread()
         });
         polled_on(&mut polls, "netserver-aside").await;
+        // So is the heavy guest, which waits in the lane between polls.
+        polled_on(&mut heavy_polls, "netserver-aside").await;
         // A task of it that panics there panics as it would at home.
         let panics = fairness::spawn(async {
             fairness::enter(0).await;
@@ -81,9 +102,12 @@ fn a_throttled_services_tasks_are_set_aside_until_it_is_no_longer() {
         close.send(()).unwrap();
         assert_eq!(neighbour.await.unwrap(), "netserver-worker");
         polled_on(&mut polls, "netserver-worker").await;
+        polled_on(&mut heavy_polls, "netserver-worker").await;
 
         // It ends where it is, with its output.
         stop_tx.send(true).unwrap();
         assert!(busy.await.unwrap() > 0);
+        heavy_stop_tx.send(true).unwrap();
+        heavy.await.unwrap();
     });
 }

@@ -48,7 +48,8 @@
 //! the turn being computed. A task set aside comes back to the worker's
 //! threads at its first poll once its service is no longer throttled; a
 //! task a throttled task spawns (an accept loop's connection) starts
-//! aside. Alone on a worker a service is never throttled: nothing is lost
+//! aside; a heavy guest moves while it waits for its next turn (it is
+//! always waiting for one between its polls). Alone on a worker a service is never throttled: nothing is lost
 //! when no one else waits. Turns are charged by the time they last, so a
 //! service of many short turns and one of few long ones share by
 //! `cpu_share` all the same.
@@ -401,14 +402,13 @@ impl<F: Future> Future for Visit<F> {
 }
 
 impl<F: Future> Core<F> {
-    /// Where it should be polled, when it may move (between turns, once it
-    /// entered a service): on the threads set aside while its service is
-    /// throttled, on the worker's otherwise.
+    /// Where it should be polled, once it entered a service: on the
+    /// threads set aside while its service is throttled, on the worker's
+    /// otherwise. (It may move while it waits for a turn, a heavy guest's
+    /// or a throttled poll's: the task that takes it over polls it at
+    /// once, and that poll takes a turn granted meanwhile.)
     fn belongs(&self) -> Option<Side> {
         let member = self.member.as_ref()?;
-        if self.gate.is_some() || self.waits_in_lane {
-            return None;
-        }
         Some(if throttled(member.entry.service) {
             Side::Aside
         } else {
