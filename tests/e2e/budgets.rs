@@ -324,6 +324,47 @@ fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
 }
 per_personality!(a_connection_is_cut_off_at_max_bytes_written: multiplex, prefork);
 
+/// A guest that ignores its writes failing once its client has gone, and
+/// keeps writing, is ended at its `WRITES_AFTER_FAILURE`th refused write
+/// (it would otherwise compute until its `cpu_limit`, for no one), with
+/// the reason in its log line; the next client is served.
+fn a_guest_writing_to_a_client_that_left_is_ended(personality: &str) {
+    let mut server = Server::start(&[
+        "--server-type",
+        personality,
+        "--module",
+        guests::MISBEHAVE,
+        "--cpu-limit",
+        "600",
+        "--metrics-port",
+        "0",
+    ]);
+    let metrics = endpoint(&mut server);
+    let mut client = server.connect();
+    client.send(b"flood\n");
+    let mut some = [0u8; 4096];
+    let n = client.try_read(&mut some).expect("the flood's first bytes");
+    assert!(
+        n > 0 && some[..n].iter().all(|&b| b == b'x'),
+        "{personality}"
+    );
+    // Gone, with the flood unread: the server's next writes fail.
+    drop(client);
+    server.wait_for_log(
+        "the client went away; the handler kept writing to a client that had gone (1024 writes refused)",
+    );
+    until(
+        &server,
+        metrics,
+        &series("ended", "misbehave", "client_gone"),
+        1.0,
+    );
+    let mut next = server.connect();
+    next.send(b"hello\n");
+    assert_eq!(next.read_line(), "ok hello\r\n", "{personality}");
+}
+per_personality!(a_guest_writing_to_a_client_that_left_is_ended: multiplex, prefork);
+
 /// A datagram's reply counts too: a guest flooding its reply is cut off
 /// at the limit (no more than it reaches the sender), and the next
 /// datagram is served.

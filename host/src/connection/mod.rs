@@ -22,7 +22,7 @@ use crate::client::ClientInfo;
 use crate::fairness;
 use crate::log::tag::tagged;
 use crate::service::{Admitted, Service, Unmade};
-use crate::transport::{ClientSocket, Incoming, Wait};
+use crate::transport::{ClientSocket, Incoming, KeptWriting, Wait};
 use crate::wasm::budget::Which;
 use crate::wasm::stdio::GuestIo;
 use crate::wasm::{Handler, Instance};
@@ -74,6 +74,9 @@ pub enum End {
     NoMemory(String),
     /// The guest wrote this many bytes, its `max_bytes_written`.
     BytesWritten(u64),
+    /// The client went away, and the guest kept writing to it (see
+    /// [`crate::transport::WRITES_AFTER_FAILURE`]).
+    KeptWriting,
 }
 
 impl End {
@@ -142,6 +145,8 @@ impl End {
         move |error| {
             if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
                 End::Exited(exit.0)
+            } else if error.downcast_ref::<KeptWriting>().is_some() {
+                End::KeptWriting
             } else if socket.write_failed().is_some() {
                 End::ClientGone
             } else {
@@ -185,7 +190,7 @@ impl End {
                 }
             }
             Self::Instantiate(_) => Ending::InstantiateFailed,
-            Self::ClientGone => Ending::ClientGone,
+            Self::ClientGone | Self::KeptWriting => Ending::ClientGone,
             Self::ReplyFailed(_) => Ending::ReplyFailed,
             Self::Idle(_) | Self::HeaderTimeout(_) => Ending::IdleTimeout,
             Self::TimedOut(_) => Ending::ConnectionTimeout,
@@ -211,6 +216,7 @@ impl fmt::Display for End {
             }
             Self::Instantiate(error) => write!(f, "{UNMADE}: {error:#}"),
             Self::ClientGone => f.write_str("the client went away"),
+            Self::KeptWriting => write!(f, "the client went away; {KeptWriting}"),
             Self::ReplyFailed(why) => write!(f, "cannot send the reply: {why}"),
             Self::Idle(after) => write!(f, "idle timeout: no data for {}s", after.as_secs_f64()),
             Self::HeaderTimeout(after) => write!(

@@ -32,5 +32,5 @@ mod stream;
 pub mod tls;
 
 pub use listener::{Accepted, Incoming, ListenSocket, Listener, StdIncoming};
-pub use socket::{CHUNK, ClientSocket, Wait};
+pub use socket::{CHUNK, ClientSocket, KeptWriting, WRITES_AFTER_FAILURE, Wait};
 pub use stream::{AsyncStream, RawStream, StdStream, Stream};

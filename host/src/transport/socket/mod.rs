@@ -107,12 +107,52 @@ enum Io {
     Datagram(Box<dgram::Dgram>),
 }
 
-/// Bytes the guest wrote that the stream did not take yet, and the error
-/// that ended writing.
+/// Bytes the guest wrote that the stream did not take yet, the error
+/// that ended writing, and the writes refused since.
 #[derive(Debug, Default)]
 struct Outgoing {
     pending: BytesMut,
     failed: Option<io::ErrorKind>,
+    /// Writes (and checks for room) refused since writing failed.
+    refused: u32,
+}
+
+/// The writes a guest may still try once writing to its client failed
+/// (the client reset or went away): each is refused with the error, as
+/// WASI says; the next one traps with [`KeptWriting`]. A guest that
+/// ignores the error and writes in a loop would otherwise compute for
+/// nothing until its `cpu_limit`, a neighbour's CPU, long after its
+/// client left; one that tries a few more times, or flushes at its end,
+/// is never near this.
+pub const WRITES_AFTER_FAILURE: u32 = 1024;
+
+/// The trap of a guest that kept writing to a client that had gone (see
+/// [`WRITES_AFTER_FAILURE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptWriting;
+
+impl std::fmt::Display for KeptWriting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the handler kept writing to a client that had gone ({WRITES_AFTER_FAILURE} writes refused)"
+        )
+    }
+}
+
+impl std::error::Error for KeptWriting {}
+
+impl Outgoing {
+    /// The error for a write (or a check for room) once writing failed
+    /// with `kind`: the error itself, or past [`WRITES_AFTER_FAILURE`] a
+    /// trap.
+    fn refuse(&mut self, kind: io::ErrorKind) -> StreamError {
+        self.refused = self.refused.saturating_add(1);
+        if self.refused > WRITES_AFTER_FAILURE {
+            return StreamError::Trap(wasmtime::Error::new(KeptWriting));
+        }
+        stream_error(kind.into())
+    }
 }
 
 impl Outgoing {
@@ -383,7 +423,7 @@ impl ClientSocket {
         let mut out = self.outgoing();
         self.push(&mut out);
         match out.failed {
-            Some(kind) => Err(stream_error(kind.into())),
+            Some(kind) => Err(out.refuse(kind)),
             None => Ok(CHUNK.saturating_sub(out.pending.len())),
         }
     }
@@ -405,7 +445,7 @@ impl ClientSocket {
         }
         let mut out = self.outgoing();
         if let Some(kind) = out.failed {
-            return Err(stream_error(kind.into()));
+            return Err(out.refuse(kind));
         }
         out.pending.extend_from_slice(&bytes);
         self.push(&mut out);
@@ -634,6 +674,44 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"123456789a", "the client got the limit's worth");
+    }
+
+    #[test]
+    fn writes_after_a_failure_are_refused_then_trap() {
+        // (writing failed with, refused writes before, what the next gets)
+        let cases = [
+            (io::ErrorKind::BrokenPipe, 0, "closed"),
+            (
+                io::ErrorKind::BrokenPipe,
+                WRITES_AFTER_FAILURE - 1,
+                "closed",
+            ),
+            (
+                io::ErrorKind::ConnectionReset,
+                WRITES_AFTER_FAILURE - 1,
+                "closed",
+            ),
+            (io::ErrorKind::TimedOut, WRITES_AFTER_FAILURE - 1, "failed"),
+            (io::ErrorKind::BrokenPipe, WRITES_AFTER_FAILURE, "trap"),
+            (io::ErrorKind::TimedOut, WRITES_AFTER_FAILURE, "trap"),
+            (io::ErrorKind::BrokenPipe, u32::MAX, "trap"),
+        ];
+        for (kind, before, want) in cases {
+            let mut out = Outgoing {
+                failed: Some(kind),
+                refused: before,
+                ..Outgoing::default()
+            };
+            let got = match out.refuse(kind) {
+                StreamError::Closed => "closed",
+                StreamError::LastOperationFailed(_) => "failed",
+                StreamError::Trap(e) => {
+                    assert_eq!(e.downcast_ref::<KeptWriting>(), Some(&KeptWriting));
+                    "trap"
+                }
+            };
+            assert_eq!(got, want, "{kind:?} after {before}");
+        }
     }
 
     #[test]
