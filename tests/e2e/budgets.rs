@@ -286,23 +286,41 @@ port = 0
     let _again = holds_again(&server, a, 10);
 }
 
-/// A guest that writes forever (ignoring that its writes fail) is cut off
-/// at `max_bytes_written`: the client gets no more than that, the log
-/// says why, and the next client is served.
-fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
+/// A server of `personality` with `option` (flag and value) serving
+/// `misbehave.wasm`, its metrics endpoint, and a client that asked it to
+/// flood.
+fn flooding(personality: &str, option: [&str; 2]) -> (Server, SocketAddr, Client) {
     let mut server = Server::start(&[
         "--server-type",
         personality,
         "--module",
         guests::MISBEHAVE,
-        "--max-bytes-written",
-        "100K",
+        option[0],
+        option[1],
         "--metrics-port",
         "0",
     ]);
     let metrics = endpoint(&mut server);
     let mut client = server.connect();
     client.send(b"flood\n");
+    (server, metrics, client)
+}
+
+/// The flooding connection ended as `line` says, counted as `reason`,
+/// and the next client of `server` is served.
+fn ended_and_next_served(server: &mut Server, metrics: SocketAddr, line: &str, reason: &str) {
+    server.wait_for_log(line);
+    until(server, metrics, &series("ended", "misbehave", reason), 1.0);
+    let mut next = server.connect();
+    next.send(b"hello\n");
+    assert_eq!(next.read_line(), "ok hello\r\n");
+}
+
+/// A guest that writes forever (ignoring that its writes fail) is cut off
+/// at `max_bytes_written`: the client gets no more than that, the log
+/// says why, and the next client is served.
+fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
+    let (mut server, metrics, mut client) = flooding(personality, ["--max-bytes-written", "100K"]);
     let got = client.read_until_closed();
     assert!(
         !got.is_empty() && got.len() <= 100 << 10,
@@ -310,17 +328,12 @@ fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
         got.len()
     );
     assert!(got.iter().all(|&b| b == b'x'), "{personality}");
-    server.wait_for_log("cut off: the handler wrote 102400 bytes, its max_bytes_written");
-    let misbehave = "misbehave";
-    until(
-        &server,
+    ended_and_next_served(
+        &mut server,
         metrics,
-        &series("ended", misbehave, "max_bytes_written"),
-        1.0,
+        "cut off: the handler wrote 102400 bytes, its max_bytes_written",
+        "max_bytes_written",
     );
-    let mut next = server.connect();
-    next.send(b"hello\n");
-    assert_eq!(next.read_line(), "ok hello\r\n", "{personality}");
 }
 per_personality!(a_connection_is_cut_off_at_max_bytes_written: multiplex, prefork);
 
@@ -329,19 +342,7 @@ per_personality!(a_connection_is_cut_off_at_max_bytes_written: multiplex, prefor
 /// (it would otherwise compute until its `cpu_limit`, for no one), with
 /// the reason in its log line; the next client is served.
 fn a_guest_writing_to_a_client_that_left_is_ended(personality: &str) {
-    let mut server = Server::start(&[
-        "--server-type",
-        personality,
-        "--module",
-        guests::MISBEHAVE,
-        "--cpu-limit",
-        "600",
-        "--metrics-port",
-        "0",
-    ]);
-    let metrics = endpoint(&mut server);
-    let mut client = server.connect();
-    client.send(b"flood\n");
+    let (mut server, metrics, mut client) = flooding(personality, ["--cpu-limit", "600"]);
     let mut some = [0u8; 4096];
     let n = client.try_read(&mut some).expect("the flood's first bytes");
     assert!(
@@ -350,18 +351,12 @@ fn a_guest_writing_to_a_client_that_left_is_ended(personality: &str) {
     );
     // Gone, with the flood unread: the server's next writes fail.
     drop(client);
-    server.wait_for_log(
-        "the client went away; the handler kept writing to a client that had gone (1024 writes refused)",
-    );
-    until(
-        &server,
+    ended_and_next_served(
+        &mut server,
         metrics,
-        &series("ended", "misbehave", "client_gone"),
-        1.0,
+        "the client went away; the handler kept writing to a client that had gone (1024 writes refused)",
+        "client_gone",
     );
-    let mut next = server.connect();
-    next.send(b"hello\n");
-    assert_eq!(next.read_line(), "ok hello\r\n", "{personality}");
 }
 per_personality!(a_guest_writing_to_a_client_that_left_is_ended: multiplex, prefork);
 
