@@ -307,13 +307,19 @@ fn flooding(personality: &str, option: [&str; 2]) -> (Server, SocketAddr, Client
 }
 
 /// The flooding connection ended as `line` says, counted as `reason`,
-/// and the next client of `server` is served.
-fn ended_and_next_served(server: &mut Server, metrics: SocketAddr, line: &str, reason: &str) {
+/// and the next client of `server` (of `personality`) is served.
+fn ended_and_next_served(
+    server: &mut Server,
+    metrics: SocketAddr,
+    line: &str,
+    reason: &str,
+    personality: &str,
+) {
     server.wait_for_log(line);
     until(server, metrics, &series("ended", "misbehave", reason), 1.0);
     let mut next = server.connect();
     next.send(b"hello\n");
-    assert_eq!(next.read_line(), "ok hello\r\n");
+    assert_eq!(next.read_line(), "ok hello\r\n", "{personality}");
 }
 
 /// A guest that writes forever (ignoring that its writes fail) is cut off
@@ -333,6 +339,7 @@ fn a_connection_is_cut_off_at_max_bytes_written(personality: &str) {
         metrics,
         "cut off: the handler wrote 102400 bytes, its max_bytes_written",
         "max_bytes_written",
+        personality,
     );
 }
 per_personality!(a_connection_is_cut_off_at_max_bytes_written: multiplex, prefork);
@@ -356,6 +363,7 @@ fn a_guest_writing_to_a_client_that_left_is_ended(personality: &str) {
         metrics,
         "the client went away; the handler kept writing to a client that had gone (1024 writes refused)",
         "client_gone",
+        personality,
     );
 }
 per_personality!(a_guest_writing_to_a_client_that_left_is_ended: multiplex, prefork);

@@ -49,10 +49,10 @@
 //! threads at its first poll once its service is no longer throttled; a
 //! task a throttled task spawns (an accept loop's connection) starts
 //! aside; a heavy guest moves while it waits for its next turn (it is
-//! always waiting for one between its polls). Alone on a worker a service is never throttled: nothing is lost
-//! when no one else waits. Turns are charged by the time they last, so a
-//! service of many short turns and one of few long ones share by
-//! `cpu_share` all the same.
+//! always waiting for one between its polls). Alone on a worker a
+//! service is never throttled: nothing is lost when no one else waits.
+//! Turns are charged by the time they last, so a service of many short
+//! turns and one of few long ones share by `cpu_share` all the same.
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, VecDeque};

@@ -153,9 +153,7 @@ impl Outgoing {
         }
         stream_error(kind.into())
     }
-}
 
-impl Outgoing {
     /// Hands the pending bytes to `write` until none are left, writing
     /// failed (then `failed` says why) or `write` would wait (pending).
     fn send_with(
