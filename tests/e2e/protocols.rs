@@ -427,6 +427,53 @@ fn unix_datagram_echo_and_an_unnamed_sender() {
     }
 }
 
+/// A unix datagram client that asks for a flood and never reads fills its
+/// queue; the kernel then refuses the replies, which wait (tried again
+/// later and later) until `idle_timeout` ends that request. Another client
+/// is answered meanwhile and after.
+#[test]
+fn a_unix_datagram_client_that_does_not_read_holds_only_its_own_reply() {
+    let path = socket_path("unixdgram-full", "d.sock");
+    let spec = format!("{}|unixdgram", path.display());
+    let mut server = Server::start(&[
+        "--module",
+        guests::MISBEHAVE,
+        "--port",
+        &spec,
+        "--udp-amplification",
+        "0",
+        "--idle-timeout",
+        "2",
+    ]);
+    server.wait_for_log(&format!(
+        "Binding to UNIXDGRAM socket file \"{}\"",
+        path.display()
+    ));
+    let flooded = unix_dgram_client(&fresh_dir("protocols", "unixdgram-full-a"));
+    flooded.send_to(b"flood", &path).unwrap();
+    let other = unix_dgram_client(&fresh_dir("protocols", "unixdgram-full-b"));
+    let mut buf = [0u8; 256];
+    for _ in 0..3 {
+        other.send_to(b"hello", &path).unwrap();
+        let n = other.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"ok hello\r\n");
+    }
+    let line = server.wait_for_log_all(&["peer=unix:", "idle timeout: no data for 2s"]);
+    assert!(line.contains("unixdgram-full-a"), "{line}");
+    other.send_to(b"after", &path).unwrap();
+    let n = other.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ok after\r\n");
+    // What the flooded client's queue took is whole 4 KiB blocks.
+    flooded.set_nonblocking(true).unwrap();
+    let mut big = vec![0u8; 70_000];
+    let mut queued = 0;
+    while let Ok(n) = flooded.recv(&mut big) {
+        assert!(n > 0 && big[..n].iter().all(|&b| b == b'x'), "{n} bytes");
+        queued += 1;
+    }
+    assert!(queued > 0, "the flooded client's queue took nothing");
+}
+
 /// One server of `personality` serving TCP, UDP, a unix stream socket and
 /// a unix datagram socket at once: each answers the echo.
 fn all_four_kinds_at_once(personality: &str) {

@@ -3,19 +3,22 @@
 //! `recv`), and the guest's reply goes back to its sender from the same
 //! socket ([`ReplyTo`]), capped against amplification ([`ReplyCap`]).
 
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, recvmsg, sendto,
 };
 use tokio::io::Interest;
-use tokio::net::{UdpSocket, UnixDatagram};
+use tokio::io::unix::AsyncFd;
 
 use crate::client::{Credentials, Local, Peer};
 
@@ -28,80 +31,131 @@ pub const MAX_DATAGRAM: usize = 65_507;
 /// the amplification cap counts them on both sides.
 pub const HEADER_BYTES: u64 = 28;
 
-/// A datagram socket registered with a worker's runtime.
+/// A datagram socket registered with a worker's runtime: UDP, or unix
+/// datagram.
+///
+/// The runtime is told of its datagrams through an epoll instance of the
+/// socket's own ([`Arrivals`]), armed for one arrival at a time, not by
+/// registering the socket itself: an edge-triggered registration (all
+/// tokio makes) wakes the runtime's thread waiting in `epoll` at every
+/// datagram that arrives, and every reply's buffer freed, even while a task
+/// is reading the socket in a loop and would find them anyway. Where the
+/// worker's threads share a CPU that is two context switches per datagram,
+/// a third of its cost. So [`DgramSocket::recv`] reads until the socket is
+/// empty, and only then arms the instance for the next arrival and waits.
+/// A reply is sent without waiting; one that would block is tried again
+/// later (see [`RoomWait`]).
 #[derive(Debug)]
-pub enum DgramSocket {
-    /// UDP.
-    Udp(UdpSocket),
-    /// A unix datagram socket.
-    Unix(UnixDatagram),
+pub struct DgramSocket {
+    socket: OwnedFd,
+    /// Datagrams to read.
+    arrivals: Arrivals,
+    unix: bool,
 }
 
 impl DgramSocket {
+    /// A UDP socket, registered with the current runtime.
+    pub fn udp(socket: std::net::UdpSocket) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::register(socket.into(), false)
+    }
+
+    /// A unix datagram socket, registered with the current runtime.
+    pub fn unix(socket: std::os::unix::net::UnixDatagram) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Self::register(socket.into(), true)
+    }
+
+    fn register(socket: OwnedFd, unix: bool) -> io::Result<Self> {
+        Ok(Self {
+            arrivals: Arrivals::new(socket.as_fd())?,
+            socket,
+            unix,
+        })
+    }
+
     /// The protocol's name, lower case, as the client info gives it.
     pub fn proto(&self) -> &'static str {
-        match self {
-            Self::Udp(_) => "udp",
-            Self::Unix(_) => "unixdgram",
-        }
+        if self.unix { "unixdgram" } else { "udp" }
     }
 
-    fn try_io<R>(&self, interest: Interest, io: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
-        match self {
-            Self::Udp(socket) => socket.try_io(interest, io),
-            Self::Unix(socket) => socket.try_io(interest, io),
-        }
-    }
-
-    async fn readable(&self) -> io::Result<()> {
-        match self {
-            Self::Udp(socket) => socket.readable().await,
-            Self::Unix(socket) => socket.readable().await,
-        }
-    }
-
-    /// Polls until a send may not block.
-    pub fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Self::Udp(socket) => socket.poll_send_ready(cx),
-            Self::Unix(socket) => socket.poll_send_ready(cx),
-        }
-    }
-
-    /// Receives the next datagram, at most `len` bytes of it.
+    /// Receives the next datagram, at most `len` bytes of it. One task at
+    /// a time receives on a socket (its listener's).
     pub async fn recv(self: &Arc<Self>, len: usize, flags: MsgFlags) -> io::Result<Received> {
         let mut buf = BytesMut::zeroed(len);
+        let fd = self.socket.as_raw_fd();
         loop {
-            self.readable().await?;
-            let fd = self.as_fd().as_raw_fd();
-            let unix = matches!(**self, Self::Unix(_));
-            match self.try_io(Interest::READABLE, || recv_one(fd, &mut buf, flags, unix)) {
+            match recv_one(fd, &mut buf, flags, self.unix) {
                 Ok(got) => return Ok(got.into_received(buf, Some(self.clone()))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
+            self.arrivals.wait(self.socket.as_fd()).await?;
         }
     }
 
     /// Sends `bytes` to `to` if the socket takes them now.
     fn try_send(&self, bytes: &[u8], to: &Sender) -> io::Result<usize> {
-        let fd = self.as_fd().as_raw_fd();
         let to: &dyn SockaddrLike = match to {
             Sender::Ip(addr) => addr,
             Sender::Unix(addr) => addr,
         };
-        self.try_io(Interest::WRITABLE, || {
-            sendto(fd, bytes, to, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
-        })
+        sendto(self.socket.as_raw_fd(), bytes, to, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+    }
+}
+
+/// An epoll instance holding one datagram socket, registered with the
+/// runtime: it becomes readable when a datagram arrives while it is armed
+/// (`EPOLLONESHOT`), once.
+#[derive(Debug)]
+struct Arrivals(AsyncFd<Instance>);
+
+/// An epoll instance's descriptor, as the runtime registers it.
+#[derive(Debug)]
+struct Instance(Epoll);
+
+impl AsRawFd for Instance {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+/// The event [`Arrivals`] is armed for: one datagram to read.
+fn one_arrival() -> EpollEvent {
+    EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, 0)
+}
+
+impl Arrivals {
+    /// An instance holding `socket`, armed.
+    fn new(socket: BorrowedFd<'_>) -> io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(socket, one_arrival())?;
+        // SAFETY: the epoll instance's descriptor is owned by `Instance`,
+        // which the `AsyncFd` owns: it stays open and the same until both
+        // are dropped.
+        let instance =
+            unsafe { AsyncFd::register_with_interest(Instance(epoll), Interest::READABLE) }
+                .map_err(io::Error::from)?;
+        Ok(Self(instance))
+    }
+
+    /// Waits for the next datagram on `socket`: arms the instance (a
+    /// datagram already there makes it readable at once), waits until it
+    /// is readable, and takes its event, so that it is not again until
+    /// armed.
+    async fn wait(&self, socket: BorrowedFd<'_>) -> io::Result<()> {
+        let epoll = &self.0.get_ref().0;
+        epoll.modify(socket, &mut one_arrival())?;
+        let mut ready = self.0.readable().await?;
+        epoll.wait(&mut [EpollEvent::empty()], EpollTimeout::ZERO)?;
+        ready.clear_ready();
+        Ok(())
     }
 }
 
 impl AsFd for DgramSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match self {
-            Self::Udp(socket) => socket.as_fd(),
-            Self::Unix(socket) => socket.as_fd(),
-        }
+        self.socket.as_fd()
     }
 }
 
@@ -277,9 +331,46 @@ impl ReplyTo {
         self.socket.try_send(bytes, &self.to)
     }
 
-    /// Polls until a send may not block.
-    pub fn poll_send_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.socket.poll_send_ready(cx)
+    /// Polls until a send that would have blocked is to be tried again
+    /// (see [`RoomWait`]).
+    pub fn poll_send_ready(&self, cx: &mut Context<'_>, wait: &mut RoomWait) -> Poll<()> {
+        let retry = wait.retry.get_or_insert_with(|| {
+            let after = ROOM_RETRY_FIRST.saturating_mul(1 << wait.tries.min(16));
+            Box::pin(tokio::time::sleep(after.min(ROOM_RETRY_MAX)))
+        });
+        std::task::ready!(retry.as_mut().poll(cx));
+        wait.retry = None;
+        wait.tries += 1;
+        Poll::Ready(())
+    }
+}
+
+/// The first wait before a reply that would have blocked is tried again;
+/// each next wait doubles, up to [`ROOM_RETRY_MAX`].
+pub const ROOM_RETRY_FIRST: Duration = Duration::from_millis(1);
+
+/// The longest wait between tries of a reply that would block.
+pub const ROOM_RETRY_MAX: Duration = Duration::from_millis(64);
+
+/// One reply's wait for room to send. A UDP send blocks when the
+/// socket's own send buffer is full, a unix datagram send when the
+/// *client's* queue is full — which a socket not connected to that client
+/// is never told of: it polls as writable all along. So neither is waited
+/// for through the runtime (it would also wake a thread at every reply's
+/// buffer freed: see [`DgramSocket`]); the reply is tried again after
+/// [`ROOM_RETRY_FIRST`], then after waits doubling up to
+/// [`ROOM_RETRY_MAX`], until the socket takes it or the connection's
+/// limits end it.
+#[derive(Debug, Default)]
+pub struct RoomWait {
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+    tries: u32,
+}
+
+impl RoomWait {
+    /// A send went through: the next wait starts short again.
+    pub fn sent(&mut self) {
+        self.tries = 0;
     }
 }
 
@@ -413,7 +504,7 @@ mod tests {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         server.set_nonblocking(true).unwrap();
         let addr = server.local_addr().unwrap();
-        let server = Arc::new(DgramSocket::Udp(UdpSocket::from_std(server).unwrap()));
+        let server = Arc::new(DgramSocket::udp(server).unwrap());
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         // (sent, receive length, what the request holds, truncated)
         let cases: [(&[u8], usize, &[u8], bool); 4] = [
@@ -436,6 +527,118 @@ mod tests {
         }
     }
 
+    /// The socket's arrivals instance is armed again each time the socket
+    /// is found empty: datagrams sent while the receiver waits, in bursts
+    /// read before it waits again, and after a pause are all received.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_datagram_is_received_whenever_it_arrives() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let server = Arc::new(DgramSocket::udp(server).unwrap());
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // (datagrams sent at once, pause before sending them)
+        let cases = [(1, 0), (1, 20), (5, 0), (1, 0), (32, 5), (2, 30), (1, 0)];
+        for (round, (burst, pause)) in cases.into_iter().enumerate() {
+            let receiver = {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    for _ in 0..burst {
+                        let received = server.recv(64, MsgFlags::empty()).await.unwrap();
+                        got.push(received.data);
+                    }
+                    got
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            for i in 0..burst {
+                client
+                    .send_to(format!("{round}-{i}").as_bytes(), addr)
+                    .unwrap();
+            }
+            let got = tokio::time::timeout(Duration::from_secs(5), receiver)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: a datagram was not received"))
+                .unwrap();
+            let want: Vec<Bytes> = (0..burst)
+                .map(|i| Bytes::from(format!("{round}-{i}")))
+                .collect();
+            assert_eq!(got, want, "round {round}");
+        }
+    }
+
+    /// A reply that would block is tried again, later and later, and goes
+    /// once the client's queue has room (a unix client's, which the socket
+    /// is never told of).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reply_that_would_block_goes_once_there_is_room() {
+        let dir = std::env::temp_dir().join(format!("ns-room-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let server = Arc::new(DgramSocket::unix(server).unwrap());
+        let client = std::os::unix::net::UnixDatagram::bind(dir.join("client.sock")).unwrap();
+        client.send_to(b"hi", &path).unwrap();
+        let reply = server
+            .recv(64, MsgFlags::empty())
+            .await
+            .unwrap()
+            .reply_to()
+            .unwrap();
+        let mut queued = 0;
+        loop {
+            match reply.try_send(b"x") {
+                Ok(_) => queued += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(queued > 0, "the client's queue took no datagram");
+        for round in 0..3 {
+            let sending = {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut wait = RoomWait::default();
+                    loop {
+                        match reply.try_send(b"late") {
+                            Ok(_) => return wait.tries,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                std::future::poll_fn(|cx| reply.poll_send_ready(cx, &mut wait))
+                                    .await;
+                            }
+                            Err(e) => panic!("send: {e}"),
+                        }
+                    }
+                })
+            };
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(
+                !sending.is_finished(),
+                "round {round}: sent to a full queue"
+            );
+            let mut buf = [0u8; 8];
+            client.recv(&mut buf).unwrap();
+            let tries = tokio::time::timeout(Duration::from_secs(5), sending)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: not sent once there was room"))
+                .unwrap();
+            // Some 30 ms of waits from 1 ms, doubling (1, 2, 4, 8, 16...):
+            // a few tries, not one per millisecond.
+            assert!((2..=12).contains(&tries), "round {round}: {tries} tries");
+        }
+        // The queue holds what was sent, in order: the three late ones last.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8];
+        client.set_nonblocking(true).unwrap();
+        while let Ok(n) = client.recv(&mut buf) {
+            got.push(buf[..n].to_vec());
+        }
+        assert_eq!(got.len(), queued);
+        assert!(got.ends_with(&[b"late".to_vec(), b"late".to_vec(), b"late".to_vec()]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn unix_senders_carry_credentials_and_only_named_ones_get_replies() {
         let dir = std::env::temp_dir().join(format!("ns-dgram-{}", std::process::id()));
@@ -445,7 +648,7 @@ mod tests {
         let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         nix::sys::socket::setsockopt(&server, nix::sys::socket::sockopt::PassCred, &true).unwrap();
         server.set_nonblocking(true).unwrap();
-        let server = Arc::new(DgramSocket::Unix(UnixDatagram::from_std(server).unwrap()));
+        let server = Arc::new(DgramSocket::unix(server).unwrap());
         let named = std::os::unix::net::UnixDatagram::bind(dir.join("client.sock")).unwrap();
         named.send_to(b"hi", &path).unwrap();
         let got = server.recv(64, MsgFlags::empty()).await.unwrap();

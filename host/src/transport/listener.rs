@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use nix::sys::socket::{AddressFamily, SockType, getsockopt, setsockopt, sockopt};
-use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use tokio::net::{TcpListener, UnixListener};
 
 use super::addr::{credentials, family_of, local_of};
 use super::datagram::{DgramSocket, Received, RecvSettings, StdReceived};
@@ -116,12 +116,8 @@ impl ListenSocket {
         let kind = match self {
             Self::Tcp(socket) => Kind::Tcp(TcpListener::from_std(socket)?),
             Self::Unix(socket) => Kind::Unix(UnixListener::from_std(socket)?),
-            Self::Udp(socket) => {
-                Kind::Datagram(Arc::new(DgramSocket::Udp(UdpSocket::from_std(socket)?)))
-            }
-            Self::UnixDgram(socket) => {
-                Kind::Datagram(Arc::new(DgramSocket::Unix(UnixDatagram::from_std(socket)?)))
-            }
+            Self::Udp(socket) => Kind::Datagram(Arc::new(DgramSocket::udp(socket)?)),
+            Self::UnixDgram(socket) => Kind::Datagram(Arc::new(DgramSocket::unix(socket)?)),
         };
         Ok(Listener {
             kind,

@@ -19,7 +19,9 @@ use wasmtime_wasi::p2::{StreamError, StreamResult};
 
 use super::Counters;
 use crate::client::Peer;
-use crate::transport::datagram::{HEADER_BYTES, MAX_DATAGRAM, Received, ReplyCap, ReplyTo};
+use crate::transport::datagram::{
+    HEADER_BYTES, MAX_DATAGRAM, Received, ReplyCap, ReplyTo, RoomWait,
+};
 
 /// Cut reply datagrams waiting for the socket before the guest must wait.
 const QUEUED_MAX: usize = 16;
@@ -50,6 +52,8 @@ struct Reply {
     discard: bool,
     /// Why sending failed, which ends the reply.
     failed: Option<io::ErrorKind>,
+    /// The wait for room to send, once a send would have blocked.
+    room: RoomWait,
 }
 
 impl Dgram {
@@ -181,6 +185,7 @@ impl Dgram {
                 Ok(n) => {
                     counters.sent(n);
                     out.queued.pop_front();
+                    out.room.sent();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -204,20 +209,18 @@ impl Dgram {
         counters: &Counters,
     ) -> Poll<io::Result<()>> {
         loop {
-            {
-                let mut out = self.reply();
-                self.send_queued(&mut out, counters);
-                if let Some(kind) = out.failed {
-                    return Poll::Ready(Err(kind.into()));
-                }
-                if out.queued.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
+            let mut out = self.reply();
+            self.send_queued(&mut out, counters);
+            if let Some(kind) = out.failed {
+                return Poll::Ready(Err(kind.into()));
+            }
+            if out.queued.is_empty() {
+                return Poll::Ready(Ok(()));
             }
             let Some(to) = &self.reply_to else {
                 return Poll::Ready(Ok(()));
             };
-            std::task::ready!(to.poll_send_ready(cx))?;
+            std::task::ready!(to.poll_send_ready(cx, &mut out.room));
         }
     }
 
