@@ -567,16 +567,29 @@ mod tests {
         }
     }
 
+    /// A unix datagram socket bound in a fresh directory named for `test`:
+    /// the directory, the socket's path and the socket.
+    fn unix_server(
+        test: &str,
+    ) -> (
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::os::unix::net::UnixDatagram,
+    ) {
+        let dir = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("server.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        (dir, path, server)
+    }
+
     /// A reply that would block is tried again, later and later, and goes
     /// once the client's queue has room (a unix client's, which the socket
     /// is never told of).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reply_that_would_block_goes_once_there_is_room() {
-        let dir = std::env::temp_dir().join(format!("ns-room-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("server.sock");
-        let _ = std::fs::remove_file(&path);
-        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = unix_server("ns-room");
         let server = Arc::new(DgramSocket::unix(server).unwrap());
         let client = std::os::unix::net::UnixDatagram::bind(dir.join("client.sock")).unwrap();
         client.send_to(b"hi", &path).unwrap();
@@ -641,13 +654,8 @@ mod tests {
 
     #[tokio::test]
     async fn unix_senders_carry_credentials_and_only_named_ones_get_replies() {
-        let dir = std::env::temp_dir().join(format!("ns-dgram-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("server.sock");
-        let _ = std::fs::remove_file(&path);
-        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let (dir, path, server) = unix_server("ns-dgram");
         nix::sys::socket::setsockopt(&server, nix::sys::socket::sockopt::PassCred, &true).unwrap();
-        server.set_nonblocking(true).unwrap();
         let server = Arc::new(DgramSocket::unix(server).unwrap());
         let named = std::os::unix::net::UnixDatagram::bind(dir.join("client.sock")).unwrap();
         named.send_to(b"hi", &path).unwrap();
