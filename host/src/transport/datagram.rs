@@ -80,8 +80,12 @@ impl DgramSocket {
     }
 
     /// Receives the next datagram, at most `len` bytes of it. One task at
-    /// a time receives on a socket (its listener's).
+    /// a time receives on a socket (its listener's). Each call takes a unit
+    /// of the task's cooperative budget, as tokio's own sockets do, so that
+    /// a loop over a socket that is never empty still lets the thread's
+    /// other tasks run.
     pub async fn recv(self: &Arc<Self>, len: usize, flags: MsgFlags) -> io::Result<Received> {
+        tokio::task::consume_budget().await;
         let mut buf = BytesMut::zeroed(len);
         let fd = self.socket.as_raw_fd();
         loop {
@@ -565,6 +569,44 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "round {round}");
         }
+    }
+
+    /// A loop receiving from a socket that is never empty gives way to the
+    /// thread's other tasks (the socket's reads take cooperative budget:
+    /// tokio's is 128 units).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_receiving_loop_lets_other_tasks_run() {
+        const QUEUED: usize = 200;
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // Room for them all (the kernel caps it at rmem_max, 208 KiB by
+        // default, doubled: some 400 small datagrams).
+        nix::sys::socket::setsockopt(&server, nix::sys::socket::sockopt::RcvBuf, &(1 << 20))
+            .unwrap();
+        let addr = server.local_addr().unwrap();
+        let server = Arc::new(DgramSocket::udp(server).unwrap());
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..QUEUED {
+            client.send_to(&i.to_be_bytes(), addr).unwrap();
+        }
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let other = {
+            let ran = ran.clone();
+            tokio::spawn(async move { ran.store(true, Ordering::Relaxed) })
+        };
+        let mut received_before_it_ran = None;
+        for n in 0..QUEUED {
+            let wait =
+                tokio::time::timeout(Duration::from_secs(5), server.recv(64, MsgFlags::empty()));
+            wait.await
+                .unwrap_or_else(|_| panic!("only {n} of {QUEUED} datagrams were queued"))
+                .unwrap();
+            if received_before_it_ran.is_none() && ran.load(Ordering::Relaxed) {
+                received_before_it_ran = Some(n);
+            }
+        }
+        other.await.unwrap();
+        let n = received_before_it_ran.expect("the other task ran only after the loop");
+        assert!(n <= 130, "the other task waited for {n} datagrams");
     }
 
     /// A unix datagram socket bound in a fresh directory named for `test`:
