@@ -463,7 +463,7 @@ fn a_unix_datagram_client_that_does_not_read_holds_only_its_own_reply() {
     other.send_to(b"after", &path).unwrap();
     let n = other.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"ok after\r\n");
-    // What the flooded client's queue took is whole 4 KiB blocks.
+    // What the flooded client's queue took is the flood's `x`s.
     flooded.set_nonblocking(true).unwrap();
     let mut big = vec![0u8; 70_000];
     let mut queued = 0;

@@ -334,19 +334,6 @@ impl ReplyTo {
     pub fn try_send(&self, bytes: &[u8]) -> io::Result<usize> {
         self.socket.try_send(bytes, &self.to)
     }
-
-    /// Polls until a send that would have blocked is to be tried again
-    /// (see [`RoomWait`]).
-    pub fn poll_send_ready(&self, cx: &mut Context<'_>, wait: &mut RoomWait) -> Poll<()> {
-        let retry = wait.retry.get_or_insert_with(|| {
-            let after = ROOM_RETRY_FIRST.saturating_mul(1 << wait.tries.min(16));
-            Box::pin(tokio::time::sleep(after.min(ROOM_RETRY_MAX)))
-        });
-        std::task::ready!(retry.as_mut().poll(cx));
-        wait.retry = None;
-        wait.tries += 1;
-        Poll::Ready(())
-    }
 }
 
 /// The first wait before a reply that would have blocked is tried again;
@@ -372,6 +359,19 @@ pub struct RoomWait {
 }
 
 impl RoomWait {
+    /// Polls until a send that would have blocked is to be tried again.
+    pub fn poll_retry(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let tries = self.tries;
+        let retry = self.retry.get_or_insert_with(|| {
+            let after = ROOM_RETRY_FIRST.saturating_mul(1 << tries.min(16));
+            Box::pin(tokio::time::sleep(after.min(ROOM_RETRY_MAX)))
+        });
+        std::task::ready!(retry.as_mut().poll(cx));
+        self.retry = None;
+        self.tries += 1;
+        Poll::Ready(())
+    }
+
     /// A send went through: the next wait starts short again.
     pub fn sent(&mut self) {
         self.tries = 0;
@@ -506,7 +506,6 @@ mod tests {
     #[tokio::test]
     async fn a_datagram_and_its_sender() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        server.set_nonblocking(true).unwrap();
         let addr = server.local_addr().unwrap();
         let server = Arc::new(DgramSocket::udp(server).unwrap());
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -659,8 +658,7 @@ mod tests {
                         match reply.try_send(b"late") {
                             Ok(_) => return wait.tries,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                std::future::poll_fn(|cx| reply.poll_send_ready(cx, &mut wait))
-                                    .await;
+                                std::future::poll_fn(|cx| wait.poll_retry(cx)).await;
                             }
                             Err(e) => panic!("send: {e}"),
                         }

@@ -217,10 +217,9 @@ impl Dgram {
             if out.queued.is_empty() {
                 return Poll::Ready(Ok(()));
             }
-            let Some(to) = &self.reply_to else {
-                return Poll::Ready(Ok(()));
-            };
-            std::task::ready!(to.poll_send_ready(cx, &mut out.room));
+            // Queued datagrams wait only with a sender to go to (else
+            // `send_queued` dropped them).
+            std::task::ready!(out.room.poll_retry(cx));
         }
     }
 
