@@ -48,6 +48,7 @@ use crate::metrics::MasterFigures;
 use crate::metrics::http::Endpoint;
 use crate::privileges::Plans;
 use crate::service::{Route, Service};
+use crate::wasm::engine::SwapWatch;
 
 /// How long children told to stop at once may take before they are
 /// killed; also what a drain's children get past `quit_timeout`.
@@ -135,6 +136,8 @@ struct Master<'a> {
     names: Vec<String>,
     /// The modules of `watch_module` services.
     watcher: Watcher,
+    /// Swap turned on after the engine chose PAGEMAP_SCAN.
+    swap: SwapWatch,
 }
 
 impl<'a> Master<'a> {
@@ -173,6 +176,7 @@ impl<'a> Master<'a> {
             metrics: None,
             names: services_names,
             watcher,
+            swap: SwapWatch::new(),
         })
     }
 
@@ -194,6 +198,7 @@ impl<'a> Master<'a> {
                 Some(_) => {}
                 None => {
                     self.watcher.look(&self.services);
+                    self.swap.look();
                     self.maintain()?;
                     self.dequeue()?;
                     notify::status();
@@ -258,7 +263,7 @@ impl<'a> Master<'a> {
         let now = Instant::now();
         self.dequeue_at
             .iter()
-            .chain(std::iter::once(&self.watcher.next_look()))
+            .chain([&self.watcher.next_look(), &self.swap.next_look()])
             .flatten()
             .map(|at| at.saturating_duration_since(now))
             .fold(tick.min(notify::every()), Duration::min)

@@ -2,7 +2,8 @@
 //! thread exists, shared by every instance.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -38,6 +39,16 @@ pub const SEQUENTIAL_INSTANCES: u32 = 2;
 /// The process's engine, never dropped (see [`build`]).
 static KEPT: OnceLock<Engine> = OnceLock::new();
 
+/// Whether this process's engine resets finished instances' memory with
+/// PAGEMAP_SCAN (see [`pagemap_scan`]).
+static SCANS: AtomicBool = AtomicBool::new(false);
+
+/// Where the kernel lists the swap areas in use.
+const SWAPS: &str = "/proc/swaps";
+
+/// How often a master looks whether swap was turned on (see [`SwapWatch`]).
+const SWAP_LOOK_EVERY: Duration = Duration::from_secs(10);
+
 /// Builds the engine every service shares: the pooling allocator sized for
 /// the instances one process has alive at once, of the largest
 /// `max_memory`, or, where the machine cannot reserve the pool's address
@@ -49,18 +60,101 @@ static KEPT: OnceLock<Engine> = OnceLock::new();
 /// child more than serving its connection did), and the kernel frees it at
 /// exit in one go.
 pub fn build(config: &HostConfig) -> Result<Engine> {
-    let engine = match Engine::new(base_config(config).allocation_strategy(pooling(config))) {
-        Ok(engine) => engine,
-        Err(err) => {
-            tracing::warn!(
-                "pooling allocator unavailable ({err:#}); instances are allocated on demand"
-            );
-            Engine::new(&base_config(config))?
-        }
-    };
+    let chroot = config.privileges.chroot.is_some();
+    let scan = pagemap_scan(chroot, &std::fs::read_to_string(SWAPS));
+    let (engine, pooled) =
+        match Engine::new(base_config(config).allocation_strategy(pooling(config, scan))) {
+            Ok(engine) => (engine, true),
+            Err(err) => {
+                tracing::warn!(
+                    "pooling allocator unavailable ({err:#}); instances are allocated on demand"
+                );
+                (Engine::new(&base_config(config))?, false)
+            }
+        };
     // The first engine of the process is the one it serves with.
-    let _ = KEPT.set(engine.clone());
+    if KEPT.set(engine.clone()).is_ok() {
+        let scans = pooled && scan == wasmtime::Enabled::Auto;
+        SCANS.store(scans, Ordering::Relaxed);
+        if pooled && !chroot && !scans {
+            tracing::info!(
+                "swap is in use: instances' memory is reset without PAGEMAP_SCAN, which would leave a swapped-out page of one instance to the next (docs/security.md)"
+            );
+        }
+    }
     Ok(engine)
+}
+
+/// Whether finished instances' memory is reset with PAGEMAP_SCAN, which
+/// finds the pages an instance touched: not in a `chroot` (each forked
+/// worker opens its own `/proc/self/pagemap`, else `/dev/null`, else it
+/// aborts, and a chroot has neither), and not while swap is in use (or
+/// `/proc/swaps` cannot tell). wasmtime 48's scan looks only at pages
+/// present in memory, so a page of one instance that the kernel swapped
+/// out would be left, with its data, to the next instance in the slot
+/// (wasmtime 50 mends this, but needs a newer rustc than this project's).
+/// Without the scan, wasmtime resets the bytes it keeps resident with
+/// memset, which brings a swapped page back first, and gives the rest
+/// back to the kernel.
+fn pagemap_scan(chroot: bool, swaps: &std::io::Result<String>) -> wasmtime::Enabled {
+    match swaps {
+        Ok(swaps) if !chroot && !swap_in_use(swaps) => wasmtime::Enabled::Auto,
+        _ => wasmtime::Enabled::No,
+    }
+}
+
+/// Whether `/proc/swaps` (`swaps`, its text) lists a swap area: any line
+/// after its header.
+fn swap_in_use(swaps: &str) -> bool {
+    swaps.lines().skip(1).any(|line| !line.trim().is_empty())
+}
+
+/// Watches, in a master, for swap turned on after its engine chose to
+/// reset memory with PAGEMAP_SCAN, and then says once, as a warning, that
+/// a HUP is needed to stop (see [`pagemap_scan`]).
+pub struct SwapWatch {
+    next: Instant,
+    warned: bool,
+}
+
+impl SwapWatch {
+    /// A watch that first looks [`SWAP_LOOK_EVERY`] from now.
+    pub fn new() -> Self {
+        Self {
+            next: Instant::now() + SWAP_LOOK_EVERY,
+            warned: false,
+        }
+    }
+
+    /// When to look next: `None` once there is nothing left to watch for
+    /// (said already, or the engine does not scan).
+    pub fn next_look(&self) -> Option<Instant> {
+        (!self.warned && SCANS.load(Ordering::Relaxed)).then_some(self.next)
+    }
+
+    /// Looks at `/proc/swaps`, at most every [`SWAP_LOOK_EVERY`].
+    pub fn look(&mut self) {
+        if self.next_look().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + SWAP_LOOK_EVERY;
+        if std::fs::read_to_string(SWAPS).is_ok_and(|swaps| swap_in_use(&swaps)) {
+            self.warned = true;
+            tracing::warn!(
+                "swap was turned on after the server started: instances' memory is still reset with PAGEMAP_SCAN, which leaves a swapped-out page of one instance to the next; send HUP to restart without it (docs/security.md)"
+            );
+        }
+    }
+}
+
+impl Default for SwapWatch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Component instances a process has alive at once: every service's
@@ -118,7 +212,7 @@ fn decommit_batch(max_memory: u64) -> usize {
     usize::try_from(waiting + 1).map_or(DECOMMIT_BATCH, |n| n.min(DECOMMIT_BATCH))
 }
 
-fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
+fn pooling(config: &HostConfig, pagemap_scan: wasmtime::Enabled) -> InstanceAllocationStrategy {
     let n = instances_per_process(config);
     let max_memory = config
         .services
@@ -147,13 +241,8 @@ fn pooling(config: &HostConfig) -> InstanceAllocationStrategy {
         .linear_memory_keep_resident(KEEP_RESIDENT)
         .table_keep_resident(TABLE_KEEP_RESIDENT)
         .decommit_batch_size(decommit_batch(max_memory))
-        // Each forked worker opens its own /proc/self/pagemap (else
-        // /dev/null, else it aborts): inside a chroot there is neither.
-        .pagemap_scan(if config.privileges.chroot.is_some() {
-            wasmtime::Enabled::No
-        } else {
-            wasmtime::Enabled::Auto
-        });
+        // Not in a chroot, nor while swap is in use (see `pagemap_scan`).
+        .pagemap_scan(pagemap_scan);
     InstanceAllocationStrategy::Pooling(pool)
 }
 
@@ -163,6 +252,51 @@ mod tests {
 
     fn config(settings: &[(&str, &str)]) -> HostConfig {
         HostConfig::from_command_line(settings).unwrap()
+    }
+
+    const HEADER: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+
+    #[test]
+    fn swap_is_in_use_when_proc_swaps_lists_an_area() {
+        let cases: &[(&str, String, bool)] = &[
+            ("empty", String::new(), false),
+            ("header only", HEADER.to_owned(), false),
+            ("header and a blank line", format!("{HEADER}\n"), false),
+            (
+                "a swap file",
+                format!(
+                    "{HEADER}/swapfile                               file\t\t1048572\t\t0\t\t-2\n"
+                ),
+                true,
+            ),
+            (
+                "zram and a partition",
+                format!(
+                    "{HEADER}/dev/zram0                              partition\t4194300\t\t0\t\t100\n/dev/vda2 partition\t1000\t0\t-2\n"
+                ),
+                true,
+            ),
+        ];
+        for (what, swaps, want) in cases {
+            assert_eq!(swap_in_use(swaps), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn pagemap_scan_only_without_chroot_and_swap() {
+        use wasmtime::Enabled::{Auto, No};
+        let with_swap = format!("{HEADER}/swapfile file 1048572 0 -2\n");
+        let unreadable = || Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let cases: Vec<(&str, bool, std::io::Result<String>, wasmtime::Enabled)> = vec![
+            ("no swap", false, Ok(HEADER.to_owned()), Auto),
+            ("a chroot", true, Ok(HEADER.to_owned()), No),
+            ("swap in use", false, Ok(with_swap.clone()), No),
+            ("swap in use and a chroot", true, Ok(with_swap), No),
+            ("/proc/swaps unreadable", false, unreadable(), No),
+        ];
+        for (what, chroot, swaps, want) in cases {
+            assert_eq!(pagemap_scan(chroot, &swaps), want, "{what}");
+        }
     }
 
     #[test]
