@@ -61,7 +61,8 @@ const SWAP_LOOK_EVERY: Duration = Duration::from_secs(10);
 /// exit in one go.
 pub fn build(config: &HostConfig) -> Result<Engine> {
     let chroot = config.privileges.chroot.is_some();
-    let scan = pagemap_scan(chroot, &std::fs::read_to_string(SWAPS));
+    let swaps = std::fs::read_to_string(SWAPS);
+    let scan = pagemap_scan(chroot, &swaps);
     let (engine, pooled) =
         match Engine::new(base_config(config).allocation_strategy(pooling(config, scan))) {
             Ok(engine) => (engine, true),
@@ -77,9 +78,14 @@ pub fn build(config: &HostConfig) -> Result<Engine> {
         let scans = pooled && scan == wasmtime::Enabled::Auto;
         SCANS.store(scans, Ordering::Relaxed);
         if pooled && !chroot && !scans {
-            tracing::info!(
-                "swap is in use: instances' memory is reset without PAGEMAP_SCAN, which would leave a swapped-out page of one instance to the next (docs/security.md)"
-            );
+            match &swaps {
+                Ok(_) => tracing::info!(
+                    "swap is in use: instances' memory is reset without PAGEMAP_SCAN, which would leave a swapped-out page of one instance to the next (docs/security.md)"
+                ),
+                Err(err) => tracing::info!(
+                    "cannot read {SWAPS} ({err}): instances' memory is reset without PAGEMAP_SCAN, which would leave a swapped-out page of one instance to the next (docs/security.md)"
+                ),
+            }
         }
     }
     Ok(engine)
@@ -134,11 +140,8 @@ impl SwapWatch {
 
     /// Looks at `/proc/swaps`, at most every [`SWAP_LOOK_EVERY`].
     pub fn look(&mut self) {
-        if self.next_look().is_none() {
-            return;
-        }
         let now = Instant::now();
-        if now < self.next {
+        if self.next_look().is_none_or(|next| now < next) {
             return;
         }
         self.next = now + SWAP_LOOK_EVERY;
